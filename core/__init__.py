@@ -1,0 +1,36 @@
+"""loom.core: the contract every Loom plugin and app builds on.
+
+- data types: :class:`Text`, :class:`Embedding`, :class:`Latent`, :class:`Image`, :class:`Audio`
+- component interfaces: :class:`Encoder`, :class:`Generator`, :class:`Postprocessor`, each with a
+  pydantic :class:`ComponentConfig`
+- hooks: :mod:`loom.core.hookspecs` (implement them with :data:`hookimpl`)
+- discovery: :func:`get_registry` (entry-point group ``loom``)
+- pipelines: :class:`Pipeline`, :class:`PipelineSpec`, :class:`Result`
+
+Nothing here imports torch at import time.
+"""
+
+from .component import Component, ComponentConfig, Encoder, Generator, Postprocessor
+from .data import DATA_TYPES, Audio, Data, Embedding, Image, Latent, Text
+from .errors import (
+    ConfigError,
+    InputError,
+    LoomError,
+    PluginError,
+    ProvenanceError,
+    SpecError,
+    TypeMismatchError,
+    UnknownComponentError,
+    WeightsError,
+)
+from .hookspecs import hookimpl, hookspec
+from .pipeline import Pipeline, PipelineSpec, Result, StepSpec
+from .plugins import ComponentEntry, PluginInfo, Registry, discover, get_registry, reset_registry
+
+__all__ = [
+    "Audio", "Component", "ComponentConfig", "ComponentEntry", "ConfigError", "DATA_TYPES", "Data",
+    "Embedding", "Encoder", "Generator", "Image", "InputError", "Latent", "LoomError", "Pipeline",
+    "PipelineSpec", "PluginError", "PluginInfo", "Postprocessor", "ProvenanceError", "Registry",
+    "Result", "SpecError", "StepSpec", "Text", "TypeMismatchError", "UnknownComponentError",
+    "WeightsError", "discover", "get_registry", "hookimpl", "hookspec", "reset_registry",
+]

@@ -1,0 +1,173 @@
+"""The three component interfaces: :class:`Encoder`, :class:`Generator`, :class:`Postprocessor`.
+
+A component is a class with
+
+- ``Config``: a pydantic model of its settings (validated when the component is built, so a bad
+  value fails before any weights load);
+- ``input_type`` / ``output_type``: the :mod:`loom.core.data` types it takes and gives, which the
+  pipeline engine checks when a chain is built;
+- ``setup()``: loads weights and heavy libraries. It runs on the first call (or on ``load()``),
+  never at construction or import, so listing plugins and type-checking chains stay fast;
+- ``run(inputs, generators)``: turns one batch into another of the same length. ``generators``
+  holds one seeded ``torch.Generator`` per item; draw each item's randomness from its own
+  generator so the item's output does not depend on its neighbours.
+
+Call a component as ``component(inputs, seed=...)``. The base class loads it, makes the per-item
+generators, and runs it on chunks of exactly ``micro_batch`` items (padding the last chunk and
+dropping the padding after): floating-point results can change with a batch's shape, and a fixed
+shape is what makes an item's output byte-identical alone or in any batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar, Mapping
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .data import Data
+from .errors import ConfigError, LoomError
+from .seeding import generators as make_generators
+from .seeding import item_seeds
+
+
+class ComponentConfig(BaseModel):
+    """Base of every component's config: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def describe_validation_error(err: ValidationError, where: str) -> str:
+    """One readable line per invalid field: where it is, what was given, what is accepted."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(config)"
+        given = e.get("input")
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown option {loc!r} (given {given!r})")
+        else:
+            lines.append(f"{where}: option {loc!r} = {given!r} is invalid: {e['msg']}")
+    return "\n".join(lines)
+
+
+def validate_config(cls: type["Component"], config: Any, where: str) -> ComponentConfig:
+    """``config`` (a mapping, a Config instance or None) as ``cls.Config``, or a ConfigError."""
+    if isinstance(config, cls.Config):
+        return config
+    if config is None:
+        config = {}
+    if isinstance(config, BaseModel):
+        config = config.model_dump()
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"{where}: config must be a mapping of options, got {type(config).__name__}")
+    try:
+        return cls.Config.model_validate(dict(config))
+    except ValidationError as err:
+        fields = ", ".join(cls.Config.model_fields) or "none"
+        raise ConfigError(f"{describe_validation_error(err, where)}\n(accepted options: {fields})") from None
+
+
+class Component:
+    """Base of every component. Subclass :class:`Encoder`, :class:`Generator` or :class:`Postprocessor`."""
+
+    #: "encoder", "generator" or "postprocessor".
+    role: ClassVar[str] = "component"
+    Config: ClassVar[type[ComponentConfig]] = ComponentConfig
+    input_type: ClassVar[type[Data]] = Data
+    output_type: ClassVar[type[Data]] = Data
+    #: Items per call of ``run``; None runs the whole batch at once (only for components whose
+    #: per-item output cannot depend on the batch, e.g. pure per-pixel operations).
+    micro_batch: ClassVar[int | None] = 8
+    #: One line shown by ``loom plugins``.
+    description: ClassVar[str] = ""
+
+    def __init__(self, config: Any = None, **options: Any) -> None:
+        if options:
+            base = config.model_dump() if isinstance(config, BaseModel) else dict(config or {})
+            config = {**base, **options}
+        self.config = validate_config(type(self), config, type(self).__name__)
+        self._loaded = False
+
+    # -- to implement -------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Load weights and heavy libraries. Called once, before the first ``run``."""
+
+    def run(self, inputs: Data, generators: list) -> Data:
+        """Turn a batch of ``input_type`` into a batch of ``output_type`` of the same length."""
+        raise NotImplementedError
+
+    # -- provided -----------------------------------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def load(self) -> "Component":
+        """Load weights now (idempotent). Returns self."""
+        if not self._loaded:
+            self.setup()
+            self._loaded = True
+        return self
+
+    def __call__(
+        self,
+        inputs: Data,
+        seed: Any = None,
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> Data:
+        """Run on a batch. ``seed``: int (item *i* gets ``seed + i``), a list (one per item) or a
+        ``torch.Generator``. ``progress`` is called with the number of items finished so far."""
+        name = type(self).__name__
+        if not isinstance(inputs, self.input_type):
+            raise LoomError(
+                f"{name} takes {self.input_type.kind}, got {type(inputs).__name__}"
+            )
+        self.load()
+        n = len(inputs)
+        seeds = item_seeds(seed, n)
+        gens = make_generators(seeds)
+        size = self.micro_batch or max(n, 1)
+        outputs = []
+        for start in range(0, n, size):
+            idx = list(range(start, min(start + size, n)))
+            pad = size - len(idx) if self.micro_batch else 0
+            chunk = inputs.take(idx + [idx[-1]] * pad)
+            chunk_gens = [gens[i] for i in idx] + make_generators([0] * pad)
+            out = self.run(chunk, chunk_gens)
+            if not isinstance(out, self.output_type):
+                raise LoomError(
+                    f"{name}.run returned {type(out).__name__}, but the component declares {self.output_type.kind}"
+                )
+            if len(out) != len(chunk):
+                raise LoomError(f"{name}.run returned {len(out)} items for {len(chunk)} inputs")
+            outputs.append(out.take(range(len(idx))) if pad else out)
+            if progress is not None:
+                progress(idx[-1] + 1)
+        if not outputs:
+            raise LoomError(f"{name} was called with an empty batch")
+        return self.output_type.concat(outputs)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+
+class Encoder(Component):
+    """Turns conditioning input (usually :class:`~loom.core.data.Text`) into an
+    :class:`~loom.core.data.Embedding`."""
+
+    role: ClassVar[str] = "encoder"
+
+
+class Generator(Component):
+    """Makes new data (an :class:`Image`, :class:`Latent` or :class:`Audio`) from its input,
+    usually an :class:`Embedding`. Randomness comes only from the per-item generators."""
+
+    role: ClassVar[str] = "generator"
+
+
+class Postprocessor(Component):
+    """Transforms a finished batch (resize, decode a latent, normalise audio, ...)."""
+
+    role: ClassVar[str] = "postprocessor"
+
+
+ROLES = {c.role: c for c in (Encoder, Generator, Postprocessor)}

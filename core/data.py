@@ -1,0 +1,205 @@
+"""The data types that flow between components.
+
+Loom keeps these few and coarse: :class:`Text`, :class:`Embedding`, :class:`Latent`,
+:class:`Image`, :class:`Audio`. Each is a batch: ``len(x)`` is the number of items,
+``x.take(indices)`` selects items and ``type(x).concat([...])`` joins batches, which is all
+the pipeline engine needs to micro-batch any component.
+
+Tensors are ``torch.Tensor`` but this module does not import torch, so that importing the
+contract stays fast; torch is imported where a tensor is actually made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from PIL import Image as PILImage
+
+
+class Data:
+    """Base class of every batch type. Subclasses are dataclasses."""
+
+    #: Short name used in error messages and specs.
+    kind: ClassVar[str] = "Data"
+
+    def __len__(self) -> int:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def take(self, indices: Sequence[int]) -> "Data":
+        """A new batch holding the items at ``indices`` (in that order, repeats allowed)."""
+        raise NotImplementedError
+
+    @classmethod
+    def concat(cls, parts: Sequence["Data"]) -> "Data":
+        """Join batches of this type, in order."""
+        raise NotImplementedError
+
+
+def _take_tensor(t, indices):
+    import torch
+
+    return t.index_select(0, torch.as_tensor(list(indices), dtype=torch.long, device=t.device))
+
+
+def _cat(tensors):
+    import torch
+
+    return torch.cat(list(tensors), dim=0)
+
+
+@dataclass
+class Text(Data):
+    """A batch of prompts."""
+
+    items: list[str]
+    kind: ClassVar[str] = "Text"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.items, str):
+            self.items = [self.items]
+        self.items = list(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def take(self, indices):
+        return Text([self.items[i] for i in indices])
+
+    @classmethod
+    def concat(cls, parts):
+        return cls([s for p in parts for s in p.items])
+
+
+@dataclass
+class Embedding(Data):
+    """Text (or speech) encoded for a generator.
+
+    ``tokens`` is B×L×D (one vector per token), ``mask`` is B×L (1 for real tokens, 0 for
+    padding), ``pooled`` is B×D or None, and ``encoder`` names the encoder that made it so a
+    generator can refuse embeddings from an encoder it was not trained with.
+    """
+
+    tokens: "torch.Tensor"
+    mask: "torch.Tensor"
+    encoder: str
+    pooled: "torch.Tensor | None" = None
+    kind: ClassVar[str] = "Embedding"
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    def take(self, indices):
+        return Embedding(
+            tokens=_take_tensor(self.tokens, indices),
+            mask=_take_tensor(self.mask, indices),
+            encoder=self.encoder,
+            pooled=None if self.pooled is None else _take_tensor(self.pooled, indices),
+        )
+
+    @classmethod
+    def concat(cls, parts):
+        encoders = {p.encoder for p in parts}
+        if len(encoders) > 1:
+            raise ValueError(f"cannot join embeddings from different encoders: {sorted(encoders)}")
+        pooled = [p.pooled for p in parts]
+        return cls(
+            tokens=_cat(p.tokens for p in parts),
+            mask=_cat(p.mask for p in parts),
+            encoder=parts[0].encoder,
+            pooled=None if any(x is None for x in pooled) else _cat(pooled),
+        )
+
+
+@dataclass
+class Latent(Data):
+    """A batch of latent tensors, B×C×H×W, in a generator's own latent space."""
+
+    tensor: "torch.Tensor"
+    space: str = ""
+    kind: ClassVar[str] = "Latent"
+
+    def __len__(self) -> int:
+        return int(self.tensor.shape[0])
+
+    def take(self, indices):
+        return Latent(_take_tensor(self.tensor, indices), self.space)
+
+    @classmethod
+    def concat(cls, parts):
+        return cls(_cat(p.tensor for p in parts), parts[0].space)
+
+
+@dataclass
+class Image(Data):
+    """A batch of RGB images: float in [0, 1], B×C×H×W."""
+
+    pixels: "torch.Tensor"
+    kind: ClassVar[str] = "Image"
+
+    def __len__(self) -> int:
+        return int(self.pixels.shape[0])
+
+    def take(self, indices):
+        return Image(_take_tensor(self.pixels, indices))
+
+    @classmethod
+    def concat(cls, parts):
+        return cls(_cat(p.pixels for p in parts))
+
+    @classmethod
+    def from_numpy(cls, arrays) -> "Image":
+        """From H×W×3 uint8 arrays (or one B×H×W×3 array)."""
+        import numpy as np
+        import torch
+
+        batch = np.stack(list(arrays)) if not isinstance(arrays, np.ndarray) else arrays
+        if batch.ndim == 3:
+            batch = batch[None]
+        return cls(torch.from_numpy(batch.astype(np.float32) / 255.0).permute(0, 3, 1, 2).contiguous())
+
+    def to_numpy(self):
+        """B×H×W×3 uint8, rounded the same way every time so saved pixels are reproducible."""
+        import torch
+
+        px = (self.pixels.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8)
+        return px.permute(0, 2, 3, 1).cpu().numpy()
+
+    def to_pil(self) -> "list[PILImage.Image]":
+        from PIL import Image as PILImage
+
+        return [PILImage.fromarray(a) for a in self.to_numpy()]
+
+    def save(self, path, index: int = 0, record: dict | None = None):
+        """Write item ``index`` as a PNG, atomically, with ``record`` embedded as provenance."""
+        from .files import save_png
+
+        return save_png(self.take([index]).to_pil()[0], path, record)
+
+
+@dataclass
+class Audio(Data):
+    """A batch of waveforms, float in [-1, 1], B×C×T, at ``sample_rate`` Hz."""
+
+    waveforms: "torch.Tensor"
+    sample_rate: int
+    kind: ClassVar[str] = "Audio"
+
+    def __len__(self) -> int:
+        return int(self.waveforms.shape[0])
+
+    def take(self, indices):
+        return Audio(_take_tensor(self.waveforms, indices), self.sample_rate)
+
+    @classmethod
+    def concat(cls, parts):
+        rates = {p.sample_rate for p in parts}
+        if len(rates) > 1:
+            raise ValueError(f"cannot join audio at different sample rates: {sorted(rates)}")
+        return cls(_cat(p.waveforms for p in parts), parts[0].sample_rate)
+
+
+#: Every data type by its ``kind`` name.
+DATA_TYPES: dict[str, type[Data]] = {t.kind: t for t in (Text, Embedding, Latent, Image, Audio)}

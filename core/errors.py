@@ -1,0 +1,43 @@
+"""Loom's one small error hierarchy.
+
+Every error a user can cause is a :class:`LoomError`; its message names the step or
+thing at fault, the value it got, and what would be accepted.
+"""
+
+from __future__ import annotations
+
+
+class LoomError(Exception):
+    """Base class of every error Loom raises on purpose."""
+
+
+class PluginError(LoomError):
+    """A plugin failed to import, register, or clashed with another plugin."""
+
+
+class UnknownComponentError(LoomError):
+    """A component name that no loaded plugin registered."""
+
+
+class ConfigError(LoomError):
+    """A component or pipeline configuration value is invalid."""
+
+
+class SpecError(LoomError):
+    """A pipeline spec is malformed or its steps do not fit together."""
+
+
+class TypeMismatchError(SpecError):
+    """A step takes a data type that the step before it does not give."""
+
+
+class InputError(LoomError):
+    """Input data (prompt, seed, file) that a component or command cannot use."""
+
+
+class WeightsError(LoomError):
+    """Model weights are missing, unreadable or do not fit the component."""
+
+
+class ProvenanceError(LoomError):
+    """A file carries no Loom provenance record, or one that cannot be replayed."""

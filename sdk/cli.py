@@ -1,0 +1,174 @@
+"""The ``loom`` command line. Heavy libraries load inside commands, so ``loom --help`` is instant."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+
+class LoomGroup(click.Group):
+    """Turns Loom's own errors into one clear line and exit status 1, instead of a traceback."""
+
+    def invoke(self, ctx):
+        from loom.core.errors import LoomError  # cheap: no torch
+
+        try:
+            return super().invoke(ctx)
+        except LoomError as err:
+            click.secho(f"error: {err}", fg="red", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=LoomGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="loom")
+def main() -> None:
+    """Loom: typed, plugin-based generation chains with small offline defaults."""
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json: bool) -> None:
+    """List plugins, their versions, what they register, and any that failed to load."""
+    from loom.core.plugins import get_registry
+
+    registry = get_registry()
+    if as_json:
+        click.echo(json.dumps([vars(p) for p in registry.plugins.values()], indent=2))
+        return
+    if not registry.plugins:
+        click.echo("no plugins loaded (is LOOM_PLUGINS set?)")
+    for info in registry.plugins.values():
+        version = f" {info.version}" if info.version else ""
+        dist = f" ({info.distribution}{version})" if info.distribution else ""
+        status = click.style("ok", fg="green") if info.ok else click.style("FAILED", fg="red")
+        click.echo(f"{info.name}{dist}: {status}")
+        for name in info.components:
+            entry = registry.get(f"{info.name}:{name}")
+            cls = entry.cls
+            click.echo(
+                f"  {name:<16} {cls.role:<13} {cls.input_type.kind} → {cls.output_type.kind}"
+                + (f"  {cls.description}" if cls.description else "")
+            )
+        for err in info.errors:
+            click.secho(f"  error: {err}", fg="red")
+
+
+@main.command()
+@click.argument("prompt")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
+@click.option("--seed", type=int, default=None, help="Seed (default: random; recorded in the PNG).")
+@click.option("--generator", "generator", default=None, help="Generator name or trained folder (default: vae).")
+@click.option("-n", "--count", type=click.IntRange(1, 10000), default=1, help="Images to make (seeds seed..seed+n-1).")
+@click.option("--size", type=click.IntRange(8, 8192), default=256, help="Longer side of the output in pixels.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def generate(prompt: str, output: str, seed, generator, count: int, size: int, quiet: bool) -> None:
+    """Generate images from PROMPT; each PNG embeds its provenance record."""
+    import loom
+
+    result = loom.generate([prompt] * count, seed, generator=generator, size=size, progress=not quiet)
+    for path in loom.save(result, output):
+        click.echo(str(path))
+
+
+@main.command("run")
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False), help="Folder for the outputs.")
+@click.option("-p", "--prompt", "prompts", multiple=True, help="A prompt (repeatable).")
+@click.option("--prompts", "prompts_file", type=click.Path(exists=True, dir_okay=False), help="File with one prompt a line.")
+@click.option("--seed", type=int, default=None, help="Base seed (prompt i gets seed+i).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def run_spec(spec: str, output_dir: str, prompts, prompts_file, seed, quiet: bool) -> None:
+    """Run the chain in SPEC (YAML or JSON) on prompts; writes DIR/0001.png, ..."""
+    import loom
+    from loom.core import InputError
+
+    texts = list(prompts) + (read_prompts(prompts_file) if prompts_file else [])
+    if not texts:
+        raise InputError("no prompts: give --prompt TEXT (repeatable) or --prompts FILE")
+    pipeline = loom.pipeline_for(spec)
+    result = pipeline.run(texts, seed, progress=not quiet)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(len(result)):
+        path = out / f"{i + 1:04d}.png"
+        result.output.save(path, index=i, record=result.record(i))
+        click.echo(str(path))
+
+
+@main.command()
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def reproduce(source: str, output: str, quiet: bool) -> None:
+    """Regenerate SOURCE (a PNG Loom wrote) from its embedded record: identical pixels."""
+    import loom
+
+    loom.reproduce(source, output, progress=not quiet)
+    click.echo(output)
+
+
+@main.group()
+def train() -> None:
+    """Train Loom's models on data Loom generates."""
+
+
+@train.command("vae")
+@click.option("--out", default="loom-vae", show_default=True, type=click.Path(file_okay=False), help="Folder to write.")
+@click.option("--steps", default=3000, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--pool", default=24000, show_default=True, type=click.IntRange(1), help="Distinct captioned scenes.")
+@click.option("--lr", default=2e-3, show_default=True, type=float)
+def train_vae(out, steps, seed, batch_size, pool, lr) -> None:
+    """Train the conditional VAE (the default generator) on Shapes."""
+    from loom.training import train_vae as run
+
+    command = shlex.join(["loom", *sys.argv[1:]])
+    folder = run(out, steps=steps, seed=seed, batch_size=batch_size, pool=pool, lr=lr, command=command)
+    click.echo(f"wrote {folder}; use it with --generator {folder}")
+
+
+@main.group("eval")
+def evaluate() -> None:
+    """Measure generators with Loom's procedural checkers."""
+
+
+@evaluate.command("shapes")
+@click.option("--generator", default=None, help="Generator name or trained folder (default: vae).")
+@click.option("--prompts", "prompts_file", type=click.Path(exists=True, dir_okay=False), help="One prompt a line.")
+@click.option("-n", "count", default=200, show_default=True, type=click.IntRange(1), help="Fresh prompts to draw.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def eval_shapes(generator, prompts_file, count, as_json) -> None:
+    """ShapesEval per attribute and whole-prompt for a generator."""
+    from loom.evaluation import evaluate_shapes
+
+    prompts = read_prompts(prompts_file) if prompts_file else None
+    report = evaluate_shapes(generator, prompts=prompts, n=count, progress=not as_json)
+    data = report.to_dict()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"ShapesEval on {data['n']} prompts (generator: {generator or 'vae'})")
+    for name, score in data["per_attribute"].items():
+        chance = data.get("chance", {}).get(name)
+        click.echo(f"  {name:<12} {score:.3f}" + (f"   (chance {chance:.3f})" if chance is not None else ""))
+    chance = data.get("chance", {}).get("whole_prompt")
+    click.echo(f"  {'whole prompt':<12} {data['whole_prompt']:.3f}" + (f"   (chance {chance:.4f})" if chance is not None else ""))
+
+
+def read_prompts(path: str) -> list[str]:
+    from loom.core import InputError
+
+    lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    prompts = [line for line in lines if line]
+    if not prompts:
+        raise InputError(f"prompts file {path!r} holds no prompts (one prompt a line)")
+    return prompts
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
