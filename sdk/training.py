@@ -95,7 +95,9 @@ def train_vae(
         "batch_size": batch_size,
         "pool": pool,
         "lr": lr,
-        "final_loss": round(float(np.mean(losses[-50:])), 3) if losses else None,
+        # mean loss over the first and the last stretch of steps (up to 50 each)
+        "first_loss": round(float(np.mean(losses[: max(1, min(50, len(losses) // 3))])), 3) if losses else None,
+        "final_loss": round(float(np.mean(losses[-max(1, min(50, len(losses) // 3)) :])), 3) if losses else None,
         "minutes": round((time.time() - started) / 60, 2),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
     }

@@ -1,0 +1,83 @@
+"""Small torch components for testing the engine without real models."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from pydantic import Field
+
+from loom.core import Audio, ComponentConfig, Embedding, Encoder, Generator, Image, Postprocessor, Registry, Text, hookimpl
+
+#: Every setup() call, by class name: tests check that building a chain loads nothing.
+LOADED: list[str] = []
+
+
+class HashEncoder(Encoder):
+    class Config(ComponentConfig):
+        dim: int = Field(8, ge=1, le=64)
+
+    input_type = Text
+    output_type = Embedding
+
+    def setup(self):
+        LOADED.append(type(self).__name__)
+
+    def run(self, inputs, generators):
+        import torch
+
+        rows = [[(hash(s) >> (4 * j)) % 7 / 7.0 for j in range(self.config.dim)] for s in inputs.items]
+        tokens = torch.tensor(rows).unsqueeze(1)
+        return Embedding(tokens=tokens, mask=torch.ones(len(rows), 1), encoder="hash", pooled=tokens[:, 0])
+
+
+class NoiseGenerator(Generator):
+    class Config(ComponentConfig):
+        size: int = Field(8, ge=2, le=64)
+
+    input_type = Embedding
+    output_type = Image
+
+    def setup(self):
+        LOADED.append(type(self).__name__)
+
+    def run(self, inputs, generators):
+        import torch
+
+        s = self.config.size
+        noise = torch.stack([torch.rand(3, s, s, generator=g) for g in generators])
+        # A batch-wide matmul, as a real network has, so micro-batching matters.
+        mix = inputs.pooled @ torch.ones(inputs.pooled.shape[1], 3 * s * s) / inputs.pooled.shape[1]
+        return Image(((noise + mix.view(-1, 3, s, s)) / 2).clamp(0, 1))
+
+
+class Invert(Postprocessor):
+    input_type = Image
+    output_type = Image
+
+    def run(self, inputs, generators):
+        return Image(1 - inputs.pixels)
+
+
+class Quieter(Postprocessor):
+    input_type = Audio
+    output_type = Audio
+
+    def run(self, inputs, generators):
+        return Audio(inputs.waveforms * 0.5, inputs.sample_rate)
+
+
+def fake_plugin():
+    @hookimpl
+    def loom_register_components(register):
+        register("hash-encoder", HashEncoder)
+        register("noise", NoiseGenerator)
+        register("invert", Invert)
+        register("quieter", Quieter)
+
+    return SimpleNamespace(loom_register_components=loom_register_components, __name__="fakes")
+
+
+def fake_registry() -> Registry:
+    registry = Registry()
+    registry.add_plugin(fake_plugin(), "fakes", "fakes-dist", "1.0")
+    return registry
