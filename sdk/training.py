@@ -54,6 +54,8 @@ def train_vae(
     from loom.plugins.vae.model import ConditionalVAE, VAEConfig, save
 
     started = time.time()
+    # Subnormal floats appear as the images' flat regions saturate and make CPU steps ~4× slower.
+    torch.set_flush_denormal(True)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     scenes = [sample_scene(rng) for _ in range(pool)]

@@ -1,0 +1,466 @@
+"""The Shapes world: scenes, captions, a caption parser, a renderer and a dataset.
+
+A scene is a coloured background with one or two coloured shapes, each in one cell of a 3×3
+grid. Everything is drawn from a ``numpy.random.Generator`` so that a dataset item depends only
+on ``(seed, index)``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, astuple, dataclass, field
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+# Chosen so that every pair is at least ~100 apart in RGB: the checker classifies pixels to the
+# nearest palette colour, and blurry generated images need that headroom.
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (215, 30, 35),
+    "green": (30, 170, 60),
+    "blue": (35, 75, 215),
+    "yellow": (245, 225, 40),
+    "purple": (135, 45, 165),
+    "orange": (245, 130, 20),
+    "white": (245, 245, 245),
+    "black": (20, 20, 20),
+    "gray": (128, 128, 128),
+}
+OBJECT_COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange", "white")
+BACKGROUND_COLOURS: tuple[str, ...] = tuple(COLOURS)
+
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+SIZES: tuple[str, ...] = ("small", "large")
+
+POSITIONS: dict[str, tuple[int, int]] = {
+    "top left": (0, 0),
+    "top": (0, 1),
+    "top right": (0, 2),
+    "left": (1, 0),
+    "center": (1, 1),
+    "right": (1, 2),
+    "bottom left": (2, 0),
+    "bottom": (2, 1),
+    "bottom right": (2, 2),
+}
+_CELL_TO_POSITION = {rc: name for name, rc in POSITIONS.items()}
+
+#: Extent (diameter / side / base and height) of a shape as a fraction of a grid cell.
+SIZE_FRACTION: dict[str, float] = {"small": 0.42, "large": 0.75}
+
+MAX_OBJECTS = 2
+
+
+# --------------------------------------------------------------------------------------------
+# Scenes
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShapeSpec:
+    shape: str
+    colour: str
+    position: str
+    size: str
+
+    def __post_init__(self) -> None:
+        _check("shape", self.shape, SHAPES)
+        _check("colour", self.colour, COLOURS)
+        _check("position", self.position, POSITIONS)
+        _check("size", self.size, SIZES)
+
+
+@dataclass(frozen=True)
+class Scene:
+    background: str
+    objects: tuple[ShapeSpec, ...]
+
+    def __post_init__(self) -> None:
+        _check("background", self.background, COLOURS)
+        # Accept any sequence but store a tuple, so scenes stay hashable and comparable.
+        object.__setattr__(self, "objects", tuple(self.objects))
+        if not self.objects:
+            raise ValueError("a Scene needs at least one object")
+        for o in self.objects:
+            if not isinstance(o, ShapeSpec):
+                raise TypeError(f"Scene objects must be ShapeSpec, got {type(o).__name__}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"background": self.background, "objects": [asdict(o) for o in self.objects]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Scene":
+        return cls(d["background"], tuple(ShapeSpec(**o) for o in d["objects"]))
+
+
+def _check(what: str, value: Any, allowed: Any) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
+
+
+def sample_scene(rng: np.random.Generator, two_object_prob: float = 0.5) -> Scene:
+    """A random scene: objects in distinct cells, with distinct colours unlike the background."""
+    background = BACKGROUND_COLOURS[rng.integers(len(BACKGROUND_COLOURS))]
+    n = 2 if rng.random() < two_object_prob else 1
+    colours = [c for c in OBJECT_COLOURS if c != background]
+    colour_idx = rng.choice(len(colours), size=n, replace=False)
+    cells = rng.choice(len(POSITIONS), size=n, replace=False)
+    names = list(POSITIONS)
+    objects = tuple(
+        ShapeSpec(
+            shape=SHAPES[rng.integers(len(SHAPES))],
+            colour=colours[colour_idx[k]],
+            position=names[cells[k]],
+            size=SIZES[rng.integers(len(SIZES))],
+        )
+        for k in range(n)
+    )
+    return Scene(background, objects)
+
+
+# --------------------------------------------------------------------------------------------
+# Captions
+# --------------------------------------------------------------------------------------------
+
+
+def _position_phrases() -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
+    """Prepositional phrases ("in the top left") and bare ones ("top left corner") per cell."""
+    prep: dict[str, tuple[str, ...]] = {}
+    bare: dict[str, tuple[str, ...]] = {}
+    for v, alt_v in (("top", "upper"), ("bottom", "lower")):
+        for h in ("left", "right"):
+            name = f"{v} {h}"
+            prep[name] = (f"in the {v} {h}", f"in the {alt_v} {h} corner", f"at the {v} {h}")
+            bare[name] = (f"{v} {h}", f"{v} {h} corner", f"{alt_v} {h}")
+        prep[v] = (f"at the {v}", f"in the {v} middle", f"along the {v} edge")
+        bare[v] = (v, f"{v} middle", f"{v} edge")
+    for h in ("left", "right"):
+        prep[h] = (f"on the {h}", f"in the middle {h}", f"along the {h} edge")
+        bare[h] = (h, f"middle {h}", f"{h} edge")
+    prep["center"] = ("in the center", "in the centre", "in the middle")
+    bare["center"] = ("center", "centre", "middle")
+    return prep, bare
+
+
+POSITION_PHRASES, BARE_POSITION_PHRASES = _position_phrases()
+
+# {a_bg} is "a"/"an" + background colour; {obj} is "<size> <colour> <shape>"; {pos} is a
+# prepositional position phrase and {bare} a bare one. Objects keep the scene's order.
+ONE_OBJECT_TEMPLATES: tuple[str, ...] = (
+    "a {obj} {pos} on {a_bg} background",
+    "on {a_bg} background, a {obj} {pos}",
+    "{obj}, {bare}, {bg} background",
+    "{a_bg} background with a {obj} {pos}",
+    "{pos}, a {obj} against {a_bg} backdrop",
+)
+TWO_OBJECT_TEMPLATES: tuple[str, ...] = (
+    "a {obj1} {pos1} and a {obj2} {pos2} on {a_bg} background",
+    "on {a_bg} background, a {obj1} {pos1} and a {obj2} {pos2}",
+    "{obj1}, {bare1}; {obj2}, {bare2}; {bg} background",
+    "{a_bg} background with a {obj1} {pos1} and a {obj2} {pos2}",
+)
+
+
+def _article(word: str) -> str:
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
+def caption_with_template(
+    scene: Scene, rng: np.random.Generator, template: int | None = None
+) -> tuple[str, int]:
+    """Like :func:`caption`, also returning the index of the template used.
+
+    Templates are indexed within :data:`ONE_OBJECT_TEMPLATES` or :data:`TWO_OBJECT_TEMPLATES`
+    according to the number of objects.
+    """
+    n = len(scene.objects)
+    if n == 1:
+        templates = ONE_OBJECT_TEMPLATES
+    elif n == 2:
+        templates = TWO_OBJECT_TEMPLATES
+    else:
+        raise ValueError(f"captions cover scenes of 1 or 2 objects, this one has {n}")
+    t = int(rng.integers(len(templates))) if template is None else int(template)
+    if not 0 <= t < len(templates):
+        raise ValueError(f"template must be in [0, {len(templates)}), got {template}")
+    fields: dict[str, str] = {"bg": scene.background, "a_bg": _article(scene.background)}
+    for k, o in enumerate(scene.objects, start=1):
+        suffix = "" if n == 1 else str(k)
+        fields["obj" + suffix] = f"{o.size} {o.colour} {o.shape}"
+        prep = POSITION_PHRASES[o.position]
+        bare = BARE_POSITION_PHRASES[o.position]
+        fields["pos" + suffix] = prep[rng.integers(len(prep))]
+        fields["bare" + suffix] = bare[rng.integers(len(bare))]
+    return templates[t].format(**fields), t
+
+
+def caption(scene: Scene, rng: np.random.Generator, template: int | None = None) -> str:
+    """A lowercase caption stating every attribute of every object and the background."""
+    return caption_with_template(scene, rng, template)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartialShape:
+    shape: str | None = None
+    colour: str | None = None
+    position: str | None = None
+    size: str | None = None
+
+    @classmethod
+    def from_spec(cls, s: ShapeSpec) -> "PartialShape":
+        return cls(s.shape, s.colour, s.position, s.size)
+
+    @property
+    def complete(self) -> bool:
+        return None not in (self.shape, self.colour, self.position, self.size)
+
+    def to_spec(self) -> ShapeSpec:
+        if not self.complete:
+            raise ValueError(f"{self} does not state every attribute")
+        return ShapeSpec(*astuple(self))
+
+
+@dataclass
+class PromptSpec:
+    """What a prompt asks for; any attribute the text doesn't state is None."""
+
+    background: str | None
+    objects: list[PartialShape] = field(default_factory=list)
+
+    @classmethod
+    def from_scene(cls, scene: Scene) -> "PromptSpec":
+        return cls(scene.background, [PartialShape.from_spec(o) for o in scene.objects])
+
+    @property
+    def complete(self) -> bool:
+        return self.background is not None and all(o.complete for o in self.objects)
+
+    def to_scene(self) -> Scene:
+        if self.background is None:
+            raise ValueError("the prompt does not state a background colour")
+        return Scene(self.background, tuple(o.to_spec() for o in self.objects))
+
+
+_COLOUR_WORDS = {c: c for c in COLOURS} | {"grey": "gray", "violet": "purple"}
+_SHAPE_WORDS = {
+    "circle": "circle", "circles": "circle", "disc": "circle", "disk": "circle",
+    "square": "square", "squares": "square", "box": "square",
+    "triangle": "triangle", "triangles": "triangle",
+}  # fmt: skip
+_SIZE_WORDS = {
+    "small": "small", "little": "small", "tiny": "small",
+    "large": "large", "big": "large", "huge": "large",
+}  # fmt: skip
+_ROW_WORDS = {"top": 0, "upper": 0, "bottom": 2, "lower": 2}
+_COL_WORDS = {"left": 0, "right": 2}
+_CENTRE_WORDS = {"center", "centre", "middle", "central"}
+
+_COLOUR_RE = "|".join(sorted(_COLOUR_WORDS, key=len, reverse=True))
+_BACKGROUND_RES = (
+    re.compile(rf"\b({_COLOUR_RE})(?:[\s-]+(?:coloured|colored))?\s+(?:background|backdrop)\b"),
+    re.compile(rf"\b(?:background|backdrop)[\s:=-]+(?:is\s+|of\s+)?(?:an?\s+)?({_COLOUR_RE})\b"),
+    # "a red circle on blue": a bare colour closing the text can only be the background.
+    re.compile(rf"\bon\s+(?:an?\s+)?({_COLOUR_RE})\W*$"),
+)
+# Object separators. None of these words occurs inside an object description or a position
+# phrase, so splitting on them never cuts an object in two.
+_SEPARATOR_RE = re.compile(r";|\band\b|\bnext to\b|\bbeside\b|\balongside\b|\bplus\b|\bwith\b")
+_WORD_RE = re.compile(r"[a-z]+")
+
+EXAMPLE_CAPTION = "a small red circle in the top left on a blue background"
+
+
+def _parse_object(chunk: str) -> PartialShape | None:
+    words = _WORD_RE.findall(chunk)
+    colour = next((_COLOUR_WORDS[w] for w in words if w in _COLOUR_WORDS), None)
+    shape = next((_SHAPE_WORDS[w] for w in words if w in _SHAPE_WORDS), None)
+    if colour is None and shape is None:
+        return None
+    size = next((_SIZE_WORDS[w] for w in words if w in _SIZE_WORDS), None)
+    row = next((_ROW_WORDS[w] for w in words if w in _ROW_WORDS), None)
+    col = next((_COL_WORDS[w] for w in words if w in _COL_WORDS), None)
+    position = None
+    # Any position word states a position; the unnamed axis is then the middle one.
+    if row is not None or col is not None or any(w in _CENTRE_WORDS for w in words):
+        position = _CELL_TO_POSITION[(1 if row is None else row, 1 if col is None else col)]
+    return PartialShape(shape=shape, colour=colour, position=position, size=size)
+
+
+def parse_caption(text: str) -> PromptSpec:
+    """Read a caption (or similar free text) into a :class:`PromptSpec`.
+
+    The background is "<colour> background"/"backdrop", "background is <colour>" or a closing
+    "on <colour>". Objects are separated by "and", "with", "next to", "beside", "alongside",
+    "plus" or ";". Within an object the first colour, shape and size words count; position
+    words (top/upper, bottom/lower, left, right, center/centre/middle) combine into a cell.
+    Raises ValueError when no object (no shape or colour word) is found.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"parse_caption expects a string, got {type(text).__name__}")
+    lowered = text.lower()
+    background = None
+    for pattern in _BACKGROUND_RES:
+        m = pattern.search(lowered)
+        if m:
+            background = _COLOUR_WORDS[m.group(1)]
+            lowered = lowered[: m.start()] + " ; " + lowered[m.end() :]
+            break
+    objects = [o for o in map(_parse_object, _SEPARATOR_RE.split(lowered)) if o is not None]
+    if not objects:
+        raise ValueError(
+            f"no shape or colour found in {text!r}: expected a description such as "
+            f"{EXAMPLE_CAPTION!r} (shapes: {', '.join(SHAPES)}; colours: {', '.join(COLOURS)})"
+        )
+    return PromptSpec(background, objects)
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------
+
+def _supersample(size: int) -> int:
+    # 4× anti-aliases small images well; past 128 px a pixel is small enough that 2× looks the
+    # same and keeps a 256 px render from costing a 1024² canvas.
+    return 4 if size <= 128 else 2
+
+
+def render(scene: Scene, size: int = 64, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Draw ``scene`` as a ``size``×``size``×3 uint8 array.
+
+    With ``rng``, each object's centre moves by up to ±size/32 px and its extent by ±5%, so a
+    model cannot learn the exact pixel layout.
+    """
+    size = int(size)
+    if size < 32:
+        raise ValueError(f"render size must be at least 32, got {size}")
+    s = _supersample(size)
+    canvas = Image.new("RGB", (size * s, size * s), COLOURS[scene.background])
+    draw = ImageDraw.Draw(canvas)
+    cell = size / 3
+    for o in scene.objects:
+        row, col = POSITIONS[o.position]
+        cx, cy = (col + 0.5) * cell, (row + 0.5) * cell
+        extent = SIZE_FRACTION[o.size] * cell
+        if rng is not None:
+            shift = size / 32
+            cx += rng.uniform(-shift, shift)
+            cy += rng.uniform(-shift, shift)
+            extent *= rng.uniform(0.95, 1.05)
+        # PIL's outline coordinates are inclusive pixel indices; the -1 and the half-pixel
+        # offsets make each supersampled shape cover [x0, x1) × [y0, y1).
+        half = extent / 2
+        x0, x1 = (cx - half) * s, (cx + half) * s
+        y0, y1 = (cy - half) * s, (cy + half) * s
+        fill = COLOURS[o.colour]
+        if o.shape == "circle":
+            draw.ellipse([x0, y0, x1 - 1, y1 - 1], fill=fill)
+        elif o.shape == "square":
+            draw.rectangle([round(x0), round(y0), round(x1) - 1, round(y1) - 1], fill=fill)
+        else:
+            mid = (x0 + x1) / 2 - 0.5
+            draw.polygon([(mid, y0), (x1 - 0.5, y1 - 0.5), (x0 - 0.5, y1 - 0.5)], fill=fill)
+    # BOX averages each 4×4 block exactly; LANCZOS would ring and add off-palette colours.
+    return np.asarray(canvas.resize((size, size), Image.BOX), dtype=np.uint8).copy()
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShapesItem:
+    image: np.ndarray
+    caption: str
+    scene: Scene
+
+
+class ShapesDataset:
+    """An endless, indexable dataset: item ``i`` depends only on ``(seed, i)``."""
+
+    def __init__(self, seed: int = 0, size: int = 64, two_object_prob: float = 0.5):
+        if size < 32:
+            raise ValueError(f"size must be at least 32, got {size}")
+        self.seed = int(seed)
+        self.size = int(size)
+        self.two_object_prob = float(two_object_prob)
+
+    def __repr__(self) -> str:
+        return (
+            f"ShapesDataset(seed={self.seed}, size={self.size}, "
+            f"two_object_prob={self.two_object_prob})"
+        )
+
+    def item(self, i: int) -> ShapesItem:
+        if i < 0:
+            raise IndexError(f"item index must be non-negative, got {i}")
+        rng = np.random.default_rng([self.seed, int(i)])
+        scene = sample_scene(rng, self.two_object_prob)
+        text = caption(scene, rng)
+        return ShapesItem(render(scene, self.size, rng), text, scene)
+
+    __getitem__ = item
+
+    def batch(self, start: int, count: int) -> list[ShapesItem]:
+        return [self.item(i) for i in range(start, start + count)]
+
+    def arrays(self, start: int, count: int) -> tuple[np.ndarray, list[str]]:
+        """Images stacked as ``count``×H×W×3 uint8, with their captions."""
+        items = self.batch(start, count)
+        return np.stack([it.image for it in items]), [it.caption for it in items]
+
+    def __iter__(self) -> Iterator[ShapesItem]:
+        i = 0
+        while True:
+            yield self.item(i)
+            i += 1
+
+
+# A tag in the seed key keeps evaluation prompts out of every ShapesDataset stream, whose keys
+# are [seed, i].
+_PROMPT_STREAM = 0x50524F4D
+
+
+def sample_prompts(
+    n: int, seed: int = 1234, two_object_prob: float = 0.5
+) -> list[tuple[str, Scene]]:
+    """``n`` (caption, scene) pairs for evaluation, from a stream no dataset item uses."""
+    rng = np.random.default_rng([int(seed), _PROMPT_STREAM, 1])
+    out = []
+    for _ in range(n):
+        scene = sample_scene(rng, two_object_prob)
+        out.append((caption(scene, rng), scene))
+    return out
+
+
+__all__: Sequence[str] = (
+    "BACKGROUND_COLOURS",
+    "BARE_POSITION_PHRASES",
+    "COLOURS",
+    "OBJECT_COLOURS",
+    "ONE_OBJECT_TEMPLATES",
+    "POSITIONS",
+    "POSITION_PHRASES",
+    "PartialShape",
+    "PromptSpec",
+    "SHAPES",
+    "SIZES",
+    "SIZE_FRACTION",
+    "Scene",
+    "ShapeSpec",
+    "ShapesDataset",
+    "ShapesItem",
+    "TWO_OBJECT_TEMPLATES",
+    "caption",
+    "caption_with_template",
+    "parse_caption",
+    "render",
+    "sample_prompts",
+    "sample_scene",
+)
