@@ -122,13 +122,14 @@ def train() -> None:
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
 @click.option("--pool", default=24000, show_default=True, type=click.IntRange(1), help="Distinct captioned scenes.")
-@click.option("--lr", default=2e-3, show_default=True, type=float)
-def train_vae(out, steps, seed, batch_size, pool, lr) -> None:
+@click.option("--lr", default=1e-3, show_default=True, type=float)
+@click.option("--cache", default=None, type=click.Path(file_okay=False), help="Folder to keep encoded captions in.")
+def train_vae(out, steps, seed, batch_size, pool, lr, cache) -> None:
     """Train the conditional VAE (the default generator) on Shapes."""
     from loom.training import train_vae as run
 
     command = shlex.join(["loom", *sys.argv[1:]])
-    folder = run(out, steps=steps, seed=seed, batch_size=batch_size, pool=pool, lr=lr, command=command)
+    folder = run(out, steps=steps, seed=seed, batch_size=batch_size, pool=pool, lr=lr, command=command, cache=cache)
     click.echo(f"wrote {folder}; use it with --generator {folder}")
 
 

@@ -11,10 +11,24 @@ from pathlib import Path
 CAPTION_TOKENS = 32
 
 
-def encode_captions(captions: list[str], batch_size: int = 128, progress: bool = True):
-    """(tokens fp16, mask, pooled) for ``captions`` through the default text encoder."""
+def encode_captions(captions: list[str], batch_size: int = 128, progress: bool = True, cache: "Path | None" = None):
+    """(tokens fp16, mask, pooled) for ``captions`` through the default text encoder.
+
+    With ``cache`` (a folder), the encodings are kept in a safetensors file named by a hash of the
+    captions, so a second run on the same scenes skips the minutes of encoding."""
+    import hashlib
+
     import torch
+    from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
+
+    path = None
+    if cache is not None:
+        digest = hashlib.sha256("\n".join(captions).encode()).hexdigest()[:16]
+        path = Path(cache) / f"captions-{digest}.safetensors"
+        if path.is_file():
+            t = load_file(str(path))
+            return t["tokens"], t["mask"], t["pooled"]
 
     from loom.plugins.text_encoder import TextEncoder
     from loom.core import Text
@@ -28,7 +42,11 @@ def encode_captions(captions: list[str], batch_size: int = 128, progress: bool =
             masks.append(emb.mask)
             pooled.append(emb.pooled)
             bar.update(len(emb))
-    return torch.cat(tokens), torch.cat(masks), torch.cat(pooled)
+    result = torch.cat(tokens), torch.cat(masks), torch.cat(pooled)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(dict(zip(("tokens", "mask", "pooled"), result)), str(path))
+    return result
 
 
 def train_vae(
@@ -37,9 +55,10 @@ def train_vae(
     seed: int = 0,
     batch_size: int = 64,
     pool: int = 24000,
-    lr: float = 2e-3,
+    lr: float = 1e-3,
     progress: bool = True,
     command: str | None = None,
+    cache: "str | Path | None" = None,
 ) -> Path:
     """Train the conditional VAE on Shapes and write ``config.json`` + ``model.safetensors`` to ``out``.
 
@@ -60,7 +79,7 @@ def train_vae(
     rng = np.random.default_rng(seed)
     scenes = [sample_scene(rng) for _ in range(pool)]
     captions = [caption(s, rng) for s in scenes]
-    tokens, mask, pooled = encode_captions(captions, progress=progress)
+    tokens, mask, pooled = encode_captions(captions, progress=progress, cache=cache)
 
     cfg = VAEConfig()
     model = ConditionalVAE(cfg).to(memory_format=torch.channels_last).train()
@@ -87,7 +106,7 @@ def train_vae(
                 losses.append(loss.item())
                 done = step + 1
                 if step % 10 == 0:
-                    bar.set_postfix(loss=f"{np.mean(losses[-50:]):.1f}", recon=f"{parts['recon']:.1f}", kl=f"{parts['kl']:.1f}")
+                    bar.set_postfix(loss=f"{np.mean(losses[-50:]):.1f}", **{k: f"{v:.1f}" for k, v in parts.items()})
     except KeyboardInterrupt:
         print(f"\ninterrupted at step {done}: saving the model trained so far", file=sys.stderr)
     cfg.training = {

@@ -20,7 +20,7 @@ class VAEConfig:
 
     family: str = "vae"
     image_size: int = 64
-    latent_dim: int = 16
+    latent_dim: int = 8
     text_dim: int = 384
     encoder: str = "all-MiniLM-L6-v2"
     cond_dim: int = 256
@@ -30,6 +30,8 @@ class VAEConfig:
     #: once more to the full image (a convolution stack at full resolution costs most on a CPU)
     channels: list[int] = field(default_factory=lambda: [128, 128, 64, 32])
     recon_sigma: float = 0.1
+    #: weight of the reconstruction loss for a latent drawn from the prior (see ``loss``)
+    prior_weight: float = 1.0
     training: dict = field(default_factory=dict)
 
     @classmethod
@@ -53,11 +55,39 @@ class TextCondition(nn.Module):
         )
 
     def forward(self, tokens, mask, pooled):
+        """(condition vector B×cond_dim, token states B×L×width, padding mask B×L)."""
         pad = mask < 0.5
         h = self.layer(self.proj(tokens), src_key_padding_mask=pad)
         q = self.queries.unsqueeze(0).expand(tokens.shape[0], -1, -1)
         p, _ = self.pool(q, h, h, key_padding_mask=pad, need_weights=False)
-        return self.out(torch.cat([p.flatten(1), pooled], dim=1))
+        return Condition(self.out(torch.cat([p.flatten(1), pooled], dim=1)), h, pad)
+
+
+@dataclass
+class Condition:
+    vector: torch.Tensor
+    tokens: torch.Tensor
+    pad: torch.Tensor
+
+
+class SpatialCrossAttention(nn.Module):
+    """Each feature-map cell, tagged with a learned position embedding, attends over the token
+    states. Measured: without it the decoder must route "top left" through one global vector
+    and plateaus at the background-only solution; with it each cell asks what is at its place."""
+
+    def __init__(self, channels: int, cells: int, width: int):
+        super().__init__()
+        self.pos = nn.Parameter(torch.randn(cells, channels) * 0.02)
+        self.kv = nn.Linear(width, channels)
+        self.attn = nn.MultiheadAttention(channels, num_heads=4, batch_first=True)
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x, cond: "Condition"):
+        b, c, hgt, wid = x.shape
+        q = self.norm(x.flatten(2).transpose(1, 2) + self.pos)
+        kv = self.kv(cond.tokens)
+        out, _ = self.attn(q, kv, kv, key_padding_mask=cond.pad, need_weights=False)
+        return x + out.transpose(1, 2).reshape(b, c, hgt, wid)
 
 
 class FiLMBlock(nn.Module):
@@ -74,7 +104,7 @@ class FiLMBlock(nn.Module):
     def forward(self, x, cond):
         x = F.interpolate(x, scale_factor=2, mode="nearest")
         h = F.silu(self.norm1(self.conv1(x)))
-        scale, shift = self.film(cond)[:, :, None, None].chunk(2, dim=1)
+        scale, shift = self.film(cond.vector)[:, :, None, None].chunk(2, dim=1)
         h = self.norm2(self.conv2(h)) * (1 + scale) + shift
         return F.silu(h)
 
@@ -98,17 +128,22 @@ class ConditionalVAE(nn.Module):
         self.posterior = nn.Linear(cin * 16 + cfg.cond_dim, 2 * cfg.latent_dim)
         self.seed = nn.Linear(cfg.latent_dim + cfg.cond_dim, ch[0] * 16)
         self.blocks = nn.ModuleList(FiLMBlock(a, b, cfg.cond_dim) for a, b in zip(ch[:-1], ch[1:]))
+        # cross-attention on the 4×4 seed and after the first doubling (8×8): coarse enough to be cheap
+        self.cross = nn.ModuleList(SpatialCrossAttention(c, (4 * 2**i) ** 2, cfg.width) for i, c in enumerate(ch[:2]))
         self.to_rgb = nn.Sequential(nn.Conv2d(ch[-1], 12, 3, padding=1), nn.PixelShuffle(2))
 
-    def encode(self, images, cond):
+    def encode(self, images, cond: Condition):
         h = self.encoder(images * 2 - 1).flatten(1)
-        mu, logvar = self.posterior(torch.cat([h, cond], dim=1)).chunk(2, dim=1)
+        mu, logvar = self.posterior(torch.cat([h, cond.vector], dim=1)).chunk(2, dim=1)
         return mu, logvar.clamp(-10, 10)
 
-    def decode(self, z, cond):
-        x = self.seed(torch.cat([z, cond], dim=1)).view(z.shape[0], self.cfg.channels[0], 4, 4)
-        for block in self.blocks:
+    def decode(self, z, cond: Condition):
+        x = self.seed(torch.cat([z, cond.vector], dim=1)).view(z.shape[0], self.cfg.channels[0], 4, 4)
+        x = self.cross[0](x, cond)
+        for i, block in enumerate(self.blocks):
             x = block(x, cond)
+            if i + 1 < len(self.cross):
+                x = self.cross[i + 1](x, cond)
         return torch.sigmoid(self.to_rgb(x))
 
     def loss(self, images, tokens, mask, pooled, generator=None):
@@ -118,9 +153,16 @@ class ConditionalVAE(nn.Module):
         eps = torch.randn(mu.shape, generator=generator, device=mu.device)
         z = mu + eps * torch.exp(0.5 * logvar)
         recon = self.decode(z, cond)
-        rec = ((recon - images) ** 2).flatten(1).sum(1).mean() / (2 * self.cfg.recon_sigma**2)
+        scale = 1 / (2 * self.cfg.recon_sigma**2)
+        rec = ((recon - images) ** 2).flatten(1).sum(1).mean() * scale
         kl = (-0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(1)).mean()
-        return rec + kl, {"recon": rec.item(), "kl": kl.item()}
+        # The posterior sees the image, so on its own the decoder learns to read the objects from z
+        # and ignore the text (measured: position at chance). Decoding a prior sample against the
+        # same image forces the content to come from the text, leaving z only the jitter.
+        z_prior = torch.randn(mu.shape, generator=generator, device=mu.device)
+        prior = ((self.decode(z_prior, cond) - images) ** 2).flatten(1).sum(1).mean() * scale
+        total = rec + kl + self.cfg.prior_weight * prior
+        return total, {"recon": rec.item(), "kl": kl.item(), "prior": prior.item()}
 
     @torch.no_grad()
     def sample(self, tokens, mask, pooled, noise, temperature: float = 1.0):
