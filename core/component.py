@@ -162,6 +162,9 @@ class Generator(Component):
     usually an :class:`Embedding`. Randomness comes only from the per-item generators."""
 
     role: ClassVar[str] = "generator"
+    #: Where ``loom train`` finds this family's :class:`loom.core.training.Trainer`, as
+    #: ``"module:Class"`` (imported only when training). None: the generator is not trainable.
+    trainer: ClassVar[str | None] = None
 
 
 class Postprocessor(Component):

@@ -42,6 +42,7 @@ _EXPORTS = {
     "reproduce": "loom.api",
     "read_record": "loom.core.files",
     "DEFAULT_GENERATOR": "loom.api",
+    "train": "loom.training",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -111,26 +111,54 @@ def reproduce(source: str, output: str, quiet: bool) -> None:
     click.echo(output)
 
 
-@main.group()
-def train() -> None:
-    """Train Loom's models on data Loom generates."""
-
-
-@train.command("vae")
-@click.option("--out", default="loom-vae", show_default=True, type=click.Path(file_okay=False), help="Folder to write.")
-@click.option("--steps", default=3000, show_default=True, type=click.IntRange(1))
+@main.command()
+@click.argument("family")
+@click.option("--data", default="shapes", show_default=True, help="'shapes' or a folder of images with captions.")
+@click.option("--steps", type=click.IntRange(1), default=None, help="Steps in total (default 3000 unless --minutes).")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop after this long.")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder (default loom-FAMILY).")
+@click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None, help="Continue the run in this folder.")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
-@click.option("--pool", default=24000, show_default=True, type=click.IntRange(1), help="Distinct captioned scenes.")
-@click.option("--lr", default=1e-3, show_default=True, type=float)
-@click.option("--cache", default=None, type=click.Path(file_okay=False), help="Folder to keep encoded captions in.")
-def train_vae(out, steps, seed, batch_size, pool, lr, cache) -> None:
-    """Train the conditional VAE (the default generator) on Shapes."""
-    from loom.training import train_vae as run
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="Images per step (family default if unset).")
+@click.option("--lr", type=float, default=None, help="Peak learning rate (family default if unset).")
+@click.option("-O", "--option", "extra", multiple=True, metavar="KEY=VALUE", help="A family option (repeatable).")
+@click.option("--checkpoint-every", default=500, show_default=True, type=click.IntRange(1), help="Steps between checkpoints.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def train(family, data, steps, minutes, out, resume, seed, batch_size, lr, extra, checkpoint_every, quiet) -> None:
+    """Train generator FAMILY (vae, ...) on Shapes or a folder of captioned images.
 
+    A folder holds images with a same-name .txt caption each, or a metadata.jsonl with
+    file_name and text per line. The output folder is a generator (--generator FOLDER) and a
+    checkpoint: Ctrl-C saves it, --resume FOLDER continues it.
+    """
+    import loom
+    from loom.core import InputError
+
+    options = {}
+    for item in extra:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"--option {item!r}: write KEY=VALUE")
+        options[key] = yaml_value(value)
+    if batch_size is not None:
+        options["batch_size"] = batch_size
+    if lr is not None:
+        options["lr"] = lr
+    if resume and options:
+        raise InputError("--resume keeps the run's own options; leave out --batch-size, --lr and --option")
     command = shlex.join(["loom", *sys.argv[1:]])
-    folder = run(out, steps=steps, seed=seed, batch_size=batch_size, pool=pool, lr=lr, command=command, cache=cache)
-    click.echo(f"wrote {folder}; use it with --generator {folder}")
+    folder = loom.train(
+        family, data, steps=steps, minutes=minutes, out=out, resume=resume, seed=seed, options=options or None,
+        checkpoint_every=checkpoint_every, progress=not quiet, command=command,
+    )
+    click.echo(f"wrote {folder}; generate with --generator {folder}")
+
+
+def yaml_value(text: str):
+    """'0.5' → 0.5, 'true' → True, 'abc' → 'abc' (YAML scalars, as in a spec)."""
+    import yaml
+
+    return yaml.safe_load(text)
 
 
 @main.group("eval")

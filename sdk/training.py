@@ -1,23 +1,49 @@
-"""Training Loom's shipped models on data Loom generates itself."""
+"""Loom's one training workflow, for every generator family (``loom train FAMILY``).
+
+The family supplies a :class:`loom.core.training.Trainer`; this module supplies the rest: data
+(Shapes or a captioned folder), caption encoding (once, cached), the step loop with a progress bar,
+checkpoints at intervals and on Ctrl-C, ``--resume``, a sample grid and a loss curve.
+
+An output folder, as training goes::
+
+    config.json, model.safetensors   the generator (``loom generate --generator FOLDER``)
+    checkpoint/                      trainer state + RNG state + progress, for --resume
+    samples.png, loss.png            fixed prompts and seeds; the loss so far
+"""
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import json
+import os
 import platform
+import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any, Callable
 
-#: Captions are encoded once per training run, padded to this many tokens (they are far shorter).
+from loom.core import InputError
+from loom.core.training import Trainer, TrainingBatch, load_state, save_state, write_json_atomic
+
+#: Captions are padded to this many tokens for training (Shapes captions are far shorter).
 CAPTION_TOKENS = 32
+CHECKPOINT = "checkpoint"
+
+
+def cache_dir() -> Path:
+    """Where encoded captions are kept between runs: ``$LOOM_CACHE`` or ``~/.cache/loom``."""
+    return Path(os.environ.get("LOOM_CACHE") or Path.home() / ".cache" / "loom")
 
 
 def encode_captions(captions: list[str], batch_size: int = 128, progress: bool = True, cache: "Path | None" = None):
     """(tokens fp16, mask, pooled) for ``captions`` through the default text encoder.
 
     With ``cache`` (a folder), the encodings are kept in a safetensors file named by a hash of the
-    captions, so a second run on the same scenes skips the minutes of encoding."""
-    import hashlib
-
+    captions, so a second run on the same data skips the minutes of encoding."""
     import torch
     from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
@@ -25,13 +51,13 @@ def encode_captions(captions: list[str], batch_size: int = 128, progress: bool =
     path = None
     if cache is not None:
         digest = hashlib.sha256("\n".join(captions).encode()).hexdigest()[:16]
-        path = Path(cache) / f"captions-{digest}.safetensors"
+        path = Path(cache) / f"captions-{CAPTION_TOKENS}-{digest}.safetensors"
         if path.is_file():
             t = load_file(str(path))
             return t["tokens"], t["mask"], t["pooled"]
 
-    from loom.plugins.text_encoder import TextEncoder
     from loom.core import Text
+    from loom.plugins.text_encoder import TextEncoder
 
     encoder = TextEncoder(max_length=CAPTION_TOKENS).load()
     tokens, masks, pooled = [], [], []
@@ -45,82 +71,266 @@ def encode_captions(captions: list[str], batch_size: int = 128, progress: bool =
     result = torch.cat(tokens), torch.cat(masks), torch.cat(pooled)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(dict(zip(("tokens", "mask", "pooled"), result)), str(path))
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(dict(zip(("tokens", "mask", "pooled"), result)), str(tmp))
+        tmp.replace(path)
     return result
 
 
-def train_vae(
-    out: "str | Path" = "loom-vae",
-    steps: int = 3000,
+def trainer_class(family: str) -> type[Trainer]:
+    """The Trainer of the registered generator ``family``, or an error listing the trainable ones."""
+    from loom.core import get_registry
+
+    registry = get_registry()
+    entry = registry.get(family)
+    target = getattr(entry.cls, "trainer", None)
+    if target is None:
+        trainable = sorted(e.name for e in registry.components.values() if getattr(e.cls, "trainer", None))
+        raise InputError(f"{family!r} cannot be trained: it declares no trainer (trainable: {', '.join(trainable) or 'none'})")
+    if isinstance(target, str):
+        module, _, attr = target.partition(":")
+        target = getattr(importlib.import_module(module), attr)
+    return target
+
+
+class _StopFlag:
+    """First Ctrl-C asks the loop to stop after the current step and save; a second one aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def train(
+    family: str,
+    data: str = "shapes",
+    *,
+    steps: int | None = None,
+    minutes: float | None = None,
+    out: "str | Path | None" = None,
+    resume: "str | Path | None" = None,
     seed: int = 0,
-    batch_size: int = 64,
+    options: dict | None = None,
     pool: int = 24000,
-    lr: float = 1e-3,
+    checkpoint_every: int = 500,
     progress: bool = True,
     command: str | None = None,
-    cache: "str | Path | None" = None,
+    on_step: Callable[[int, dict], None] | None = None,
 ) -> Path:
-    """Train the conditional VAE on Shapes and write ``config.json`` + ``model.safetensors`` to ``out``.
+    """Train ``family`` and return its output folder (a loadable generator).
 
-    ``pool`` scenes are drawn and captioned once (their captions encoded once); every step
-    re-renders its scenes with fresh jitter. Ctrl-C saves the model trained so far.
+    ``data``: "shapes" or a folder of captioned images. Stop after ``steps`` steps, after
+    ``minutes`` minutes, whichever first (default 3000 steps). ``resume``: a folder an earlier run
+    wrote; it continues there with that run's data, options and seed, up to ``steps`` in total.
+    ``on_step(step, losses)`` is called after every step (tests use it to interrupt).
     """
     import numpy as np
     import torch
     from tqdm.auto import tqdm
 
-    from loom.plugins.shapes import caption, render, sample_scene
-    from loom.plugins.vae.model import ConditionalVAE, VAEConfig, save
-
     started = time.time()
-    # Subnormal floats appear as the images' flat regions saturate and make CPU steps ~4× slower.
+    # Subnormal floats appear as images' flat regions saturate and make CPU steps ~4× slower.
     torch.set_flush_denormal(True)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    scenes = [sample_scene(rng) for _ in range(pool)]
-    captions = [caption(s, rng) for s in scenes]
-    tokens, mask, pooled = encode_captions(captions, progress=progress, cache=cache)
 
-    cfg = VAEConfig()
-    model = ConditionalVAE(cfg).to(memory_format=torch.channels_last).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps))
-    )
-    gen = torch.Generator().manual_seed(seed)
-    losses: list[float] = []
-    done = 0
+    if resume is not None:
+        folder = Path(resume)
+        ckpt = _checkpoint_folder(folder)
+        progress_record = json.loads((ckpt / "progress.json").read_text())
+        if progress_record["family"] != family:
+            raise InputError(f"{str(folder)!r} is a {progress_record['family']!r} run; resume it with `loom train {progress_record['family']} --resume {folder}`")
+        if out is not None and Path(out).resolve() != folder.resolve():
+            raise InputError("--resume continues in the folder it names; leave out --out")
+        seed, data, pool = progress_record["seed"], progress_record["data"], progress_record.get("pool", pool)
+        options = progress_record["options"]
+        steps = steps if steps is not None else progress_record["planned_steps"]
+    else:
+        folder = Path(out or f"loom-{family}")
+        if (folder / "config.json").exists() or (folder / CHECKPOINT).exists():
+            raise InputError(
+                f"{str(folder)!r} already holds a trained model; continue it with --resume {folder}, "
+                f"or give another --out (nothing there was changed)"
+            )
+        progress_record = None
+    if steps is None and minutes is None:
+        steps = 3000
+
+    cls = trainer_class(family)
     try:
-        with tqdm(range(steps), desc="training vae", unit="step", disable=not progress) as bar:
-            for step in bar:
-                idx = torch.randint(pool, (batch_size,), generator=gen)
-                images = np.stack([render(scenes[i], cfg.image_size, rng) for i in idx.tolist()])
-                x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).contiguous(memory_format=torch.channels_last)
-                loss, parts = model.loss(x, tokens[idx].float(), mask[idx], pooled[idx], generator=gen)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-                opt.step()
-                sched.step()
-                losses.append(loss.item())
-                done = step + 1
-                if step % 10 == 0:
-                    bar.set_postfix(loss=f"{np.mean(losses[-50:]):.1f}", **{k: f"{v:.1f}" for k, v in parts.items()})
-    except KeyboardInterrupt:
-        print(f"\ninterrupted at step {done}: saving the model trained so far", file=sys.stderr)
-    cfg.training = {
-        "command": command,
-        "seed": seed,
-        "steps": done,
-        "batch_size": batch_size,
-        "pool": pool,
-        "lr": lr,
-        # mean loss over the first and the last stretch of steps (up to 50 each)
-        "first_loss": round(float(np.mean(losses[: max(1, min(50, len(losses) // 3))])), 3) if losses else None,
-        "final_loss": round(float(np.mean(losses[-max(1, min(50, len(losses) // 3)) :])), 3) if losses else None,
-        "minutes": round((time.time() - started) / 60, 2),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-    }
-    model.cfg = cfg
-    return save(model.eval().to(memory_format=torch.contiguous_format), out)
+        opts = cls.Options.model_validate(options or {})
+    except Exception as err:
+        raise InputError(f"invalid training options for {family!r}: {err}") from None
+
+    # Data first: bad data fails here, before the output folder is touched.
+    from loom.data import FolderData, ShapesData
+
+    dataset = ShapesData(cls.image_size, pool=pool, seed=seed) if data == "shapes" else FolderData(data, cls.image_size)
+    tokens, mask, pooled = encode_captions(dataset.captions, progress=progress, cache=cache_dir())
+    sample_text = encode_captions(dataset.sample_prompts(), progress=False)
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    trainer = cls(opts, gen)
+    rng = np.random.default_rng(seed + 1)
+    losses: list[dict] = []
+    done, elapsed_before = 0, 0.0
+    if progress_record is not None:
+        state = load_state(ckpt)
+        trainer.load_state(state["trainer"])
+        gen.set_state(state["torch_rng"])
+        rng.bit_generator.state = progress_record["numpy_rng"]
+        losses, done, elapsed_before = progress_record["losses"], progress_record["step"], progress_record["seconds"]
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def record() -> dict:
+        main = [next(iter(l.values())) for l in losses]
+        k = max(1, min(50, len(main) // 3))
+        return {
+            "command": command,
+            "seed": seed,
+            "data": dataset.describe(),
+            "steps": done,
+            "options": opts.model_dump(),
+            "first_loss": round(float(np.mean(main[:k])), 4) if main else None,
+            "final_loss": round(float(np.mean(main[-k:])), 4) if main else None,
+            "minutes": round((elapsed_before + time.time() - started) / 60, 2),
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        }
+
+    def checkpoint() -> None:
+        tmp = folder / f".{CHECKPOINT}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_state({"trainer": trainer.state(), "torch_rng": gen.get_state()}, tmp)
+        write_json_atomic(tmp / "progress.json", {
+            "family": family, "seed": seed, "data": data, "pool": pool, "options": opts.model_dump(),
+            "planned_steps": steps, "step": done, "seconds": elapsed_before + time.time() - started,
+            "numpy_rng": rng.bit_generator.state, "losses": losses,
+        })
+        _swap_in(tmp, folder / CHECKPOINT)
+        trainer.export(folder, record())
+        _write_samples(trainer, sample_text, folder / "samples.png")
+        _write_loss_curve(losses, folder / "loss.png", family)
+
+    def fraction() -> float:
+        parts = []
+        if steps:
+            parts.append(done / steps)
+        if minutes:
+            parts.append((elapsed_before + time.time() - started) / (minutes * 60))
+        return min(1.0, max(parts))
+
+    total = steps if steps else None
+    with _StopFlag() as stop, tqdm(total=total, initial=done, desc=f"training {family}", unit="step", disable=not progress) as bar:
+        while fraction() < 1.0 and not stop.requested:
+            idx = torch.randint(len(dataset), (opts.batch_size,), generator=gen)
+            images = dataset.images(idx.tolist(), rng)
+            x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).contiguous()
+            batch = TrainingBatch(x, tokens[idx].float(), mask[idx], pooled[idx], [dataset.captions[i] for i in idx.tolist()])
+            parts = trainer.step(batch, fraction())
+            losses.append({k: round(float(v), 5) for k, v in parts.items()})
+            done += 1
+            bar.update(1)
+            if done % 10 == 0:
+                bar.set_postfix({k: f"{np.mean([l[k] for l in losses[-50:]]):.3g}" for k in parts})
+            if on_step is not None:
+                on_step(done, parts)
+            if done % checkpoint_every == 0:
+                checkpoint()
+        checkpoint()
+    if stop.requested:
+        print(f"stopped at step {done}; continue with: loom train {family} --resume {folder}", file=sys.stderr)
+    return folder
+
+
+def _checkpoint_folder(folder: Path) -> Path:
+    ckpt = folder / CHECKPOINT
+    if not (ckpt / "progress.json").is_file():
+        old = folder / f".{CHECKPOINT}.old"  # a crash between the two renames in _swap_in
+        if (old / "progress.json").is_file():
+            return old
+        raise InputError(f"{str(folder)!r} holds no training checkpoint to resume ({CHECKPOINT}/progress.json)")
+    return ckpt
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Replace folder ``target`` by ``new`` so that a complete checkpoint exists at every moment."""
+    old = target.with_name(f".{CHECKPOINT}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_samples(trainer: Trainer, text, path: Path) -> None:
+    import numpy as np
+    import torch
+
+    from loom.core.files import atomic_path
+
+    tokens, mask, pooled = text
+    gens = [torch.Generator().manual_seed(i) for i in range(len(tokens))]
+    with torch.no_grad():
+        images = trainer.sample(tokens.float(), mask, pooled, gens)
+    pixels = (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    n, h, w, _ = pixels.shape
+    cols = min(4, n)
+    rows = -(-n // cols)
+    grid = np.full((rows * (h + 2) + 2, cols * (w + 2) + 2, 3), 255, np.uint8)
+    for i, img in enumerate(pixels):
+        r, c = divmod(i, cols)
+        grid[2 + r * (h + 2) : 2 + r * (h + 2) + h, 2 + c * (w + 2) : 2 + c * (w + 2) + w] = img
+    from PIL import Image
+
+    scale = max(1, 128 // h)
+    im = Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.Resampling.NEAREST)
+    with atomic_path(path) as tmp:
+        im.save(tmp, format="PNG")
+
+
+def _write_loss_curve(losses: list[dict], path: Path, title: str) -> None:
+    """A plain line plot of the first loss (log scale, smoothed), drawn with PIL."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from loom.core.files import atomic_path
+
+    if not losses:
+        return
+    name = next(iter(losses[0]))
+    y = np.array([l[name] for l in losses], dtype=float)
+    k = max(1, len(y) // 100)
+    y = np.convolve(y, np.ones(k) / k, mode="valid") if len(y) >= k else y
+    logy = np.log10(np.maximum(y, 1e-8))
+    w, h, m = 640, 360, 50
+    im = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(im)
+    d.rectangle([m, 20, w - 20, h - m], outline="black")
+    lo, hi = float(logy.min()), float(logy.max())
+    hi = hi if hi > lo else lo + 1
+    xs = m + (np.arange(len(logy)) / max(1, len(logy) - 1)) * (w - 20 - m)
+    ys = (h - m) - (logy - lo) / (hi - lo) * (h - m - 20)
+    if len(xs) > 1:
+        d.line(list(zip(xs.tolist(), ys.tolist())), fill=(35, 75, 215), width=2)
+    d.text((m, 4), f"{title}: {name} (log scale), {len(losses)} steps", fill="black")
+    d.text((4, 20), f"{10**hi:.3g}", fill="black")
+    d.text((4, h - m - 10), f"{10**lo:.3g}", fill="black")
+    d.text((m, h - m + 6), "0", fill="black")
+    d.text((w - 60, h - m + 6), str(len(losses)), fill="black")
+    with atomic_path(path) as tmp:
+        im.save(tmp, format="PNG")
+

@@ -1,0 +1,153 @@
+"""The training contract: what a generator family implements so that ``loom train`` can train it.
+
+Loom has one training workflow (``loom train FAMILY``, :func:`loom.train`): it prepares the data
+(Loom's Shapes or a folder of captioned images), encodes the captions once, runs the steps with a
+progress bar, writes checkpoints at intervals and on Ctrl-C, resumes, and draws a sample grid and
+a loss curve. A family supplies only its model and its optimisation step, as a :class:`Trainer`
+subclass, and points its generator component at it::
+
+    class MyGenerator(Generator):
+        trainer = "my_plugin.training:MyTrainer"   # "module:Class", imported only by `loom train`
+
+A trainer folder written by the workflow is at once a checkpoint and a generator: ``config.json``
+(with ``"family"``, the registered name of the generator) and ``model.safetensors`` are what the
+generator loads; ``checkpoint/`` holds what resuming needs.
+
+Nothing here imports torch at import time; trainers import it in their own modules.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from .component import ComponentConfig
+
+
+@dataclass
+class TrainingBatch:
+    """One step's data: images and the embeddings of their captions (all torch tensors).
+
+    - ``images``: B×3×H×W float in [0, 1], at the trainer's ``image_size``
+    - ``tokens``: B×L×D token states of the caption encoder, ``mask``: B×L (1 = real token)
+    - ``pooled``: B×D sentence embeddings
+    - ``captions``: the caption strings
+    """
+
+    images: Any
+    tokens: Any
+    mask: Any
+    pooled: Any
+    captions: list[str]
+
+
+class TrainerOptions(ComponentConfig):
+    """Options every family accepts; a family's ``Options`` subclasses this with its own."""
+
+    batch_size: int = Field(64, ge=1, description="images per step")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate")
+
+
+class Trainer:
+    """Base of a generator family's training. Subclass it, set the class attributes, implement
+    the methods. The workflow calls ``__init__`` once (fresh or before ``load_state``), then
+    ``step`` once per training step.
+
+    Determinism: draw every random number from ``self.generator`` (a seeded ``torch.Generator``,
+    saved and restored with checkpoints), so that a run interrupted and resumed ends with the same
+    weights as one that was not.
+    """
+
+    #: The generator component this family trains (its registered name; written as "family").
+    family: ClassVar[str] = ""
+    #: Side of the square images the family trains on and generates.
+    image_size: ClassVar[int] = 64
+    #: The caption encoder (the ``text-encoder`` model) whose embeddings the family is trained on.
+    encoder: ClassVar[str] = "all-MiniLM-L6-v2"
+    Options: ClassVar[type[TrainerOptions]] = TrainerOptions
+
+    def __init__(self, options: TrainerOptions, generator: Any) -> None:
+        """Build the model(s) and optimiser(s) (after ``torch.manual_seed(seed)``, so weight
+        initialisation is seeded); ``generator`` is the seeded torch.Generator to draw from."""
+        self.options = options
+        self.generator = generator
+
+    def step(self, batch: TrainingBatch, progress: float) -> dict[str, float]:
+        """One optimisation step on ``batch``. ``progress`` is how far the run is, from 0 to 1
+        (by steps, or by time with ``--minutes``): base learning-rate schedules on it. Returns the
+        losses to show; the first entry is the one the loss curve and summary use."""
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:
+        """Everything resuming needs: models, optimisers, schedules, as nested dicts and lists of
+        tensors and plain numbers (``model.state_dict()``, ``optimizer.state_dict()`` fit)."""
+        raise NotImplementedError
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state` returned."""
+        raise NotImplementedError
+
+    def export(self, folder: Path, training: dict) -> None:
+        """Write the generator into ``folder``: ``config.json`` (with ``"family"`` and the
+        ``training`` record) and ``model.safetensors``. Write each file atomically."""
+        raise NotImplementedError
+
+    def sample(self, tokens: Any, mask: Any, pooled: Any, generators: list) -> Any:
+        """Images (B×3×H×W in [0, 1]) for the given caption embeddings, one torch.Generator per item."""
+        raise NotImplementedError
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary file, so a reader never sees half of it."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def save_state(state: dict[str, Any], folder: Path) -> None:
+    """Write a nested state (dicts, lists, tensors, numbers, strings) as ``state.safetensors`` +
+    ``state.json`` in ``folder``: tensors through safetensors (never pickle), the structure as JSON."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, Any] = {}
+
+    def pack(obj: Any) -> Any:
+        if hasattr(obj, "detach") and hasattr(obj, "dtype"):
+            key = f"t{len(tensors)}"
+            tensors[key] = obj.detach().contiguous().cpu()
+            return {"__tensor__": key}
+        if isinstance(obj, dict):
+            # keys keep their type (optimiser states are keyed by int)
+            return {"__dict__": [[k, pack(v)] for k, v in obj.items()]}
+        if isinstance(obj, (list, tuple)):
+            return [pack(v) for v in obj]
+        if obj is None or isinstance(obj, (bool, int, float, str)):
+            return obj
+        raise TypeError(f"cannot save a {type(obj).__name__} in a training state")
+
+    skeleton = pack(state)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "state.safetensors"))
+    (folder / "state.json").write_text(json.dumps(skeleton) + "\n")
+
+
+def load_state(folder: Path) -> dict[str, Any]:
+    """The state :func:`save_state` wrote into ``folder``."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(folder / "state.safetensors"))
+
+    def unpack(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            if "__tensor__" in obj:
+                return tensors[obj["__tensor__"]]
+            return {k: unpack(v) for k, v in obj["__dict__"]}
+        if isinstance(obj, list):
+            return [unpack(v) for v in obj]
+        return obj
+
+    return unpack(json.loads((folder / "state.json").read_text()))

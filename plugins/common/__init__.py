@@ -1,0 +1,87 @@
+"""Shared by Loom's first-party image generator families (VAE, GAN, autoregressive).
+
+:class:`TrainedGenerator` is a generator that samples from a trained folder (``config.json`` with
+``"family"`` + ``model.safetensors``), the shipped default when no folder is given. This module
+imports no torch; the network building blocks live in :mod:`.nn`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field, field_validator
+
+from loom.core import ComponentConfig, Embedding, Generator, Image, InputError, WeightsError
+
+
+def check_folder(folder: "str | Path", family: str) -> Path:
+    """``folder`` if it holds a trained model of ``family``; otherwise a WeightsError saying what is missing."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+        raise WeightsError(
+            f"{str(folder)!r} is not a trained {family} folder: it needs config.json and model.safetensors "
+            f"(train one with `loom train {family} --out {folder}`)"
+        )
+    found = json.loads((folder / "config.json").read_text()).get("family")
+    if found != family:
+        raise WeightsError(f"{str(folder)!r} holds a {found!r} model, not a {family!r} one")
+    return folder
+
+
+class TrainedConfig(ComponentConfig):
+    weights: str | None = Field(None, description="trained folder; None for the shipped default")
+    temperature: float = Field(1.0, ge=0.0, le=3.0, description="scale of the sampling noise")
+    device: str = "cpu"
+
+
+class TrainedGenerator(Generator):
+    """Text embedding → image from a trained folder. Subclasses set ``family``, ``default_weights``
+    and ``model_module`` (a module with ``load(folder, device)`` returning a model that has
+    ``cfg.encoder``, ``cfg.text_dim`` and ``generate(tokens, mask, pooled, generators, temperature)``)."""
+
+    family: ClassVar[str] = ""
+    default_weights: ClassVar[Path]
+    model_module: ClassVar[str] = ""
+
+    Config = TrainedConfig
+    input_type = Embedding
+    output_type = Image
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        family = cls.family
+
+        # each family's Config checks the folder against its own family when the chain is built
+        class Config(TrainedConfig):
+            @field_validator("weights")
+            @classmethod
+            def _folder_is_trained(cls, value):
+                if value is not None:
+                    check_folder(value, family)
+                return value
+
+        Config.__name__ = Config.__qualname__ = f"{cls.__name__}.Config"
+        cls.Config = Config
+
+    def setup(self) -> None:
+        module = importlib.import_module(self.model_module)
+        folder = check_folder(self.config.weights or self.default_weights, self.family)
+        self.model = module.load(folder, self.config.device)
+
+    def run(self, inputs: Embedding, generators: list) -> Image:
+        cfg = self.model.cfg
+        if inputs.encoder != cfg.encoder:
+            raise InputError(
+                f"this {self.family} was trained on embeddings from {cfg.encoder!r}, got embeddings from "
+                f"{inputs.encoder!r}; use the text-encoder step with model: {cfg.encoder}"
+            )
+        if inputs.pooled is None or inputs.tokens.shape[-1] != cfg.text_dim:
+            raise InputError(f"this {self.family} needs {cfg.text_dim}-wide token embeddings with a pooled vector")
+        dev = self.config.device
+        pixels = self.model.generate(
+            inputs.tokens.to(dev), inputs.mask.to(dev), inputs.pooled.to(dev), generators, self.config.temperature
+        )
+        return Image(pixels.float().cpu())

@@ -1,0 +1,30 @@
+"""Conditional GAN generator: text embedding → 64×64 image.
+
+A generator conditioned on the caption's token states (cross-attention) and sentence vector (FiLM),
+trained against a spectral-normalised projection discriminator with a hinge loss, a matching-aware
+term (real images with the wrong caption count as fake) and an L1 reconstruction term as in
+pix2pix; the exported weights are an exponential moving average of the generator's.
+The default weights ship in ``weights/``; ``weights/TRAINING.md`` holds the command and seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loom.core import hookimpl
+from loom.plugins.common import TrainedGenerator
+
+
+class GANGenerator(TrainedGenerator):
+    """Samples images from a conditional GAN given text embeddings (``temperature`` scales z)."""
+
+    description = "text embedding → 64×64 image (conditional GAN trained on Shapes)"
+    family = "gan"
+    default_weights = Path(__file__).parent / "weights"
+    model_module = "loom.plugins.gan.model"
+    trainer = "loom.plugins.gan.training:GANTrainer"
+
+
+@hookimpl
+def loom_register_components(register):
+    register("gan", GANGenerator)

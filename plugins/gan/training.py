@@ -1,0 +1,103 @@
+"""Training the conditional GAN: the family's part of Loom's training workflow."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from pydantic import Field
+from torch.nn import functional as F
+
+from loom.core.training import Trainer, TrainerOptions
+
+from .model import Discriminator, GANConfig, GANGenerator, save
+
+
+class GANOptions(TrainerOptions):
+    lr: float = Field(5e-4, gt=0, description="peak learning rate of both networks")
+    l1_weight: float = Field(10.0, ge=0, description="weight of the L1 reconstruction term (pix2pix)")
+    mismatch_weight: float = Field(0.5, ge=0, description="weight of real-image/wrong-caption pairs in the D loss")
+    ema: float = Field(0.999, ge=0, lt=1, description="decay of the generator's weight average")
+
+
+class GANTrainer(Trainer):
+    family = "gan"
+    image_size = 64
+    Options = GANOptions
+
+    def __init__(self, options: GANOptions, generator: torch.Generator) -> None:
+        super().__init__(options, generator)
+        cfg = GANConfig(image_size=self.image_size)
+        self.g = GANGenerator(cfg).train()
+        self.d = Discriminator(cfg).train()
+        self.g_ema = copy.deepcopy(self.g).eval().requires_grad_(False)
+        betas = (0.5, 0.99)
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=options.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=options.lr, betas=betas)
+
+    def step(self, batch, progress: float) -> dict[str, float]:
+        lr = self.options.lr * min(1.0, (progress + 1e-4) / 0.05) * 0.5 * (1 + math.cos(math.pi * progress))
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        real = batch.images
+        b = real.shape[0]
+        z = torch.randn(b, self.g.cfg.noise_dim, generator=self.generator)
+        # a caption from another item of the batch: a real image with it is a mismatched pair
+        shift = int(torch.randint(1, b, (1,), generator=self.generator)) if b > 1 else 0
+        wrong = torch.roll(torch.arange(b), shift)
+
+        # discriminator: hinge loss on real, fake and mismatched pairs
+        cond_d = self.d.condition(batch.tokens, batch.mask, batch.pooled)
+        with torch.no_grad():
+            fake = self.g(z, batch.tokens, batch.mask, batch.pooled)
+        d_real = self.d(real, cond_d)
+        d_fake = self.d(fake, cond_d)
+        loss_d = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+        if self.options.mismatch_weight and b > 1:
+            cond_wrong = self.d.condition(batch.tokens[wrong], batch.mask[wrong], batch.pooled[wrong])
+            loss_d = loss_d + self.options.mismatch_weight * F.relu(1 + self.d(real, cond_wrong)).mean()
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+
+        # generator: fool D, and stay near the real image of the same caption
+        fake = self.g(z, batch.tokens, batch.mask, batch.pooled)
+        cond_d = self.d.condition(batch.tokens, batch.mask, batch.pooled)
+        adv = -self.d(fake, cond_d).mean()
+        l1 = (fake - real).abs().mean()
+        loss_g = adv + self.options.l1_weight * l1
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        torch.nn.utils.clip_grad_norm_(self.g.parameters(), 5.0)
+        self.opt_g.step()
+
+        with torch.no_grad():
+            for p_ema, p in zip(self.g_ema.parameters(), self.g.parameters()):
+                p_ema.lerp_(p, 1 - self.options.ema)
+            for b_ema, b_ in zip(self.g_ema.buffers(), self.g.buffers()):
+                b_ema.copy_(b_)
+        return {"l1": l1.item(), "g_adv": adv.item(), "d": loss_d.item()}
+
+    def state(self) -> dict:
+        return {
+            "g": self.g.state_dict(), "d": self.d.state_dict(), "g_ema": self.g_ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.g.load_state_dict(state["g"])
+        self.d.load_state_dict(state["d"])
+        self.g_ema.load_state_dict(state["g_ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+
+    def export(self, folder: Path, training: dict) -> None:
+        self.g_ema.cfg = replace(self.g_ema.cfg, training=training)
+        save(self.g_ema, folder)
+
+    def sample(self, tokens, mask, pooled, generators):
+        return self.g_ema.generate(tokens, mask, pooled, generators)

@@ -1,0 +1,133 @@
+"""Loom's one training workflow: steps, checkpoints, interruption and resume, data folders."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image as PILImage
+from safetensors.torch import load_file
+
+import loom
+from loom.cli import main
+from loom.core import InputError
+
+pytestmark = pytest.mark.slow
+
+FAMILIES = ["vae", "gan"]
+TINY = dict(pool=96, options={"batch_size": 8}, progress=False)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_few_steps_lower_the_loss_and_write_a_loadable_generator(tmp_path, family):
+    out = loom.train(family, steps=40, seed=3, out=tmp_path / family, checkpoint_every=25, **TINY)
+    config = json.loads((out / "config.json").read_text())
+    training = config["training"]
+    assert config["family"] == family and training["steps"] == 40 and training["seed"] == 3
+    assert training["final_loss"] < training["first_loss"], training
+    progress = json.loads((out / "checkpoint" / "progress.json").read_text())
+    assert progress["step"] == 40 and len(progress["losses"]) == 40
+    for png in ("samples.png", "loss.png"):
+        assert PILImage.open(out / png).size[0] > 100
+    result = loom.generate("a red circle on a blue background", seed=0, generator=str(out), size=None, progress=False)
+    assert result.output.pixels.shape == (1, 3, 64, 64)
+    step = result.provenance["spec"]["steps"][1]
+    assert step["component"] == family and step["config"]["weights"] == str(out.resolve())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, family):
+    whole = loom.train(family, steps=6, out=tmp_path / "whole", **TINY)
+
+    def ctrl_c_at_step_3(step, losses):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends: stop after this step, save
+
+    part = loom.train(family, steps=6, out=tmp_path / "part", on_step=ctrl_c_at_step_3, **TINY)
+    assert json.loads((part / "checkpoint" / "progress.json").read_text())["step"] == 3
+    assert json.loads((part / "config.json").read_text())["training"]["steps"] == 3
+    loom.train(family, resume=part, progress=False)
+    a, b = load_file(whole / "model.safetensors"), load_file(part / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+    assert json.loads((part / "config.json").read_text())["training"]["steps"] == 6
+
+
+def test_a_trained_folder_is_never_overwritten_by_a_new_run(tmp_path):
+    out = loom.train("vae", steps=2, out=tmp_path / "run", **TINY)
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(InputError, match="already holds a trained model; continue it with --resume"):
+        loom.train("vae", steps=2, out=out, **TINY)
+    assert (out / "model.safetensors").read_bytes() == before
+
+
+def write_folder(folder, n=4, captions="txt"):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(n):
+        PILImage.fromarray(rng.integers(0, 255, (40 + i, 50, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
+        text = f"a picture number {i}"
+        if captions == "txt":
+            (folder / f"img{i}.txt").write_text(text)
+        else:
+            lines.append(json.dumps({"file_name": f"img{i}.png", "text": text}))
+    if captions == "jsonl":
+        (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.mark.parametrize("captions", ["txt", "jsonl"])
+def test_training_on_a_folder_of_captioned_images(tmp_path, captions):
+    data = write_folder(tmp_path / "data", captions=captions)
+    out = loom.train("vae", data=str(data), steps=3, out=tmp_path / "out", options={"batch_size": 4}, progress=False)
+    config = json.loads((out / "config.json").read_text())
+    assert config["training"]["data"] == {"data": str(data.resolve()), "images": 4}
+    from loom.data import FolderData
+
+    pixels = FolderData(data, 64).pixels
+    assert pixels.shape == (4, 64, 64, 3) and pixels.dtype == np.uint8
+
+
+def bad_data_cases(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    yield empty, "holds no images"
+    missing = write_folder(tmp_path / "missing")
+    (missing / "img2.txt").unlink()
+    yield missing, r"img2.png' has no caption: add img2.txt"
+    truncated = write_folder(tmp_path / "truncated")
+    data = (truncated / "img1.png").read_bytes()
+    (truncated / "img1.png").write_bytes(data[: len(data) // 2])
+    yield truncated, r"cannot read image .*img1.png"
+    junk = write_folder(tmp_path / "junk")
+    (junk / "img3.png").write_bytes(b"this is not an image")
+    yield junk, r"cannot read image .*img3.png"
+    jsonl = write_folder(tmp_path / "jsonl", captions="jsonl")
+    (jsonl / "metadata.jsonl").write_text((jsonl / "metadata.jsonl").read_text() + "{not json\n")
+    yield jsonl, r"metadata.jsonl: line 5 is not a JSON object"
+    unlisted = write_folder(tmp_path / "unlisted", captions="jsonl")
+    PILImage.new("RGB", (8, 8)).save(unlisted / "extra.png")
+    yield unlisted, r"'extra.png' .* has no caption: metadata.jsonl does not list it"
+
+
+def test_bad_data_names_the_file_and_touches_nothing(tmp_path):
+    out = tmp_path / "out"
+    for folder, message in bad_data_cases(tmp_path):
+        with pytest.raises(InputError, match=message):
+            loom.train("vae", data=str(folder), steps=1, out=out, progress=False)
+        assert not out.exists()
+
+
+def test_cli_train_reports_bad_data_in_one_line(tmp_path):
+    data = write_folder(tmp_path / "data")
+    (data / "img0.txt").unlink()
+    res = CliRunner().invoke(main, ["train", "vae", "--data", str(data), "--steps", "1", "--out", str(tmp_path / "o"), "-q"])
+    assert res.exit_code == 1 and "img0.png' has no caption" in res.output
+    res = CliRunner().invoke(main, ["train", "resize", "--steps", "1", "-q"])
+    assert res.exit_code == 1 and "'resize' cannot be trained" in res.output and "vae" in res.output
+    res = CliRunner().invoke(main, ["train", "vae", "-O", "nonsense=1", "--out", str(tmp_path / "o"), "-q"])
+    assert res.exit_code == 1 and "nonsense" in res.output
