@@ -197,7 +197,7 @@ def train(
     folder.mkdir(parents=True, exist_ok=True)
 
     def record() -> dict:
-        main = [next(iter(l.values())) for l in losses]
+        main = main_loss(losses)
         k = max(1, min(50, len(main) // 3))
         return {
             "command": command,
@@ -245,7 +245,8 @@ def train(
             done += 1
             bar.update(1)
             if done % 10 == 0:
-                bar.set_postfix({k: f"{np.mean([l[k] for l in losses[-50:]]):.3g}" for k in parts})
+                recent = losses[-50:]
+                bar.set_postfix({k: f"{np.mean([l[k] for l in recent if k in l]):.3g}" for k in parts})
             if on_step is not None:
                 on_step(done, parts)
             if done % checkpoint_every == 0:
@@ -254,6 +255,15 @@ def train(
     if stop.requested:
         print(f"stopped at step {done}; continue with: loom train {family} --resume {folder}", file=sys.stderr)
     return folder
+
+
+def main_loss(losses: list[dict]) -> list[float]:
+    """The loss a run is summarised and plotted by: the first key of the latest step, over the
+    steps that report it (a family that trains in phases reports other keys earlier)."""
+    if not losses:
+        return []
+    key = next(iter(losses[-1]))
+    return [l[key] for l in losses if key in l]
 
 
 def _checkpoint_folder(folder: Path) -> Path:
@@ -311,8 +321,8 @@ def _write_loss_curve(losses: list[dict], path: Path, title: str) -> None:
 
     if not losses:
         return
-    name = next(iter(losses[0]))
-    y = np.array([l[name] for l in losses], dtype=float)
+    name = next(iter(losses[-1]))
+    y = np.array(main_loss(losses), dtype=float)
     k = max(1, len(y) // 100)
     y = np.convolve(y, np.ones(k) / k, mode="valid") if len(y) >= k else y
     logy = np.log10(np.maximum(y, 1e-8))
@@ -326,7 +336,7 @@ def _write_loss_curve(losses: list[dict], path: Path, title: str) -> None:
     ys = (h - m) - (logy - lo) / (hi - lo) * (h - m - 20)
     if len(xs) > 1:
         d.line(list(zip(xs.tolist(), ys.tolist())), fill=(35, 75, 215), width=2)
-    d.text((m, 4), f"{title}: {name} (log scale), {len(losses)} steps", fill="black")
+    d.text((m, 4), f"{title}: {name} (log scale) over {len(y)} of {len(losses)} steps", fill="black")
     d.text((4, 20), f"{10**hi:.3g}", fill="black")
     d.text((4, h - m - 10), f"{10**lo:.3g}", fill="black")
     d.text((m, h - m + 6), "0", fill="black")

@@ -11,7 +11,7 @@ from loom.core import Pipeline, PluginError, Registry, UnknownComponentError, di
 from fakes import Invert, fake_plugin
 
 ROOT = Path(__file__).resolve().parents[1]
-FIRST_PARTY = {"text-encoder": ["text-encoder"], "vae": ["vae"], "gan": ["gan"], "image-postprocessors": ["resize"]}
+FIRST_PARTY = {"text-encoder": ["text-encoder"], "vae": ["vae"], "gan": ["gan"], "ar": ["ar"], "image-postprocessors": ["resize"]}
 
 
 def test_first_party_plugins_come_from_entry_points():

@@ -17,7 +17,7 @@ from loom.core import InputError
 
 pytestmark = pytest.mark.slow
 
-FAMILIES = ["vae", "gan"]
+FAMILIES = ["vae", "gan", "ar"]
 TINY = dict(pool=96, options={"batch_size": 8}, progress=False)
 
 

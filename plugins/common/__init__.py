@@ -40,7 +40,7 @@ class TrainedConfig(ComponentConfig):
 class TrainedGenerator(Generator):
     """Text embedding → image from a trained folder. Subclasses set ``family``, ``default_weights``
     and ``model_module`` (a module with ``load(folder, device)`` returning a model that has
-    ``cfg.encoder``, ``cfg.text_dim`` and ``generate(tokens, mask, pooled, generators, temperature)``)."""
+    ``cfg.encoder``, ``cfg.text_dim`` and ``generate(tokens, mask, pooled, generators, temperature, **sampling_options())``)."""
 
     family: ClassVar[str] = ""
     default_weights: ClassVar[Path]
@@ -53,9 +53,10 @@ class TrainedGenerator(Generator):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         family = cls.family
+        base = cls.__dict__.get("Config", TrainedConfig)
 
         # each family's Config checks the folder against its own family when the chain is built
-        class Config(TrainedConfig):
+        class Config(base):
             @field_validator("weights")
             @classmethod
             def _folder_is_trained(cls, value):
@@ -65,6 +66,10 @@ class TrainedGenerator(Generator):
 
         Config.__name__ = Config.__qualname__ = f"{cls.__name__}.Config"
         cls.Config = Config
+
+    def sampling_options(self) -> dict:
+        """Extra keyword arguments for the model's ``generate`` (a family's own config options)."""
+        return {}
 
     def setup(self) -> None:
         module = importlib.import_module(self.model_module)
@@ -82,6 +87,7 @@ class TrainedGenerator(Generator):
             raise InputError(f"this {self.family} needs {cfg.text_dim}-wide token embeddings with a pooled vector")
         dev = self.config.device
         pixels = self.model.generate(
-            inputs.tokens.to(dev), inputs.mask.to(dev), inputs.pooled.to(dev), generators, self.config.temperature
+            inputs.tokens.to(dev), inputs.mask.to(dev), inputs.pooled.to(dev), generators, self.config.temperature,
+            **self.sampling_options(),
         )
         return Image(pixels.float().cpu())

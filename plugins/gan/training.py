@@ -18,7 +18,7 @@ from .model import Discriminator, GANConfig, GANGenerator, save
 
 class GANOptions(TrainerOptions):
     lr: float = Field(5e-4, gt=0, description="peak learning rate of both networks")
-    l1_weight: float = Field(10.0, ge=0, description="weight of the L1 reconstruction term (pix2pix)")
+    l1_weight: float = Field(50.0, ge=0, description="weight of the L1 reconstruction term (pix2pix)")
     mismatch_weight: float = Field(0.5, ge=0, description="weight of real-image/wrong-caption pairs in the D loss")
     ema: float = Field(0.999, ge=0, lt=1, description="decay of the generator's weight average")
 

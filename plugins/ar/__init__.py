@@ -1,0 +1,38 @@
+"""Autoregressive generator: text embedding → image tokens → 64×64 image (the DALL·E / Parti recipe).
+
+A VQ-VAE tokenizer turns a 64×64 image into a 16×16 grid of codebook indices; a small transformer
+predicts those indices one by one, cross-attending to the caption's token states, and is sampled
+with ``temperature`` and ``top_k`` through a key/value cache (each new token costs one position,
+not the whole prefix again). The default weights ship in ``weights/``; ``weights/TRAINING.md``
+holds the command and seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from loom.core import hookimpl
+from loom.plugins.common import TrainedConfig, TrainedGenerator
+
+
+class ARGenerator(TrainedGenerator):
+    """Samples image tokens with a transformer and decodes them with the VQ-VAE tokenizer."""
+
+    description = "text embedding → 16×16 image tokens → 64×64 image (VQ-VAE + transformer)"
+    family = "ar"
+    default_weights = Path(__file__).parent / "weights"
+    model_module = "loom.plugins.ar.model"
+    trainer = "loom.plugins.ar.training:ARTrainer"
+
+    class Config(TrainedConfig):
+        top_k: int = Field(16, ge=0, description="sample among the k likeliest tokens (0: all)")
+
+    def sampling_options(self) -> dict:
+        return {"top_k": self.config.top_k}
+
+
+@hookimpl
+def loom_register_components(register):
+    register("ar", ARGenerator)

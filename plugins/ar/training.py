@@ -1,0 +1,82 @@
+"""Training the autoregressive family in two phases: first the VQ-VAE tokenizer, then the token
+transformer on the frozen tokenizer's codes."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from pydantic import Field
+from torch.nn import functional as F
+
+from loom.core.training import Trainer, TrainerOptions
+
+from .model import ARConfig, ARModel, save
+
+
+class AROptions(TrainerOptions):
+    batch_size: int = Field(32, ge=1, description="images per step")
+    lr: float = Field(6e-4, gt=0, description="peak learning rate of the transformer")
+    tokenizer_lr: float = Field(1e-3, gt=0, description="peak learning rate of the VQ-VAE")
+    tokenizer_fraction: float = Field(0.3, gt=0, lt=1, description="share of the run spent on the tokenizer")
+
+
+def schedule(peak: float, progress: float) -> float:
+    """Linear warm-up over the first 5 %, then cosine decay to zero."""
+    return peak * min(1.0, (progress + 1e-4) / 0.05) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+class ARTrainer(Trainer):
+    family = "ar"
+    image_size = 64
+    Options = AROptions
+
+    def __init__(self, options: AROptions, generator: torch.Generator) -> None:
+        super().__init__(options, generator)
+        self.model = ARModel(ARConfig(image_size=self.image_size)).train()
+        self.opt_vq = torch.optim.Adam(self.model.tokenizer.parameters(), lr=options.tokenizer_lr)
+        self.opt_prior = torch.optim.AdamW(self.model.prior.parameters(), lr=options.lr, weight_decay=0.01)
+
+    def step(self, batch, progress: float) -> dict[str, float]:
+        f = self.options.tokenizer_fraction
+        if progress < f:
+            for group in self.opt_vq.param_groups:
+                group["lr"] = schedule(self.options.tokenizer_lr, progress / f)
+            self.model.tokenizer.train()
+            loss, parts = self.model.tokenizer.loss(batch.images, self.generator)
+            self.opt_vq.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt_vq.step()
+            return parts
+        for group in self.opt_prior.param_groups:
+            group["lr"] = schedule(self.options.lr, (progress - f) / (1 - f))
+        self.model.tokenizer.eval()
+        codes = self.model.tokenizer.encode(batch.images)
+        logits = self.model.prior(codes, batch.tokens, batch.mask, batch.pooled)
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), codes.reshape(-1))
+        self.opt_prior.zero_grad(set_to_none=True)
+        ce.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.prior.parameters(), 1.0)
+        self.opt_prior.step()
+        return {"ce": ce.item()}
+
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "opt_vq": self.opt_vq.state_dict(), "opt_prior": self.opt_prior.state_dict()}
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt_vq.load_state_dict(state["opt_vq"])
+        self.opt_prior.load_state_dict(state["opt_prior"])
+
+    def export(self, folder: Path, training: dict) -> None:
+        self.model.cfg = replace(self.model.cfg, training=training)
+        save(self.model, folder)
+
+    def sample(self, tokens, mask, pooled, generators):
+        was = self.model.training
+        self.model.eval()
+        images = self.model.generate(tokens, mask, pooled, generators)
+        self.model.train(was)
+        return images
