@@ -85,7 +85,7 @@ def trainer_class(family: str) -> type[Trainer]:
     entry = registry.get(family)
     target = getattr(entry.cls, "trainer", None)
     if target is None:
-        trainable = sorted(e.name for e in registry.components.values() if getattr(e.cls, "trainer", None))
+        trainable = sorted(e.name for e in registry.components("generator") if getattr(e.cls, "trainer", None))
         raise InputError(f"{family!r} cannot be trained: it declares no trainer (trainable: {', '.join(trainable) or 'none'})")
     if isinstance(target, str):
         module, _, attr = target.partition(":")

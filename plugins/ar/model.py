@@ -26,7 +26,7 @@ class ARConfig:
     code_dim: int = 32
     vq_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
     #: transformer
-    d_model: int = 192
+    d_model: int = 128
     layers: int = 4
     heads: int = 4
     queries: int = 4
@@ -67,8 +67,10 @@ class VQTokenizer(nn.Module):
         super().__init__()
         c0, c1, c2 = cfg.vq_channels
         self.decay = decay
+        # no residual blocks at full resolution: they cost most of a CPU step and flat-coloured
+        # shapes need little there
         self.encoder = nn.Sequential(
-            nn.Conv2d(3, c0, 3, padding=1), ResBlock(c0),
+            nn.Conv2d(3, c0, 3, padding=1), nn.SiLU(),
             nn.Conv2d(c0, c1, 4, stride=2, padding=1), ResBlock(c1),
             nn.Conv2d(c1, c2, 4, stride=2, padding=1), ResBlock(c2),
             nn.GroupNorm(8, c2), nn.SiLU(), nn.Conv2d(c2, cfg.code_dim, 1),
@@ -76,8 +78,8 @@ class VQTokenizer(nn.Module):
         self.decoder = nn.Sequential(
             nn.Conv2d(cfg.code_dim, c2, 3, padding=1), ResBlock(c2), ResBlock(c2),
             nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c2, c1, 3, padding=1), ResBlock(c1),
-            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c1, c0, 3, padding=1), ResBlock(c0),
-            nn.GroupNorm(8, c0), nn.SiLU(), nn.Conv2d(c0, 3, 3, padding=1),
+            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c1, c0, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(c0, 3, 3, padding=1),
         )
         self.register_buffer("codes", torch.randn(cfg.codebook, cfg.code_dim) * 0.1)
         self.register_buffer("usage", torch.ones(cfg.codebook))

@@ -105,7 +105,9 @@ class ConditionalDecoder(nn.Module):
 
 
 def save_folder(state: dict, config, folder: "str | Path") -> Path:
-    """Write ``config.json`` (a dataclass) and ``model.safetensors`` (``state``) into ``folder``, each atomically."""
+    """Write ``config.json`` (a dataclass) and ``model.safetensors`` (``state``) into ``folder``, each
+    atomically. Floating-point weights are stored as float16, which halves the shipped files; they
+    load back into float32 models (training checkpoints keep full precision)."""
     from safetensors.torch import save_file
 
     from loom.core.files import atomic_path
@@ -113,10 +115,15 @@ def save_folder(state: dict, config, folder: "str | Path") -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / WEIGHTS_NAME) as tmp:
-        save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp))
+        save_file({k: _storage(v) for k, v in state.items()}, str(tmp))
     with atomic_path(folder / CONFIG_NAME) as tmp:
         tmp.write_text(json.dumps(asdict(config), indent=2) + "\n")
     return folder
+
+
+def _storage(t: torch.Tensor) -> torch.Tensor:
+    t = t.detach().contiguous()
+    return t.half() if t.is_floating_point() else t
 
 
 def read_folder(folder: "str | Path", config_cls, device: str = "cpu"):
