@@ -4,16 +4,15 @@ import json
 import os
 import signal
 
+import loom
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image as PILImage
-from safetensors.torch import load_file
-
-import loom
 from loom.cli import main
 from loom.core import InputError
+from PIL import Image as PILImage
+from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
 
@@ -134,3 +133,10 @@ def test_cli_train_reports_bad_data_in_one_line(tmp_path):
     assert res.exit_code == 1 and "'resize' cannot be trained" in res.output and "vae" in res.output
     res = CliRunner().invoke(main, ["train", "vae", "-O", "nonsense=1", "--out", str(tmp_path / "o"), "-q"])
     assert res.exit_code == 1 and "nonsense" in res.output
+
+
+def test_minutes_bounds_the_run_and_still_leaves_a_checkpoint(tmp_path):
+    out = loom.train("vae", minutes=0.05, out=tmp_path / "timed", **TINY)
+    progress = json.loads((out / "checkpoint" / "progress.json").read_text())
+    assert 1 <= progress["step"] < 3000 and progress["seconds"] < 60
+    assert json.loads((out / "config.json").read_text())["training"]["steps"] == progress["step"]

@@ -1,0 +1,55 @@
+"""Ship a trained run as a family's default weights.
+
+    .venv/bin/python scripts/ship.py FAMILY RUN_FOLDER
+
+Loads the run's generator (config.json + model.safetensors), writes it into the family's
+``weights/`` folder through the family's own ``save`` (float16 weights), and writes
+``weights/TRAINING.md`` with the command, seed and numbers from the run's training record, so
+that every shipped checkpoint says how it was made.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def main() -> None:
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    family, run = sys.argv[1], Path(sys.argv[2])
+    from loom.core import get_registry
+
+    cls = get_registry().get(family).cls
+    module = importlib.import_module(cls.model_module)
+    model = module.load(run)
+    target = Path(cls.default_weights)
+    module.save(model, target)
+    training = json.loads((target / "config.json").read_text())["training"]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    size = (target / "model.safetensors").stat().st_size / 1e6
+    (target / "TRAINING.md").write_text(
+        f"""# How these {family} weights were made
+
+```bash
+{training['command']}
+```
+
+- seed {training['seed']}, {training['steps']} steps, data: `{json.dumps(training['data'])}`
+- options: `{json.dumps(training['options'])}`
+- loss (first key of the family's losses) from {training['first_loss']} to {training['final_loss']}
+- {training['minutes']} minutes on {training['machine']}
+- shipped from `{run}` with `python scripts/ship.py {family} {run}` at commit {commit or '?'}:
+  float16 weights, {size:.1f} MB
+
+Quality: `loom eval shapes --generator {family}` and `python bench/families.py` (numbers in README.md).
+"""
+    )
+    print(f"shipped {run} as {target} ({size:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
