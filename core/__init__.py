@@ -6,11 +6,12 @@
 - hooks: :mod:`loom.core.hookspecs` (implement them with :data:`hookimpl`)
 - discovery: :func:`get_registry` (entry-point group ``loom``)
 - pipelines: :class:`Pipeline`, :class:`PipelineSpec`, :class:`Result`
+- :data:`PLUGIN_API`: the version of the plugin API (hooks, component interfaces, data types)
 
 Nothing here imports torch at import time.
 """
 
-from .component import Component, ComponentConfig, Encoder, Generator, Postprocessor
+from .component import Capabilities, Component, ComponentConfig, Encoder, Generator, Postprocessor
 from .data import DATA_TYPES, Audio, Data, Embedding, Image, Latent, Text
 from .errors import (
     ConfigError,
@@ -23,13 +24,13 @@ from .errors import (
     UnknownComponentError,
     WeightsError,
 )
-from .hookspecs import hookimpl, hookspec
+from .hookspecs import PLUGIN_API, hookimpl, hookspec
 from .pipeline import Pipeline, PipelineSpec, Result, StepSpec
 from .plugins import ComponentEntry, PluginInfo, Registry, discover, get_registry, reset_registry
 
 __all__ = [
-    "Audio", "Component", "ComponentConfig", "ComponentEntry", "ConfigError", "DATA_TYPES", "Data",
-    "Embedding", "Encoder", "Generator", "Image", "InputError", "Latent", "LoomError", "Pipeline",
+    "Audio", "Capabilities", "Component", "ComponentConfig", "ComponentEntry", "ConfigError", "DATA_TYPES", "Data",
+    "Embedding", "Encoder", "Generator", "Image", "InputError", "Latent", "LoomError", "PLUGIN_API", "Pipeline",
     "PipelineSpec", "PluginError", "PluginInfo", "Postprocessor", "ProvenanceError", "Registry",
     "Result", "SpecError", "StepSpec", "Text", "TypeMismatchError", "UnknownComponentError",
     "WeightsError", "discover", "get_registry", "hookimpl", "hookspec", "reset_registry",

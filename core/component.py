@@ -12,6 +12,9 @@ A component is a class with
   holds one seeded ``torch.Generator`` per item; draw each item's randomness from its own
   generator so the item's output does not depend on its neighbours.
 
+A component also declares its :class:`Capabilities` (deterministic, batchable, devices, weights,
+modalities), from which the conformance kit (:mod:`loom.testing`) derives which checks apply.
+
 Call a component as ``component(inputs, seed=...)``. The base class loads it, makes the per-item
 generators, and runs it on chunks of exactly ``micro_batch`` items (padding the last chunk and
 dropping the padding after): floating-point results can change with a batch's shape, and a fixed
@@ -20,11 +23,12 @@ shape is what makes an item's output byte-identical alone or in any batch.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .data import Data
+from .data import Audio, Data, Embedding, Image, Latent, Text
 from .errors import ConfigError, LoomError
 from .seeding import generators as make_generators
 from .seeding import item_seeds
@@ -34,6 +38,46 @@ class ComponentConfig(BaseModel):
     """Base of every component's config: unknown keys are errors, values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Capabilities(BaseModel):
+    """What a component promises about itself. ``loom.testing`` checks each promise and skips,
+    with the reason, the checks a component has opted out of; the defaults are the strict ones."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The same inputs and seeds give the same outputs.
+    deterministic: bool = True
+    #: An item's output is the same alone and at any position in a batch.
+    batchable: bool = True
+    #: Devices the component runs on (``"cpu"``, ``"cuda"``, ...).
+    devices: tuple[str, ...] = ("cpu",)
+    #: ``setup()`` reads weights (from a file, a package or a hub).
+    has_weights: bool = False
+    #: The config option that names a weights folder, written by ``save_weights(folder)`` and read
+    #: back by ``setup()``; None when the component has no folder format of its own.
+    weights_option: str | None = None
+    #: What the component works on, e.g. ``("text", "image")``; empty: read from its data types.
+    modalities: tuple[str, ...] = ()
+    #: Largest absolute difference tolerated where the contract says "the same output" (same
+    #: seed twice; an item alone and inside a batch). 0 means identical.
+    tolerance: float = Field(0.0, ge=0.0)
+
+
+#: The modality each data type carries (what ``Capabilities.modalities`` defaults to).
+MODALITIES = {Text: "text", Embedding: "embedding", Latent: "latent", Image: "image", Audio: "audio"}
+
+
+def modalities(cls: type["Component"]) -> tuple[str, ...]:
+    """The modalities a component declares, or those of its input and output types."""
+    if cls.capabilities.modalities:
+        return cls.capabilities.modalities
+    found = []
+    for t in (cls.input_type, cls.output_type):
+        for data_type, name in MODALITIES.items():
+            if isinstance(t, type) and issubclass(t, data_type) and name not in found:
+                found.append(name)
+    return tuple(found)
 
 
 def describe_validation_error(err: ValidationError, where: str) -> str:
@@ -79,6 +123,8 @@ class Component:
     micro_batch: ClassVar[int | None] = 8
     #: One line shown by ``loom plugins``.
     description: ClassVar[str] = ""
+    #: What the component promises (see :class:`Capabilities`); the defaults promise the most.
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(self, config: Any = None, **options: Any) -> None:
         if options:
@@ -94,6 +140,11 @@ class Component:
     def run(self, inputs: Data, generators: list) -> Data:
         """Turn a batch of ``input_type`` into a batch of ``output_type`` of the same length."""
         raise NotImplementedError
+
+    def save_weights(self, folder: "str | Path") -> Path:
+        """Write the loaded weights into ``folder`` in the format that the config option
+        ``capabilities.weights_option`` reads back. Only for components that declare one."""
+        raise NotImplementedError(f"{type(self).__name__} has no weights folder format")
 
     # -- provided -----------------------------------------------------------------------------
     @property

@@ -8,6 +8,17 @@ A plugin is a module (or object) named by an entry point in the ``loom`` group::
 and implements any of the hooks below with ``@loom.hookimpl`` (the same marker as
 ``loom.core.hookimpl``). An implementation may take fewer arguments than the spec lists: pluggy
 passes only the ones it names, so adding an argument to a hook breaks no plugin.
+
+The plugin module states the plugin API version it was written for::
+
+    LOOM_PLUGIN_API = "1.0"
+
+Loom loads a plugin written for ``MAJOR.MINOR`` when Loom's :data:`PLUGIN_API` has the same
+major version and a minor version at least as high; any other plugin is refused with a message
+naming it, and every other plugin still loads. Hooks change by pluggy's rules: a minor version
+may add hooks and add arguments to hooks (an implementation names only the arguments it uses);
+removing or renaming a hook or an argument happens only in a new major version, after a minor
+version that warns about it (``HookspecMarker(warn_on_impl=...)``).
 """
 
 from __future__ import annotations
@@ -16,6 +27,11 @@ import pluggy
 
 hookspec = pluggy.HookspecMarker("loom")
 hookimpl = pluggy.HookimplMarker("loom")
+
+#: The plugin API this Loom offers: the hooks below, the component interfaces and the data types.
+#: tests/test_plugin_api.py holds their recorded signatures and fails on an incompatible change
+#: that comes without a major version bump.
+PLUGIN_API = "1.0"
 
 
 @hookspec

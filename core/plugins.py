@@ -7,6 +7,9 @@ its name, version and error while every other plugin keeps working.
 Set ``LOOM_PLUGINS`` to a comma-separated list of plugin (entry-point) names to load only those,
 e.g. ``LOOM_PLUGINS=text-encoder,vae`` when hunting a misbehaving plugin; ``LOOM_PLUGINS=""``
 loads none.
+
+A plugin module states the plugin API it was written for (``LOOM_PLUGIN_API = "1.0"``); a plugin
+that this Loom cannot serve is refused with a message naming it, and the others load.
 """
 
 from __future__ import annotations
@@ -26,10 +29,31 @@ from . import hookspecs
 from .component import ROLES, Component
 from .data import Data
 from .errors import PluginError, UnknownComponentError
+from .hookspecs import PLUGIN_API
 
 ENTRY_POINT_GROUP = "loom"
 ENV_VAR = "LOOM_PLUGINS"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_API = re.compile(r"^(\d+)\.(\d+)$")
+#: The module attribute in which a plugin states the plugin API version it was written for.
+API_ATTRIBUTE = "LOOM_PLUGIN_API"
+
+
+def api_problem(asked: Any, offered: str = PLUGIN_API) -> str | None:
+    """Why a plugin written for plugin API ``asked`` cannot be served by ``offered``, or None.
+
+    A plugin for MAJOR.MINOR runs on the same MAJOR with at least that MINOR: minor versions only
+    add (hooks, hook arguments, optional component attributes); major versions may remove."""
+    match = _API.match(asked) if isinstance(asked, str) else None
+    if match is None:
+        return f"its {API_ATTRIBUTE} = {asked!r} is not a version like '1.0'"
+    major, minor = (int(x) for x in match.groups())
+    have_major, have_minor = (int(x) for x in _API.match(offered).groups())
+    if major != have_major:
+        return f"it was written for Loom plugin API {asked}, but this Loom offers plugin API {offered}"
+    if minor > have_minor:
+        return f"it was written for Loom plugin API {asked}, newer than the plugin API {offered} this Loom offers (upgrade Loom)"
+    return None
 
 
 @dataclass
@@ -42,6 +66,8 @@ class PluginInfo:
     version: str | None = None
     components: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: The plugin API version the plugin states it was written for (None: it does not say).
+    api: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -83,6 +109,14 @@ class Registry:
         info = self.plugins.setdefault(
             name, PluginInfo(name=name, source=getattr(plugin, "__name__", repr(plugin)), distribution=distribution, version=version)
         )
+        asked = getattr(plugin, API_ATTRIBUTE, None)
+        if asked is not None:
+            info.api = str(asked)
+            problem = api_problem(asked)
+            if problem:
+                made_by = f" ({' '.join(x for x in (distribution, version) if x)})" if distribution else ""
+                info.errors.append(f"plugin {name!r}{made_by} was not loaded: {problem}")
+                return info
         try:
             self.manager.register(plugin, name=name)
         except Exception as err:  # pluggy rejects malformed hook implementations
@@ -120,6 +154,10 @@ class Registry:
                     stacklevel=2,
                 )
 
+    def clashes(self) -> dict[str, list[str]]:
+        """Component names registered by more than one plugin, each with its qualified names."""
+        return {n: [e.qualified_name for e in found] for n, found in sorted(self._by_name.items()) if len(found) > 1}
+
     # -- lookup -------------------------------------------------------------------------------
     def get(self, name: str) -> ComponentEntry:
         """The component called ``name`` (or ``plugin:name``)."""
@@ -154,6 +192,26 @@ class Registry:
                 impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
             except Exception as err:
                 warnings.warn(f"plugin {impl.plugin_name!r} failed in {hook}: {type(err).__name__}: {err}", stacklevel=2)
+
+
+def api_surface() -> dict:
+    """The plugin API's signatures, as plugins rely on them: each hook's arguments, each data
+    type's fields, and the names a component subclass defines or uses. Recorded per API version
+    by Loom's test suite, which fails on a removal or rename without a major version bump."""
+    import dataclasses
+    import inspect
+
+    from .component import Component
+    from .data import DATA_TYPES
+
+    hooks = {
+        name: list(inspect.signature(getattr(hookspecs, name)).parameters)
+        for name in dir(hookspecs)
+        if name.startswith("loom_")
+    }
+    data = {kind: [f.name for f in dataclasses.fields(t)] for kind, t in DATA_TYPES.items()}
+    component = sorted(n for n in vars(Component) if not n.startswith("_") or n == "__call__")
+    return {"hooks": hooks, "data": data, "component": component}
 
 
 def _selected(env: dict | os._Environ | None) -> set[str] | None:

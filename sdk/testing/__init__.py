@@ -1,0 +1,39 @@
+"""loom.testing: the conformance kit a plugin author runs in their own tests.
+
+One call gives one pytest item per (component, check)::
+
+    # tests/test_conformance.py of your plugin
+    from loom.testing import conformance_tests
+
+    test_conformance = conformance_tests("my_plugin")          # module name or entry-point name
+
+The same checks run without pytest and return a :class:`Report` (passed / failed / skipped with
+the reason, and how many ran)::
+
+    from loom.testing import check_component, check_plugin
+
+    report = check_plugin("my_plugin")
+    print(report)                 # "loom conformance: 1 component(s), 13 checks: 11 passed, ..."
+    report.raise_for_failures()
+
+Which checks apply follows from each component's :class:`loom.core.Capabilities`. Importing
+this module imports no torch; the checks import it when they call components.
+"""
+
+from .checks import (
+    CHECKS,
+    EXAMPLE_ENCODER,
+    EXAMPLE_TEXT_DIM,
+    CheckResult,
+    ConformanceError,
+    Report,
+    check_component,
+    check_plugin,
+    conformance_tests,
+    example_inputs,
+)
+
+__all__ = [
+    "CHECKS", "EXAMPLE_ENCODER", "EXAMPLE_TEXT_DIM", "CheckResult", "ConformanceError", "Report",
+    "check_component", "check_plugin", "conformance_tests", "example_inputs",
+]

@@ -1,0 +1,748 @@
+"""The conformance checks: one small function per promise of the component contract.
+
+Each check either returns (passed), raises :class:`Failed` with what the component did, or
+raises :class:`Skipped` with why it does not apply (derived from the component's
+:class:`~loom.core.Capabilities`). :func:`run_checks` turns them into a :class:`Report`.
+Checks test the contract, not the quality of a component's outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Literal
+
+from loom.core.component import Capabilities, Component, ComponentConfig
+from loom.core.data import DATA_TYPES, Audio, Data, Embedding, Image, Latent, Text
+from loom.core.errors import ConfigError, LoomError
+from loom.core.hookspecs import hookimpl
+
+#: The encoder name and width of the kit's example embeddings. A generator that only accepts
+#: embeddings from one encoder takes ``inputs=`` instead (see :func:`check_component`).
+EXAMPLE_ENCODER = "loom-testing"
+EXAMPLE_TEXT_DIM = 32
+EXAMPLE_PROMPTS = [
+    "a small red circle in the top left on a blue background",
+    "a large green square in the center on a white background",
+    "a yellow triangle at the bottom on a black background",
+    "a purple circle on the right and a small orange square on the left on a gray background",
+]
+
+
+class Failed(Exception):
+    """Raised by a check: what the component did that breaks the contract."""
+
+
+class Skipped(Exception):
+    """Raised by a check: why it does not apply to this component."""
+
+
+class ConformanceError(LoomError):
+    """A component does not honour the component contract (the message lists each failed check)."""
+
+
+# -- results ----------------------------------------------------------------------------------
+
+
+@dataclass
+class CheckResult:
+    component: str
+    check: str
+    status: Literal["passed", "failed", "skipped"]
+    #: failed: what the component did and what the contract says; skipped: why.
+    message: str = ""
+
+    def __str__(self) -> str:
+        if self.status == "failed":
+            return self.message
+        tail = f" ({self.message})" if self.message else ""
+        return f"component {self.component!r} {self.status} check {self.check!r}{tail}"
+
+
+@dataclass
+class Report:
+    """The results of a conformance run. ``ok`` needs no failure *and* at least one check passed,
+    so a run that skipped everything is not mistaken for a pass."""
+
+    results: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts = {"passed": 0, "failed": 0, "skipped": 0}
+        for r in self.results:
+            counts[r.status] += 1
+        return counts
+
+    @property
+    def ran(self) -> int:
+        """Checks that ran to a verdict (passed or failed)."""
+        return self.counts["passed"] + self.counts["failed"]
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    @property
+    def skipped(self) -> list[CheckResult]:
+        return [r for r in self.results if r.status == "skipped"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and self.counts["passed"] > 0
+
+    def status(self, check: str, component: str | None = None) -> str:
+        """The status of one check (of ``component``, if the report covers several)."""
+        for r in self.results:
+            if r.check == check and (component is None or r.component == component):
+                return r.status
+        raise KeyError(check)
+
+    def raise_for_failures(self) -> "Report":
+        """Raise a :class:`ConformanceError` listing every failure (or saying nothing ran)."""
+        if self.failures:
+            raise ConformanceError("\n".join(str(r) for r in self.failures))
+        if not self.ok:
+            raise ConformanceError(f"no conformance check ran: {'; '.join(str(r) for r in self.skipped) or 'none selected'}")
+        return self
+
+    def __str__(self) -> str:
+        c = self.counts
+        components = sorted({r.component for r in self.results if r.check != "registers"})
+        head = (
+            f"loom conformance: {len(components)} component(s), {len(self.results)} checks: "
+            f"{c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped"
+        )
+        return "\n".join([head] + [f"  {r}" for r in self.results if r.status != "passed"])
+
+
+# -- example data -----------------------------------------------------------------------------
+
+
+def example_inputs(data_type: type[Data], count: int, seed: int = 0) -> Data:
+    """``count`` small, distinct, well-formed items of ``data_type``; item *i* is the same
+    whatever ``count`` is, so batches built from them can be compared item by item."""
+    import torch
+
+    if issubclass(data_type, Text):
+        return Text([EXAMPLE_PROMPTS[i % len(EXAMPLE_PROMPTS)] + ("" if i < len(EXAMPLE_PROMPTS) else f" {i}") for i in range(count)])
+    gens = [torch.Generator().manual_seed(seed * 1000 + i) for i in range(count)]
+    if issubclass(data_type, Embedding):
+        length = 6
+        tokens = torch.stack([torch.randn(length, EXAMPLE_TEXT_DIM, generator=g) for g in gens])
+        mask = torch.stack([(torch.arange(length) < 2 + i % (length - 1)).float() for i in range(count)])
+        pooled = torch.nn.functional.normalize((tokens * mask[..., None]).sum(1), dim=-1)
+        return Embedding(tokens=tokens, mask=mask, encoder=EXAMPLE_ENCODER, pooled=pooled)
+    if issubclass(data_type, Latent):
+        return Latent(torch.stack([torch.randn(4, 8, 8, generator=g) for g in gens]), space=EXAMPLE_ENCODER)
+    if issubclass(data_type, Image):
+        return Image(torch.stack([torch.rand(3, 16, 16, generator=g) for g in gens]))
+    if issubclass(data_type, Audio):
+        return Audio(torch.stack([torch.rand(1, 1600, generator=g) - 0.5 for g in gens]), sample_rate=16000)
+    raise TypeError(f"no example inputs for {data_type!r}")
+
+
+def malformed_inputs(good: Data) -> tuple[Data, str] | None:
+    """A batch of the right type whose items are shaped wrongly, and what is wrong with it."""
+    import torch
+
+    if isinstance(good, Embedding):
+        pad = torch.zeros(*good.tokens.shape[:-1], 3)
+        pooled = None if good.pooled is None else torch.cat([good.pooled, torch.zeros(len(good), 3)], dim=1)
+        return Embedding(torch.cat([good.tokens, pad], dim=-1), good.mask, good.encoder, pooled), "embeddings 3 wider than usual"
+    if isinstance(good, Image):
+        return Image(torch.cat([good.pixels, good.pixels[:, :1]], dim=1)), "images with 4 channels"
+    if isinstance(good, Latent):
+        return Latent(torch.cat([good.tensor, good.tensor[:, :1]], dim=1), good.space), "latents with one channel too many"
+    if isinstance(good, Audio):
+        return Audio(good.waveforms[:, 0], good.sample_rate), "waveforms without a channel axis"
+    return None
+
+
+def layout_problem(data: Data) -> str | None:
+    """What is wrong with a batch's layout (shapes, dtypes, ranges), or None."""
+    def tensor(t):
+        return hasattr(t, "shape") and hasattr(t, "dtype")
+
+    if isinstance(data, Text):
+        return None if all(isinstance(s, str) for s in data.items) else "Text.items holds non-strings"
+    if isinstance(data, Embedding):
+        if not tensor(data.tokens) or data.tokens.ndim != 3 or not data.tokens.is_floating_point():
+            return f"Embedding.tokens must be a float B×L×D tensor, got shape {getattr(data.tokens, 'shape', None)}"
+        if not tensor(data.mask) or tuple(data.mask.shape) != tuple(data.tokens.shape[:2]):
+            return f"Embedding.mask must be B×L {tuple(data.tokens.shape[:2])}, got {getattr(data.mask, 'shape', None)}"
+        if data.pooled is not None and (not tensor(data.pooled) or tuple(data.pooled.shape) != (len(data), data.pooled.shape[-1]) or data.pooled.ndim != 2):
+            return f"Embedding.pooled must be B×D or None, got shape {getattr(data.pooled, 'shape', None)}"
+        if not isinstance(data.encoder, str) or not data.encoder:
+            return "Embedding.encoder must name the encoder that made it"
+        return None
+    if isinstance(data, Latent):
+        return None if tensor(data.tensor) and data.tensor.ndim == 4 else "Latent.tensor must be B×C×H×W"
+    if isinstance(data, Image):
+        px = data.pixels
+        if not tensor(px) or px.ndim != 4 or px.shape[1] != 3 or not px.is_floating_point():
+            return f"Image.pixels must be a float B×3×H×W tensor, got {getattr(px, 'dtype', type(px).__name__)} of shape {getattr(px, 'shape', None)}"
+        lo, hi = float(px.min()), float(px.max())
+        if not (0.0 <= lo and hi <= 1.0):
+            return f"Image.pixels must lie in [0, 1], got values from {lo:.4g} to {hi:.4g}"
+        return None
+    if isinstance(data, Audio):
+        w = data.waveforms
+        if not tensor(w) or w.ndim != 3 or not w.is_floating_point():
+            return f"Audio.waveforms must be a float B×C×T tensor, got shape {getattr(w, 'shape', None)}"
+        if w.numel() and float(w.abs().max()) > 1.0:
+            return f"Audio.waveforms must lie in [-1, 1], got a peak of {float(w.abs().max()):.4g}"
+        if not isinstance(data.sample_rate, int) or data.sample_rate <= 0:
+            return f"Audio.sample_rate must be a positive int, got {data.sample_rate!r}"
+    return None
+
+
+def difference(a: Data, b: Data) -> float:
+    """Largest absolute difference between two batches (inf when their types, shapes or
+    non-tensor fields differ)."""
+    if type(a) is not type(b) or len(a) != len(b):
+        return math.inf
+    worst = 0.0
+    for f in fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if hasattr(x, "shape") and hasattr(y, "shape"):
+            if tuple(x.shape) != tuple(y.shape):
+                return math.inf
+            if x.numel():
+                worst = max(worst, float((x.double() - y.double()).abs().max()))
+        elif x != y:
+            return math.inf
+    return worst
+
+
+# -- the component under test -----------------------------------------------------------------
+
+
+class Subject:
+    """One component class under test, with the config and inputs to test it on. The loaded
+    component is shared by the checks that only call it, so weights load once per run."""
+
+    def __init__(self, cls: type[Component], name: str | None = None, config: dict | None = None,
+                 inputs: "Data | Callable[[int], Data] | None" = None, plugin: Any = None):
+        self.cls = cls
+        self.name = name or cls.__name__
+        self.config = dict(config or {})
+        self._inputs = inputs
+        self.plugin = plugin
+        self._loaded: Component | None = None
+        self._load_error: str | None = None
+
+    @property
+    def capabilities(self) -> Capabilities:
+        caps = getattr(self.cls, "capabilities", None)
+        return caps if isinstance(caps, Capabilities) else Capabilities()
+
+    def build(self, **overrides: Any) -> Component:
+        return self.cls({**self.config, **overrides})
+
+    def inputs(self, count: int, seed: int = 0) -> Data:
+        if self._inputs is None:
+            return example_inputs(self.cls.input_type, count, seed)
+        if callable(self._inputs):
+            return self._inputs(count)
+        n = len(self._inputs)
+        return self._inputs.take([(i + seed) % n for i in range(count)])
+
+    def loaded(self) -> Component:
+        """The shared loaded component; Skipped if it cannot be built or loaded (other checks report why)."""
+        if self._loaded is None and self._load_error is None:
+            try:
+                self._loaded = self.build().load()
+            except Exception as err:
+                self._load_error = f"{type(err).__name__}: {err}"
+        if self._load_error:
+            raise Skipped(f"building and loading it raised {self._load_error} (check 'load_idempotent' reports it)")
+        return self._loaded
+
+    def call(self, component: Component, inputs: Data, seed: Any, **kwargs: Any) -> Data:
+        """A call whose failure is reported by check 'call_output'; here it skips the check."""
+        try:
+            return component(inputs, seed, **kwargs)
+        except Exception as err:
+            raise Skipped(f"a call raised {type(err).__name__}: {err} (check 'call_output' reports it)") from None
+
+
+# -- the checks -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    contract: str
+    run: Callable[[Subject], None]
+    #: Whether the check calls the component (and so needs a device it runs on).
+    calls: bool = True
+
+
+CHECKS: list[Check] = []
+
+
+def check(name: str, contract: str, calls: bool = True):
+    def add(fn):
+        CHECKS.append(Check(name, contract, fn, calls))
+        return fn
+
+    return add
+
+
+@check("config_defaults", "Config is a pydantic ComponentConfig whose default values pass its own validation, "
+       "and the component builds from them (plus the options the test gives)", calls=False)
+def check_config_defaults(s: Subject) -> None:
+    from pydantic import BaseModel, ValidationError
+
+    config_cls = s.cls.Config
+    if not (isinstance(config_cls, type) and issubclass(config_cls, BaseModel)):
+        raise Failed(f"its Config is {config_cls!r}, not a pydantic model")
+    if not issubclass(config_cls, ComponentConfig):
+        raise Failed(f"its Config {config_cls.__name__} subclasses BaseModel but not loom.core.ComponentConfig (which rejects unknown options)")
+    values = {}
+    for name, f in config_cls.model_fields.items():
+        if f.is_required():
+            if name not in s.config:
+                raise Failed(f"option {name!r} has no default and the test gave none (pass config={{{name!r}: ...}} to the kit)")
+            continue
+        values[name] = f.get_default(call_default_factory=True)
+    try:
+        config_cls.model_validate({**values, **s.config})
+    except ValidationError as err:
+        raise Failed(f"its default config does not pass its own validation: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}") from None
+    try:
+        s.build()
+    except Exception as err:
+        raise Failed(f"building it from its default config raised {type(err).__name__}: {err}") from None
+
+
+def bad_values(field_info) -> list[tuple[Any, str]]:
+    """Values a config field must reject, each with why: outside its bounds, not among its
+    choices, or of the wrong type for a scalar field."""
+    import annotated_types as at
+
+    found = []
+    for m in field_info.metadata:
+        if isinstance(m, at.Ge):
+            found.append((m.ge - 1, f"below its minimum {m.ge}"))
+        elif isinstance(m, at.Gt):
+            found.append((m.gt, f"not above its lower bound {m.gt}"))
+        elif isinstance(m, at.Le):
+            found.append((m.le + 1, f"above its maximum {m.le}"))
+        elif isinstance(m, at.Lt):
+            found.append((m.lt, f"not below its upper bound {m.lt}"))
+    ann = field_info.annotation
+    args = [a for a in typing.get_args(ann) if a is not type(None)] or [ann]
+    if typing.get_origin(ann) is Literal:
+        choices = typing.get_args(ann)
+        found.append(("not-one-of-the-choices", f"not one of {list(choices)}"))
+    elif all(a in (int, float, str, bool) or typing.get_origin(a) is Literal for a in args):
+        found.append((["a", "list"], f"a list, not {' or '.join(getattr(a, '__name__', str(a)) for a in args)}"))
+    return found
+
+
+@check("config_rejects_bad_values", "building the component with an unknown option, or with a value outside an "
+       "option's type, bounds or choices, raises loom.core.ConfigError", calls=False)
+def check_config_rejects_bad_values(s: Subject) -> None:
+    from pydantic import BaseModel
+
+    if not (isinstance(s.cls.Config, type) and issubclass(s.cls.Config, BaseModel)):
+        raise Skipped("its Config is not a pydantic model (check 'config_defaults' reports it)")
+    tries = [("not_an_option_xyz", 1, "an unknown option")]
+    for name, f in s.cls.Config.model_fields.items():
+        tries += [(name, value, why) for value, why in bad_values(f)]
+    problems = []
+    for name, value, why in tries:
+        try:
+            s.build(**{name: value})
+        except ConfigError:
+            continue
+        except Exception as err:
+            problems.append(f"option {name!r} = {value!r} ({why}) raised {type(err).__name__}: {err}")
+        else:
+            problems.append(f"option {name!r} = {value!r} ({why}) was accepted")
+    if problems:
+        raise Failed(f"of {len(tries)} bad configs, " + "; ".join(problems))
+
+
+@check("data_types", "input_type and output_type are Loom data types (Text, Embedding, Latent, Image, Audio "
+       "or subclasses), so chains can be type-checked before anything loads", calls=False)
+def check_data_types(s: Subject) -> None:
+    for attr in ("input_type", "output_type"):
+        t = getattr(s.cls, attr, None)
+        if not (isinstance(t, type) and any(issubclass(t, d) for d in DATA_TYPES.values())):
+            raise Failed(f"its {attr} is {t!r}, not one of the data types {', '.join(DATA_TYPES)}")
+
+
+@check("lazy_import", "importing and registering the plugin and building the component import no torch "
+       "(or other heavy library) and open no weights file: both belong in setup()", calls=False)
+def check_lazy_import(s: Subject) -> None:
+    module, qualname = s.cls.__module__, s.cls.__qualname__
+    if "<locals>" in qualname or module == "__main__":
+        raise Skipped(f"{qualname} is defined inside a function or __main__, so a fresh interpreter cannot import it")
+    plugin_module = getattr(s.plugin, "__name__", None) if isinstance(s.plugin, type(sys)) else None
+    job = {"module": module, "qualname": qualname, "config": s.config, "plugin_module": plugin_module}
+    paths = [p for p in sys.path if p and os.path.isdir(p)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "loom.testing.probe", json.dumps(job, default=str)],
+            capture_output=True, text=True, timeout=300, env=env,
+        )
+    except subprocess.TimeoutExpired:
+        raise Failed("importing and building it in a fresh interpreter took over 5 minutes") from None
+    lines = [line for line in out.stdout.splitlines() if line.startswith("LOOM-PROBE ")]
+    if not lines:
+        raise Failed(f"the import probe crashed: {(out.stderr or out.stdout).strip()[-500:]}")
+    report = json.loads(lines[-1][len("LOOM-PROBE "):])
+    problems = [f"imported {name} (first from {where})" for name, where in sorted(report["heavy"].items())]
+    problems += [f"opened weights file {path!r}" for path in report["opened"]]
+    if problems:
+        raise Failed("importing, registering and building it " + " and ".join(problems))
+    if report["error"]:
+        raise Skipped(f"in a fresh interpreter, importing and building it raised {report['error']}")
+
+
+@check("load_idempotent", "load() runs setup() once however often it is called, returns the component, "
+       "and sets loaded")
+def check_load_idempotent(s: Subject) -> None:
+    component = s.build()
+    calls = []
+    setup = component.setup
+
+    def counting_setup():
+        calls.append(1)
+        return setup()
+
+    component.setup = counting_setup
+    if component.loaded:
+        raise Failed("loaded is True before load() was called")
+    try:
+        first = component.load()
+        second = component.load()
+    except Exception as err:
+        raise Failed(f"load() raised {type(err).__name__}: {err}") from None
+    if first is not component or second is not component:
+        raise Failed(f"load() returned {first!r} and {second!r}, not the component itself")
+    if not component.loaded:
+        raise Failed("loaded is still False after load()")
+    if len(calls) != 1:
+        raise Failed(f"two load() calls ran setup() {len(calls)} times")
+
+
+@check("call_output", "a call returns the declared output type, one well-formed item per input, "
+       "for a single item and for a batch")
+def check_call_output(s: Subject) -> None:
+    component = s.loaded()
+    out_type = s.cls.output_type
+    for count in (1, 3):
+        inputs = s.inputs(count)
+        try:
+            out = component(inputs, seed=7)
+        except Exception as err:
+            raise Failed(f"a call on {count} {s.cls.input_type.kind} item(s) raised {type(err).__name__}: {err}") from None
+        if not isinstance(out, out_type):
+            raise Failed(f"a call on {count} item(s) returned {type(out).__name__}, but it declares {out_type.kind}")
+        if len(out) != count:
+            raise Failed(f"a call on {count} item(s) returned {len(out)}")
+        problem = layout_problem(out)
+        if problem:
+            raise Failed(f"a call on {count} item(s) returned a malformed batch: {problem}")
+
+
+@check("seed_determinism", "the same inputs with the same seed give the same output (twice in one "
+       "component, and in a second component built from the same config)")
+def check_seed_determinism(s: Subject) -> None:
+    caps = s.capabilities
+    if not caps.deterministic:
+        raise Skipped("it declares capabilities.deterministic = False")
+    inputs = s.inputs(3)
+    component = s.loaded()
+    first = s.call(component, inputs, seed=11)
+    again = s.call(component, inputs, seed=11)
+    diff = difference(first, again)
+    if diff > caps.tolerance:
+        raise Failed(f"two calls with seed 11 gave outputs that differ by {diff:.3g} (tolerance {caps.tolerance})")
+    other = s.build()
+    try:
+        other.load()
+    except Exception as err:
+        raise Skipped(f"loading a second component raised {type(err).__name__}: {err} (check 'load_idempotent' reports it)") from None
+    diff = difference(first, s.call(other, inputs, seed=11))
+    if diff > caps.tolerance:
+        raise Failed(f"two components built from the same config gave outputs for seed 11 that differ by {diff:.3g} "
+                     f"(tolerance {caps.tolerance}); is something drawn from the global RNG in setup()?")
+
+
+@check("batch_invariance", "an item gives the same output alone and at any position inside a batch, "
+       "given its own seed (within capabilities.tolerance)")
+def check_batch_invariance(s: Subject) -> None:
+    caps = s.capabilities
+    if not caps.batchable:
+        raise Skipped("it declares capabilities.batchable = False")
+    if not caps.deterministic:
+        raise Skipped("it declares capabilities.deterministic = False, so outputs cannot be compared")
+    component = s.loaded()
+    pool = s.inputs(4)
+    probe = pool.take([0])
+    alone = s.call(component, probe, seed=[5])
+    if difference(alone, s.call(component, probe, seed=[5])) > caps.tolerance:
+        raise Skipped("two identical calls already differ (check 'seed_determinism' reports it)")
+    for size in (3, (component.micro_batch or 2) + 1):
+        for position in sorted({0, size // 2, size - 1}):
+            order = [1 + (i % 3) for i in range(size)]
+            order[position] = 0
+            seeds = [100 + i for i in range(size)]
+            seeds[position] = 5
+            out = s.call(component, pool.take(order), seed=seeds)
+            diff = difference(alone, out.take([position]))
+            if diff > caps.tolerance:
+                raise Failed(f"an item's output alone and at position {position} of a batch of {size} differ by "
+                             f"{diff:.3g} (tolerance {caps.tolerance})")
+
+
+@check("weights_round_trip", "save_weights(folder) writes a folder that the config option "
+       "capabilities.weights_option reads back into a component with the same outputs")
+def check_weights_round_trip(s: Subject) -> None:
+    caps = s.capabilities
+    if not caps.has_weights:
+        raise Skipped("it declares capabilities.has_weights = False")
+    if not caps.weights_option:
+        raise Skipped("it declares no weights folder format (capabilities.weights_option is None)")
+    if caps.weights_option not in s.cls.Config.model_fields:
+        raise Failed(f"capabilities.weights_option names {caps.weights_option!r}, which is not a config option")
+    component = s.loaded()
+    inputs = s.inputs(2)
+    before = s.call(component, inputs, seed=3)
+    with tempfile.TemporaryDirectory(prefix="loom-round-trip-") as folder:
+        try:
+            component.save_weights(folder)
+            copy = s.build(**{caps.weights_option: folder})
+            after = copy(inputs, seed=3)
+        except Exception as err:
+            raise Failed(f"saving its weights and loading them back raised {type(err).__name__}: {err}") from None
+    diff = difference(before, after)
+    if diff > caps.tolerance:
+        raise Failed(f"outputs before saving and after loading the saved folder differ by {diff:.3g} (tolerance {caps.tolerance})")
+
+
+@check("progress", "a call reports progress through progress(finished), with counts that rise to the batch size")
+def check_progress(s: Subject) -> None:
+    seen: list[int] = []
+    s.call(s.loaded(), s.inputs(3), seed=1, progress=seen.append)
+    if not seen or seen[-1] != 3 or seen != sorted(seen):
+        raise Failed(f"progress was called with {seen} for a batch of 3")
+
+
+@check("run_hooks", "in a pipeline, loom_pipeline_start, loom_step_end and loom_pipeline_end fire once each "
+       "with the step's output")
+def check_run_hooks(s: Subject) -> None:
+    from loom.core.pipeline import Pipeline
+    from loom.core.plugins import Registry
+
+    fired: dict[str, list] = {"start": [], "step": [], "end": []}
+    subject = s
+
+    class Plugin:
+        @hookimpl
+        def loom_register_components(self, register):
+            register("subject", subject.cls)
+
+        @hookimpl
+        def loom_pipeline_start(self, seeds):
+            fired["start"].append(seeds)
+
+        @hookimpl
+        def loom_step_end(self, index, output):
+            fired["step"].append((index, output))
+
+        @hookimpl
+        def loom_pipeline_end(self, result):
+            fired["end"].append(result)
+
+    registry = Registry()
+    info = registry.add_plugin(Plugin(), "conformance")
+    if info.errors:
+        raise Failed(f"registering it raised: {'; '.join(info.errors)}")
+    pipeline = Pipeline.from_spec({"steps": [{"component": "subject", "config": s.config}]}, registry)
+    pipeline.components[0] = s.loaded()
+    try:
+        result = pipeline.run(s.inputs(2), seed=4, progress=False)
+    except Exception as err:
+        raise Skipped(f"a one-step pipeline raised {type(err).__name__}: {err} (check 'call_output' reports calls)") from None
+    counts = {k: len(v) for k, v in fired.items()}
+    if counts != {"start": 1, "step": 1, "end": 1}:
+        raise Failed(f"hooks fired {counts} times in a one-step run")
+    index, output = fired["step"][0]
+    if index != 0 or output is not result.output or fired["start"][0] != [4, 5]:
+        raise Failed(f"loom_step_end got index {index} and {type(output).__name__}; loom_pipeline_start got seeds {fired['start'][0]}")
+
+
+@check("bad_input_errors", "a call on the wrong data type or an empty batch raises a LoomError, and a malformed "
+       "batch of the right type either works or raises a LoomError (never a bare library error)")
+def check_bad_input_errors(s: Subject) -> None:
+    component = s.loaded()
+    wrong_type = Image if not issubclass(s.cls.input_type, Image) else Text
+    attempts = [
+        (example_inputs(wrong_type, 1), f"a {wrong_type.kind} batch", True),
+        (s.inputs(1).take([]), "an empty batch", True),
+    ]
+    malformed = malformed_inputs(s.inputs(2))
+    if malformed is not None:
+        attempts.append((malformed[0], malformed[1], False))
+    for inputs, what, must_raise in attempts:
+        try:
+            component(inputs, seed=0)
+        except LoomError:
+            continue
+        except Exception as err:
+            raise Failed(f"a call on {what} raised {type(err).__name__}: {err}") from None
+        if must_raise:
+            raise Failed(f"a call on {what} returned without error")
+
+
+def run_checks(subject: Subject, only: "list[str] | None" = None) -> Report:
+    """Run every check (or those named in ``only``) on one subject."""
+    report = Report()
+    for c in CHECKS:
+        if only is None or c.name in only:
+            report.results.append(run_check(subject, c))
+    return report
+
+
+def run_check(subject: Subject, c: Check) -> CheckResult:
+    def result(status, message=""):
+        return CheckResult(subject.name, c.name, status, message)
+
+    caps = subject.capabilities
+    if c.calls and "cpu" not in caps.devices:
+        return result("skipped", f"it declares devices {list(caps.devices)} without cpu, and the kit calls components on cpu")
+    try:
+        c.run(subject)
+    except Skipped as why:
+        return result("skipped", str(why))
+    except Failed as what:
+        return result("failed", f"component {subject.name!r} fails check {c.name!r}: {what}; the contract: {c.contract}")
+    except Exception as err:
+        return result("failed", f"component {subject.name!r} fails check {c.name!r}: it raised {type(err).__name__}: {err}; "
+                                f"the contract: {c.contract}")
+    return result("passed")
+
+
+def plugin_subjects(plugin: Any, configs: dict | None = None, inputs: dict | None = None) -> tuple[list[Subject], list[str], Any]:
+    """The subjects for every component a plugin registers, the plugin's registration errors,
+    and the plugin object. ``plugin``: a module or object with hooks, a module name, or the
+    name of an installed plugin (entry point in the ``loom`` group)."""
+    import importlib
+    from importlib.metadata import entry_points
+
+    from loom.core.plugins import ENTRY_POINT_GROUP, Registry
+
+    name = getattr(plugin, "__name__", None) or type(plugin).__name__
+    if isinstance(plugin, str):
+        name = plugin
+        found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == plugin]
+        plugin = found[0].load() if found else importlib.import_module(plugin)
+    registry = Registry()
+    info = registry.add_plugin(plugin, name)
+    configs, inputs = configs or {}, inputs or {}
+    unknown = sorted((set(configs) | set(inputs)) - set(info.components))
+    errors = list(info.errors) + ([f"configs or inputs given for components it does not register: {unknown}"] if unknown else [])
+    subjects = [
+        Subject(registry.get(f"{name}:{c}").cls, c, configs.get(c), inputs.get(c), plugin)
+        for c in info.components
+    ]
+    return subjects, errors, plugin
+
+
+def check_component(component: "type[Component] | str", config: dict | None = None, *,
+                    inputs: "Data | Callable[[int], Data] | None" = None, name: str | None = None,
+                    plugin: Any = None, only: "list[str] | None" = None) -> Report:
+    """Run the conformance checks on one component, without pytest.
+
+    ``component``: a component class, or a registered name (``plugin:name`` works). ``config``:
+    options to build it with (e.g. ``{"weights": folder}``). ``inputs``: a batch (at least one
+    item; items are reused) or a function ``count -> batch`` for components that need specific
+    inputs (e.g. embeddings from one encoder); by default the kit makes small examples of the
+    component's input type. ``only``: names of the checks to run.
+    """
+    if isinstance(component, str):
+        from loom.core.plugins import get_registry
+
+        entry = get_registry().get(component)
+        component, name = entry.cls, name or entry.name
+    return run_checks(Subject(component, name, config, inputs, plugin), only)
+
+
+def check_plugin(plugin: Any, configs: dict | None = None, inputs: dict | None = None,
+                 only: "list[str] | None" = None) -> Report:
+    """Run the conformance checks on every component a plugin registers, without pytest.
+    ``configs`` and ``inputs`` map component names to what :func:`check_component` takes."""
+    subjects, errors, _ = plugin_subjects(plugin, configs, inputs)
+    report = Report()
+    plugin_name = getattr(plugin, "__name__", plugin if isinstance(plugin, str) else type(plugin).__name__)
+    report.results.append(registers_result(plugin_name, subjects, errors))
+    for s in subjects:
+        report.results += run_checks(s, only).results
+    return report
+
+
+def registers_result(plugin_name: str, subjects: list[Subject], errors: list[str]) -> CheckResult:
+    """The plugin-level check: it registers at least one component, without errors."""
+    contract = "the plugin registers its components through loom_register_components without errors"
+    if errors or not subjects:
+        what = "; ".join(errors) if errors else "it registered no component"
+        return CheckResult(str(plugin_name), "registers", "failed", f"plugin {plugin_name!r} fails check 'registers': {what}; the contract: {contract}")
+    return CheckResult(str(plugin_name), "registers", "passed")
+
+
+#: Every result of conformance items run by pytest in this process (summarised by the pytest plugin).
+PYTEST_RESULTS: list[CheckResult] = []
+
+
+def conformance_tests(plugin: Any, configs: dict | None = None, inputs: dict | None = None,
+                      only: "list[str] | None" = None):
+    """A pytest test function with one item per (component, check) of ``plugin``. Assign it to
+    a ``test_`` name in a test module::
+
+        from loom.testing import conformance_tests
+        test_conformance = conformance_tests("my_plugin", configs={"blur": {"radius": 2}})
+
+    ``pytest -k seed_determinism`` selects one check; a failure reads "component X fails check
+    Y: what it did; the contract: ...", a skip says why the check does not apply.
+    """
+    import pytest
+
+    subjects, errors, plugin_obj = plugin_subjects(plugin, configs, inputs)
+    plugin_name = plugin if isinstance(plugin, str) else getattr(plugin, "__name__", type(plugin).__name__)
+    by_name = {c.name: c for c in CHECKS}
+    cases = [pytest.param(None, "registers", id=f"{plugin_name}-registers")]
+    cases += [pytest.param(s, c.name, id=f"{s.name}-{c.name}") for s in subjects for c in CHECKS if only is None or c.name in only]
+
+    @pytest.mark.parametrize(("subject", "check_name"), cases)
+    def test_conformance(subject, check_name):
+        __tracebackhide__ = True
+        if subject is None:
+            result = registers_result(plugin_name, subjects, errors)
+        else:
+            result = run_check(subject, by_name[check_name])
+        PYTEST_RESULTS.append(result)
+        if result.status == "failed":
+            pytest.fail(result.message, pytrace=False)
+        if result.status == "skipped":
+            pytest.skip(f"component {result.component!r}, check {check_name!r}: {result.message}")
+
+    test_conformance.loom_plugin = plugin_obj
+    return test_conformance
+
+
+__all__ = [
+    "CHECKS", "Check", "CheckResult", "ConformanceError", "Failed", "Report", "Skipped", "Subject",
+    "check_component", "check_plugin", "conformance_tests", "example_inputs", "run_checks",
+]

@@ -1,0 +1,163 @@
+"""Components that each break one promise of the component contract (and a few that keep all of
+them), for testing that the conformance kit fails exactly the check a component breaks. At
+module level so that the kit's fresh-interpreter import probe can import them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loom.core import (
+    Capabilities,
+    ComponentConfig,
+    Embedding,
+    Generator,
+    Image,
+    InputError,
+    Postprocessor,
+    Text,
+    hookimpl,
+)
+from pydantic import ConfigDict, Field
+
+
+class Brighten(Postprocessor):
+    """Keeps every promise: a per-pixel map with a bounded option."""
+
+    class Config(ComponentConfig):
+        amount: float = Field(0.1, ge=0.0, le=1.0)
+
+    input_type = Image
+    output_type = Image
+
+    def run(self, inputs, generators):
+        return Image((inputs.pixels + self.config.amount).clamp(0, 1))
+
+
+class NonDeterministic(Brighten):
+    """Draws noise from torch's global RNG instead of the per-item generators."""
+
+    def run(self, inputs, generators):
+        import torch
+
+        return Image((inputs.pixels + 0.1 * torch.rand(inputs.pixels.shape)).clamp(0, 1))
+
+
+class DeclaredRandom(NonDeterministic):
+    """The same, but honest about it: the determinism checks are skipped with the reason."""
+
+    capabilities = Capabilities(deterministic=False)
+
+
+class WrongOutputType(Brighten):
+    """Declares Image but returns Text."""
+
+    def run(self, inputs, generators):
+        return Text(["oops"] * len(inputs))
+
+
+class BatchDependent(Brighten):
+    """Normalises each batch by its own mean, so an item's output depends on its neighbours."""
+
+    micro_batch = None
+
+    def run(self, inputs, generators):
+        px = inputs.pixels
+        return Image((px - px.mean() + 0.5).clamp(0, 1))
+
+
+class AcceptsAnything(Brighten):
+    """Its Config lets unknown options through."""
+
+    class Config(ComponentConfig):
+        model_config = ConfigDict(extra="allow", frozen=True)
+        amount: float = Field(0.1, ge=0.0, le=1.0)
+
+
+class BadDefault(Brighten):
+    """Its default violates its own bound (pydantic does not validate defaults by itself)."""
+
+    class Config(ComponentConfig):
+        amount: float = Field(2.0, ge=0.0, le=1.0)
+
+
+class EagerWeights(Brighten):
+    """Reads its weights file when built instead of in setup()."""
+
+    class Config(ComponentConfig):
+        weights: str
+
+    def __init__(self, config=None, **options):
+        super().__init__(config, **options)
+        self.blob = Path(self.config.weights).read_bytes()
+
+    def run(self, inputs, generators):
+        return Image(inputs.pixels)
+
+
+class Projector(Generator):
+    """Embedding → image through a fixed projection. Keeps every promise, and declares weights
+    with a folder format that round-trips."""
+
+    capabilities = Capabilities(has_weights=True, weights_option="weights")
+
+    class Config(ComponentConfig):
+        weights: str | None = None
+        size: int = Field(8, ge=2, le=32)
+
+    input_type = Embedding
+    output_type = Image
+
+    def setup(self):
+        import torch
+
+        if self.config.weights:
+            from safetensors.torch import load_file
+
+            self.weight = load_file(str(Path(self.config.weights) / "model.safetensors"))["weight"]
+        else:
+            self.weight = torch.randn(32, 3 * self.config.size**2, generator=torch.Generator().manual_seed(0))
+
+    def save_weights(self, folder):
+        from safetensors.torch import save_file
+
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        save_file({"weight": self.weight.contiguous()}, str(Path(folder) / "model.safetensors"))
+        return Path(folder)
+
+    def run(self, inputs, generators):
+        import torch
+
+        if inputs.pooled is None or inputs.pooled.shape[-1] != self.weight.shape[0]:
+            raise InputError(f"Projector needs {self.weight.shape[0]}-wide pooled embeddings")
+        s = self.config.size
+        noise = torch.stack([torch.rand(3, s, s, generator=g) for g in generators])
+        mix = (inputs.pooled @ self.weight).view(-1, 3, s, s).sigmoid()
+        return Image((noise + mix) / 2)
+
+
+class LossyWeights(Projector):
+    """Its saved folder does not hold the weights it ran with."""
+
+    def save_weights(self, folder):
+        self.weight = self.weight * 2
+        path = super().save_weights(folder)
+        self.weight = self.weight / 2
+        return path
+
+
+class BareErrors(Projector):
+    """Lets torch's shape error escape on embeddings of the wrong width."""
+
+    def run(self, inputs, generators):
+        s = self.config.size
+        return Image((inputs.pooled @ self.weight).view(-1, 3, s, s).sigmoid())
+
+
+class GPUOnly(Brighten):
+    capabilities = Capabilities(devices=("cuda",))
+
+
+@hookimpl
+def loom_register_components(register):
+    register("brighten", Brighten)
+    register("projector", Projector)

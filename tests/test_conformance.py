@@ -1,0 +1,204 @@
+"""The conformance kit (loom.testing): broken components fail exactly the check they break, the
+results are structured and counted, the pytest integration makes one item per check, and every
+first-party component passes."""
+
+import importlib
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import conformance_fakes as fakes
+import pytest
+from loom.core import Capabilities, ConfigError
+from loom.testing import (
+    CHECKS,
+    EXAMPLE_ENCODER,
+    EXAMPLE_TEXT_DIM,
+    ConformanceError,
+    check_component,
+    check_plugin,
+    conformance_tests,
+)
+
+TESTS = Path(__file__).resolve().parent
+ALL_CHECKS = {c.name for c in CHECKS}
+
+
+def failed(report) -> set[str]:
+    return {r.check for r in report.failures}
+
+
+def test_a_component_that_keeps_the_contract_passes_and_says_what_was_skipped():
+    report = check_component(fakes.Brighten)
+    assert failed(report) == set()
+    assert report.ok and report.ran == len(ALL_CHECKS) - 1
+    assert report.counts == {"passed": len(ALL_CHECKS) - 1, "failed": 0, "skipped": 1}
+    [skip] = report.skipped
+    assert skip.check == "weights_round_trip" and "has_weights = False" in skip.message
+    assert "11 passed, 0 failed, 1 skipped" in str(report)
+
+
+@pytest.mark.parametrize(
+    ("component", "check"),
+    [
+        (fakes.NonDeterministic, "seed_determinism"),
+        (fakes.WrongOutputType, "call_output"),
+        (fakes.BatchDependent, "batch_invariance"),
+        (fakes.AcceptsAnything, "config_rejects_bad_values"),
+        (fakes.BadDefault, "config_defaults"),
+        (fakes.LossyWeights, "weights_round_trip"),
+        (fakes.BareErrors, "bad_input_errors"),
+    ],
+)
+def test_a_broken_component_fails_exactly_the_check_it_breaks(component, check):
+    report = check_component(component)
+    assert failed(report) == {check}, str(report)
+    [failure] = report.failures
+    contract = next(c.contract for c in CHECKS if c.name == check)
+    assert failure.message.startswith(f"component {component.__name__!r} fails check {check!r}: ")
+    assert failure.message.endswith(f"; the contract: {contract}")
+    with pytest.raises(ConformanceError, match=f"fails check '{check}'"):
+        report.raise_for_failures()
+
+
+def test_eager_weight_reading_fails_lazy_import(tmp_path):
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"not really weights")
+    report = check_component(fakes.EagerWeights, {"weights": str(weights)})
+    assert failed(report) == {"lazy_import"}
+    assert f"opened weights file {str(weights)!r}" in report.failures[0].message
+
+
+def test_eager_torch_import_fails_lazy_import_and_names_the_line():
+    report = check_plugin(importlib.import_module("conformance_eager"))
+    assert failed(report) == {"lazy_import"}
+    assert "imported torch (first from" in report.failures[0].message
+    assert "conformance_eager.py:3" in report.failures[0].message
+
+
+def test_capabilities_turn_checks_into_skips_with_reasons():
+    report = check_component(fakes.DeclaredRandom)
+    assert report.ok
+    assert report.status("seed_determinism") == "skipped" and report.status("batch_invariance") == "skipped"
+    assert all("deterministic = False" in r.message for r in report.skipped if r.check != "weights_round_trip")
+
+    gpu = check_component(fakes.GPUOnly)
+    calling = {c.name for c in CHECKS if c.calls}
+    assert {r.check for r in gpu.skipped} == calling
+    assert all("without cpu" in r.message for r in gpu.skipped)
+    assert gpu.ran == len(ALL_CHECKS) - len(calling)
+
+
+def test_a_run_where_everything_was_skipped_is_not_ok():
+    report = check_component(fakes.GPUOnly, only=["call_output", "progress"])
+    assert report.counts == {"passed": 0, "failed": 0, "skipped": 2} and not report.ok
+    with pytest.raises(ConformanceError, match="no conformance check ran"):
+        report.raise_for_failures()
+
+
+def test_weights_round_trip_runs_when_declared():
+    report = check_component(fakes.Projector)
+    assert report.ok and report.status("weights_round_trip") == "passed"
+    assert report.counts["skipped"] == 0
+
+
+def test_capabilities_are_validated_and_default_to_the_strict_promises():
+    assert Capabilities() == fakes.Brighten.capabilities
+    assert Capabilities().deterministic and Capabilities().batchable and Capabilities().tolerance == 0.0
+    with pytest.raises(ValueError):
+        Capabilities(tolerance=-1)
+    with pytest.raises(ConfigError):
+        fakes.Brighten(amount=3)
+
+
+def test_check_plugin_reports_registration_failures():
+    class Empty:
+        pass
+
+    report = check_plugin(Empty())
+    assert not report.ok and report.status("registers") == "failed"
+    assert "registered no component" in report.failures[0].message
+    report = check_plugin(fakes, configs={"nonexistent": {}}, only=["data_types"])
+    assert "does not register: ['nonexistent']" in report.failures[0].message
+
+
+def test_conformance_tests_make_one_pytest_item_per_check(tmp_path):
+    (tmp_path / "test_plugin.py").write_text(textwrap.dedent("""
+        import conformance_fakes
+        from loom.testing import conformance_tests
+
+        class BrokenPlugin:
+            from loom.core import hookimpl
+
+            @hookimpl
+            def loom_register_components(self, register):
+                register("nondeterministic", conformance_fakes.NonDeterministic)
+
+        test_fakes = conformance_tests(conformance_fakes, only=["data_types", "seed_determinism", "weights_round_trip"])
+        test_broken = conformance_tests(BrokenPlugin(), only=["seed_determinism"])
+    """))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rfs", "-p", "no:cacheprovider", str(tmp_path / "test_plugin.py")],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )
+    text = out.stdout + out.stderr
+    assert out.returncode == 1, text
+    assert "1 failed, 7 passed, 1 skipped" in text
+    assert "FAILED test_plugin.py::test_broken[nondeterministic-seed_determinism]" in text
+    assert "component 'nondeterministic' fails check 'seed_determinism': two calls with seed 11" in text
+    assert "component 'brighten', check 'weights_round_trip': it declares capabilities.has_weights = False" in text
+    assert "loom conformance: 3 component(s), 9 checks: 7 passed, 1 failed, 1 skipped" in text
+
+
+def test_importing_the_kit_and_its_pytest_plugin_imports_no_torch():
+    code = "import sys, loom.testing, loom.testing.pytest_plugin; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+# -- Loom's own components ----------------------------------------------------------------------
+
+test_image_postprocessors_conform = conformance_tests("image-postprocessors")
+test_text_encoder_conforms = pytest.mark.slow(conformance_tests("text-encoder"))
+
+
+def tiny_folder(family: str, root: Path) -> str:
+    """An untrained but complete folder of ``family`` at 16 px, conditioned on the kit's example
+    embeddings: what the contract checks need, in a fraction of a second (no weights ship yet)."""
+    mod = importlib.import_module(f"loom.plugins.{family}.model")
+    common = dict(image_size=16, text_dim=EXAMPLE_TEXT_DIM, encoder=EXAMPLE_ENCODER)
+    if family == "vae":
+        model = mod.ConditionalVAE(mod.VAEConfig(**common, latent_dim=4, cond_dim=16, width=16, queries=2, channels=[16, 8]))
+    elif family == "gan":
+        model = mod.GANGenerator(mod.GANConfig(**common, noise_dim=4, cond_dim=16, width=16, queries=2, channels=[16, 8],
+                                               d_channels=[8, 8, 8, 8]))
+    else:
+        model = mod.ARModel(mod.ARConfig(**common, codebook=16, code_dim=8, vq_channels=[8, 8, 8], d_model=16, layers=1,
+                                         heads=2, queries=2))
+    mod.save(model, root / family)
+    return str(root / family)
+
+
+@pytest.mark.parametrize("family", ["vae", "gan", "ar"])
+def test_first_party_generators_conform(family, tmp_path):
+    report = check_plugin(family, configs={family: {"weights": tiny_folder(family, tmp_path)}})
+    assert failed(report) == set(), str(report)
+    assert report.ran >= len(ALL_CHECKS)  # every check but the round trip, plus "registers"
+
+
+def test_trained_generator_folder_format_round_trips(tmp_path):
+    """The first-party folder format (config.json + model.safetensors) survives save and load,
+    shown on a subclass that declares it the way a generator with a folder format does."""
+    from loom.plugins.vae import VAEGenerator
+
+    class SavingVAE(VAEGenerator):
+        capabilities = Capabilities(has_weights=True, weights_option="weights")
+
+        def save_weights(self, folder):
+            return importlib.import_module(self.model_module).save(self.model, folder)
+
+    report = check_component(SavingVAE, {"weights": tiny_folder("vae", tmp_path)}, only=["weights_round_trip"])
+    assert report.status("weights_round_trip") == "passed", str(report)
