@@ -11,7 +11,14 @@
 Nothing here imports torch at import time.
 """
 
-from .component import Capabilities, Component, ComponentConfig, Encoder, Generator, Postprocessor
+from .component import (
+    Capabilities,
+    Component,
+    ComponentConfig,
+    Encoder,
+    Generator,
+    Postprocessor,
+)
 from .data import DATA_TYPES, Audio, Data, Embedding, Image, Latent, Text
 from .errors import (
     ConfigError,

@@ -156,7 +156,7 @@ class Registry:
 
     def clashes(self) -> dict[str, list[str]]:
         """Component names registered by more than one plugin, each with its qualified names."""
-        return {n: [e.qualified_name for e in found] for n, found in sorted(self._by_name.items()) if len(found) > 1}
+        return {n: sorted(e.qualified_name for e in found) for n, found in sorted(self._by_name.items()) if len(found) > 1}
 
     # -- lookup -------------------------------------------------------------------------------
     def get(self, name: str) -> ComponentEntry:
@@ -192,6 +192,37 @@ class Registry:
                 impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
             except Exception as err:
                 warnings.warn(f"plugin {impl.plugin_name!r} failed in {hook}: {type(err).__name__}: {err}", stacklevel=2)
+
+
+def requirement_problems(distribution: str) -> list[str]:
+    """The requirements of an installed distribution that what is installed does not meet
+    (a plugin pinning another torch, a missing dependency), read from its metadata: nothing is
+    imported."""
+    from importlib.metadata import PackageNotFoundError, requires, version
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        wanted = requires(distribution) or []
+    except PackageNotFoundError:
+        return [f"distribution {distribution!r} is not installed"]
+    problems = []
+    for line in wanted:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement as err:
+            problems.append(f"unreadable requirement {line!r}: {err}")
+            continue
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue  # an optional extra, or not for this platform
+        try:
+            have = version(req.name)
+        except PackageNotFoundError:
+            problems.append(f"needs {req}, which is not installed")
+            continue
+        if req.specifier and not req.specifier.contains(have, prereleases=True):
+            problems.append(f"needs {req}, but {req.name} {have} is installed")
+    return problems
 
 
 def api_surface() -> dict:

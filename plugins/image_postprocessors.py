@@ -8,6 +8,9 @@ from pydantic import Field
 
 from loom.core import ComponentConfig, Image, Postprocessor, hookimpl
 
+#: The plugin API this plugin is written for (see loom.core.hookspecs).
+LOOM_PLUGIN_API = "1.0"
+
 
 class Resize(Postprocessor):
     """Resizes images so that their longer side is ``size`` pixels (Shapes models draw at 64×64,

@@ -14,6 +14,9 @@ from pydantic import Field
 
 from loom.core import ComponentConfig, Embedding, Encoder, Text, WeightsError, hookimpl
 
+#: The plugin API this plugin is written for (see loom.core.hookspecs).
+LOOM_PLUGIN_API = "1.0"
+
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
 # Loading the model takes seconds; every component and pipeline in a process shares one copy.

@@ -31,14 +31,35 @@ def main() -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plugins(as_json: bool) -> None:
-    """List plugins, their versions, what they register, and any that failed to load."""
-    from loom.core.plugins import get_registry
+@click.option("--check", is_flag=True, help="Also check plugin API versions and requirements; exit 1 on a problem.")
+@click.pass_context
+def plugins(ctx, as_json: bool, check: bool) -> None:
+    """List plugins, their versions, what they register, and any that failed to load.
+
+    With --check (imports no torch): each plugin's plugin API version, its requirements that
+    what is installed does not meet (read from its package metadata), and component names that
+    several plugins register."""
+    from loom.core.hookspecs import PLUGIN_API
+    from loom.core.plugins import get_registry, requirement_problems
 
     registry = get_registry()
+    conflicts = {}
+    if check:
+        for dist in sorted({p.distribution for p in registry.plugins.values() if p.distribution}):
+            conflicts[dist] = requirement_problems(dist)
+    clashes = registry.clashes()
+    problems = any(not p.ok for p in registry.plugins.values()) or any(conflicts.values())
     if as_json:
-        click.echo(json.dumps([vars(p) for p in registry.plugins.values()], indent=2))
+        rows = [
+            {**vars(p), **({"requirement_problems": conflicts.get(p.distribution, [])} if check else {})}
+            for p in registry.plugins.values()
+        ]
+        click.echo(json.dumps(rows if not check else {"plugin_api": PLUGIN_API, "plugins": rows, "clashes": clashes}, indent=2))
+        if check and problems:
+            ctx.exit(1)
         return
+    if check:
+        click.echo(f"Loom {_loom_version()} offers plugin API {PLUGIN_API}")
     if not registry.plugins:
         click.echo("no plugins loaded (is LOOM_PLUGINS set?)")
     for info in registry.plugins.values():
@@ -46,6 +67,11 @@ def plugins(as_json: bool) -> None:
         dist = f" ({info.distribution}{version})" if info.distribution else ""
         status = click.style("ok", fg="green") if info.ok else click.style("FAILED", fg="red")
         click.echo(f"{info.name}{dist}: {status}")
+        if check:
+            click.echo(f"  plugin API: {info.api or f'not stated (set LOOM_PLUGIN_API = {PLUGIN_API!r} in its module)'}")
+            if info.distribution:
+                found = conflicts.get(info.distribution, [])
+                click.echo("  requirements: " + ("met" if not found else click.style("; ".join(found), fg="red")))
         for name in info.components:
             entry = registry.get(f"{info.name}:{name}")
             cls = entry.cls
@@ -55,6 +81,34 @@ def plugins(as_json: bool) -> None:
             )
         for err in info.errors:
             click.secho(f"  error: {err}", fg="red")
+    for name, qualified in clashes.items():
+        click.secho(f"note: several plugins register {name!r}; name one of {', '.join(qualified)}", fg="yellow")
+    if check and problems:
+        ctx.exit(1)
+
+
+def _loom_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("loom")
+    except PackageNotFoundError:  # running from a source tree
+        return "(source tree)"
+
+
+@main.command("new-plugin")
+@click.argument("name")
+@click.argument("directory", required=False, type=click.Path(file_okay=False))
+@click.option("--kind", type=click.Choice(["encoder", "generator", "postprocessor"]), default="postprocessor",
+              show_default=True, help="The component the package starts with.")
+def new_plugin(name: str, directory, kind: str) -> None:
+    """Write a ready plugin package NAME (in DIRECTORY, default ./loom-NAME): pyproject with the
+    entry point and plugin API version, one component, a conformance test, a README."""
+    from loom.scaffold import write_plugin
+
+    folder = write_plugin(name, kind, directory)
+    click.echo(f"wrote {folder}")
+    click.echo(f"next: pip install -e {folder} && loom plugins && pytest {folder}")
 
 
 @main.command()
