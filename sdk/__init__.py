@@ -32,6 +32,8 @@ _EXPORTS = {
     "Generator": "loom.core.component",
     "Postprocessor": "loom.core.component",
     "ComponentConfig": "loom.core.component",
+    "Capabilities": "loom.core.component",
+    "PLUGIN_API": "loom.core.hookspecs",
     "LoomError": "loom.core.errors",
     "get_registry": "loom.core.plugins",
     # the app developer's calls

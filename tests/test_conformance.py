@@ -202,3 +202,18 @@ def test_trained_generator_folder_format_round_trips(tmp_path):
 
     report = check_component(SavingVAE, {"weights": tiny_folder("vae", tmp_path)}, only=["weights_round_trip"])
     assert report.status("weights_round_trip") == "passed", str(report)
+
+
+def test_the_example_plugin_passes_its_own_conformance_tests(tmp_path):
+    root = TESTS.parent / "docs" / "example-plugin"
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site), str(root)],
+        check=True, capture_output=True, timeout=300,
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests")],
+        env={**os.environ, "PYTHONPATH": str(site)}, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "13 passed, 1 skipped" in out.stdout  # 12 conformance items (1 skipped: no weights) + the plugin's own test
