@@ -12,7 +12,7 @@ import warnings
 
 from pydantic import Field
 
-from loom.core import ComponentConfig, Embedding, Encoder, Text, WeightsError, hookimpl
+from loom.core import Capabilities, ComponentConfig, Embedding, Encoder, Text, WeightsError, hookimpl
 
 #: The plugin API this plugin is written for (see loom.core.hookspecs).
 LOOM_PLUGIN_API = "1.0"
@@ -67,6 +67,8 @@ class TextEncoder(Encoder):
     normalised sentence vector."""
 
     description = "prompts → token embeddings (transformers; default all-MiniLM-L6-v2, offline)"
+    # Its weights are a transformers folder or hub id, which Loom reads but does not write.
+    capabilities = Capabilities(has_weights=True)
 
     class Config(ComponentConfig):
         model: str = Field(DEFAULT_MODEL, description="packaged default, a local folder, or a hub id")
