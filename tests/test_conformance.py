@@ -217,3 +217,7 @@ def test_the_example_plugin_passes_its_own_conformance_tests(tmp_path):
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "13 passed, 1 skipped" in out.stdout  # 12 conformance items (1 skipped: no weights) + the plugin's own test
+
+
+def test_the_pytest_plugin_gives_the_kit_as_a_fixture(loom_check):
+    assert loom_check(fakes.Brighten, {"amount": 0.5}, only=["config_defaults", "call_output"]).ok
