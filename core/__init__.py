@@ -33,7 +33,14 @@ from .errors import (
 )
 from .hookspecs import PLUGIN_API, hookimpl, hookspec
 from .pipeline import Pipeline, PipelineSpec, Result, StepSpec
-from .plugins import ComponentEntry, PluginInfo, Registry, discover, get_registry, reset_registry
+from .plugins import (
+    ComponentEntry,
+    PluginInfo,
+    Registry,
+    discover,
+    get_registry,
+    reset_registry,
+)
 
 __all__ = [
     "Audio", "Capabilities", "Component", "ComponentConfig", "ComponentEntry", "ConfigError", "DATA_TYPES", "Data",

@@ -24,10 +24,16 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from loom.core import InputError
-from loom.core.training import Trainer, TrainingBatch, load_state, save_state, write_json_atomic
+from loom.core.training import (
+    Trainer,
+    TrainingBatch,
+    load_state,
+    save_state,
+    write_json_atomic,
+)
 
 #: Captions are padded to this many tokens for training (Shapes captions are far shorter).
 CAPTION_TOKENS = 32
@@ -246,7 +252,7 @@ def train(
             bar.update(1)
             if done % 10 == 0:
                 recent = losses[-50:]
-                bar.set_postfix({k: f"{np.mean([l[k] for l in recent if k in l]):.3g}" for k in parts})
+                bar.set_postfix({k: f"{np.mean([e[k] for e in recent if k in e]):.3g}" for k in parts})
             if on_step is not None:
                 on_step(done, parts)
             if done % checkpoint_every == 0:
@@ -263,7 +269,7 @@ def main_loss(losses: list[dict]) -> list[float]:
     if not losses:
         return []
     key = next(iter(losses[-1]))
-    return [l[key] for l in losses if key in l]
+    return [e[key] for e in losses if key in e]
 
 
 def _checkpoint_folder(folder: Path) -> Path:

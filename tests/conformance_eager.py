@@ -2,6 +2,7 @@
 
 import torch  # noqa: F401  (the point of this module: a heavy import at registration)
 from conformance_fakes import Brighten
+
 from loom.core import hookimpl
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import ConfigDict, Field
+
 from loom.core import (
     Capabilities,
     ComponentConfig,
@@ -17,7 +19,6 @@ from loom.core import (
     Text,
     hookimpl,
 )
-from pydantic import ConfigDict, Field
 
 
 class Brighten(Postprocessor):

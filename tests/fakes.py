@@ -6,7 +6,18 @@ from types import SimpleNamespace
 
 from pydantic import Field
 
-from loom.core import Audio, ComponentConfig, Embedding, Encoder, Generator, Image, Postprocessor, Registry, Text, hookimpl
+from loom.core import (
+    Audio,
+    ComponentConfig,
+    Embedding,
+    Encoder,
+    Generator,
+    Image,
+    Postprocessor,
+    Registry,
+    Text,
+    hookimpl,
+)
 
 #: Every setup() call, by class name: tests check that building a chain loads nothing.
 LOADED: list[str] = []

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import conformance_fakes as fakes
 import pytest
+
 from loom.core import Capabilities, ConfigError
 from loom.testing import (
     CHECKS,

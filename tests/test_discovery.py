@@ -5,10 +5,16 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from loom.core import Pipeline, PluginError, Registry, UnknownComponentError, discover, hookimpl
-
 from fakes import Invert, fake_plugin
+
+from loom.core import (
+    Pipeline,
+    PluginError,
+    Registry,
+    UnknownComponentError,
+    discover,
+    hookimpl,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRST_PARTY = {"text-encoder": ["text-encoder"], "vae": ["vae"], "gan": ["gan"], "ar": ["ar"], "image-postprocessors": ["resize"]}

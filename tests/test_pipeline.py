@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from fakes import LOADED, fake_registry
 
 from loom.core import (
     ConfigError,
@@ -12,8 +13,6 @@ from loom.core import (
     hookimpl,
 )
 from loom.core.errors import InputError
-
-from fakes import LOADED, fake_registry
 
 GOOD = {"steps": [{"component": "hash-encoder"}, {"component": "noise", "config": {"size": 6}}, {"component": "invert"}]}
 

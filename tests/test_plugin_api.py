@@ -11,9 +11,10 @@ from types import SimpleNamespace
 
 import pytest
 from fakes import Invert, fake_plugin
+from test_discovery import FIRST_PARTY, write_dist
+
 from loom.core import PLUGIN_API, Registry, discover, hookimpl
 from loom.core.plugins import api_problem, api_surface
-from test_discovery import FIRST_PARTY, write_dist
 
 #: The plugin API's signatures, recorded for each version. After a compatible addition (a hook,
 #: a hook argument, a data field), bump PLUGIN_API's minor version and record the new surface:

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+
 from loom.cli import main
 from loom.core import InputError
 from loom.scaffold import KINDS, write_plugin

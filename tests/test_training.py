@@ -4,15 +4,16 @@ import json
 import os
 import signal
 
-import loom
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from loom.cli import main
-from loom.core import InputError
 from PIL import Image as PILImage
 from safetensors.torch import load_file
+
+import loom
+from loom.cli import main
+from loom.core import InputError
 
 pytestmark = pytest.mark.slow
 

@@ -16,6 +16,7 @@ from pydantic import Field
 from loom.core import hookimpl
 from loom.plugins.common import TrainedConfig, TrainedGenerator
 
+LOOM_PLUGIN_API = "1.0"
 
 class ARGenerator(TrainedGenerator):
     """Samples image tokens with a transformer and decodes them with the VQ-VAE tokenizer."""

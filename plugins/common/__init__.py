@@ -14,7 +14,15 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from loom.core import ComponentConfig, Embedding, Generator, Image, InputError, WeightsError
+from loom.core import (
+    Capabilities,
+    ComponentConfig,
+    Embedding,
+    Generator,
+    Image,
+    InputError,
+    WeightsError,
+)
 
 
 def check_folder(folder: "str | Path", family: str) -> Path:
@@ -49,6 +57,7 @@ class TrainedGenerator(Generator):
     Config = TrainedConfig
     input_type = Embedding
     output_type = Image
+    capabilities = Capabilities(has_weights=True, weights_option="weights")
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -75,6 +84,9 @@ class TrainedGenerator(Generator):
         module = importlib.import_module(self.model_module)
         folder = check_folder(self.config.weights or self.default_weights, self.family)
         self.model = module.load(folder, self.config.device)
+
+    def save_weights(self, folder: "str | Path") -> Path:
+        return importlib.import_module(self.model_module).save(self.model, folder)
 
     def run(self, inputs: Embedding, generators: list) -> Image:
         cfg = self.model.cfg

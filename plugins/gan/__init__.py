@@ -14,6 +14,7 @@ from pathlib import Path
 from loom.core import hookimpl
 from loom.plugins.common import TrainedGenerator
 
+LOOM_PLUGIN_API = "1.0"
 
 class GANGenerator(TrainedGenerator):
     """Samples images from a conditional GAN given text embeddings (``temperature`` scales z)."""

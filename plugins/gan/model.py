@@ -10,7 +10,14 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
-from loom.plugins.common.nn import Condition, ConditionalDecoder, SpatialCrossAttention, TextCondition, read_folder, save_folder
+from loom.plugins.common.nn import (
+    Condition,
+    ConditionalDecoder,
+    SpatialCrossAttention,
+    TextCondition,
+    read_folder,
+    save_folder,
+)
 
 
 @dataclass

@@ -22,13 +22,13 @@ import numpy as np
 from PIL import Image
 
 from .world import (
+    BACKGROUND_COLOURS,
     COLOURS,
     OBJECT_COLOURS,
     POSITIONS,
     SHAPES,
     SIZE_FRACTION,
     SIZES,
-    BACKGROUND_COLOURS,
     PromptSpec,
     Scene,
     parse_caption,

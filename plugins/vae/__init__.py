@@ -13,6 +13,7 @@ from pathlib import Path
 from loom.core import hookimpl
 from loom.plugins.common import TrainedGenerator
 
+LOOM_PLUGIN_API = "1.0"
 
 class VAEGenerator(TrainedGenerator):
     """Samples images from a conditional VAE given text embeddings (``temperature`` scales z)."""

@@ -8,7 +8,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from loom.plugins.common.nn import Condition, ConditionalDecoder, TextCondition, read_folder, save_folder
+from loom.plugins.common.nn import (
+    Condition,
+    ConditionalDecoder,
+    TextCondition,
+    read_folder,
+    save_folder,
+)
 
 
 @dataclass
