@@ -31,13 +31,14 @@ def main() -> None:
     training = json.loads((target / "config.json").read_text())["training"]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     size = (target / "model.safetensors").stat().st_size / 1e6
+    resumed = "".join(f"\nresumed with `{c}`\n" for c in training.get("resumed", []))
     (target / "TRAINING.md").write_text(
         f"""# How these {family} weights were made
 
 ```bash
 {training['command']}
 ```
-
+{resumed}
 - seed {training['seed']}, {training['steps']} steps, data: `{json.dumps(training['data'])}`
 - options: `{json.dumps(training['options'])}`
 - loss (first key of the family's losses) from {training['first_loss']} to {training['final_loss']}

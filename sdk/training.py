@@ -164,7 +164,11 @@ def train(
         seed, data, pool = progress_record["seed"], progress_record["data"], progress_record.get("pool", pool)
         options = progress_record["options"]
         steps = steps if steps is not None else progress_record["planned_steps"]
+        # the record names the command that started the run, and each that resumed it
+        resumed = progress_record.get("resumed", []) + ([command] if command else [])
+        command = progress_record.get("command") or command
     else:
+        resumed = []
         folder = Path(out or f"loom-{family}")
         if (folder / "config.json").exists() or (folder / CHECKPOINT).exists():
             raise InputError(
@@ -207,6 +211,7 @@ def train(
         k = max(1, min(50, len(main) // 3))
         return {
             "command": command,
+            "resumed": resumed,
             "seed": seed,
             "data": dataset.describe(),
             "steps": done,
@@ -222,7 +227,7 @@ def train(
         shutil.rmtree(tmp, ignore_errors=True)
         save_state({"trainer": trainer.state(), "torch_rng": gen.get_state()}, tmp)
         write_json_atomic(tmp / "progress.json", {
-            "family": family, "seed": seed, "data": data, "pool": pool, "options": opts.model_dump(),
+            "family": family, "command": command, "resumed": resumed, "seed": seed, "data": data, "pool": pool, "options": opts.model_dump(),
             "planned_steps": steps, "step": done, "seconds": elapsed_before + time.time() - started,
             "numpy_rng": rng.bit_generator.state, "losses": losses,
         })

@@ -49,14 +49,15 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, family):
     part = loom.train(family, steps=6, out=tmp_path / "part", on_step=ctrl_c_at_step_3, **TINY)
     assert json.loads((part / "checkpoint" / "progress.json").read_text())["step"] == 3
     assert json.loads((part / "config.json").read_text())["training"]["steps"] == 3
-    loom.train(family, resume=part, progress=False)
+    loom.train(family, resume=part, progress=False, command="loom train again")
     # full-precision weights, optimiser and RNG states, not only the exported float16 weights
     a, b = load_file(whole / "checkpoint" / "state.safetensors"), load_file(part / "checkpoint" / "state.safetensors")
     assert a.keys() == b.keys()
     differ = [k for k in a if not torch.equal(a[k], b[k])]
     assert not differ, f"resumed run differs from the uninterrupted one in {len(differ)} of {len(a)} tensors"
     assert (whole / "model.safetensors").read_bytes() == (part / "model.safetensors").read_bytes()
-    assert json.loads((part / "config.json").read_text())["training"]["steps"] == 6
+    training = json.loads((part / "config.json").read_text())["training"]
+    assert training["steps"] == 6 and training["resumed"] == ["loom train again"]
 
 
 def test_a_trained_folder_is_never_overwritten_by_a_new_run(tmp_path):
