@@ -334,6 +334,7 @@ def _write_loss_curve(losses: list[dict], path: Path, title: str) -> None:
         return
     name = next(iter(losses[-1]))
     y = np.array(main_loss(losses), dtype=float)
+    steps_shown = len(y)
     k = max(1, len(y) // 100)
     y = np.convolve(y, np.ones(k) / k, mode="valid") if len(y) >= k else y
     logy = np.log10(np.maximum(y, 1e-8))
@@ -347,10 +348,10 @@ def _write_loss_curve(losses: list[dict], path: Path, title: str) -> None:
     ys = (h - m) - (logy - lo) / (hi - lo) * (h - m - 20)
     if len(xs) > 1:
         d.line(list(zip(xs.tolist(), ys.tolist())), fill=(35, 75, 215), width=2)
-    d.text((m, 4), f"{title}: {name} (log scale) over {len(y)} of {len(losses)} steps", fill="black")
+    d.text((m, 4), f"{title}: {name} (log scale, smoothed) over {steps_shown} of {len(losses)} steps", fill="black")
     d.text((4, 20), f"{10**hi:.3g}", fill="black")
     d.text((4, h - m - 10), f"{10**lo:.3g}", fill="black")
-    d.text((m, h - m + 6), "0", fill="black")
+    d.text((m, h - m + 6), str(len(losses) - steps_shown), fill="black")
     d.text((w - 60, h - m + 6), str(len(losses)), fill="black")
     with atomic_path(path) as tmp:
         im.save(tmp, format="PNG")
