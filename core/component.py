@@ -125,6 +125,8 @@ class Component:
     description: ClassVar[str] = ""
     #: What the component promises (see :class:`Capabilities`); the defaults promise the most.
     capabilities: ClassVar[Capabilities] = Capabilities()
+    # set by __call__ while a caller listens for work reported through report_progress()
+    _work_listener: "Callable[[int, int, str], None] | None" = None
 
     def __init__(self, config: Any = None, **options: Any) -> None:
         if options:
@@ -147,6 +149,15 @@ class Component:
         raise NotImplementedError(f"{type(self).__name__} has no weights folder format")
 
     # -- provided -----------------------------------------------------------------------------
+    def report_progress(self, done: int, total: int, unit: str = "step") -> None:
+        """Report progress *inside* the current ``run`` call, in the component's own units:
+        ``done`` of ``total`` (e.g. denoising steps) for the batch that ``run`` was given. Call it
+        from ``run`` as work finishes; Loom turns it into progress over the whole batch (a
+        progress bar, the ``loom_step_progress`` hook). Costs nothing when nobody listens."""
+        listener = self._work_listener
+        if listener is not None:
+            listener(done, total, unit)
+
     @property
     def loaded(self) -> bool:
         return self._loaded
@@ -164,9 +175,12 @@ class Component:
         seed: Any = None,
         *,
         progress: Callable[[int], None] | None = None,
+        work: Callable[[int, int, str], None] | None = None,
     ) -> Data:
         """Run on a batch. ``seed``: int (item *i* gets ``seed + i``), a list (one per item) or a
-        ``torch.Generator``. ``progress`` is called with the number of items finished so far."""
+        ``torch.Generator``. ``progress`` is called with the number of items finished so far;
+        ``work`` with ``(done, total, unit)`` over the whole batch whenever ``run`` reports finer
+        progress through :meth:`report_progress` (e.g. denoising steps)."""
         name = type(self).__name__
         if not isinstance(inputs, self.input_type):
             raise LoomError(
@@ -177,13 +191,24 @@ class Component:
         seeds = item_seeds(seed, n)
         gens = make_generators(seeds)
         size = self.micro_batch or max(n, 1)
+        chunks = -(-n // size)
         outputs = []
-        for start in range(0, n, size):
+        for number, start in enumerate(range(0, n, size)):
             idx = list(range(start, min(start + size, n)))
             pad = size - len(idx) if self.micro_batch else 0
             chunk = inputs.take(idx + [idx[-1]] * pad)
             chunk_gens = [gens[i] for i in idx] + make_generators([0] * pad)
-            out = self.run(chunk, chunk_gens)
+            if work is not None:
+                # every chunk has the same shape, so it reports the same total: scale to the batch
+                def listener(done, total, unit, _before=number):
+                    work(_before * total + done, chunks * total, unit)
+
+                self._work_listener = listener
+            try:
+                out = self.run(chunk, chunk_gens)
+            finally:
+                if work is not None:
+                    self._work_listener = None
             if not isinstance(out, self.output_type):
                 raise LoomError(
                     f"{name}.run returned {type(out).__name__}, but the component declares {self.output_type.kind}"

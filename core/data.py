@@ -80,23 +80,39 @@ class Embedding(Data):
     ``tokens`` is B×L×D (one vector per token), ``mask`` is B×L (1 for real tokens, 0 for
     padding), ``pooled`` is B×D or None, and ``encoder`` names the encoder that made it so a
     generator can refuse embeddings from an encoder it was not trained with.
+
+    For classifier-free guidance an encoder may also carry each item's *negative* (unconditional)
+    embedding, laid out like the positive one: ``negative_tokens`` B×L×D, ``negative_mask`` B×L
+    and ``negative_pooled`` B×D, each None when absent (plugin API 1.1; older encoders leave them
+    None and generators that do not guide ignore them).
     """
 
     tokens: "torch.Tensor"
     mask: "torch.Tensor"
     encoder: str
     pooled: "torch.Tensor | None" = None
+    negative_tokens: "torch.Tensor | None" = None
+    negative_mask: "torch.Tensor | None" = None
+    negative_pooled: "torch.Tensor | None" = None
     kind: ClassVar[str] = "Embedding"
+
+    #: The optional per-item tensors, taken and joined like ``tokens``.
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("pooled", "negative_tokens", "negative_mask", "negative_pooled")
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
 
     def take(self, indices):
+        indices = list(indices)
+        optional = {}
+        for name in self.OPTIONAL:
+            value = getattr(self, name)
+            optional[name] = None if value is None else _take_tensor(value, indices)
         return Embedding(
             tokens=_take_tensor(self.tokens, indices),
             mask=_take_tensor(self.mask, indices),
             encoder=self.encoder,
-            pooled=None if self.pooled is None else _take_tensor(self.pooled, indices),
+            **optional,
         )
 
     @classmethod
@@ -104,12 +120,16 @@ class Embedding(Data):
         encoders = {p.encoder for p in parts}
         if len(encoders) > 1:
             raise ValueError(f"cannot join embeddings from different encoders: {sorted(encoders)}")
-        pooled = [p.pooled for p in parts]
+        optional = {}
+        for name in cls.OPTIONAL:
+            values = [getattr(p, name) for p in parts]
+            # a field survives a join only when every part has it
+            optional[name] = None if any(v is None for v in values) else _cat(values)
         return cls(
             tokens=_cat(p.tokens for p in parts),
             mask=_cat(p.mask for p in parts),
             encoder=parts[0].encoder,
-            pooled=None if any(x is None for x in pooled) else _cat(pooled),
+            **optional,
         )
 
 

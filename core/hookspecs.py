@@ -11,7 +11,8 @@ passes only the ones it names, so adding an argument to a hook breaks no plugin.
 
 The plugin module states the plugin API version it was written for::
 
-    LOOM_PLUGIN_API = "1.0"
+    LOOM_PLUGIN_API = "1.1"
+# 1.1: the loom_step_progress hook, Component.report_progress, Embedding.negative_* fields.
 
 Loom loads a plugin written for ``MAJOR.MINOR`` when Loom's :data:`PLUGIN_API` has the same
 major version and a minor version at least as high; any other plugin is refused with a message
@@ -31,7 +32,8 @@ hookimpl = pluggy.HookimplMarker("loom")
 #: The plugin API this Loom offers: the hooks below, the component interfaces and the data types.
 #: tests/test_plugin_api.py holds their recorded signatures and fails on an incompatible change
 #: that comes without a major version bump.
-PLUGIN_API = "1.0"
+PLUGIN_API = "1.1"
+# 1.1: the loom_step_progress hook, Component.report_progress, Embedding.negative_* fields.
 
 
 @hookspec
@@ -73,6 +75,23 @@ def loom_step_end(pipeline, step, index, output, seconds):
     :param seconds: wall time the step took.
 
     Observational: the return value is ignored; do not modify ``output`` in place.
+    """
+
+
+@hookspec
+def loom_step_progress(pipeline, step, index, done, total, unit):
+    """Called while a step is still working through its batch, each time its component reports
+    progress finer than whole items (e.g. after every denoising step of a diffusion model, from
+    :meth:`loom.core.Component.report_progress`). Added in plugin API 1.1.
+
+    :param pipeline: the running :class:`loom.core.Pipeline`.
+    :param step: the :class:`loom.core.pipeline.StepSpec` that is running.
+    :param index: the step's 0-based position in the chain.
+    :param done: units finished so far, counted over the step's whole batch.
+    :param total: units the whole batch takes (``done == total`` when the step is about to end).
+    :param unit: what is counted, e.g. ``"denoising step"``.
+
+    Called often (once per unit): keep it cheap. Observational: the return value is ignored.
     """
 
 

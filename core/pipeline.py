@@ -213,15 +213,23 @@ class Pipeline:
         with tqdm(total=total, desc="generating", unit="item", disable=not progress, delay=1.0, leave=False) as bar:
             for index, (step, component) in enumerate(zip(self.spec.steps, self.components)):
                 start = time.perf_counter()
-                done = 0
+                done = 0.0
 
-                def advance(finished: int) -> None:
+                def advance(finished: float) -> None:
                     nonlocal done
-                    bar.update(finished - done)
-                    done = finished
+                    if finished > done:  # whole items and finer work both move the bar, never back
+                        bar.update(finished - done)
+                        done = finished
+
+                def work(units: int, total: int, unit: str, _step=step, _index=index) -> None:
+                    advance(n * units / max(total, 1))
+                    bar.set_postfix_str(f"{_step.component}: {unit} {units}/{total}", refresh=False)
+                    self.registry.notify(
+                        "loom_step_progress", pipeline=self, step=_step, index=_index, done=units, total=total, unit=unit
+                    )
 
                 bar.set_postfix_str(step.component)
-                data = component(data, seeds, progress=advance)
+                data = component(data, seeds, progress=advance, work=work)
                 seconds = time.perf_counter() - start
                 timings.append(round(seconds, 4))
                 self.registry.notify("loom_step_end", pipeline=self, step=step, index=index, output=data, seconds=seconds)

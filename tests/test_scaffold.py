@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from loom.cli import main
-from loom.core import InputError
+from loom.core import PLUGIN_API, InputError
 from loom.scaffold import KINDS, write_plugin
 
 
@@ -30,7 +30,7 @@ def test_new_plugin_packages_install_are_discovered_and_pass_their_tests(tmp_pat
     listing = subprocess.run([sys.executable, "-m", "loom.cli", "plugins", "--check"], env=env, capture_output=True,
                              text=True, timeout=120)
     for kind, types in [("encoder", "Text → Embedding"), ("generator", "Embedding → Image"), ("postprocessor", "Image → Image")]:
-        assert f"my-{kind} (loom-my-{kind} 0.1.0): ok\n  plugin API: 1.0\n  requirements: met\n  my-{kind}" in listing.stdout, (
+        assert f"my-{kind} (loom-my-{kind} 0.1.0): ok\n  plugin API: {PLUGIN_API}\n  requirements: met\n  my-{kind}" in listing.stdout, (
             listing.stdout + listing.stderr
         )
         assert types in listing.stdout
@@ -54,5 +54,5 @@ def test_new_plugin_refuses_bad_names_and_full_folders(tmp_path):
     folder = write_plugin("loom-blur", "postprocessor", tmp_path / "blur")
     assert (folder / "loom_blur" / "__init__.py").is_file()
     text = (folder / "pyproject.toml").read_text()
-    assert 'blur = "loom_blur"' in text and "[project.entry-points.loom]" in text and "plugin API 1.0" in text
-    assert 'LOOM_PLUGIN_API = "1.0"' in (folder / "loom_blur" / "__init__.py").read_text()
+    assert 'blur = "loom_blur"' in text and "[project.entry-points.loom]" in text and f"plugin API {PLUGIN_API}" in text
+    assert f'LOOM_PLUGIN_API = "{PLUGIN_API}"' in (folder / "loom_blur" / "__init__.py").read_text()
