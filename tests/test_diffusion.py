@@ -1,0 +1,305 @@
+"""Diffusion through diffusers: a tiny SD-shaped pipeline folder (built from configs once per
+session, see conftest.tiny_sd) gives the same images through Loom as through diffusers'
+StableDiffusionPipeline; the three typed pieces equal the one step; errors come before loading
+and name what to do; denoising steps reach the progress hook; the Shapes diffusion family trains,
+resumes exactly and generates from its folder."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import loom
+from loom.core import (
+    ConfigError,
+    Embedding,
+    InputError,
+    Latent,
+    Pipeline,
+    Registry,
+    Text,
+    WeightsError,
+    discover,
+    hookimpl,
+)
+from loom.plugins.diffusion import SCHEDULERS, SDDenoiser, SDTextEncoder, SDVAEDecode, StableDiffusion
+
+PROMPTS = ["a photo of a cat", "a red circle on a blue background"]
+SIZE = {"width": 32, "height": 32}
+
+
+def raw_diffusers(folder, scheduler, prompts, seeds, steps, guidance_scale=7.5, negative_prompt=None, **size):
+    """The peer: diffusers' StableDiffusionPipeline on the same folder, called directly."""
+    import diffusers
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(folder)
+    cls_name, options = SCHEDULERS[scheduler]
+    if cls_name:
+        pipe.scheduler = getattr(diffusers, cls_name).from_config(pipe.scheduler.config, **options)
+    pipe.set_progress_bar_config(disable=True)
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    return pipe(prompts, negative_prompt=negative_prompt, num_inference_steps=steps, guidance_scale=guidance_scale,
+                generator=gens, output_type="pt", **size).images
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "euler", "dpm++2m", "euler-ancestral"])
+def test_loom_equals_diffusers(tiny_sd, scheduler):
+    folder, _ = tiny_sd
+    config = {"model": folder, "scheduler": scheduler, "steps": 4, **SIZE}
+    loom_px = Pipeline.from_steps(("stable-diffusion", config)).run(PROMPTS, seed=7, progress=False).output.pixels
+    peer = raw_diffusers(folder, scheduler, PROMPTS, [7, 8], steps=4, **SIZE)
+    assert loom_px.shape == peer.shape == (2, 3, 32, 32)
+    assert (loom_px - peer.float()).abs().max() <= 1e-4
+    assert loom_px.std() > 0.01  # an image, not a constant
+
+
+def test_loom_equals_diffusers_with_negative_prompt_and_default_size(tiny_sd):
+    folder, _ = tiny_sd
+    config = {"model": folder, "scheduler": "ddim", "steps": 3, "guidance_scale": 5.0, "negative_prompt": "a dog"}
+    loom_px = Pipeline.from_steps(("stable-diffusion", config)).run(PROMPTS[:1], seed=1, progress=False).output.pixels
+    peer = raw_diffusers(folder, "ddim", PROMPTS[:1], [1], steps=3, guidance_scale=5.0, negative_prompt=["a dog"])
+    assert loom_px.shape == (1, 3, 64, 64)  # the UNet's 32-px sample size × the VAE's factor 2
+    assert (loom_px - peer.float()).abs().max() <= 1e-4
+
+
+def test_three_typed_pieces_equal_the_one_step(tiny_sd):
+    folder, _ = tiny_sd
+    sampling = {"scheduler": "dpm++2m", "steps": 4, "guidance_scale": 6.0, **SIZE}
+    one = Pipeline.from_steps(("stable-diffusion", {"model": folder, "negative_prompt": "blurry", **sampling}))
+    three = Pipeline.from_steps(
+        ("sd-text-encoder", {"model": folder, "negative_prompt": "blurry"}),
+        ("sd-denoiser", {"model": folder, **sampling}),
+        ("sd-vae-decode", {"model": folder}),
+    )
+    assert three.input_type is Text and three.output_type is loom.Image
+    a = one.run(PROMPTS, seed=3, progress=False).output.pixels
+    b = three.run(PROMPTS, seed=3, progress=False).output.pixels
+    assert (a - b).abs().max() <= 1e-6
+    # the pieces share one loaded copy of each part
+    assert three.components[1].pipe.vae is three.components[2].vae
+
+
+def test_text_encoder_carries_negative_embeddings(tiny_sd):
+    folder, _ = tiny_sd
+    emb = SDTextEncoder(model=folder, negative_prompt="a dog")(Text(PROMPTS), seed=0)
+    assert emb.tokens.shape == emb.negative_tokens.shape == (2, 77, 32)
+    assert emb.negative_mask.shape == (2, 77) and emb.encoder == f"diffusers:{folder}"
+    assert torch.equal(emb.negative_tokens[0], emb.negative_tokens[1])
+    joined = Embedding.concat([emb.take([1]), emb.take([0])])
+    assert torch.equal(joined.negative_tokens[1], emb.negative_tokens[0])
+
+
+def test_an_item_is_the_same_alone_and_in_a_batch(tiny_sd):
+    folder, _ = tiny_sd
+    for batch_size in (1, 2):
+        pipeline = Pipeline.from_steps(("stable-diffusion", {"model": folder, "steps": 2, "batch_size": batch_size, **SIZE}))
+        batch = pipeline.run(["x", PROMPTS[0], "y"], seed=[4, 9, 5], progress=False).output.pixels
+        alone = pipeline.run([PROMPTS[0]], seed=[9], progress=False).output.pixels
+        assert (batch[1] - alone[0]).abs().max() <= 1e-6
+
+
+def test_a_missing_model_says_where_loom_looked_and_how_to_get_it(tmp_path):
+    from huggingface_hub import constants
+
+    start = time.perf_counter()
+    with pytest.raises(WeightsError) as err:
+        StableDiffusion(model="someone/not-a-cached-model").load()
+    text = str(err.value)
+    assert "'someone/not-a-cached-model' is not on this machine" in text
+    assert constants.HF_HUB_CACHE in text and "HF_HUB_OFFLINE=1" in text
+    assert "huggingface-cli download someone/not-a-cached-model" in text
+    with pytest.raises(WeightsError, match="holds no model_index.json"):
+        SDVAEDecode(model=str(tmp_path)).load()
+    with pytest.raises(WeightsError, match="is not on this machine: Loom looked for a folder"):
+        SDTextEncoder(model=str(tmp_path / "nowhere" / "sd")).load()
+    assert time.perf_counter() - start < 10  # no network wait
+
+
+def test_cli_reports_a_missing_model_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from loom.cli import main
+
+    spec = tmp_path / "sd.yaml"
+    spec.write_text("steps:\n  - component: stable-diffusion\n    config: {model: someone/absent}\n")
+    res = CliRunner().invoke(main, ["run", str(spec), "-p", "a cat", "-o", str(tmp_path / "out"), "-q"])
+    assert res.exit_code == 1
+    assert res.output.startswith("error: diffusers model 'someone/absent' is not on this machine") and "Traceback" not in res.output
+
+
+def test_an_unknown_scheduler_is_a_config_error_before_anything_loads(monkeypatch):
+    from loom.plugins.diffusion import runtime
+
+    monkeypatch.setattr(runtime, "load_pipeline", lambda *a, **k: pytest.fail("nothing may load"))
+    for component in ("stable-diffusion", "sd-denoiser"):
+        with pytest.raises(ConfigError) as err:
+            Pipeline.from_steps(("sd-text-encoder", {}), (component, {"scheduler": "warp-drive"}))
+        text = str(err.value)
+        assert "'scheduler' = 'warp-drive'" in text
+        for name in ("ddim", "euler", "euler-ancestral", "dpm++2m"):
+            assert f"'{name}'" in text
+    with pytest.raises(ConfigError, match="multiple of 8"):
+        StableDiffusion(width=30)
+    with pytest.raises(ConfigError, match="fuse_qkv works with attention: sdpa only"):
+        StableDiffusion(fuse_qkv=True, attention="eager")
+
+
+def test_denoising_steps_reach_the_progress_hook_and_bar(tiny_sd):
+    folder, _ = tiny_sd
+    seen, ends = [], []
+
+    class Watcher:
+        @hookimpl
+        def loom_step_progress(self, step, index, done, total, unit):
+            seen.append((step.component, index, done, total, unit))
+
+        @hookimpl
+        def loom_step_end(self, index):
+            ends.append(index)
+
+    registry = discover(env={"LOOM_PLUGINS": "diffusion"})
+    registry.add_plugin(Watcher(), "watcher")
+    pipeline = Pipeline.from_steps(
+        ("sd-text-encoder", {"model": folder}), ("sd-denoiser", {"model": folder, "steps": 3, **SIZE}),
+        ("sd-vae-decode", {"model": folder}), registry=registry,
+    )
+    pipeline.run(PROMPTS, seed=0, progress=False)
+    # two items run one at a time (batch_size 1): 3 steps each, counted over the whole batch
+    assert seen == [("sd-denoiser", 1, d, 6, "denoising step") for d in range(1, 7)]
+    assert ends == [0, 1, 2]
+
+    calls = []
+    one = StableDiffusion(model=folder, steps=2, **SIZE)
+    one(Text(PROMPTS), seed=0, work=lambda done, total, unit: calls.append((done, total)))
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_pieces_refuse_what_they_cannot_use(tiny_sd):
+    folder, _ = tiny_sd
+    minilm_like = Embedding(tokens=torch.zeros(1, 8, 384), mask=torch.ones(1, 8), encoder="all-MiniLM-L6-v2")
+    with pytest.raises(InputError, match="attends to 32-wide token embeddings, got 384-wide"):
+        SDDenoiser(model=folder, steps=1, **SIZE)(minilm_like, seed=0)
+    no_negative = Embedding(tokens=torch.zeros(1, 77, 32), mask=torch.ones(1, 77), encoder="other")
+    with pytest.raises(InputError, match="needs negative embeddings"):
+        SDDenoiser(model=folder, steps=1, **SIZE)(no_negative, seed=0)
+    unguided = SDDenoiser(model=folder, steps=1, guidance_scale=1.0, **SIZE)(no_negative, seed=0)
+    assert unguided.tensor.shape == (1, 4, 16, 16) and unguided.space.startswith("diffusers:")
+    with pytest.raises(InputError, match="takes the scaled latents of a diffusers pipeline"):
+        SDVAEDecode(model=folder)(Latent(torch.zeros(1, 4, 8, 8), space="vae"), seed=0)
+
+
+@pytest.mark.slow
+def test_the_diffusion_plugin_passes_the_conformance_kit(tiny_sd, tmp_path):
+    from loom.testing import EXAMPLE_ENCODER, EXAMPLE_TEXT_DIM, check_plugin
+
+    folder, _ = tiny_sd
+    fast = {"model": folder, "steps": 2, **SIZE}
+    shapes_folder = tiny_shapes_folder(tmp_path, text_dim=EXAMPLE_TEXT_DIM, encoder=EXAMPLE_ENCODER)
+    encoder = SDTextEncoder(model=folder)
+
+    def embeddings(count):
+        return encoder(loom.testing.example_inputs(Text, count), seed=0)
+
+    def latents(count):
+        gens = [torch.Generator().manual_seed(i) for i in range(count)]
+        return Latent(torch.stack([torch.randn(4, 8, 8, generator=g) for g in gens]), space="diffusers:test")
+
+    report = check_plugin(
+        "diffusion",
+        configs={"stable-diffusion": fast, "sd-text-encoder": {"model": folder}, "sd-denoiser": fast,
+                 "sd-vae-decode": {"model": folder}, "diffusion": {"weights": shapes_folder, "steps": 2}},
+        inputs={"sd-denoiser": embeddings, "sd-vae-decode": latents},
+    )
+    assert not report.failures, str(report)
+    assert report.counts["passed"] >= 5 * 11, str(report)
+
+
+# -- the Shapes diffusion family --------------------------------------------------------------
+
+TINY_OPTIONS = {"batch_size": 8, "lr": 2e-3, "channels": [32, 32], "attention_head_dim": 8, "sample_steps": 2}
+
+
+def tiny_shapes_folder(root, text_dim=384, encoder="all-MiniLM-L6-v2"):
+    from loom.plugins.diffusion import shapes
+
+    torch.manual_seed(0)
+    cfg = shapes.ShapesDiffusionConfig(block_out_channels=[32, 32], attention_head_dim=8, text_dim=text_dim, encoder=encoder)
+    return str(shapes.save(shapes.ShapesDiffusionModel(cfg), root / "shapes-diffusion"))
+
+
+def test_the_shapes_generator_samples_from_a_folder_per_item(tmp_path):
+    from loom.plugins.diffusion import ShapesDiffusion
+
+    folder = tiny_shapes_folder(tmp_path)
+    gen = torch.Generator().manual_seed(0)
+    emb = Embedding(tokens=torch.randn(3, 6, 384, generator=gen), mask=torch.ones(3, 6), encoder="all-MiniLM-L6-v2",
+                    pooled=torch.randn(3, 384, generator=gen))
+    for scheduler in ("dpm++2m", "euler-ancestral"):
+        component = ShapesDiffusion(weights=folder, steps=3, scheduler=scheduler)
+        batch = component(emb, seed=[1, 2, 3])
+        assert batch.pixels.shape == (3, 3, 64, 64) and 0 <= batch.pixels.min() and batch.pixels.max() <= 1
+        alone = component(emb.take([1]), seed=[2])
+        assert torch.equal(alone.pixels[0], batch.pixels[1])
+    with pytest.raises(InputError, match="use the text-encoder step"):
+        component(Embedding(tokens=emb.tokens, mask=emb.mask, encoder="clip", pooled=emb.pooled), seed=0)
+    with pytest.raises(WeightsError, match="not a trained diffusion folder"):
+        ShapesDiffusion(weights=str(tmp_path))
+    with pytest.raises(WeightsError, match="loom train diffusion"):
+        ShapesDiffusion(steps=1).load()
+
+
+def test_train_diffusion_is_found_by_family():
+    from loom.training import trainer_class
+
+    from loom.plugins.diffusion.training import DiffusionTrainer
+
+    assert trainer_class("diffusion") is DiffusionTrainer
+    assert DiffusionTrainer.family == "diffusion" and DiffusionTrainer.image_size == 64
+
+
+@pytest.mark.slow
+def test_a_few_steps_lower_the_loss_and_write_a_folder_that_generates(tmp_path):
+    out = loom.train("diffusion", steps=40, seed=3, out=tmp_path / "diffusion", checkpoint_every=25, pool=96,
+                     options=TINY_OPTIONS, progress=False)
+    config = json.loads((out / "config.json").read_text())
+    training = config["training"]
+    assert config["family"] == "diffusion" and training["steps"] == 40
+    assert training["final_loss"] < training["first_loss"], training
+    result = loom.generate("a red circle on a blue background", seed=0, generator=str(out), size=None, progress=False)
+    assert result.output.pixels.shape == (1, 3, 64, 64)
+    step = result.provenance["spec"]["steps"][1]
+    assert step["component"] == "diffusion" and step["config"]["weights"] == str(out.resolve())
+
+
+@pytest.mark.slow
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
+    tiny = dict(pool=96, options=TINY_OPTIONS, progress=False)
+    whole = loom.train("diffusion", steps=6, out=tmp_path / "whole", **tiny)
+
+    def ctrl_c_at_step_3(step, losses):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    part = loom.train("diffusion", steps=6, out=tmp_path / "part", on_step=ctrl_c_at_step_3, **tiny)
+    assert json.loads((part / "checkpoint" / "progress.json").read_text())["step"] == 3
+    loom.train("diffusion", resume=part, progress=False)
+    a, b = load_file(whole / "checkpoint" / "state.safetensors"), load_file(part / "checkpoint" / "state.safetensors")
+    assert a.keys() == b.keys()
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, f"resumed run differs from the uninterrupted one in {len(differ)} of {len(a)} tensors"
+    assert (whole / "model.safetensors").read_bytes() == (part / "model.safetensors").read_bytes()
+
+
+def test_registry_lists_the_diffusion_components():
+    registry = discover(env={"LOOM_PLUGINS": "diffusion"})
+    assert registry.plugins["diffusion"].ok, registry.plugins["diffusion"].errors
+    assert registry.plugins["diffusion"].components == [
+        "stable-diffusion", "sd-text-encoder", "sd-denoiser", "sd-vae-decode", "diffusion"]
+    kinds = {e.name: (e.cls.input_type.kind, e.cls.output_type.kind) for e in registry.components()}
+    assert kinds["sd-denoiser"] == ("Embedding", "Latent") and kinds["sd-vae-decode"] == ("Latent", "Image")
+    assert isinstance(registry, Registry)
