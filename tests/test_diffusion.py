@@ -254,9 +254,8 @@ def test_the_shapes_generator_samples_from_a_folder_per_item(tmp_path):
 
 
 def test_train_diffusion_is_found_by_family():
-    from loom.training import trainer_class
-
     from loom.plugins.diffusion.training import DiffusionTrainer
+    from loom.training import trainer_class
 
     assert trainer_class("diffusion") is DiffusionTrainer
     assert DiffusionTrainer.family == "diffusion" and DiffusionTrainer.image_size == 64

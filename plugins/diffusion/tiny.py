@@ -107,11 +107,11 @@ def build_tiny_pipeline(folder: "str | Path", scheduler: str = "ddim"):
     """Write a tiny SD-1.x-shaped pipeline (CLIP text encoder, UNet, VAE, tokenizer, scheduler)
     with seeded random weights into ``folder``. Returns the tokenizer kind ("openai-clip" or
     "small"). 32-px latents decode to 64 px (the VAE halves once)."""
+    import tempfile
+
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
-
-    import tempfile
 
     folder = Path(folder)
     with tempfile.TemporaryDirectory(prefix="loom-clip-tokenizer-") as tmp:
