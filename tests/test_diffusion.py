@@ -84,6 +84,27 @@ def test_three_typed_pieces_equal_the_one_step(tiny_sd):
     assert three.components[1].pipe.vae is three.components[2].vae
 
 
+@pytest.mark.slow
+def test_an_sdxl_folder_equals_diffusers_in_one_step_and_in_three(tmp_path):
+    from diffusers import StableDiffusionXLPipeline
+
+    from loom.plugins.diffusion.tiny import build_tiny_xl_pipeline
+
+    folder = str(tmp_path / "tiny-xl")
+    build_tiny_xl_pipeline(folder)
+    config = {"model": folder, "steps": 3, "guidance_scale": 5.0, "scheduler": "euler", **SIZE}
+    one = Pipeline.from_steps(("stable-diffusion", config)).run(PROMPTS, seed=1, progress=False).output.pixels
+    three = Pipeline.from_steps(
+        ("sd-text-encoder", {"model": folder}), ("sd-denoiser", config), ("sd-vae-decode", {"model": folder}),
+    ).run(PROMPTS, seed=1, progress=False).output.pixels
+    raw = StableDiffusionXLPipeline.from_pretrained(folder)
+    raw.set_progress_bar_config(disable=True)
+    peer = raw(PROMPTS, num_inference_steps=3, guidance_scale=5.0, generator=[torch.Generator().manual_seed(s) for s in (1, 2)],
+               output_type="pt", **SIZE).images
+    assert (one - three).abs().max() <= 1e-6
+    assert (one - peer.float()).abs().max() <= 1e-4
+
+
 def test_text_encoder_carries_negative_embeddings(tiny_sd):
     folder, _ = tiny_sd
     emb = SDTextEncoder(model=folder, negative_prompt="a dog")(Text(PROMPTS), seed=0)
