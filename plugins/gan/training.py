@@ -37,6 +37,7 @@ class GANTrainer(Trainer):
         betas = (0.5, 0.99)
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=options.lr, betas=betas)
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=options.lr, betas=betas)
+        self.ema_steps = 0
 
     def step(self, batch, progress: float) -> dict[str, float]:
         lr = self.options.lr * min(1.0, (progress + 1e-4) / 0.05) * 0.5 * (1 + math.cos(math.pi * progress))
@@ -75,9 +76,13 @@ class GANTrainer(Trainer):
         torch.nn.utils.clip_grad_norm_(self.g.parameters(), 5.0)
         self.opt_g.step()
 
+        # The average starts short and lengthens to ``ema`` (as in Karras et al.'s ramp): a fixed
+        # 0.999 from step 0 keeps 37 % of the random initial weights after 1000 steps.
+        self.ema_steps += 1
+        decay = min(self.options.ema, (1 + self.ema_steps) / (10 + self.ema_steps))
         with torch.no_grad():
             for p_ema, p in zip(self.g_ema.parameters(), self.g.parameters()):
-                p_ema.lerp_(p, 1 - self.options.ema)
+                p_ema.lerp_(p, 1 - decay)
             for b_ema, b_ in zip(self.g_ema.buffers(), self.g.buffers()):
                 b_ema.copy_(b_)
         return {"l1": l1.item(), "g_adv": adv.item(), "d": loss_d.item()}
@@ -85,13 +90,17 @@ class GANTrainer(Trainer):
     def state(self) -> dict:
         return {
             "g": self.g.state_dict(), "d": self.d.state_dict(), "g_ema": self.g_ema.state_dict(),
-            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "ema_steps": self.ema_steps,
         }
 
     def load_state(self, state: dict) -> None:
         self.g.load_state_dict(state["g"])
         self.d.load_state_dict(state["d"])
         self.g_ema.load_state_dict(state["g_ema"])
+        if "ema_steps" in state:
+            self.ema_steps = state["ema_steps"]
+        else:  # a checkpoint from before the ramp: restart the average from the current weights
+            self.g_ema.load_state_dict(state["g"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
 
