@@ -2,8 +2,9 @@
 
 A generator conditioned on the caption's token states (cross-attention) and sentence vector (FiLM),
 trained against a spectral-normalised projection discriminator with a hinge loss, a matching-aware
-term (real images with the wrong caption count as fake) and an L1 reconstruction term as in
-pix2pix; the exported weights are an exponential moving average of the generator's.
+term (real images with the wrong caption count as fake) and a reconstruction term toward the
+real image of the same caption (MSE by default; L1 as in pix2pix is an option); the exported
+weights are an exponential moving average of the generator's.
 The default weights ship in ``weights/``; ``weights/TRAINING.md`` holds the command and seed.
 """
 
