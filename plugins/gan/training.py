@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Literal
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import Field
