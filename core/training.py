@@ -19,6 +19,7 @@ Nothing here imports torch at import time; trainers import it in their own modul
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -151,3 +152,11 @@ def load_state(folder: Path) -> dict[str, Any]:
         return obj
 
     return unpack(json.loads((folder / "state.json").read_text()))
+
+
+def warmup_cosine(peak: float, progress: float, floor: float = 0.0) -> float:
+    """The learning rate at ``progress`` (0 to 1) of a run: linear warm-up over the first 5 %, then
+    cosine decay from ``peak`` down to ``floor × peak``. The first-party families all use it."""
+    progress = min(progress, 1.0)
+    cosine = 0.5 * (1 + math.cos(math.pi * progress))
+    return peak * min(1.0, (progress + 1e-4) / 0.05) * (floor + (1 - floor) * cosine)

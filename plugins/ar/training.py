@@ -3,7 +3,6 @@ transformer on the frozen tokenizer's codes."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import torch
 from pydantic import Field
 from torch.nn import functional as F
 
-from loom.core.training import Trainer, TrainerOptions
+from loom.core.training import Trainer, TrainerOptions, warmup_cosine
 
 from .model import ARConfig, ARModel, save
 
@@ -21,11 +20,6 @@ class AROptions(TrainerOptions):
     lr: float = Field(6e-4, gt=0, description="peak learning rate of the transformer")
     tokenizer_lr: float = Field(1e-3, gt=0, description="peak learning rate of the VQ-VAE")
     tokenizer_fraction: float = Field(0.3, gt=0, lt=1, description="share of the run spent on the tokenizer")
-
-
-def schedule(peak: float, progress: float) -> float:
-    """Linear warm-up over the first 5 %, then cosine decay to zero."""
-    return peak * min(1.0, (progress + 1e-4) / 0.05) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
 class ARTrainer(Trainer):
@@ -43,7 +37,7 @@ class ARTrainer(Trainer):
         f = self.options.tokenizer_fraction
         if progress < f:
             for group in self.opt_vq.param_groups:
-                group["lr"] = schedule(self.options.tokenizer_lr, progress / f)
+                group["lr"] = warmup_cosine(self.options.tokenizer_lr, progress / f)
             self.model.tokenizer.train()
             loss, parts = self.model.tokenizer.loss(batch.images, self.generator)
             self.opt_vq.zero_grad(set_to_none=True)
@@ -51,7 +45,7 @@ class ARTrainer(Trainer):
             self.opt_vq.step()
             return parts
         for group in self.opt_prior.param_groups:
-            group["lr"] = schedule(self.options.lr, (progress - f) / (1 - f))
+            group["lr"] = warmup_cosine(self.options.lr, (progress - f) / (1 - f))
         self.model.tokenizer.eval()
         codes = self.model.tokenizer.encode(batch.images)
         logits = self.model.prior(codes, batch.tokens, batch.mask, batch.pooled)

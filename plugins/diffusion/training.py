@@ -9,7 +9,6 @@ v- or epsilon-prediction; an EMA of the weights is what gets exported and sample
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -18,7 +17,7 @@ import torch
 from pydantic import Field
 from torch.nn import functional as F
 
-from loom.core.training import Trainer, TrainerOptions
+from loom.core.training import Trainer, TrainerOptions, warmup_cosine
 
 from .shapes import ShapesDiffusionConfig, ShapesDiffusionModel, noise_schedule, save
 
@@ -53,8 +52,7 @@ class DiffusionTrainer(Trainer):
 
     def step(self, batch, progress: float) -> dict[str, float]:
         o = self.options
-        # linear warm-up over the first 5 %, then cosine decay to a tenth
-        lr = o.lr * min(1.0, (progress + 1e-4) / 0.05) * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+        lr = warmup_cosine(o.lr, progress, floor=0.1)
         for group in self.opt.param_groups:
             group["lr"] = lr
         g = self.generator

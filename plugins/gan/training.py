@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -12,7 +11,7 @@ import torch
 from pydantic import Field
 from torch.nn import functional as F
 
-from loom.core.training import Trainer, TrainerOptions
+from loom.core.training import Trainer, TrainerOptions, warmup_cosine
 
 from .model import Discriminator, GANConfig, GANGenerator, save
 
@@ -44,7 +43,7 @@ class GANTrainer(Trainer):
         self.ema_steps = 0
 
     def step(self, batch, progress: float) -> dict[str, float]:
-        lr = self.options.lr * min(1.0, (progress + 1e-4) / 0.05) * 0.5 * (1 + math.cos(math.pi * progress))
+        lr = warmup_cosine(self.options.lr, progress)
         for opt in (self.opt_g, self.opt_d):
             for group in opt.param_groups:
                 group["lr"] = lr

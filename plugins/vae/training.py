@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 from pydantic import Field
 
-from loom.core.training import Trainer, TrainerOptions
+from loom.core.training import Trainer, TrainerOptions, warmup_cosine
 
 from .model import ConditionalVAE, VAEConfig, save
 
@@ -31,8 +30,7 @@ class VAETrainer(Trainer):
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=options.lr, weight_decay=0.0)
 
     def step(self, batch, progress: float) -> dict[str, float]:
-        # linear warm-up over the first 5 %, then cosine decay to zero
-        lr = self.options.lr * min(1.0, (progress + 1e-4) / 0.05) * 0.5 * (1 + math.cos(math.pi * progress))
+        lr = warmup_cosine(self.options.lr, progress)
         for group in self.opt.param_groups:
             group["lr"] = lr
         x = batch.images.contiguous(memory_format=torch.channels_last)
