@@ -45,6 +45,8 @@ _EXPORTS = {
     "read_record": "loom.core.files",
     "DEFAULT_GENERATOR": "loom.api",
     "train": "loom.training",
+    "batch": "loom.batch_jobs",
+    "BatchReport": "loom.batch_jobs",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

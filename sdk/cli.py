@@ -153,6 +153,52 @@ def run_spec(spec: str, output_dir: str, prompts, prompts_file, seed, quiet: boo
         click.echo(str(path))
 
 
+@main.command("batch")
+@click.argument("chain", metavar="SPEC_OR_GENERATOR")
+@click.option("--prompts", "prompts_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="One prompt a line, or .jsonl: {\"prompt\", \"seed\", \"id\", \"params\"} a line.")
+@click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False), help="Folder for outputs and manifest.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="This process, or Ray Data (pip install 'loom[ray]').")
+@click.option("--address", default=None, help="Ray cluster to join (default: start one for the job, stop it after).")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True,
+              help="Items per run of the chain and per Ray task (outputs do not depend on it).")
+@click.option("--seeds", "--seed", "seeds", default="0", show_default=True,
+              help="Base seed (item i gets BASE+i) or one seed per item, comma-separated; a JSONL seed wins.")
+@click.option("--workers", type=click.IntRange(1), default=None, help="Ray workers (default: one per CPU of the cluster).")
+@click.option("--worker-cpus", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="CPUs per Ray worker (also its torch threads).")
+@click.option("--worker-gpus", type=click.FloatRange(min=0), default=0.0, show_default=True, help="GPUs per Ray worker.")
+@click.option("--manifest", type=click.Choice(["jsonl", "parquet"]), default="jsonl", show_default=True,
+              help="Manifest format (parquet needs pyarrow).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def batch_job(ctx, chain, prompts_file, output_dir, engine, address, batch_size, seeds, workers, worker_cpus,
+              worker_gpus, manifest, quiet) -> None:
+    """Run SPEC_OR_GENERATOR (a YAML/JSON chain, or a generator name or folder) on every prompt
+    in a file: DIR/ID.png each with its provenance record, and DIR/manifest.jsonl with one row
+    per item. Rerun the same command to resume: valid outputs are skipped, missing, stale or
+    damaged ones are made again.
+
+    Exit status: 0 when every item has its output, 3 when the job finished but some items failed
+    (see the manifest), 1 when an error stopped the job."""
+    from loom.batch_jobs import EXIT_ITEMS_FAILED, batch
+
+    report = batch(
+        chain, prompts_file, output_dir, engine=engine, address=address, batch_size=batch_size, seeds=seeds,
+        workers=workers, worker_cpus=worker_cpus, worker_gpus=worker_gpus, manifest=manifest, progress=not quiet,
+    )
+    for row in [r for r in report.rows if r["status"] == "failed"][:10]:
+        click.secho(f"failed {row['id']}: {row['error']}", fg="red", err=True)
+    if report.failed > 10:
+        click.secho(f"... and {report.failed - 10} more failed items: see {report.manifest}", fg="red", err=True)
+    if report.temp_files_removed:
+        click.echo(f"removed {report.temp_files_removed} temporary files left by an interrupted run")
+    click.echo(report.summary())
+    if report.failed:
+        ctx.exit(EXIT_ITEMS_FAILED)
+
+
 @main.command()
 @click.argument("source", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")

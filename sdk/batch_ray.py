@@ -1,0 +1,143 @@
+"""The ``ray`` engine of batch jobs: the same items, run by a pool of Ray Data actors.
+
+Each actor loads the chain once and writes its outputs itself (atomically, to the job's folder),
+so outputs appear as they are made and only a small row per item travels back to the driver; no
+image waits in the object store. Ray restarts an actor that dies and retries its batch on the new
+one: a retried item is written again to the same name with the same bytes, so the job ends with
+no duplicate and no missing output, and the driver removes the temporary file a killed worker left.
+
+Ray is an optional extra (``pip install 'loom[ray]'``) and is imported only when a job runs here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+from loom.core.errors import InputError
+
+#: What to run when Ray is missing.
+INSTALL_HINT = "pip install 'loom[ray]'"
+
+
+def require_ray():
+    """The ``ray`` module with Ray Data, or an InputError saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as err:
+        raise InputError(f"the ray engine needs Ray Data, which is not installed ({err}): {INSTALL_HINT}") from None
+    return ray
+
+
+class RayItemWriter:
+    """A Ray Data actor: loads the chain once, then makes and writes each batch of items it is given."""
+
+    def __init__(self, spec: dict, out_dir: str, started: float, threads: int):
+        import torch
+
+        from loom.batch_jobs import ItemRunner
+
+        torch.set_num_threads(max(1, threads))
+        self.runner = ItemRunner(spec, Path(out_dir), started=started).load()
+
+    def __call__(self, batch: dict) -> dict:
+        from loom.batch_jobs import Item
+
+        items = [
+            Item(id=str(i), prompt=str(p), seed=int(s), params=json.loads(str(q)) if q else None)
+            for i, p, s, q in zip(batch["id"], batch["prompt"], batch["seed"], batch["params"])
+        ]
+        rows = self.runner.run(items)
+        timings = [r["timings"] or {} for r in rows]
+        return {
+            "id": [r["id"] for r in rows],
+            "status": [r["status"] for r in rows],
+            "output": [r["output"] or "" for r in rows],
+            "error": [r["error"] or "" for r in rows],
+            "run_s": [float(t.get("run_s", -1.0)) for t in timings],
+            "write_s": [float(t.get("write_s", -1.0)) for t in timings],
+            "done_s": [float(t.get("done_s", -1.0)) for t in timings],
+            "worker": [r["worker"] or "" for r in rows],
+        }
+
+
+def run_on_ray(
+    items: Sequence,
+    spec: dict,
+    out_dir: Path,
+    *,
+    batch_size: int,
+    address: str | None,
+    workers: int | None,
+    worker_cpus: float,
+    worker_gpus: float,
+    started: float,
+    on_rows,
+) -> None:
+    """Run ``items`` on Ray and pass each batch of finished manifest rows to ``on_rows``.
+
+    Uses the Ray session already open in this process if there is one; otherwise joins ``address``
+    or, with no address, starts a local cluster for the job (on 127.0.0.1) and stops it after."""
+    ray = require_ray()
+    from ray.data import ActorPoolStrategy, DataContext
+
+    own_session = not ray.is_initialized()
+    if own_session:
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING)
+        else:
+            # A cluster for this job alone needs no network: keep it on loopback (Ray's default on
+            # Linux is the machine's network address).
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+    data_logger = logging.getLogger("ray.data")
+    level = data_logger.level
+    try:
+        data_logger.setLevel(logging.WARNING)  # Loom shows its own progress bar and summary
+        context = DataContext.get_current()
+        context.enable_progress_bars = False
+        context.enable_operator_progress_bars = False
+        context.enable_auto_log_stats = False
+        size = workers or _default_workers(ray.cluster_resources(), worker_cpus, worker_gpus)
+        size = max(1, min(size, -(-len(items) // batch_size)))  # no idle actors loading the chain for nothing
+        rows = [{"id": i.id, "prompt": i.prompt, "seed": i.seed, "params": json.dumps(i.params) if i.params else ""} for i in items]
+        by_id = {i.id: i for i in items}
+        dataset = ray.data.from_items(rows).map_batches(
+            RayItemWriter,
+            batch_size=batch_size,
+            batch_format="numpy",
+            compute=ActorPoolStrategy(size=size),
+            num_cpus=worker_cpus,
+            num_gpus=worker_gpus or None,
+            fn_constructor_kwargs={"spec": spec, "out_dir": str(out_dir), "started": started, "threads": int(max(1, worker_cpus))},
+        )
+        for result in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            on_rows([_manifest_row(by_id[str(result["id"][k])], result, k) for k in range(len(result["id"]))])
+    finally:
+        data_logger.setLevel(level)
+        if own_session:
+            ray.shutdown()
+
+
+def _default_workers(resources: dict, worker_cpus: float, worker_gpus: float) -> int:
+    if worker_gpus:
+        return max(1, int(resources.get("GPU", 0) // worker_gpus))
+    return max(1, int(resources.get("CPU", 1) // max(worker_cpus, 1e-9)))
+
+
+def _manifest_row(item, result: dict, k: int) -> dict:
+    from loom.batch_jobs import _row
+
+    timings = {name: float(result[name][k]) for name in ("run_s", "write_s", "done_s") if float(result[name][k]) >= 0}
+    return _row(
+        item,
+        str(result["status"][k]),
+        output=str(result["output"][k]) or None,
+        error=str(result["error"][k]) or None,
+        timings=timings or None,
+        worker=str(result["worker"][k]) or None,
+    )
