@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import time
 from pathlib import Path
 from typing import Sequence
 
-from loom.core.errors import InputError
+from loom.core.errors import InputError, LoomError
 
 #: What to run when Ray is missing.
 INSTALL_HINT = "pip install 'loom[ray]'"
@@ -42,6 +44,12 @@ class RayItemWriter:
         from loom.batch_jobs import ItemRunner
 
         torch.set_num_threads(max(1, threads))
+        try:  # one loading bar per worker, interleaved in the driver's terminal, says nothing useful
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
+        except ImportError:
+            pass
         self.runner = ItemRunner(spec, Path(out_dir), started=started).load()
 
     def __call__(self, batch: dict) -> dict:
@@ -97,7 +105,7 @@ def run_on_ray(
     data_logger = logging.getLogger("ray.data")
     level = data_logger.level
     try:
-        data_logger.setLevel(logging.WARNING)  # Loom shows its own progress bar and summary
+        data_logger.setLevel(logging.ERROR)  # Loom shows its own progress bar and summary
         context = DataContext.get_current()
         context.enable_progress_bars = False
         context.enable_operator_progress_bars = False
@@ -115,12 +123,64 @@ def run_on_ray(
             num_gpus=worker_gpus or None,
             fn_constructor_kwargs={"spec": spec, "out_dir": str(out_dir), "started": started, "threads": int(max(1, worker_cpus))},
         )
-        for result in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            on_rows([_manifest_row(by_id[str(result["id"][k])], result, k) for k in range(len(result["id"]))])
+        try:
+            for result in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                on_rows([_manifest_row(by_id[str(result["id"][k])], result, k) for k in range(len(result["id"]))])
+        except ray.exceptions.RayError as err:
+            # e.g. a worker could not load the chain (a plugin or weights missing on that node)
+            raise LoomError(f"the Ray job stopped: {err}") from None
     finally:
         data_logger.setLevel(level)
         if own_session:
+            started_here = _ray_descendants() if not address else []
             ray.shutdown()
+            _end(started_here)
+
+
+def _ray_descendants() -> list[int]:
+    """The Ray processes below this one: a local cluster the job started (Linux; elsewhere none)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [os.getpid()]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _end(pids: list[int], wait_s: float = 10.0) -> None:
+    """Wait for the processes of the job's own cluster to exit after ``ray.shutdown()``, and end
+    those that do not: a worker still busy (importing, loading weights) notices its raylet is
+    gone only seconds later, holding its memory and CPU until then."""
+    deadline = time.monotonic() + wait_s
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [p for p in alive if _alive(p)]
+    for pid in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def _default_workers(resources: dict, worker_cpus: float, worker_gpus: float) -> int:

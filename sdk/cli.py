@@ -193,7 +193,8 @@ def batch_job(ctx, chain, prompts_file, output_dir, engine, address, batch_size,
     if report.failed > 10:
         click.secho(f"... and {report.failed - 10} more failed items: see {report.manifest}", fg="red", err=True)
     if report.temp_files_removed:
-        click.echo(f"removed {report.temp_files_removed} temporary files left by an interrupted run")
+        n = report.temp_files_removed
+        click.echo(f"removed {n} temporary file{'s' if n > 1 else ''} left by an interrupted run")
     click.echo(report.summary())
     if report.failed:
         ctx.exit(EXIT_ITEMS_FAILED)
