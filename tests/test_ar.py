@@ -2,7 +2,7 @@
 
 import torch
 
-from loom.plugins.ar.model import ARConfig, ARModel, pick
+from loom.plugins.ar.model import ARConfig, ARModel, empty_condition, pick
 
 
 def tiny_model():
@@ -28,6 +28,20 @@ def test_cached_greedy_sampling_matches_full_recomputation():
     # greedy decoding through the cache must have picked the argmax at every position
     logits = model.prior(codes, tokens, mask, pooled)
     assert torch.equal(logits.argmax(-1), codes)
+
+
+def test_guided_greedy_sampling_follows_the_guided_logits():
+    model = tiny_model()
+    tokens, mask, pooled = caption()
+    gens = [torch.Generator().manual_seed(i) for i in range(3)]
+    scale = 3.0
+    codes = model.prior.sample(tokens, mask, pooled, gens, temperature=0, guidance_scale=scale)
+    cond = model.prior(codes, tokens, mask, pooled)
+    uncond = model.prior(codes, *empty_condition(tokens, mask, pooled))
+    assert torch.equal((uncond + scale * (cond - uncond)).argmax(-1), codes)
+    # guidance 1 is plain sampling
+    plain = model.prior.sample(tokens, mask, pooled, gens, temperature=0)
+    assert torch.equal(model.prior.sample(tokens, mask, pooled, gens, temperature=0, guidance_scale=1.0), plain)
 
 
 def test_sampling_uses_each_items_own_generator():

@@ -1,6 +1,6 @@
 """Autoregressive generator: text embedding → image tokens → 64×64 image (the DALL·E / Parti recipe).
 
-A VQ-VAE tokenizer turns a 64×64 image into a 16×16 grid of codebook indices; a small transformer
+A VQ-VAE tokenizer turns a 64×64 image into a 8×8 grid of codebook indices; a small transformer
 predicts those indices one by one, cross-attending to the caption's token states, and is sampled
 with ``temperature`` and ``top_k`` through a key/value cache (each new token costs one position,
 not the whole prefix again). The default weights ship in ``weights/``; ``weights/TRAINING.md``
@@ -21,7 +21,7 @@ LOOM_PLUGIN_API = "1.0"
 class ARGenerator(TrainedGenerator):
     """Samples image tokens with a transformer and decodes them with the VQ-VAE tokenizer."""
 
-    description = "text embedding → 16×16 image tokens → 64×64 image (VQ-VAE + transformer)"
+    description = "text embedding → 8×8 image tokens → 64×64 image (VQ-VAE + transformer)"
     family = "ar"
     default_weights = Path(__file__).parent / "weights"
     model_module = "loom.plugins.ar.model"
@@ -29,9 +29,10 @@ class ARGenerator(TrainedGenerator):
 
     class Config(TrainedConfig):
         top_k: int = Field(16, ge=0, description="sample among the k likeliest tokens (0: all)")
+        guidance_scale: float = Field(3.0, ge=1.0, description="classifier-free guidance (1: none)")
 
     def sampling_options(self) -> dict:
-        return {"top_k": self.config.top_k}
+        return {"top_k": self.config.top_k, "guidance_scale": self.config.guidance_scale}
 
 
 @hookimpl

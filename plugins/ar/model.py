@@ -21,12 +21,13 @@ class ARConfig:
     image_size: int = 64
     text_dim: int = 384
     encoder: str = "all-MiniLM-L6-v2"
-    #: tokenizer: codebook entries, code width, channels at full, 1/2 and 1/4 resolution
-    codebook: int = 512
-    code_dim: int = 32
-    vq_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    #: tokenizer: codebook entries, code width, and channels at full resolution and after each
+    #: halving (so four entries: 8× down, an 8×8 grid of tokens for a 64×64 image)
+    codebook: int = 1024
+    code_dim: int = 8
+    vq_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     #: transformer
-    d_model: int = 128
+    d_model: int = 192
     layers: int = 4
     heads: int = 4
     queries: int = 4
@@ -34,7 +35,7 @@ class ARConfig:
 
     @property
     def grid(self) -> int:
-        return self.image_size // 4
+        return self.image_size // 2 ** (len(self.vq_channels) - 1)
 
     @property
     def seq_len(self) -> int:
@@ -59,42 +60,49 @@ class ResBlock(nn.Module):
 
 
 class VQTokenizer(nn.Module):
-    """Image ↔ grid of codebook indices (van den Oord et al. 2017), 4× down in each direction.
-    The codebook is updated by exponential moving averages of the encodings assigned to it, and
-    entries nobody uses are moved onto encodings of the current batch (no dead codes)."""
+    """Image ↔ grid of codebook indices (van den Oord et al. 2017), halved once per extra entry of
+    ``vq_channels``. Encodings and codes are compared as unit vectors in a narrow space (ViT-VQGAN's
+    factorised, l2-normalised lookup): with plain Euclidean lookup in 32 dimensions only ~45 of 512
+    codes were ever used and reconstructions were blurry. The codebook follows exponential moving
+    averages of the encodings assigned to it; it starts on encodings of the first batch, and an
+    entry left unused is moved onto an encoding of the current batch (no dead codes)."""
 
-    def __init__(self, cfg: ARConfig, decay: float = 0.99):
+    def __init__(self, cfg: ARConfig, decay: float = 0.99, usage_decay: float = 0.95):
         super().__init__()
-        c0, c1, c2 = cfg.vq_channels
-        self.decay = decay
+        chans = cfg.vq_channels
+        self.decay, self.usage_decay = decay, usage_decay
         # no residual blocks at full resolution: they cost most of a CPU step and flat-coloured
         # shapes need little there
-        self.encoder = nn.Sequential(
-            nn.Conv2d(3, c0, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(c0, c1, 4, stride=2, padding=1), ResBlock(c1),
-            nn.Conv2d(c1, c2, 4, stride=2, padding=1), ResBlock(c2),
-            nn.GroupNorm(8, c2), nn.SiLU(), nn.Conv2d(c2, cfg.code_dim, 1),
-        )
-        self.decoder = nn.Sequential(
-            nn.Conv2d(cfg.code_dim, c2, 3, padding=1), ResBlock(c2), ResBlock(c2),
-            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c2, c1, 3, padding=1), ResBlock(c1),
-            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c1, c0, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(c0, 3, 3, padding=1),
-        )
-        self.register_buffer("codes", torch.randn(cfg.codebook, cfg.code_dim) * 0.1)
-        self.register_buffer("usage", torch.ones(cfg.codebook))
+        enc: list[nn.Module] = [nn.Conv2d(3, chans[0], 3, padding=1), nn.SiLU()]
+        for a, b in zip(chans, chans[1:]):
+            enc += [nn.Conv2d(a, b, 4, stride=2, padding=1), ResBlock(b)]
+        enc += [nn.GroupNorm(8, chans[-1]), nn.SiLU(), nn.Conv2d(chans[-1], cfg.code_dim, 1)]
+        self.encoder = nn.Sequential(*enc)
+        dec: list[nn.Module] = [nn.Conv2d(cfg.code_dim, chans[-1], 3, padding=1), ResBlock(chans[-1]), ResBlock(chans[-1])]
+        for i in range(len(chans) - 1, 0, -1):
+            dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(chans[i], chans[i - 1], 3, padding=1)]
+            dec += [ResBlock(chans[i - 1])] if i > 1 else [nn.SiLU()]
+        dec += [nn.Conv2d(chans[0], 3, 3, padding=1)]
+        self.decoder = nn.Sequential(*dec)
+        self.register_buffer("codes", F.normalize(torch.randn(cfg.codebook, cfg.code_dim), dim=1))
+        # zero usage: every entry counts as dead at the first training step and starts on the data
+        self.register_buffer("usage", torch.zeros(cfg.codebook))
         self.register_buffer("code_sum", self.codes.clone())
 
+    def _encode(self, images):
+        """Unit encodings B×H'×W'×code_dim."""
+        return F.normalize(self.encoder(images * 2 - 1).permute(0, 2, 3, 1), dim=-1)
+
     def _nearest(self, flat):
-        d = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ self.codes.t() + self.codes.pow(2).sum(1)
-        return d.argmin(1)
+        # for unit vectors the nearest code is the one with the largest dot product
+        return (flat @ self.codes.t()).argmax(1)
 
     @torch.no_grad()
     def encode(self, images):
-        """B×3×H×W in [0, 1] → B×(H/4·W/4) indices, row-major."""
-        z = self.encoder(images * 2 - 1)
-        b, c, h, w = z.shape
-        return self._nearest(z.permute(0, 2, 3, 1).reshape(-1, c)).view(b, h * w)
+        """B×3×H×W in [0, 1] → B×(H'·W') indices, row-major."""
+        z = self._encode(images)
+        b, h, w, c = z.shape
+        return self._nearest(z.reshape(-1, c)).view(b, h * w)
 
     def decode(self, indices):
         b, n = indices.shape
@@ -104,13 +112,13 @@ class VQTokenizer(nn.Module):
 
     def loss(self, images, generator=None):
         """(reconstruction + commitment loss, parts); updates the codebook in training mode."""
-        z = self.encoder(images * 2 - 1)
-        b, c, h, w = z.shape
-        flat = z.permute(0, 2, 3, 1).reshape(-1, c)
+        z = self._encode(images)
+        b, h, w, c = z.shape
+        flat = z.reshape(-1, c)
+        if self.training:
+            self._update_codes(flat.detach(), generator)
         idx = self._nearest(flat.detach())
         quant = self.codes[idx]
-        if self.training:
-            self._update_codes(flat.detach(), idx, generator)
         commit = F.mse_loss(flat, quant.detach())
         # straight-through: the decoder sees the codes, the encoder gets the decoder's gradient
         st = (flat + (quant - flat).detach()).view(b, h, w, c).permute(0, 3, 1, 2)
@@ -120,19 +128,23 @@ class VQTokenizer(nn.Module):
         return rec + 0.25 * commit, {"vq_recon": rec.item(), "codes_used": float(used)}
 
     @torch.no_grad()
-    def _update_codes(self, flat, idx, generator):
-        onehot = F.one_hot(idx, self.codes.shape[0]).type(flat.dtype)
-        self.usage.mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
-        self.code_sum.mul_(self.decay).add_(onehot.t() @ flat, alpha=1 - self.decay)
-        n = self.usage.sum()
-        usage = (self.usage + 1e-5) / (n + self.codes.shape[0] * 1e-5) * n
-        self.codes.copy_(self.code_sum / usage.unsqueeze(1))
-        dead = self.usage < 1e-3
+    def _update_codes(self, flat, generator):
+        k = self.codes.shape[0]
+        expected = flat.shape[0] / k
+        # usage is a fast average (tens of steps) so that entries stranded while the encoder
+        # moves are put back on the data soon; the codes themselves average slowly
+        dead = self.usage < 0.02 * expected
         if dead.any():
             pick = torch.randint(flat.shape[0], (int(dead.sum()),), generator=generator)
             self.codes[dead] = flat[pick]
             self.code_sum[dead] = flat[pick]
-            self.usage[dead] = 1.0
+            self.usage[dead] = expected
+        idx = self._nearest(flat)
+        counts = torch.bincount(idx, minlength=k).type(flat.dtype)
+        self.usage.mul_(self.usage_decay).add_(counts, alpha=1 - self.usage_decay)
+        sums = torch.zeros_like(self.code_sum).index_add_(0, idx, flat)
+        self.code_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        self.codes.copy_(F.normalize(self.code_sum, dim=1))
 
 
 # ------------------------------------------------------------------------------------------
@@ -220,10 +232,17 @@ class TokenTransformer(nn.Module):
         return self.head(self.norm(x))
 
     @torch.no_grad()
-    def sample(self, tokens, mask, pooled, generators, temperature=1.0, top_k=0, length=None):
+    def sample(self, tokens, mask, pooled, generators, temperature=1.0, top_k=0, length=None, guidance_scale=1.0):
         """Token indices B×T, one position at a time through the key/value cache. Item i draws
-        from ``generators[i]``, so its tokens do not depend on the rest of the batch."""
+        from ``generators[i]``, so its tokens do not depend on the rest of the batch. With
+        ``guidance_scale`` > 1 the logits are pushed away from those under the empty caption
+        (classifier-free guidance, as Parti samples)."""
         length = length or self.pos.shape[0]
+        b = tokens.shape[0]
+        guided = guidance_scale > 1
+        if guided:
+            empty = empty_condition(tokens, mask, pooled)
+            tokens, mask, pooled = (torch.cat([c, e]) for c, e in zip((tokens, mask, pooled), empty))
         start, text_kv, text_mask = self.context(tokens, mask, pooled)
         caches = [{} for _ in self.blocks]
         x = start + self.pos[0]
@@ -232,11 +251,20 @@ class TokenTransformer(nn.Module):
             for blk, kv, cache in zip(self.blocks, text_kv, caches):
                 x = blk(x, kv, text_mask, cache)
             logits = self.head(self.norm(x[:, -1]))
+            if guided:
+                cond, uncond = logits[:b], logits[b:]
+                logits = uncond + guidance_scale * (cond - uncond)
             nxt = pick(logits, generators, temperature, top_k)
             out.append(nxt)
             if t + 1 < length:
-                x = self.tok(nxt).unsqueeze(1) + self.pos[t + 1]
+                fed = torch.cat([nxt, nxt]) if guided else nxt
+                x = self.tok(fed).unsqueeze(1) + self.pos[t + 1]
         return torch.stack(out, dim=1)
+
+
+def empty_condition(tokens, mask, pooled):
+    """The caption that training substitutes for dropped ones: zero states, nothing masked."""
+    return torch.zeros_like(tokens), torch.ones_like(mask), torch.zeros_like(pooled)
 
 
 def pick(logits, generators, temperature: float, top_k: int):
@@ -261,8 +289,9 @@ class ARModel(nn.Module):
         self.prior = TokenTransformer(cfg)
 
     @torch.no_grad()
-    def generate(self, tokens, mask, pooled, generators, temperature: float = 1.0, top_k: int = 16):
-        codes = self.prior.sample(tokens, mask, pooled, generators, temperature, top_k)
+    def generate(self, tokens, mask, pooled, generators, temperature: float = 1.0, top_k: int = 16,
+                 guidance_scale: float = 1.0):
+        codes = self.prior.sample(tokens, mask, pooled, generators, temperature, top_k, guidance_scale=guidance_scale)
         return self.tokenizer.decode(codes)
 
 

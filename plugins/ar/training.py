@@ -12,14 +12,16 @@ from torch.nn import functional as F
 
 from loom.core.training import Trainer, TrainerOptions, warmup_cosine
 
-from .model import ARConfig, ARModel, save
+from .model import ARConfig, ARModel, empty_condition, save
 
 
 class AROptions(TrainerOptions):
     batch_size: int = Field(32, ge=1, description="images per step")
     lr: float = Field(6e-4, gt=0, description="peak learning rate of the transformer")
     tokenizer_lr: float = Field(1e-3, gt=0, description="peak learning rate of the VQ-VAE")
-    tokenizer_fraction: float = Field(0.3, gt=0, lt=1, description="share of the run spent on the tokenizer")
+    tokenizer_fraction: float = Field(0.2, gt=0, lt=1, description="share of the run spent on the tokenizer")
+    cond_dropout: float = Field(0.1, ge=0.0, le=1.0, description="share of captions replaced by the empty condition (for guidance)")
+    guidance_scale: float = Field(3.0, ge=1.0, description="classifier-free guidance of the sample grid")
 
 
 class ARTrainer(Trainer):
@@ -48,7 +50,14 @@ class ARTrainer(Trainer):
             group["lr"] = warmup_cosine(self.options.lr, (progress - f) / (1 - f))
         self.model.tokenizer.eval()
         codes = self.model.tokenizer.encode(batch.images)
-        logits = self.model.prior(codes, batch.tokens, batch.mask, batch.pooled)
+        # the empty condition stands in for some captions, so sampling can guide against it
+        drop = torch.rand(codes.shape[0], generator=self.generator) < self.options.cond_dropout
+        tokens, mask, pooled = batch.tokens, batch.mask, batch.pooled
+        if drop.any():
+            empty = empty_condition(tokens, mask, pooled)
+            tokens, mask, pooled = (torch.where(drop.view(-1, *[1] * (c.dim() - 1)), e, c)
+                                    for c, e in zip((tokens, mask, pooled), empty))
+        logits = self.model.prior(codes, tokens, mask, pooled)
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), codes.reshape(-1))
         self.opt_prior.zero_grad(set_to_none=True)
         ce.backward()
@@ -71,6 +80,6 @@ class ARTrainer(Trainer):
     def sample(self, tokens, mask, pooled, generators):
         was = self.model.training
         self.model.eval()
-        images = self.model.generate(tokens, mask, pooled, generators)
+        images = self.model.generate(tokens, mask, pooled, generators, guidance_scale=self.options.guidance_scale)
         self.model.train(was)
         return images

@@ -261,6 +261,8 @@ class ShapesDiffusion(Generator):
 
     description = "text embedding → 64×64 image (small diffusion UNet trained on Shapes)"
     default_weights: ClassVar[Path] = Path(__file__).parent / "weights"
+    #: the module with ``load(folder, device)`` and ``save(model, folder)`` (used by scripts/ship.py)
+    model_module: ClassVar[str] = "loom.plugins.diffusion.shapes"
     trainer = "loom.plugins.diffusion.training:DiffusionTrainer"
     capabilities = Capabilities(has_weights=True, weights_option="weights", devices=("cpu", "cuda"))
     input_type = Embedding
