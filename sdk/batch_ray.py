@@ -94,14 +94,20 @@ def run_on_ray(
     from ray.data import ActorPoolStrategy, DataContext
 
     own_session = not ray.is_initialized()
+    loopback = None
+    before = set(_descendants()) if own_session and not address else set()
     if own_session:
         if address:
             ray.init(address=address, logging_level=logging.WARNING)
         else:
             # A cluster for this job alone needs no network: keep it on loopback (Ray's default on
             # Linux is the machine's network address).
-            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-            ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+            loopback = _loopback(True)
+            try:
+                ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+            except BaseException:
+                _loopback(False, loopback)
+                raise
     data_logger = logging.getLogger("ray.data")
     level = data_logger.level
     try:
@@ -132,13 +138,43 @@ def run_on_ray(
     finally:
         data_logger.setLevel(level)
         if own_session:
-            started_here = _ray_descendants() if not address else []
+            ours = [p for p in _descendants() if p not in before and _is_ray(p)] if not address else []
             ray.shutdown()
-            _end(started_here)
+            _end(ours)
+            _loopback(False, loopback)
 
 
-def _ray_descendants() -> list[int]:
-    """The Ray processes below this one: a local cluster the job started (Linux; elsewhere none)."""
+_LOOPBACK_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _loopback(on: bool, saved: tuple | None = None) -> tuple | None:
+    """Bind a local cluster to 127.0.0.1 (on Linux Ray binds to the network address by default).
+
+    Ray's switch is the environment variable ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, which the
+    processes ``ray.init`` starts read when they start, and which this process read once, when it
+    imported Ray: so both are set for the session and put back after. When the user has set the
+    variable, it is left as they set it. Returns what to put back."""
+    if on:
+        if _LOOPBACK_VAR in os.environ:
+            return None
+        from ray._private import ray_constants
+
+        saved = (getattr(ray_constants, "ENABLE_RAY_CLUSTER", None),)
+        os.environ[_LOOPBACK_VAR] = "0"
+        if saved[0] is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = False
+        return saved
+    if saved is not None:
+        from ray._private import ray_constants
+
+        os.environ.pop(_LOOPBACK_VAR, None)
+        if saved[0] is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = saved[0]
+    return None
+
+
+def _descendants() -> list[int]:
+    """The processes below this one (from /proc: Linux; elsewhere none)."""
     children: dict[int, list[int]] = {}
     try:
         entries = os.listdir("/proc")
@@ -157,6 +193,14 @@ def _ray_descendants() -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+def _is_ray(pid: int) -> bool:
+    try:
+        line = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return line.startswith("ray::") or "/ray/" in line
 
 
 def _end(pids: list[int], wait_s: float = 10.0) -> None:

@@ -384,3 +384,8 @@ def test_fixed_micro_batch_is_what_makes_outputs_identical(monkeypatch):
     whole, single = pixels(20), pixels(1)
     assert not torch.equal(whole, single), "without a fixed shape, batch size changes the floats"
     assert (whole - single).abs().max() < 1e-4
+
+
+def test_batch_is_exported_from_loom():
+    assert loom.batch is batch
+    assert loom.BatchReport.__name__ == "BatchReport"

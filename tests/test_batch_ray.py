@@ -112,11 +112,47 @@ def local_reference(tmp_path_factory):
     return prompts, root / "out"
 
 
-def test_ray_engine_starts_own_cluster_gives_local_bytes_and_stops_it(local_reference, tmp_path):
+def listening() -> set[str]:
+    """Local addresses of listening TCP sockets on this machine (hex, from /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                found.add(fields[1])
+    return found
+
+
+LOOPBACK = ("0100007F:", "0000000000000000FFFF00000100007F:", "00000000000000000000000001000000:")
+
+
+def test_ray_engine_starts_own_cluster_on_loopback_gives_local_bytes_and_stops_it(local_reference, tmp_path, monkeypatch):
     _, ref_dir = local_reference
     prompts = write_jsonl(tmp_path / "p.jsonl", PROMPTS[:20], extra=[{"prompt": " ", "id": "empty"}])
     assert not ray.is_initialized()
-    report = batch("vae", prompts, tmp_path / "out", engine="ray", batch_size=7, workers=2, progress=False)
+    # As in a user's shell: nothing tells Ray to stay on loopback; the job itself must.
+    from ray._private import ray_constants
+
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
+    before, seen, stop = listening(), set(), threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            seen.update(listening())
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        report = batch("vae", prompts, tmp_path / "out", engine="ray", batch_size=7, workers=2, progress=False)
+    finally:
+        stop.set()
+        watcher.join()
+    opened = seen - before
+    assert opened, "the job's Ray listened on no port: the check saw nothing"
+    assert all(a.startswith(LOOPBACK) for a in opened), f"Ray listened beyond 127.0.0.1: {sorted(opened)}"
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ and ray_constants.ENABLE_RAY_CLUSTER is True
     assert not ray.is_initialized(), "the job's own cluster is stopped after the job"
     assert (report.made, report.failed, report.skipped) == (20, 1, 0)
     ref = digests(ref_dir)
