@@ -584,9 +584,9 @@ def batch(
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"output folder {str(out_dir)!r} is a file; give a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out_dir = out_dir.resolve()  # Ray workers get the absolute path
     runner = ItemRunner(spec, out_dir, registry=registry, started=started_wall)  # checks the chain; loads nothing
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = runner.out_dir = out_dir.resolve()  # Ray workers get the absolute path
     manifest_file = manifest_path(out_dir, manifest)
     names = {runner.output_path(i).name for i in items} | {manifest_path(out_dir, f).name for f in MANIFEST_FORMATS}
     removed = remove_temp_files(out_dir, names)

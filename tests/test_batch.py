@@ -225,6 +225,7 @@ def test_nan_output_is_a_failed_row_and_the_rest_are_written(tmp_path, fake_regi
 def test_output_type_without_a_writer_is_refused_before_anything_runs(tmp_path, fake_registry):
     with pytest.raises(InputError, match="cannot write Audio outputs yet .*Image \\(PNG\\)"):
         batch({"steps": [{"component": "mark"}, {"component": "beep"}]}, ["a"], tmp_path / "o", registry=fake_registry)
+    assert not (tmp_path / "o").exists()
     with pytest.raises(InputError, match="cannot write Audio"):
         writer_for(Audio)
 
