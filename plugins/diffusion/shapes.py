@@ -132,12 +132,14 @@ def save(model: ShapesDiffusionModel, folder: "str | Path", dtype=torch.float16)
     """Write ``config.json`` and ``model.safetensors`` (float16) into ``folder``, each atomically."""
     from safetensors.torch import save_file
 
+    from loom.core.files import atomic_path
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(dtype).contiguous().cpu() for k, v in model.unet.state_dict().items()}
-    tmp = folder / "model.safetensors.tmp"
-    save_file(state, str(tmp))
-    tmp.replace(folder / "model.safetensors")
+    # atomic_path also gives the file the usual mode (safetensors writes it private)
+    with atomic_path(folder / "model.safetensors") as tmp:
+        save_file(state, str(tmp))
     write_json_atomic(folder / "config.json", asdict(model.cfg))
     return folder
 
