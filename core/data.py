@@ -201,24 +201,95 @@ class Image(Data):
 
 @dataclass
 class Audio(Data):
-    """A batch of waveforms, float in [-1, 1], B×C×T, at ``sample_rate`` Hz."""
+    """A batch of waveforms, float in [-1, 1], B×C×T, at ``sample_rate`` Hz.
+
+    Items of different lengths share one tensor: ``lengths`` gives each item's own number of
+    samples (a list of B ints; None when every item fills all T samples), and samples past an
+    item's length are zero. ``take`` cuts T to the longest item taken and ``concat`` pads shorter
+    batches with zeros, so an item's samples, and its length, are the same alone or in any batch.
+    A component that changes lengths (a silence trim) returns ``lengths``; every other component
+    may leave it None. (``lengths``: plugin API 1.2.)
+    """
 
     waveforms: "torch.Tensor"
     sample_rate: int
+    lengths: "list[int] | None" = None
     kind: ClassVar[str] = "Audio"
+
+    def __post_init__(self) -> None:
+        if self.lengths is not None:
+            self.lengths = [int(n) for n in self.lengths]
+            if len(self.lengths) != int(self.waveforms.shape[0]):
+                raise ValueError(f"Audio.lengths holds {len(self.lengths)} lengths for {int(self.waveforms.shape[0])} waveforms")
+            total = int(self.waveforms.shape[-1])
+            if any(not 0 <= n <= total for n in self.lengths):
+                raise ValueError(f"Audio.lengths {self.lengths} must each lie between 0 and the {total} samples of the tensor")
+            if self.lengths and all(n == total for n in self.lengths):
+                self.lengths = None  # no item is shorter than T: the plain form
 
     def __len__(self) -> int:
         return int(self.waveforms.shape[0])
 
+    def length(self, index: int) -> int:
+        """Samples in item ``index`` (T unless ``lengths`` says less)."""
+        return int(self.waveforms.shape[-1]) if self.lengths is None else self.lengths[index]
+
+    def clip(self, index: int) -> "torch.Tensor":
+        """Item ``index`` as a C×length tensor (its own samples, without padding)."""
+        return self.waveforms[index, :, : self.length(index)]
+
     def take(self, indices):
-        return Audio(_take_tensor(self.waveforms, indices), self.sample_rate)
+        indices = list(indices)
+        if self.lengths is None:
+            return Audio(_take_tensor(self.waveforms, indices), self.sample_rate)
+        lengths = [self.lengths[i] for i in indices]
+        longest = max(lengths, default=0)
+        return Audio(_take_tensor(self.waveforms, indices)[..., :longest], self.sample_rate, lengths)
 
     @classmethod
     def concat(cls, parts):
         rates = {p.sample_rate for p in parts}
         if len(rates) > 1:
             raise ValueError(f"cannot join audio at different sample rates: {sorted(rates)}")
-        return cls(_cat(p.waveforms for p in parts), parts[0].sample_rate)
+        if all(p.lengths is None for p in parts) and len({int(p.waveforms.shape[-1]) for p in parts}) == 1:
+            return cls(_cat(p.waveforms for p in parts), parts[0].sample_rate)
+        import torch.nn.functional as F
+
+        longest = max(int(p.waveforms.shape[-1]) for p in parts)
+        waveforms = [F.pad(p.waveforms, (0, longest - int(p.waveforms.shape[-1]))) for p in parts]
+        lengths = [p.length(i) for p in parts for i in range(len(p))]
+        return cls(_cat(waveforms), parts[0].sample_rate, lengths)
+
+    @classmethod
+    def from_clips(cls, clips: Sequence, sample_rate: int) -> "Audio":
+        """From per-item clips (C×T or T arrays or tensors, lengths may differ): zero-padded to
+        the longest, with ``lengths`` set when they differ."""
+        import numpy as np
+        import torch
+
+        tensors = []
+        for c in clips:
+            t = c if isinstance(c, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(c))
+            t = t.float()
+            tensors.append(t[None] if t.ndim == 1 else t)
+        longest = max(int(t.shape[-1]) for t in tensors)
+        padded = torch.stack([torch.nn.functional.pad(t, (0, longest - int(t.shape[-1]))) for t in tensors])
+        return cls(padded, int(sample_rate), [int(t.shape[-1]) for t in tensors])
+
+    def to_pcm16(self, index: int):
+        """Item ``index`` as a length×C int16 array, rounded the same way every time so saved
+        samples are reproducible."""
+        import torch
+
+        pcm = (self.clip(index).detach().float().clamp(-1, 1) * 32767.0).round().to(torch.int16)
+        return pcm.t().contiguous().cpu().numpy()
+
+    def save(self, path, index: int = 0, record: dict | None = None):
+        """Write item ``index`` as a 16-bit WAV or FLAC file (by ``path``'s suffix), atomically,
+        with ``record`` embedded as provenance."""
+        from .files import save_audio
+
+        return save_audio(self.to_pcm16(index), self.sample_rate, path, record)
 
 
 #: Every data type by its ``kind`` name.
