@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from loom.core import Image, InputError, Pipeline, PipelineSpec, ProvenanceError, Result
-from loom.core.files import read_record
+from loom.core import Audio, Data, Image, InputError, Pipeline, PipelineSpec, ProvenanceError, Result, Text
+from loom.core.files import AUDIO_FORMATS, read_record
 
 #: The generator ``loom generate`` uses when none is named.
 DEFAULT_GENERATOR = "vae"
@@ -32,12 +32,54 @@ def generator_step(generator: str | None) -> dict:
     return {"component": generator}
 
 
-def default_spec(generator: str | None = None, size: int | None = DEFAULT_SIZE) -> dict:
-    """Text encoder → ``generator`` → resize to ``size`` (no resize when ``size`` is None)."""
-    steps = [{"component": "text-encoder"}, generator_step(generator)]
-    if size:
+def default_spec(generator: str | None = None, size: int | None = DEFAULT_SIZE, registry=None) -> dict:
+    """Text encoder → ``generator`` → resize to ``size`` (no resize when ``size`` is None).
+
+    The chain fits the generator's types (looked up in ``registry``, default: the installed
+    plugins; nothing loads): a generator that takes Text directly gets no text encoder, and one
+    that does not give an Image (an Audio generator) gets no resize. An unknown generator keeps
+    the image chain, so that building it names the unknown step."""
+    step = generator_step(generator)
+    cls = _component_class(step["component"], registry)
+    steps = [] if cls is not None and issubclass(Text, cls.input_type) else [{"component": "text-encoder"}]
+    steps.append(step)
+    if size and (cls is None or issubclass(cls.output_type, Image)):
         steps.append({"component": "resize", "config": {"size": size}})
     return {"steps": steps}
+
+
+def _component_class(name: str, registry=None):
+    from loom.core import LoomError, get_registry
+
+    try:
+        return (registry or get_registry()).get(name).cls
+    except LoomError:
+        return None
+
+
+#: The file suffixes each output type is written as (the first is the default).
+SUFFIXES: dict[type[Data], tuple[str, ...]] = {Image: (".png",), Audio: tuple(AUDIO_FORMATS)}
+
+
+def check_output_path(path: "str | Path", output_type: type[Data]) -> Path:
+    """``path`` if a chain giving ``output_type`` can be written to it; otherwise an InputError
+    saying which suffixes fit (checked before anything runs)."""
+    path = Path(path)
+    for data_type, suffixes in SUFFIXES.items():
+        if issubclass(output_type, data_type):
+            if path.suffix.lower() not in suffixes:
+                names = " or ".join(s[1:].upper() for s in suffixes)
+                endings = " or ".join(suffixes)
+                raise InputError(
+                    f"cannot write {str(path)!r}: this chain gives {output_type.kind}, written as {names} files; "
+                    f"use a name ending in {endings}"
+                )
+            return path
+    kinds = " or ".join(t.kind for t in SUFFIXES)
+    raise InputError(
+        f"cannot write {str(path)!r}: this chain gives {output_type.kind}, which Loom does not write to files; "
+        f"end the chain in a step that gives {kinds}"
+    )
 
 
 def pipeline_for(spec: Any) -> Pipeline:
@@ -73,9 +115,9 @@ def output_paths(path: "str | Path", count: int) -> list[Path]:
 
 
 def save(result: Result, path: "str | Path") -> list[Path]:
-    """Write each output of ``result`` with its own provenance record (atomically)."""
-    if not isinstance(result.output, Image):
-        raise InputError(f"cannot save {result.output.kind} output as an image")
+    """Write each output of ``result`` with its own provenance record (atomically): PNG for
+    images, WAV or FLAC (by ``path``'s suffix) for audio."""
+    check_output_path(path, type(result.output))
     paths = output_paths(path, len(result))
     for i, p in enumerate(paths):
         result.output.save(p, index=i, record=result.record(i))
@@ -91,7 +133,10 @@ def reproduce(source: "str | Path", path: "str | Path | None" = None, progress: 
         raise ProvenanceError(f"{str(source)!r}: its Loom record lacks {err.args[0]!r}") from None
     if any(x is None for x in inputs):
         raise ProvenanceError(f"{str(source)!r}: its record holds no replayable inputs")
-    result = pipeline_for(spec).run(inputs, seeds, progress=progress)
+    pipeline = pipeline_for(spec)
+    if path is not None:
+        check_output_path(path, pipeline.output_type)  # before anything runs
+    result = pipeline.run(inputs, seeds, progress=progress)
     if path is not None:
         save(result, path)
     return result

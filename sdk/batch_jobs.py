@@ -15,8 +15,9 @@ The prompts file is plain text (one prompt a line; blank lines are skipped) or, 
 Only ``prompt`` is required. **Seeds**: the item at position *i* (0-based, counting items, not
 blank lines) gets the seed ``seeds + i`` (``seeds`` is 0 unless given), unless its line names its own
 ``seed``; so rerunning the same file gives the same seeds. **Ids** default to the position from 1,
-six digits (``000001``); an item's output is ``DIR/ID.png``. ``params`` overrides options of the
-chain's steps for that item, keyed by the step's component name.
+six digits (``000001``); an item's output is ``DIR/ID.png`` (``DIR/ID.wav`` for a chain that ends in
+Audio). ``params`` overrides options of the chain's steps for that item, keyed by the step's
+component name.
 
 Every output is written atomically (temporary file + rename) with its provenance record; the
 record leaves out timings and creation time (they go to the manifest) so that an item's file is
@@ -47,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from loom.core.data import Data, Image
+from loom.core.data import Audio, Data, Image
 from loom.core.errors import ConfigError, InputError, LoomError, ProvenanceError
 from loom.core.seeding import MAX_SEED
 
@@ -197,20 +198,21 @@ def _item(value: Any, where: str, position: int, seed: int) -> Item:
 
 
 # -- chains --------------------------------------------------------------------------------------
-def chain_spec(chain: Any = None) -> dict:
+def chain_spec(chain: Any = None, registry=None) -> dict:
     """The spec a job runs: a spec (mapping, PipelineSpec, or .yaml/.yml/.json file), or a generator
-    name or trained folder, which gets the default chain (``loom.api.default_spec``)."""
+    name or trained folder, which gets the default chain (``loom.api.default_spec``; ``registry``
+    says what the generator gives and takes)."""
     from loom.api import default_spec
     from loom.core.pipeline import PipelineSpec
 
     if chain is None:
-        return default_spec()
+        return default_spec(registry=registry)
     if isinstance(chain, (Mapping, PipelineSpec)):
         return PipelineSpec.load(chain).model_dump(mode="json")
     if isinstance(chain, (str, Path)) and Path(chain).suffix.lower() in {".yaml", ".yml", ".json"}:
         return PipelineSpec.load(Path(chain)).model_dump(mode="json")
     if isinstance(chain, (str, Path)):
-        return default_spec(str(chain))
+        return default_spec(str(chain), registry=registry)
     raise InputError(f"chain must be a spec file, a spec mapping or a generator name, got {type(chain).__name__}")
 
 
@@ -281,8 +283,39 @@ class PngWriter(OutputWriter):
         return read_record(path)
 
 
+class WavWriter(OutputWriter):
+    """Audio items as 16-bit WAV files with the provenance record in the LIST/INFO comment (ICMT)."""
+
+    data_type = Audio
+    suffix = ".wav"
+
+    def problem(self, data: Audio, index: int) -> str | None:
+        import torch
+
+        if not bool(torch.isfinite(data.clip(index)).all()):
+            return "the chain's output holds NaN or infinite values"
+        return None
+
+    def write(self, data: Audio, index: int, path: Path, record: dict) -> None:
+        data.save(path, index=index, record=record)
+
+    def read_record(self, path: Path) -> dict:
+        import soundfile
+
+        from loom.core.files import read_record, wav_chunks
+
+        chunks = wav_chunks(path)  # raises when a chunk runs past the end of the file (truncated)
+        if "data" not in chunks or "fmt " not in chunks:
+            raise ProvenanceError(f"{str(path)!r} has no audio data")
+        with soundfile.SoundFile(path) as f:
+            frames = f.frames
+            if len(f.read(dtype="int16")) != frames:  # decodes every sample: a damaged file raises or comes short
+                raise ProvenanceError(f"{str(path)!r} holds fewer samples than its header says")
+        return read_record(path)
+
+
 #: The writer for each data type a job can write.
-WRITERS: list[OutputWriter] = [PngWriter()]
+WRITERS: list[OutputWriter] = [PngWriter(), WavWriter()]
 
 
 def writer_for(output_type: type[Data]) -> OutputWriter:
@@ -546,7 +579,7 @@ def batch(
     progress: bool = True,
     registry=None,
 ) -> BatchReport:
-    """Run a batch job: every prompt in ``prompts`` becomes ``out/ID.png`` with its provenance
+    """Run a batch job: every prompt in ``prompts`` becomes ``out/ID.png`` (``.wav`` for audio) with its provenance
     record, and ``out/manifest.jsonl`` gets one row per item. Rerunning resumes.
 
     ``chain``: a spec (file, mapping) or a generator name/folder (the default chain around it).
@@ -579,7 +612,7 @@ def batch(
     if manifest == "parquet":
         _pyarrow()
 
-    spec = chain_spec(chain)
+    spec = chain_spec(chain, registry)
     items = read_items(prompts, seeds)
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():

@@ -113,17 +113,22 @@ def new_plugin(name: str, directory, kind: str) -> None:
 
 @main.command()
 @click.argument("prompt")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
-@click.option("--seed", type=int, default=None, help="Seed (default: random; recorded in the PNG).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="File to write: .png for an image chain, .wav or .flac for an audio chain.")
+@click.option("--seed", type=int, default=None, help="Seed (default: random; recorded in the file).")
 @click.option("--generator", "generator", default=None, help="Generator name or trained folder (default: vae).")
-@click.option("-n", "--count", type=click.IntRange(1, 10000), default=1, help="Images to make (seeds seed..seed+n-1).")
-@click.option("--size", type=click.IntRange(8, 8192), default=256, help="Longer side of the output in pixels.")
+@click.option("-n", "--count", type=click.IntRange(1, 10000), default=1, help="Outputs to make (seeds seed..seed+n-1).")
+@click.option("--size", type=click.IntRange(8, 8192), default=256, help="Longer side of an image in pixels (images only).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def generate(prompt: str, output: str, seed, generator, count: int, size: int, quiet: bool) -> None:
-    """Generate images from PROMPT; each PNG embeds its provenance record."""
+    """Generate from PROMPT with GENERATOR: images as PNG, sounds as WAV or FLAC (the file type
+    follows the chain's output); each file embeds its provenance record."""
     import loom
+    from loom.api import check_output_path
 
-    result = loom.generate([prompt] * count, seed, generator=generator, size=size, progress=not quiet)
+    pipeline = loom.pipeline_for(loom.default_spec(generator, size))
+    check_output_path(output, pipeline.output_type)  # before any weights load
+    result = pipeline.run([prompt] * count, seed, progress=not quiet)
     for path in loom.save(result, output):
         click.echo(str(path))
 
@@ -134,21 +139,30 @@ def generate(prompt: str, output: str, seed, generator, count: int, size: int, q
 @click.option("-p", "--prompt", "prompts", multiple=True, help="A prompt (repeatable).")
 @click.option("--prompts", "prompts_file", type=click.Path(exists=True, dir_okay=False), help="File with one prompt a line.")
 @click.option("--seed", type=int, default=None, help="Base seed (prompt i gets seed+i).")
+@click.option("--format", "file_format", type=click.Choice(["png", "wav", "flac"]), default=None,
+              help="Output file type (default: png for an image chain, wav for an audio chain).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def run_spec(spec: str, output_dir: str, prompts, prompts_file, seed, quiet: bool) -> None:
-    """Run the chain in SPEC (YAML or JSON) on prompts; writes DIR/0001.png, ..."""
+def run_spec(spec: str, output_dir: str, prompts, prompts_file, seed, file_format, quiet: bool) -> None:
+    """Run the chain in SPEC (YAML or JSON) on prompts; writes DIR/0001.png (or .wav for an
+    audio chain), ..."""
     import loom
+    from loom.api import SUFFIXES, check_output_path
     from loom.core import InputError
 
     texts = list(prompts) + (read_prompts(prompts_file) if prompts_file else [])
     if not texts:
         raise InputError("no prompts: give --prompt TEXT (repeatable) or --prompts FILE")
     pipeline = loom.pipeline_for(spec)
-    result = pipeline.run(texts, seed, progress=not quiet)
     out = Path(output_dir)
+    if file_format is None:
+        suffix = next((s[0] for t, s in SUFFIXES.items() if issubclass(pipeline.output_type, t)), ".png")
+    else:
+        suffix = "." + file_format
+    check_output_path(out / f"0001{suffix}", pipeline.output_type)  # before any weights load
+    result = pipeline.run(texts, seed, progress=not quiet)
     out.mkdir(parents=True, exist_ok=True)
     for i in range(len(result)):
-        path = out / f"{i + 1:04d}.png"
+        path = out / f"{i + 1:04d}{suffix}"
         result.output.save(path, index=i, record=result.record(i))
         click.echo(str(path))
 
@@ -176,9 +190,9 @@ def run_spec(spec: str, output_dir: str, prompts, prompts_file, seed, quiet: boo
 def batch_job(ctx, chain, prompts_file, output_dir, engine, address, batch_size, seeds, workers, worker_cpus,
               worker_gpus, manifest, quiet) -> None:
     """Run SPEC_OR_GENERATOR (a YAML/JSON chain, or a generator name or folder) on every prompt
-    in a file: DIR/ID.png each with its provenance record, and DIR/manifest.jsonl with one row
-    per item. Rerun the same command to resume: valid outputs are skipped, missing, stale or
-    damaged ones are made again.
+    in a file: DIR/ID.png (DIR/ID.wav for an audio chain) each with its provenance record, and
+    DIR/manifest.jsonl with one row per item. Rerun the same command to resume: valid outputs are
+    skipped, missing, stale or damaged ones are made again.
 
     Exit status: 0 when every item has its output, 3 when the job finished but some items failed
     (see the manifest), 1 when an error stopped the job."""
@@ -202,10 +216,12 @@ def batch_job(ctx, chain, prompts_file, output_dir, engine, address, batch_size,
 
 @main.command()
 @click.argument("source", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="File to write (.png for images, .wav or .flac for sounds).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def reproduce(source: str, output: str, quiet: bool) -> None:
-    """Regenerate SOURCE (a PNG Loom wrote) from its embedded record: identical pixels."""
+    """Regenerate SOURCE (a PNG, WAV or FLAC file Loom wrote) from its embedded record:
+    identical pixels or samples."""
     import loom
 
     loom.reproduce(source, output, progress=not quiet)
@@ -288,6 +304,30 @@ def eval_shapes(generator, prompts_file, count, as_json) -> None:
         click.echo(f"  {name:<12} {score:.3f}" + (f"   (chance {chance:.3f})" if chance is not None else ""))
     chance = data.get("chance", {}).get("whole_prompt")
     click.echo(f"  {'whole prompt':<12} {data['whole_prompt']:.3f}" + (f"   (chance {chance:.4f})" if chance is not None else ""))
+
+
+@evaluate.command("sounds")
+@click.option("--generator", required=True, help="A registered Audio generator name or trained folder.")
+@click.option("--prompts", "prompts_file", type=click.Path(exists=True, dir_okay=False), help="One prompt a line.")
+@click.option("-n", "count", default=200, show_default=True, type=click.IntRange(1), help="Fresh prompts to draw.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def eval_sounds(generator, prompts_file, count, as_json) -> None:
+    """SoundsEval per attribute and whole caption for an audio generator."""
+    from loom.evaluation import evaluate_sounds
+
+    prompts = read_prompts(prompts_file) if prompts_file else None
+    report = evaluate_sounds(generator, prompts=prompts, n=count, progress=not as_json)
+    data = report.to_dict()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"SoundsEval on {data['n']} prompts (generator: {generator})")
+    for name, score in data["per_attribute"].items():
+        chance = data["chance"].get(name)
+        shown = "   n/a" if score is None else f"{score:.3f}"
+        click.echo(f"  {name:<13} {shown}" + (f"   (chance {chance:.3f})" if chance is not None else ""))
+    chance = data["chance"].get("whole_prompt")
+    click.echo(f"  {'whole caption':<13} {data['whole_prompt']:.3f}" + (f"   (chance {chance:.4f})" if chance is not None else ""))
 
 
 def read_prompts(path: str) -> list[str]:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from loom.core import Audio, ConfigError, InputError
+from loom.core import Audio, ConfigError, InputError, Postprocessor
 from loom.plugins.audio_postprocessors import Fade, Loudness, Resample, TrimSilence, measure
-from loom.testing import conformance_tests
+from loom.testing import check_component, conformance_tests
 
 test_audio_postprocessors_conform = conformance_tests("audio-postprocessors")
 
@@ -162,3 +162,20 @@ def test_a_chain_of_postprocessors_writes_each_item_at_its_own_length(tmp_path):
         data, rate_read = soundfile.read(path)
         assert rate_read == 16000 and len(data) == audio.length(i)
     assert abs(audio.length(0) - 2 * 2400) <= 4 and abs(audio.length(1) - 2 * 800) <= 4
+
+
+class LeakyTrim(Postprocessor):
+    """Breaks the Audio layout: says every other item is half as long but leaves sound past that."""
+
+    input_type = Audio
+    output_type = Audio
+
+    def run(self, inputs, generators):
+        w = inputs.waveforms
+        return Audio(w * 0.5, inputs.sample_rate, [w.shape[-1] // (2 - i % 2) for i in range(len(inputs))])
+
+
+def test_the_kit_fails_audio_with_sound_past_an_items_length():
+    report = check_component(LeakyTrim, only=["call_output"])
+    assert report.status("call_output") == "failed"
+    assert "samples past an item's length must be zero" in report.failures[0].message

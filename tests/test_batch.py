@@ -223,11 +223,19 @@ def test_nan_output_is_a_failed_row_and_the_rest_are_written(tmp_path, fake_regi
 
 
 def test_output_type_without_a_writer_is_refused_before_anything_runs(tmp_path, fake_registry):
-    with pytest.raises(InputError, match="cannot write Audio outputs yet .*Image \\(PNG\\)"):
-        batch({"steps": [{"component": "mark"}, {"component": "beep"}]}, ["a"], tmp_path / "o", registry=fake_registry)
+    with pytest.raises(InputError, match="cannot write Embedding outputs yet .*Image \\(PNG\\), Audio \\(WAV\\)"):
+        batch({"steps": [{"component": "mark"}]}, ["a"], tmp_path / "o", registry=fake_registry)
     assert not (tmp_path / "o").exists()
-    with pytest.raises(InputError, match="cannot write Audio"):
-        writer_for(Audio)
+    with pytest.raises(InputError, match="cannot write Embedding"):
+        writer_for(Embedding)
+
+
+def test_a_chain_ending_in_audio_writes_wav(tmp_path, fake_registry):
+    report = batch({"steps": [{"component": "mark"}, {"component": "beep"}]}, ["a", "b"], tmp_path, registry=fake_registry,
+                   progress=False)
+    assert report.made == 2 and writer_for(Audio).suffix == ".wav"
+    assert sorted(p.name for p in tmp_path.glob("*.wav")) == ["000001.wav", "000002.wav"]
+    assert read_record(tmp_path / "000002.wav")["inputs"] == ["b"]
 
 
 def test_interrupted_job_writes_its_manifest_with_pending_items(tmp_path, fake_registry):

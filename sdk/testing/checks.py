@@ -199,6 +199,13 @@ def layout_problem(data: Data) -> str | None:
             return f"Audio.waveforms must lie in [-1, 1], got a peak of {float(w.abs().max()):.4g}"
         if not isinstance(data.sample_rate, int) or data.sample_rate <= 0:
             return f"Audio.sample_rate must be a positive int, got {data.sample_rate!r}"
+        if data.lengths is not None:
+            if len(data.lengths) != len(data) or any(not 0 <= n <= w.shape[-1] for n in data.lengths):
+                return f"Audio.lengths must hold one length per item, each at most T = {w.shape[-1]}, got {data.lengths}"
+            for i, n in enumerate(data.lengths):
+                tail = w[i, :, n:]
+                if tail.numel() and float(tail.abs().max()) > 0:
+                    return f"Audio item {i} holds sound past its length {n}: samples past an item's length must be zero"
     return None
 
 

@@ -1,0 +1,267 @@
+"""Audio through Loom end to end without trained models: the Audio type's batches of different
+lengths, WAV and FLAC files with the provenance record (any size), `loom reproduce` giving
+identical samples, mixed-modality chains type-checked before anything loads, the CLI choosing
+the file type from the chain's output, `loom run` and `loom batch` writing WAV, and
+`loom eval sounds` on a generator that returns ground-truth clips (tests/audio_fakes.py)."""
+
+from __future__ import annotations
+
+import json
+
+import fakes
+import numpy as np
+import pytest
+import soundfile
+import torch
+from audio_fakes import LOADED, audio_registry
+from click.testing import CliRunner
+
+import loom
+import loom.api
+import loom.core.plugins
+from loom.batch_jobs import batch, read_manifest
+from loom.cli import main
+from loom.core import Audio, InputError, Pipeline, ProvenanceError, Text, TypeMismatchError
+from loom.core.files import read_audio, read_record, save_audio
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """The audio fakes, the image fakes and Loom's postprocessors as the process-wide registry."""
+    LOADED.clear()
+    fakes.LOADED.clear()
+    registry = audio_registry()
+    monkeypatch.setattr(loom.core.plugins, "_registry", registry)
+    monkeypatch.setattr(loom.api, "_pipelines", {})
+    return registry
+
+
+def samples(path) -> np.ndarray:
+    data, _ = soundfile.read(path, dtype="int16", always_2d=True)
+    return data
+
+
+# ------------------------------------------------------------------ the Audio type
+
+
+def test_items_of_different_lengths_share_a_batch_and_keep_their_samples():
+    a, b, c = torch.ones(1, 5) * 0.1, torch.ones(1, 3) * 0.2, torch.ones(1, 5) * 0.3
+    audio = Audio.from_clips([a, b, c], 8000)
+    assert audio.waveforms.shape == (3, 1, 5) and audio.lengths == [5, 3, 5]
+    assert torch.equal(audio.clip(1), b) and float(audio.waveforms[1, 0, 3:].abs().sum()) == 0.0
+    alone = audio.take([1])
+    assert alone.waveforms.shape == (1, 1, 3) and alone.lengths is None  # exactly its own samples
+    joined = Audio.concat([alone, audio.take([0])])
+    assert joined.waveforms.shape == (2, 1, 5) and joined.lengths == [3, 5]
+    assert Audio.from_clips([a, c], 8000).lengths is None  # all full length: the plain form
+    with pytest.raises(ValueError, match="different sample rates"):
+        Audio.concat([alone, Audio(torch.zeros(1, 1, 3), 16000)])
+    with pytest.raises(ValueError, match="must each lie between 0 and the 5 samples"):
+        Audio(torch.zeros(1, 1, 5), 8000, [6])
+
+
+def test_pcm16_is_rounded_and_clipped_the_same_way_every_time():
+    audio = Audio(torch.tensor([[[0.0, 0.5, -0.5, 1.5, -2.0, 1 / 32767 * 0.6]]]), 8000)
+    assert audio.to_pcm16(0)[:, 0].tolist() == [0, 16384, -16384, 32767, -32767, 1]
+
+
+# ------------------------------------------------------------------ files and records
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac"])
+@pytest.mark.parametrize("record_chars", [300, 50_000])
+def test_audio_files_carry_records_of_any_size(tmp_path, suffix, record_chars):
+    record = {"loom_record": 1, "inputs": ["two low rising buzzes"], "note": "ü" + "x" * record_chars}
+    audio = Audio(torch.stack([torch.linspace(-1, 1, 800), torch.linspace(1, -1, 800)])[None], 8000)
+    path = audio.save(tmp_path / f"clip{suffix}", record=record)
+    assert read_record(path) == record
+    again = read_audio(path)
+    assert again.sample_rate == 8000 and again.waveforms.shape == (1, 2, 800)
+    assert torch.allclose(again.waveforms, audio.waveforms, atol=1 / 32767)
+    assert np.array_equal(samples(path), audio.to_pcm16(0))
+
+
+def test_a_wav_from_elsewhere_has_no_record_and_other_files_are_refused(tmp_path):
+    plain = tmp_path / "plain.wav"
+    soundfile.write(plain, np.zeros(100), 8000)
+    with pytest.raises(ProvenanceError, match="carries no Loom provenance record"):
+        read_record(plain)
+    commented = tmp_path / "commented.flac"
+    with soundfile.SoundFile(commented, "w", 8000, 1, "PCM_16", format="FLAC") as f:
+        f.comment = "recorded in the garden"
+        f.write(np.zeros(100, dtype=np.int16))
+    with pytest.raises(ProvenanceError, match="its comment is not Loom's"):
+        read_record(commented)
+    (tmp_path / "junk.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk")
+    with pytest.raises(ProvenanceError, match="truncated: it ends inside a chunk header"):
+        read_record(tmp_path / "junk.wav")
+    (tmp_path / "cut.wav").write_bytes(b"RIFF\x20\x00\x00\x00WAVEdata\xe8\x03\x00\x00" + bytes(10))
+    with pytest.raises(ProvenanceError, match="truncated: its 'data' chunk runs past the end"):
+        read_record(tmp_path / "cut.wav")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ProvenanceError, match="not a file Loom writes"):
+        read_record(tmp_path / "notes.txt")
+    with pytest.raises(InputError, match="use a name ending in .wav or .flac"):
+        save_audio(np.zeros((10, 1), np.int16), 8000, tmp_path / "clip.mp3")
+
+
+def test_a_failed_audio_write_leaves_no_file(tmp_path, monkeypatch):
+    def broken_write(self, data):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(soundfile.SoundFile, "write", broken_write)
+    with pytest.raises(OSError, match="disk full"):
+        Audio(torch.zeros(1, 1, 10), 8000).save(tmp_path / "clip.wav", record={"loom_record": 1})
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ chains across modalities
+
+
+def test_mixed_modality_chains_build_and_run(registry):
+    text_to_audio = Pipeline.from_steps("truth-sounds", ("trim", {"keep_ms": 0}), "fade", "loudness", registry=registry)
+    assert (text_to_audio.input_type, text_to_audio.output_type) == (Text, Audio)
+    out = text_to_audio.run(["two low rising buzzes", "one high steady hiss"], seed=1, progress=False).output
+    assert isinstance(out, Audio) and out.lengths is not None and out.lengths[0] != out.lengths[1]
+
+    audio_to_image = Pipeline.from_steps("listen", ("noise", {"size": 4}), "invert", registry=registry)
+    image = audio_to_image.run(out, seed=2, progress=False).output
+    assert image.pixels.shape == (2, 3, 4, 4)
+
+    speech_to_image = Pipeline.from_steps("speak", "listen", ("noise", {"size": 4}), registry=registry)
+    result = speech_to_image.run(["a red circle", "a blue square on the left"], seed=3, progress=False)
+    assert result.output.pixels.shape == (2, 3, 4, 4) and result.provenance["inputs"] == ["a red circle", "a blue square on the left"]
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        (["truth-sounds", "resize"],
+         r"step 2 \('resize'\) takes Image, but step 1 \('truth-sounds'\) gives Audio; components that take Audio: "
+         r"listen, fade, loudness, quieter, resample, trim"),
+        (["hash-encoder", "noise", "fade"], r"step 3 \('fade'\) takes Audio, but step 2 \('noise'\) gives Image"),
+        (["speak", "noise"], r"step 2 \('noise'\) takes Embedding, but step 1 \('speak'\) gives Audio"),
+        (["speak", "listen", "trim"], r"step 3 \('trim'\) takes Audio, but step 2 \('listen'\) gives Embedding"),
+    ],
+)
+def test_a_mismatched_step_is_named_before_anything_loads(registry, steps, message):
+    with pytest.raises(TypeMismatchError, match=message):
+        Pipeline.from_steps(*steps, registry=registry)
+    assert LOADED == [] and fakes.LOADED == []
+
+
+def test_the_default_chain_follows_the_generators_types(registry):
+    assert loom.default_spec("truth-sounds") == {"steps": [{"component": "truth-sounds"}]}
+    assert loom.default_spec("noise")["steps"] == [{"component": "text-encoder"}, {"component": "noise"},
+                                                   {"component": "resize", "config": {"size": 256}}]
+    assert loom.default_spec("nope")["steps"][1] == {"component": "nope"}  # the chain then names the unknown step
+
+
+# ------------------------------------------------------------------ the command line
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac"])
+def test_generate_writes_audio_and_reproduce_gives_identical_samples(registry, tmp_path, suffix):
+    out, again = tmp_path / f"clip{suffix}", tmp_path / f"again{suffix}"
+    runner = CliRunner()
+    res = runner.invoke(main, ["generate", "a deep steady buzz beeping twice", "--generator", "seeded-tone",
+                               "-o", str(out), "--seed", "7", "-q"])
+    assert res.exit_code == 0, res.output
+    record = read_record(out)
+    assert record["inputs"] == ["a deep steady buzz beeping twice"] and record["seeds"] == [7]
+    assert [s["component"] for s in record["spec"]["steps"]] == ["seeded-tone"]
+    res = runner.invoke(main, ["reproduce", str(out), "-o", str(again), "-q"])
+    assert res.exit_code == 0, res.output
+    assert np.array_equal(samples(out), samples(again)) and len(samples(out)) == 2000
+    res = runner.invoke(main, ["generate", "a deep steady buzz beeping twice", "--generator", "seeded-tone",
+                               "-o", str(tmp_path / f"other{suffix}"), "--seed", "8", "-q"])
+    assert not np.array_equal(samples(out), samples(tmp_path / f"other{suffix}"))  # the seed matters
+
+
+def test_a_large_record_survives_wav_and_replays(registry, tmp_path):
+    spec = tmp_path / "chain.yaml"
+    spec.write_text(json.dumps({"steps": [{"component": "seeded-tone", "config": {"note": "n" * 20_000}},
+                                          {"component": "fade"}]}))
+    res = CliRunner().invoke(main, ["run", str(spec), "-p", "three high falling buzzes", "-o", str(tmp_path / "out"),
+                                    "--seed", "4", "-q"])
+    assert res.exit_code == 0, res.output
+    wav = tmp_path / "out" / "0001.wav"
+    assert read_record(wav)["spec"]["steps"][0]["config"]["note"] == "n" * 20_000
+    res = CliRunner().invoke(main, ["reproduce", str(wav), "-o", str(tmp_path / "again.wav"), "-q"])
+    assert res.exit_code == 0, res.output
+    assert np.array_equal(samples(wav), samples(tmp_path / "again.wav"))
+
+
+def test_the_output_suffix_must_fit_the_chains_output(registry, tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(main, ["generate", "two low rising buzzes", "--generator", "truth-sounds", "-o", str(tmp_path / "x.png"), "-q"])
+    assert res.exit_code == 1
+    assert "this chain gives Audio, written as WAV or FLAC files; use a name ending in .wav or .flac" in res.output
+    res = runner.invoke(main, ["generate", "a red circle", "--generator", "noise", "-o", str(tmp_path / "x.wav"), "-q"])
+    assert res.exit_code == 1 and "this chain gives Image, written as PNG files; use a name ending in .png" in res.output
+    assert LOADED == [] and fakes.LOADED == []  # refused before any weights load
+    res = runner.invoke(main, ["generate", "two low rising buzzes", "--generator", "truth-sounds", "-o", str(tmp_path / "x.wav"), "-q"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["reproduce", str(tmp_path / "x.wav"), "-o", str(tmp_path / "y.png"), "-q"])
+    assert res.exit_code == 1 and "use a name ending in .wav or .flac" in res.output
+    spec = tmp_path / "chain.json"
+    spec.write_text(json.dumps({"steps": [{"component": "truth-sounds"}]}))
+    res = runner.invoke(main, ["run", str(spec), "-p", "one beep", "-o", str(tmp_path / "o"), "--format", "png", "-q"])
+    assert res.exit_code == 1 and "this chain gives Audio" in res.output
+    assert not (tmp_path / "o").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["chain.json", "x.wav"]
+
+
+def test_run_writes_wav_or_flac_for_an_audio_spec(registry, tmp_path):
+    spec = tmp_path / "chain.yaml"
+    spec.write_text("steps:\n  - component: truth-sounds\n  - component: loudness\n    config: {target_db: -20}\n")
+    res = CliRunner().invoke(main, ["run", str(spec), "-p", "two low rising buzzes", "-p", "one shrill hiss, steady",
+                                    "-o", str(tmp_path / "out"), "--seed", "1", "-q"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0001.wav", "0002.wav"]
+    res = CliRunner().invoke(main, ["run", str(spec), "-p", "two low rising buzzes", "-o", str(tmp_path / "flac"),
+                                    "--format", "flac", "--seed", "1", "-q"])
+    assert res.exit_code == 0, res.output
+    assert np.array_equal(samples(tmp_path / "flac" / "0001.flac"), samples(tmp_path / "out" / "0001.wav"))
+
+
+def test_eval_sounds_scores_a_ground_truth_generator(registry):
+    res = CliRunner().invoke(main, ["eval", "sounds", "--generator", "truth-sounds", "-n", "40", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["n"] == 40 and data["whole_prompt"] >= 0.97, data
+    assert data["chance"]["whole_prompt"] == pytest.approx(1 / 81)
+    res = CliRunner().invoke(main, ["eval", "sounds", "--generator", "truth-sounds", "-n", "6"])
+    assert res.exit_code == 0, res.output
+    assert "SoundsEval on 6 prompts (generator: truth-sounds)" in res.output and "(chance 0.333)" in res.output
+    assert "whole caption" in res.output and "(chance 0.0123)" in res.output
+    res = CliRunner().invoke(main, ["eval", "sounds", "--generator", "noise", "-n", "2"])
+    assert res.exit_code == 1 and "gives Image, not Audio" in res.output
+
+
+def test_eval_sounds_reads_a_prompts_file(registry, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("two low rising buzzes\nthree beeps\n")
+    res = CliRunner().invoke(main, ["eval", "sounds", "--generator", "truth-sounds", "--prompts", str(prompts), "--json"])
+    assert res.exit_code == 1 and "does not state the sound's" in res.output  # the ground-truth fake needs full captions
+    prompts.write_text("two low rising buzzes\na single medium steady pure tone\n")
+    res = CliRunner().invoke(main, ["eval", "sounds", "--generator", "truth-sounds", "--prompts", str(prompts), "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["whole_prompt"] == 1.0
+
+
+def test_batch_writes_wav_resumes_and_remakes_damaged_outputs(registry, tmp_path):
+    prompts = ["two low rising buzzes", "one shrill hiss, steady", "three medium falling pure tones"]
+    report = batch("truth-sounds", prompts, tmp_path, batch_size=2, progress=False, registry=registry)
+    assert (report.made, report.failed) == (3, 0)
+    names = sorted(p.name for p in tmp_path.glob("*.wav"))
+    assert names == ["000001.wav", "000002.wav", "000003.wav"]
+    first = samples(tmp_path / "000001.wav")
+    assert read_record(tmp_path / "000002.wav")["inputs"] == [prompts[1]]
+    damaged = tmp_path / "000003.wav"
+    damaged.write_bytes(damaged.read_bytes()[:-500])
+    again = batch("truth-sounds", prompts, tmp_path, batch_size=3, progress=False, registry=registry)
+    assert (again.made, again.skipped) == (1, 2)
+    assert [r["status"] for r in read_manifest(again.manifest)] == ["skipped", "skipped", "ok"]
+    assert np.array_equal(samples(tmp_path / "000001.wav"), first)
+    alone = batch("truth-sounds", prompts[:1], tmp_path / "alone", batch_size=1, progress=False, registry=registry)
+    assert alone.made == 1
+    assert (tmp_path / "alone" / "000001.wav").read_bytes() == (tmp_path / "000001.wav").read_bytes()
