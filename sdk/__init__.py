@@ -43,6 +43,7 @@ _EXPORTS = {
     "save": "loom.api",
     "reproduce": "loom.api",
     "read_record": "loom.core.files",
+    "read_audio": "loom.core.files",
     "DEFAULT_GENERATOR": "loom.api",
     "train": "loom.training",
     "batch": "loom.batch_jobs",

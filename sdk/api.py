@@ -98,7 +98,8 @@ def generate(
     size: int | None = DEFAULT_SIZE,
     progress: bool = True,
 ) -> Result:
-    """Generate from one prompt or a list of prompts with the default chain.
+    """Generate from one prompt or a list of prompts with the default chain (images, or sounds for
+    an Audio generator).
 
     ``seed``: int (prompt *i* gets ``seed + i``), one int per prompt, or None (random, recorded).
     ``generator``: a registered generator name or a trained folder (default: the shipped VAE).

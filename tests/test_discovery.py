@@ -17,7 +17,8 @@ from loom.core import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-FIRST_PARTY = {"text-encoder": ["text-encoder"], "vae": ["vae"], "gan": ["gan"], "ar": ["ar"], "image-postprocessors": ["resize"]}
+FIRST_PARTY = {"text-encoder": ["text-encoder"], "vae": ["vae"], "gan": ["gan"], "ar": ["ar"], "image-postprocessors": ["resize"],
+               "audio-postprocessors": ["resample", "loudness", "trim", "fade"]}
 
 
 def test_first_party_plugins_come_from_entry_points():
