@@ -21,7 +21,7 @@ class AROptions(TrainerOptions):
     tokenizer_lr: float = Field(1e-3, gt=0, description="peak learning rate of the VQ-VAE")
     tokenizer_fraction: float = Field(0.2, gt=0, lt=1, description="share of the run spent on the tokenizer")
     cond_dropout: float = Field(0.1, ge=0.0, le=1.0, description="share of captions replaced by the empty condition (for guidance)")
-    guidance_scale: float = Field(3.0, ge=1.0, description="classifier-free guidance of the sample grid")
+    guidance_scale: float = Field(2.0, ge=1.0, description="classifier-free guidance of the sample grid")
 
 
 class ARTrainer(Trainer):
