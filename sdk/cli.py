@@ -278,6 +278,18 @@ def yaml_value(text: str):
     return yaml.safe_load(text)
 
 
+def echo_report(title: str, data: dict, whole: str) -> None:
+    """An evaluation report (``EvalReport.to_dict()``) as lines, each score beside its chance rate."""
+    click.echo(title)
+    chances = data.get("chance", {})
+    # a whole prompt's chance is small: one more digit
+    rows = [(name, score, chances.get(name), 3) for name, score in data["per_attribute"].items()]
+    rows.append((whole, data["whole_prompt"], chances.get("whole_prompt"), 4))
+    for name, score, chance, digits in rows:
+        shown = "  n/a" if score is None else f"{score:.3f}"
+        click.echo(f"  {name:<13} {shown}" + (f"   (chance {chance:.{digits}f})" if chance is not None else ""))
+
+
 @main.group("eval")
 def evaluate() -> None:
     """Measure generators with Loom's procedural checkers."""
@@ -298,12 +310,7 @@ def eval_shapes(generator, prompts_file, count, as_json) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    click.echo(f"ShapesEval on {data['n']} prompts (generator: {generator or 'vae'})")
-    for name, score in data["per_attribute"].items():
-        chance = data.get("chance", {}).get(name)
-        click.echo(f"  {name:<12} {score:.3f}" + (f"   (chance {chance:.3f})" if chance is not None else ""))
-    chance = data.get("chance", {}).get("whole_prompt")
-    click.echo(f"  {'whole prompt':<12} {data['whole_prompt']:.3f}" + (f"   (chance {chance:.4f})" if chance is not None else ""))
+    echo_report(f"ShapesEval on {data['n']} prompts (generator: {generator or 'vae'})", data, "whole prompt")
 
 
 @evaluate.command("sounds")
@@ -321,13 +328,7 @@ def eval_sounds(generator, prompts_file, count, as_json) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    click.echo(f"SoundsEval on {data['n']} prompts (generator: {generator})")
-    for name, score in data["per_attribute"].items():
-        chance = data["chance"].get(name)
-        shown = "   n/a" if score is None else f"{score:.3f}"
-        click.echo(f"  {name:<13} {shown}" + (f"   (chance {chance:.3f})" if chance is not None else ""))
-    chance = data["chance"].get("whole_prompt")
-    click.echo(f"  {'whole caption':<13} {data['whole_prompt']:.3f}" + (f"   (chance {chance:.4f})" if chance is not None else ""))
+    echo_report(f"SoundsEval on {data['n']} prompts (generator: {generator})", data, "whole caption")
 
 
 def read_prompts(path: str) -> list[str]:

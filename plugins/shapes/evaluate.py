@@ -21,6 +21,8 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from loom.plugins.common.report import EvalReport, summarise
+
 from .world import (
     BACKGROUND_COLOURS,
     COLOURS,
@@ -82,34 +84,6 @@ class PromptScore:
             "found": self.found,
             "detected": [dict(d) for d in self.detected],
         }
-
-
-@dataclass
-class EvalReport:
-    """Accuracy over many images.
-
-    ``per_attribute[a]`` is the fraction of prompts stating ``a`` that got it right (None if no
-    prompt states it). ``chance`` is what uniform random guessing would score: per prompt the
-    product of 1/(number of values) over each stated value, averaged over the prompts.
-    """
-
-    per_attribute: dict[str, float | None]
-    whole_prompt: float
-    n: int
-    chance: dict[str, float | None]
-    scores: list[PromptScore] = field(default_factory=list, repr=False)
-
-    def to_dict(self, include_scores: bool = False) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "n": self.n,
-            "whole_prompt": self.whole_prompt,
-            "per_attribute": dict(self.per_attribute),
-            "chance": dict(self.chance),
-        }
-        if include_scores:
-            d["scores"] = [s.to_dict() for s in self.scores]
-        return d
-
 
 def _to_array(image: Any) -> np.ndarray:
     """Any image as 64×64×3 uint8."""
@@ -409,17 +383,7 @@ class ShapesEval:
             spec = _as_spec(prompt)
             scores.append(self.evaluate(image, spec))
             chances.append(_chance(spec))
-        per_attribute: dict[str, float | None] = {}
-        chance: dict[str, float | None] = {}
-        for a in ATTRIBUTES:
-            vals = [s.attributes[a] for s in scores if s.attributes[a] is not None]
-            per_attribute[a] = float(np.mean(vals)) if vals else None
-            cs = [c[a] for c in chances if c[a] is not None]
-            chance[a] = float(np.mean(cs)) if cs else None
-        n = len(scores)
-        whole = float(np.mean([s.correct for s in scores])) if n else 0.0
-        chance["whole_prompt"] = float(np.mean([c["whole_prompt"] for c in chances])) if n else None
-        return EvalReport(per_attribute, whole, n, chance, scores)
+        return summarise(scores, chances, ATTRIBUTES)
 
 
 __all__ = ["ATTRIBUTES", "EvalReport", "PromptScore", "ShapesEval"]

@@ -22,6 +22,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from loom.plugins.common.report import EvalReport, summarise
+
 from .world import COUNTS, MOTIONS, PITCH_HZ, PITCHES, TIMBRES, PartialSound, Sound, parse_caption
 
 ATTRIBUTES: tuple[str, ...] = ("pitch", "timbre", "count", "motion")
@@ -64,34 +66,6 @@ class PromptScore:
 
     def to_dict(self) -> dict[str, Any]:
         return {"attributes": dict(self.attributes), "correct": self.correct, "detected": self.detected}
-
-
-@dataclass
-class EvalReport:
-    """Accuracy over many clips.
-
-    ``per_attribute[a]`` is the fraction of prompts stating ``a`` that got it right (None if no
-    prompt states it). ``chance`` is what uniform random guessing would score: per prompt the
-    product of 1/(number of values) over each stated attribute, averaged over the prompts.
-    """
-
-    per_attribute: dict[str, float | None]
-    whole_prompt: float
-    n: int
-    chance: dict[str, float | None]
-    scores: list[PromptScore] = field(default_factory=list, repr=False)
-
-    def to_dict(self, include_scores: bool = False) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "n": self.n,
-            "whole_prompt": self.whole_prompt,
-            "per_attribute": dict(self.per_attribute),
-            "chance": dict(self.chance),
-        }
-        if include_scores:
-            d["scores"] = [s.to_dict() for s in self.scores]
-        return d
-
 
 # -- reading clips --------------------------------------------------------------------------------
 
@@ -296,17 +270,7 @@ class SoundsEval:
             spec = _as_spec(prompt)
             scores.append(self.evaluate(clip, spec, sample_rate))
             chances.append(_chance(spec))
-        per_attribute: dict[str, float | None] = {}
-        chance: dict[str, float | None] = {}
-        for a in ATTRIBUTES:
-            vals = [s.attributes[a] for s in scores if s.attributes[a] is not None]
-            per_attribute[a] = float(np.mean(vals)) if vals else None
-            cs = [c[a] for c in chances if c[a] is not None]
-            chance[a] = float(np.mean(cs)) if cs else None
-        n = len(scores)
-        whole = float(np.mean([s.correct for s in scores])) if n else 0.0
-        chance["whole_prompt"] = float(np.mean([c["whole_prompt"] for c in chances])) if n else None
-        return EvalReport(per_attribute, whole, n, chance, scores)
+        return summarise(scores, chances, ATTRIBUTES)
 
 
 __all__ = ["ANALYSIS_RATE", "ATTRIBUTES", "EvalReport", "PITCH_BOUNDS", "PromptScore", "SoundsEval", "analyse", "to_mono"]

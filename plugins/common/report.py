@@ -1,0 +1,51 @@
+"""What Loom's procedural checkers (ShapesEval, SoundsEval) report over many items (no torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+
+@dataclass
+class EvalReport:
+    """Accuracy over many items.
+
+    ``per_attribute[a]`` is the fraction of prompts stating ``a`` that got it right (None if no
+    prompt states it). ``chance`` is what uniform random guessing would score: per prompt the
+    product of 1/(number of values) over each stated attribute, averaged over the prompts.
+    ``scores`` holds each item's own score (an object with ``attributes``, ``correct`` and ``to_dict``).
+    """
+
+    per_attribute: dict[str, float | None]
+    whole_prompt: float
+    n: int
+    chance: dict[str, float | None]
+    scores: list = field(default_factory=list, repr=False)
+
+    def to_dict(self, include_scores: bool = False) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "n": self.n,
+            "whole_prompt": self.whole_prompt,
+            "per_attribute": dict(self.per_attribute),
+            "chance": dict(self.chance),
+        }
+        if include_scores:
+            d["scores"] = [s.to_dict() for s in self.scores]
+        return d
+
+
+def summarise(scores: Sequence, chances: Sequence[dict], attributes: Sequence[str]) -> EvalReport:
+    """The report over per-item ``scores`` and their chance rates (dicts per attribute plus ``whole_prompt``)."""
+    per_attribute: dict[str, float | None] = {}
+    chance: dict[str, float | None] = {}
+    for a in attributes:
+        vals = [s.attributes[a] for s in scores if s.attributes[a] is not None]
+        per_attribute[a] = float(np.mean(vals)) if vals else None
+        cs = [c[a] for c in chances if c[a] is not None]
+        chance[a] = float(np.mean(cs)) if cs else None
+    n = len(scores)
+    whole = float(np.mean([s.correct for s in scores])) if n else 0.0
+    chance["whole_prompt"] = float(np.mean([c["whole_prompt"] for c in chances])) if n else None
+    return EvalReport(per_attribute, whole, n, chance, list(scores))
