@@ -95,7 +95,7 @@ def run_on_ray(
 
     own_session = not ray.is_initialized()
     loopback = None
-    before = set(_descendants()) if own_session and not address else set()
+    before = set(descendants()) if own_session and not address else set()
     if own_session:
         if address:
             ray.init(address=address, logging_level=logging.WARNING)
@@ -138,7 +138,7 @@ def run_on_ray(
     finally:
         data_logger.setLevel(level)
         if own_session:
-            ours = [p for p in _descendants() if p not in before and _is_ray(p)] if not address else []
+            ours = [p for p in descendants() if p not in before and _is_ray(p)] if not address else []
             ray.shutdown()
             _end(ours)
             _loopback(False, loopback)
@@ -173,8 +173,8 @@ def _loopback(on: bool, saved: tuple | None = None) -> tuple | None:
     return None
 
 
-def _descendants() -> list[int]:
-    """The processes below this one (from /proc: Linux; elsewhere none)."""
+def descendants(root: int | None = None) -> list[int]:
+    """The processes below ``root`` (default: this one), from /proc: Linux; elsewhere none."""
     children: dict[int, list[int]] = {}
     try:
         entries = os.listdir("/proc")
@@ -187,7 +187,7 @@ def _descendants() -> list[int]:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [os.getpid()]
+    found, todo = [], [os.getpid() if root is None else root]
     while todo:
         for child in children.get(todo.pop(), []):
             found.append(child)
