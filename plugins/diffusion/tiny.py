@@ -103,6 +103,19 @@ def clip_tokenizer(folder: "str | Path"):
     return tokenizer, ("openai-clip" if bpe is not None else "small")
 
 
+def _tiny_vae(**extra):
+    """The seeded 2-level VAE both tiny pipelines use (64 px ↔ 32 px latents, 4 channels)."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(
+        block_out_channels=[16, 32], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"], up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        **extra,
+    )
+
+
 def build_tiny_pipeline(folder: "str | Path", scheduler: str = "ddim"):
     """Write a tiny SD-1.x-shaped pipeline (CLIP text encoder, UNet, VAE, tokenizer, scheduler)
     with seeded random weights into ``folder``. Returns the tokenizer kind ("openai-clip" or
@@ -110,7 +123,7 @@ def build_tiny_pipeline(folder: "str | Path", scheduler: str = "ddim"):
     import tempfile
 
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     folder = Path(folder)
@@ -122,11 +135,7 @@ def build_tiny_pipeline(folder: "str | Path", scheduler: str = "ddim"):
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
     )
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        block_out_channels=[16, 32], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"], up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
-    )
+    vae = _tiny_vae()
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
@@ -148,7 +157,7 @@ def build_tiny_xl_pipeline(folder: "str | Path"):
     import tempfile
 
     import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     with tempfile.TemporaryDirectory(prefix="loom-clip-tokenizer-") as tmp:
@@ -161,11 +170,7 @@ def build_tiny_xl_pipeline(folder: "str | Path"):
         transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=80, cross_attention_dim=64,
         norm_num_groups=8,
     )
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        block_out_channels=[16, 32], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8, force_upcast=True,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"], up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
-    )
+    vae = _tiny_vae(force_upcast=True)
     text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
                 projection_dim=32, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                 pad_token_id=tokenizer.pad_token_id)
