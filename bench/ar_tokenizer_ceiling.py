@@ -1,0 +1,24 @@
+"""What the AR family's tokenizer alone can reach: ShapesEval on its reconstructions of real images.
+
+    .venv/bin/python bench/ar_tokenizer_ceiling.py [FOLDER]   # default: the shipped AR weights
+
+Encodes 200 ground-truth Shapes images (dataset seed 99) to tokens and decodes them back; no
+transformer sampling can score above this, so it bounds the AR family's ShapesEval.
+"""
+
+import sys
+
+import numpy as np
+import torch
+
+from loom.plugins.ar import ARGenerator
+from loom.plugins.ar import model as M
+from loom.plugins.shapes import ShapesDataset, ShapesEval
+
+folder = sys.argv[1] if len(sys.argv) > 1 else ARGenerator.default_weights
+m = M.load(folder).float()
+x, caps = ShapesDataset(seed=99).arrays(0, 200)
+with torch.no_grad():
+    rec = m.tokenizer.decode(m.tokenizer.encode(torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255))
+imgs = (rec.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+print(ShapesEval().evaluate_many(list(imgs), caps).to_dict())
