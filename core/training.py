@@ -1,7 +1,8 @@
 """The training contract: what a generator family implements so that ``loom train`` can train it.
 
 Loom has one training workflow (``loom train FAMILY``, :func:`loom.train`): it prepares the data
-(Loom's Shapes or a folder of captioned images), encodes the captions once, runs the steps with a
+(Loom's Shapes or a folder of captioned images; Loom's Sounds, as log-mel spectrograms, for a
+family whose trainer declares ``modality = "sounds"``), encodes the captions once, runs the steps with a
 progress bar, writes checkpoints at intervals and on Ctrl-C, resumes, and draws a sample grid and
 a loss curve. A family supplies only its model and its optimisation step, as a :class:`Trainer`
 subclass, and points its generator component at it::
@@ -33,7 +34,8 @@ from .component import ComponentConfig
 class TrainingBatch:
     """One step's data: images and the embeddings of their captions (all torch tensors).
 
-    - ``images``: B×3×H×W float in [0, 1], at the trainer's ``image_size``
+    - ``images``: B×C×H×W float in [0, 1], of the trainer's :meth:`Trainer.shape` (for sounds:
+      B×1×mels×frames normalised log-mel spectrograms, see ``loom.plugins.common.mel.MelImage``)
     - ``tokens``: B×L×D token states of the caption encoder, ``mask``: B×L (1 = real token)
     - ``pooled``: B×D sentence embeddings
     - ``captions``: the caption strings
@@ -67,9 +69,21 @@ class Trainer:
     family: ClassVar[str] = ""
     #: Side of the square images the family trains on and generates.
     image_size: ClassVar[int] = 64
+    #: (channels, height, width) of one sample when it is not a square RGB image of ``image_size``
+    #: (a sound family: 1 × mels × frames); read it through :meth:`shape`.
+    sample_shape: ClassVar[tuple[int, int, int] | None] = None
+    #: What the family trains on: "images" (``--data shapes`` or a folder) or "sounds" (``--data sounds``).
+    modality: ClassVar[str] = "images"
     #: The caption encoder (the ``text-encoder`` model) whose embeddings the family is trained on.
     encoder: ClassVar[str] = "all-MiniLM-L6-v2"
     Options: ClassVar[type[TrainerOptions]] = TrainerOptions
+
+    @classmethod
+    def shape(cls) -> tuple[int, int, int]:
+        """(channels, height, width) of the samples the family trains on and generates."""
+        if cls.sample_shape is not None:
+            return tuple(int(n) for n in cls.sample_shape)  # type: ignore[return-value]
+        return 3, cls.image_size, cls.image_size
 
     def __init__(self, options: TrainerOptions, generator: Any) -> None:
         """Build the model(s) and optimiser(s) (after ``torch.manual_seed(seed)``, so weight
@@ -98,7 +112,8 @@ class Trainer:
         raise NotImplementedError
 
     def sample(self, tokens: Any, mask: Any, pooled: Any, generators: list) -> Any:
-        """Images (B×3×H×W in [0, 1]) for the given caption embeddings, one torch.Generator per item."""
+        """Samples (B×C×H×W in [0, 1], of :meth:`shape`) for the given caption embeddings, one
+        torch.Generator per item."""
         raise NotImplementedError
 
 

@@ -3,9 +3,9 @@
     .venv/bin/python scripts/ship.py FAMILY RUN_FOLDER
 
 Loads the run's generator (config.json + model.safetensors), writes it into the family's
-``weights/`` folder through the family's own ``save`` (float16 weights), and writes
-``weights/TRAINING.md`` with the command, seed and numbers from the run's training record, so
-that every shipped checkpoint says how it was made.
+default folder (``weights/``; ``sound_weights/`` for a sound family such as vae-sound) through
+the family's own ``save`` (float16 weights), and writes ``TRAINING.md`` there with the command,
+seed and numbers from the run's training record, so that every shipped checkpoint says how it was made.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ def main() -> None:
     training = json.loads((target / "config.json").read_text())["training"]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     size = (target / "model.safetensors").stat().st_size / 1e6
+    if cls.output_type.kind == "Audio":
+        quality = f"`loom eval sounds --generator {family}` and `python bench/sound_families.py`"
+    else:
+        quality = f"`loom eval shapes --generator {family}` and `python bench/families.py`"
     resumed = "".join(f"\nresumed with `{c}`\n" for c in training.get("resumed", []))
     (target / "TRAINING.md").write_text(
         f"""# How these {family} weights were made
@@ -46,7 +50,7 @@ def main() -> None:
 - shipped from `{run}` with `python scripts/ship.py {family} {run}` at commit {commit or '?'}:
   float16 weights, {size:.1f} MB
 
-Quality: `loom eval shapes --generator {family}` and `python bench/families.py` (numbers in README.md).
+Quality: {quality} (numbers in README.md).
 """
     )
     print(f"shipped {run} as {target} ({size:.1f} MB)")

@@ -1,7 +1,8 @@
 """Loom's one training workflow, for every generator family (``loom train FAMILY``).
 
 The family supplies a :class:`loom.core.training.Trainer`; this module supplies the rest: data
-(Shapes or a captioned folder), caption encoding (once, cached), the step loop with a progress bar,
+(Shapes or a captioned folder for an image family; Sounds, as log-mel spectrograms, for a family
+whose trainer declares ``modality = "sounds"``), caption encoding (once, cached), the step loop with a progress bar,
 checkpoints at intervals and on Ctrl-C, ``--resume``, a sample grid and a loss curve.
 
 An output folder, as training goes::
@@ -99,6 +100,31 @@ def trainer_class(family: str) -> type[Trainer]:
     return target
 
 
+def training_data(family: str, cls: type[Trainer], data: str, pool: int | None, seed: int, progress: bool = False):
+    """The dataset ``family`` trains on: Sounds for a sound family, Shapes or a folder for an
+    image family; an InputError when the data does not fit the family."""
+    from loom.data import FolderData, ShapesData, SoundsData
+
+    if cls.modality == "sounds":
+        if data != "sounds":
+            raise InputError(f"{family!r} trains on sounds: give --data sounds (got --data {data!r})")
+        return SoundsData(cls.shape(), pool=pool or 12000, seed=seed, progress=progress)
+    if data == "sounds":
+        from loom.core import get_registry
+
+        sound = sorted(
+            e.name for e in get_registry().components("generator")
+            if getattr(e.cls, "trainer", None) and e.cls.output_type.kind == "Audio"
+        )
+        raise InputError(
+            f"{family!r} trains on images (--data shapes or a folder of captioned images), not sounds; "
+            f"train a sound family on --data sounds ({', '.join(sound) or 'none installed'})"
+        )
+    if data == "shapes":
+        return ShapesData(cls.image_size, pool=pool or 24000, seed=seed)
+    return FolderData(data, cls.image_size)
+
+
 class _StopFlag:
     """First Ctrl-C asks the loop to stop after the current step and save; a second one aborts."""
 
@@ -132,7 +158,7 @@ def train(
     resume: "str | Path | None" = None,
     seed: int = 0,
     options: dict | None = None,
-    pool: int = 24000,
+    pool: int | None = None,
     checkpoint_every: int = 500,
     progress: bool = True,
     command: str | None = None,
@@ -140,7 +166,9 @@ def train(
 ) -> Path:
     """Train ``family`` and return its output folder (a loadable generator).
 
-    ``data``: "shapes" or a folder of captioned images. Stop after ``steps`` steps, after
+    ``data``: "shapes" or a folder of captioned images for an image family; "sounds" for a sound
+    family (one whose trainer declares ``modality = "sounds"``). ``pool``: how many Shapes scenes
+    (default 24,000) or Sounds clips (default 12,000) to draw captions and samples from. Stop after ``steps`` steps, after
     ``minutes`` minutes, whichever first (default 3000 steps). ``resume``: a folder an earlier run
     wrote; it continues there with that run's data, options and seed, up to ``steps`` in total.
     ``on_step(step, losses)`` is called after every step (tests use it to interrupt).
@@ -186,9 +214,8 @@ def train(
         raise InputError(f"invalid training options for {family!r}: {err}") from None
 
     # Data first: bad data fails here, before the output folder is touched.
-    from loom.data import FolderData, ShapesData
-
-    dataset = ShapesData(cls.image_size, pool=pool, seed=seed) if data == "shapes" else FolderData(data, cls.image_size)
+    dataset = training_data(family, cls, data, pool, seed, progress)
+    pool = getattr(dataset, "pool", pool)
     tokens, mask, pooled = encode_captions(dataset.captions, progress=progress, cache=cache_dir())
     sample_text = encode_captions(dataset.sample_prompts(), progress=False)
 
@@ -307,6 +334,9 @@ def _write_samples(trainer: Trainer, text, path: Path) -> None:
     gens = [torch.Generator().manual_seed(i) for i in range(len(tokens))]
     with torch.no_grad():
         images = trainer.sample(tokens.float(), mask, pooled, gens)
+    if images.shape[1] == 1:
+        # one channel: a log-mel spectrogram, drawn as a spectrogram is read (low frequencies at the bottom)
+        images = images.flip(2).expand(-1, 3, -1, -1)
     pixels = (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
     n, h, w, _ = pixels.shape
     cols = min(4, n)

@@ -1,8 +1,10 @@
-"""Shared by Loom's first-party image generator families (VAE, GAN, autoregressive).
+"""Shared by Loom's first-party generator families (VAE, GAN, autoregressive).
 
 :class:`TrainedGenerator` is a generator that samples from a trained folder (``config.json`` with
-``"family"`` + ``model.safetensors``), the shipped default when no folder is given. This module
-imports no torch; the network building blocks live in :mod:`.nn`.
+``"family"`` + ``model.safetensors``), the shipped default when no folder is given;
+:class:`TrainedSoundGenerator` is its text → sound twin, whose model predicts log-mel
+spectrograms that Griffin-Lim turns into waveforms. This module imports no torch; the network
+building blocks live in :mod:`.nn`, the mel helpers in :mod:`.mel`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import ClassVar
 from pydantic import Field, field_validator
 
 from loom.core import (
+    Audio,
     Capabilities,
     ComponentConfig,
     Embedding,
@@ -89,6 +92,10 @@ class TrainedGenerator(Generator):
         return importlib.import_module(self.model_module).save(self.model, folder)
 
     def run(self, inputs: Embedding, generators: list) -> Image:
+        return Image(self.sample(inputs, generators).float().cpu())
+
+    def sample(self, inputs: Embedding, generators: list):
+        """The model's B×C×H×W output in [0, 1] for ``inputs``, item i's noise from ``generators[i]``."""
         cfg = self.model.cfg
         if inputs.encoder != cfg.encoder:
             raise InputError(
@@ -98,8 +105,30 @@ class TrainedGenerator(Generator):
         if inputs.pooled is None or inputs.tokens.shape[-1] != cfg.text_dim:
             raise InputError(f"this {self.family} needs {cfg.text_dim}-wide token embeddings with a pooled vector")
         dev = self.config.device
-        pixels = self.model.generate(
+        return self.model.generate(
             inputs.tokens.to(dev), inputs.mask.to(dev), inputs.pooled.to(dev), generators, self.config.temperature,
             **self.sampling_options(),
         )
-        return Image(pixels.float().cpu())
+
+
+class TrainedSoundGenerator(TrainedGenerator):
+    """Text embedding → sound from a trained folder whose model predicts 1 × mels × frames
+    log-mel "images" (``config.json`` records the layout as ``"mel"``, a :class:`.mel.MelImage`).
+    Each item's spectrogram becomes a waveform by Griffin-Lim with a starting phase drawn from the
+    item's own generator (after its noise), so the same seed gives the same clip alone or in a batch."""
+
+    output_type = Audio
+
+    def setup(self) -> None:
+        super().setup()
+        from .mel import MelCodec, MelImage
+
+        if not getattr(self.model.cfg, "mel", None):
+            raise WeightsError(f"{str(self.config.weights or self.default_weights)!r} holds no mel layout (\"mel\" in config.json)")
+        self.layout = MelImage.model_validate(self.model.cfg.mel)
+        self.codec = MelCodec(self.layout.settings)
+
+    def run(self, inputs: Embedding, generators: list) -> Audio:
+        images = self.sample(inputs, generators)
+        waves = self.layout.decode(images.float().cpu(), generators, self.codec)
+        return Audio(waves, self.layout.settings.sample_rate)

@@ -146,6 +146,59 @@ class MelCodec:
         return wave.clamp(-1.0, 1.0)
 
 
+class MelImage(BaseModel):
+    """A fixed-length clip as a 1 × n_mels × ``frames`` "image" in [0, 1], what Loom's sound
+    families train on and predict: the normalised log-mel of :class:`MelCodec` (in [-1, 1])
+    mapped to [0, 1] (0: ``floor_db`` or quieter, 1: ``top_db``), padded with silence on the right
+    from the clip's own frames (``settings.frames(samples)``) to ``frames``, so the width fits a
+    decoder that doubles its seed. Saved in a sound model's ``config.json`` (``"mel"``), so that
+    generation inverts exactly what training did::
+
+        layout = MelImage(samples=24000, frames=96)        # a 1.5 s Sounds clip: 94 frames → 96
+        x = layout.encode(waveforms)                       # B×T → B×1×64×96 in [0, 1]
+        audio = layout.decode(x, generators)               # B×1×64×96 → B×1×24000 in [-1, 1]
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    settings: MelSettings = Field(default_factory=MelSettings)
+    samples: int = Field(24000, ge=1, description="waveform length (samples) a clip is encoded from and decoded to")
+    frames: int = Field(96, ge=1, description="width of the image: the clip's frames, padded with silence")
+
+    @model_validator(mode="after")
+    def _wide_enough(self) -> "MelImage":
+        if self.frames < self.settings.frames(self.samples):
+            raise ValueError(
+                f"{self.frames} frames cannot hold a {self.samples}-sample clip, which has {self.settings.frames(self.samples)}"
+            )
+        return self
+
+    @property
+    def clip_frames(self) -> int:
+        """Frames of the clip itself (the rest of the width is padding)."""
+        return self.settings.frames(self.samples)
+
+    def encode(self, waveforms, codec: "MelCodec | None" = None):
+        """B×T (or B×1×T) waveforms at ``settings.sample_rate`` → B×1×n_mels×frames in [0, 1];
+        longer clips are cut and shorter ones padded with silence to ``samples`` first."""
+        import torch.nn.functional as F
+
+        w = _batch_of_mono(waveforms)
+        w = F.pad(w, (0, max(0, self.samples - w.shape[-1])))[:, : self.samples]
+        mel = (codec or MelCodec(self.settings)).encode(w)
+        mel = F.pad(mel, (0, self.frames - mel.shape[-1]), value=-1.0)
+        return ((mel + 1.0) / 2.0)[:, None]
+
+    def decode(self, images, generators=None, codec: "MelCodec | None" = None):
+        """B×1×n_mels×frames in [0, 1] → B×1×``samples`` waveforms in [-1, 1] (the padding is
+        dropped; Griffin-Lim's phase is drawn from ``generators``, one per item)."""
+        n_mels = self.settings.n_mels
+        if images.ndim != 4 or images.shape[1] != 1 or images.shape[2] != n_mels or images.shape[3] < self.clip_frames:
+            raise ValueError(f"expected B×1×{n_mels}×{self.frames} mel images, got shape {tuple(images.shape)}")
+        log_mel = images[:, 0, :, : self.clip_frames].float() * 2.0 - 1.0
+        return (codec or MelCodec(self.settings)).decode(log_mel, length=self.samples, generators=generators)[:, None]
+
+
 def _batch_of_mono(waveforms):
     import torch
 
@@ -186,4 +239,4 @@ def griffin_lim(magnitude, settings: MelSettings, length: int, generators):
     return torch.istft(magnitude * angles, n_fft=n_fft, hop_length=hop, window=window, length=length)
 
 
-__all__ = ["MelCodec", "MelSettings", "griffin_lim"]
+__all__ = ["MelCodec", "MelImage", "MelSettings", "griffin_lim"]

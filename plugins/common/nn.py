@@ -84,24 +84,55 @@ class FiLMBlock(nn.Module):
 
 class ConditionalDecoder(nn.Module):
     """(noise, condition) → image: a 4×4 seed, cross-attention at 4×4 and 8×8, FiLM upsampling,
-    and a final pixel shuffle (a convolution stack at full resolution costs most on a CPU)."""
+    and a final pixel shuffle (a convolution stack at full resolution costs most on a CPU).
 
-    def __init__(self, noise_dim: int, cond_dim: int, width: int, channels: list[int]):
+    ``seed_shape`` (height, width) and ``out_channels`` default to the image families' 4×4 seed
+    and RGB; a sound family decodes 1-channel log-mel spectrograms from a wider seed (4×6 → 64×96)."""
+
+    def __init__(self, noise_dim: int, cond_dim: int, width: int, channels: list[int],
+                 seed_shape: tuple[int, int] = (4, 4), out_channels: int = 3):
         super().__init__()
         self.channels = channels
-        self.seed = nn.Linear(noise_dim + cond_dim, channels[0] * 16)
+        self.seed_shape = (int(seed_shape[0]), int(seed_shape[1]))
+        h, w = self.seed_shape
+        self.seed = nn.Linear(noise_dim + cond_dim, channels[0] * h * w)
         self.blocks = nn.ModuleList(FiLMBlock(a, b, cond_dim) for a, b in zip(channels[:-1], channels[1:]))
-        self.cross = nn.ModuleList(SpatialCrossAttention(c, (4 * 2**i) ** 2, width) for i, c in enumerate(channels[:2]))
-        self.to_rgb = nn.Sequential(nn.Conv2d(channels[-1], 12, 3, padding=1), nn.PixelShuffle(2))
+        self.cross = nn.ModuleList(SpatialCrossAttention(c, h * w * 4**i, width) for i, c in enumerate(channels[:2]))
+        self.to_rgb = nn.Sequential(nn.Conv2d(channels[-1], 4 * out_channels, 3, padding=1), nn.PixelShuffle(2))
 
     def forward(self, z, cond: Condition):
-        x = self.seed(torch.cat([z, cond.vector], dim=1)).view(z.shape[0], self.channels[0], 4, 4)
+        x = self.seed(torch.cat([z, cond.vector], dim=1)).view(z.shape[0], self.channels[0], *self.seed_shape)
         x = self.cross[0](x, cond)
         for i, block in enumerate(self.blocks):
             x = block(x, cond)
             if i + 1 < len(self.cross):
                 x = self.cross[i + 1](x, cond)
         return torch.sigmoid(self.to_rgb(x))
+
+
+#: Decoder channels of the first-party sound models, from their 4×6 seed to 64×96 log-mel images
+#: (one 1-channel spectrogram needs less width than RGB scenes: 1.4 s a training step at batch 64
+#: on one CPU thread against 2.1 s with the image models' 128, 128, 64, 32).
+SOUND_CHANNELS = (128, 96, 64, 32)
+
+
+def sample_shape(cfg) -> tuple[int, int, int]:
+    """(channels, height, width) a model config describes: its ``sample_shape`` when set (sound
+    models: 1 × mels × frames), else square RGB images of ``image_size``."""
+    shape = getattr(cfg, "sample_shape", None)
+    if shape:
+        return int(shape[0]), int(shape[1]), int(shape[2])
+    return 3, int(cfg.image_size), int(cfg.image_size)
+
+
+def seed_shape(shape: tuple[int, int, int], doublings: int) -> tuple[int, int]:
+    """The decoder's seed (height, width) that ``doublings`` ×2 upsamplings bring to ``shape``, or a
+    ValueError when the sample's sides are not positive multiples of 2^doublings."""
+    _, h, w = shape
+    k = 2**doublings
+    if h % k or w % k or h < k or w < k:
+        raise ValueError(f"a {h}×{w} sample does not fit {doublings} doublings: both sides must be positive multiples of {k}")
+    return h // k, w // k
 
 
 def save_folder(state: dict, config, folder: "str | Path") -> Path:

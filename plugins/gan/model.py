@@ -16,7 +16,9 @@ from loom.plugins.common.nn import (
     SpatialCrossAttention,
     TextCondition,
     read_folder,
+    sample_shape,
     save_folder,
+    seed_shape,
 )
 
 
@@ -35,6 +37,11 @@ class GANConfig:
     channels: list[int] = field(default_factory=lambda: [128, 128, 64, 32])
     #: discriminator channels at 32, 16, 8 and 4 pixels
     d_channels: list[int] = field(default_factory=lambda: [32, 64, 128, 128])
+    #: (channels, height, width) of a sample when it is not a square RGB image of ``image_size``
+    #: (a sound model: [1, mels, frames]); None for images
+    sample_shape: list[int] | None = None
+    #: how a sound model's outputs become waveforms (MelSettings, frames, samples); None for images
+    mel: dict | None = None
     training: dict = field(default_factory=dict)
 
 
@@ -43,7 +50,9 @@ class GANGenerator(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.condition = TextCondition(cfg.text_dim, cfg.width, cfg.queries, cfg.cond_dim)
-        self.decoder = ConditionalDecoder(cfg.noise_dim, cfg.cond_dim, cfg.width, cfg.channels)
+        shape = sample_shape(cfg)
+        seed = seed_shape(shape, len(cfg.channels))
+        self.decoder = ConditionalDecoder(cfg.noise_dim, cfg.cond_dim, cfg.width, cfg.channels, seed, shape[0])
 
     def forward(self, z, tokens, mask, pooled):
         return self.decoder(z, self.condition(tokens, mask, pooled))
@@ -63,15 +72,17 @@ class Discriminator(nn.Module):
     def __init__(self, cfg: GANConfig):
         super().__init__()
         c = cfg.d_channels
+        shape = sample_shape(cfg)
+        h, w = seed_shape(shape, 4)  # the features after four stride-2 convolutions
         self.condition = TextCondition(cfg.text_dim, cfg.width, cfg.queries, cfg.cond_dim)
-        layers, cin = [], 3
+        layers, cin = [], shape[0]
         for cout in c[:3]:  # 64 → 32 → 16 → 8
             layers += [spectral_norm(nn.Conv2d(cin, cout, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
             cin = cout
         self.features = nn.Sequential(*layers)
-        self.cross = SpatialCrossAttention(c[2], 64, cfg.width)
+        self.cross = SpatialCrossAttention(c[2], 4 * h * w, cfg.width)
         self.down = nn.Sequential(spectral_norm(nn.Conv2d(c[2], c[3], 4, stride=2, padding=1)), nn.LeakyReLU(0.2))
-        self.fc = spectral_norm(nn.Linear(c[3] * 16, cfg.cond_dim))
+        self.fc = spectral_norm(nn.Linear(c[3] * h * w, cfg.cond_dim))
         self.out = spectral_norm(nn.Linear(cfg.cond_dim, 1))
         self.embed = spectral_norm(nn.Linear(cfg.cond_dim, cfg.cond_dim))
 

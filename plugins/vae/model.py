@@ -13,7 +13,9 @@ from loom.plugins.common.nn import (
     ConditionalDecoder,
     TextCondition,
     read_folder,
+    sample_shape,
     save_folder,
+    seed_shape,
 )
 
 
@@ -35,6 +37,11 @@ class VAEConfig:
     recon_sigma: float = 0.1
     #: weight of the reconstruction loss for a latent drawn from the prior (see ``loss``)
     prior_weight: float = 1.0
+    #: (channels, height, width) of a sample when it is not a square RGB image of ``image_size``
+    #: (a sound model: [1, mels, frames]); None for images
+    sample_shape: list[int] | None = None
+    #: how a sound model's outputs become waveforms (MelSettings, frames, samples); None for images
+    mel: dict | None = None
     training: dict = field(default_factory=dict)
 
 
@@ -46,17 +53,19 @@ class ConditionalVAE(nn.Module):
         super().__init__()
         self.cfg = cfg
         ch = cfg.channels
-        if cfg.image_size != 8 * 2 ** (len(ch) - 1):
+        shape = sample_shape(cfg)
+        if cfg.sample_shape is None and cfg.image_size != 8 * 2 ** (len(ch) - 1):
             raise ValueError(f"image_size {cfg.image_size} does not fit {len(ch)} channel entries (4 × 2^n, then ×2)")
+        seed = seed_shape(shape, len(ch))
         self.condition = TextCondition(cfg.text_dim, cfg.width, cfg.queries, cfg.cond_dim)
         # Posterior encoder: the decoder's channel plan in reverse, stride-2 convolutions.
-        enc, cin = [], 3
+        enc, cin = [], shape[0]
         for cout in reversed(ch):
             enc += [nn.Conv2d(cin, cout, 4, stride=2, padding=1), nn.GroupNorm(min(8, cout), cout), nn.SiLU()]
             cin = cout
         self.encoder = nn.Sequential(*enc)
-        self.posterior = nn.Linear(cin * 16 + cfg.cond_dim, 2 * cfg.latent_dim)
-        self.decoder = ConditionalDecoder(cfg.latent_dim, cfg.cond_dim, cfg.width, ch)
+        self.posterior = nn.Linear(cin * seed[0] * seed[1] + cfg.cond_dim, 2 * cfg.latent_dim)
+        self.decoder = ConditionalDecoder(cfg.latent_dim, cfg.cond_dim, cfg.width, ch, seed, shape[0])
 
     def encode(self, images, cond: Condition):
         h = self.encoder(images * 2 - 1).flatten(1)

@@ -9,6 +9,7 @@ import torch
 from pydantic import Field
 
 from loom.core.training import Trainer, TrainerOptions, warmup_cosine
+from loom.plugins.common.nn import SOUND_CHANNELS
 
 from .model import ConditionalVAE, VAEConfig, save
 
@@ -25,9 +26,12 @@ class VAETrainer(Trainer):
 
     def __init__(self, options: VAEOptions, generator: torch.Generator) -> None:
         super().__init__(options, generator)
-        cfg = VAEConfig(prior_weight=options.prior_weight, latent_dim=options.latent_dim, image_size=self.image_size)
+        cfg = self.model_config(options)
         self.model = ConditionalVAE(cfg).to(memory_format=torch.channels_last).train()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=options.lr, weight_decay=0.0)
+
+    def model_config(self, options: VAEOptions) -> VAEConfig:
+        return VAEConfig(prior_weight=options.prior_weight, latent_dim=options.latent_dim, image_size=self.image_size)
 
     def step(self, batch, progress: float) -> dict[str, float]:
         lr = warmup_cosine(self.options.lr, progress)
@@ -57,3 +61,21 @@ class VAETrainer(Trainer):
         images = self.model.generate(tokens, mask, pooled, generators)
         self.model.train()
         return images
+
+
+class VAESoundTrainer(VAETrainer):
+    """The same VAE on Sounds: 1×64×96 log-mel spectrograms (64 mels × the 94 frames of a 1.5 s
+    clip, padded), decoded from a 4×6 seed; the config records the mel layout for generation."""
+
+    family = "vae-sound"
+    modality = "sounds"
+    sample_shape = (1, 64, 96)
+
+    def model_config(self, options: VAEOptions) -> VAEConfig:
+        from loom.plugins.common.mel import MelImage
+
+        return VAEConfig(
+            family=self.family, prior_weight=options.prior_weight, latent_dim=options.latent_dim,
+            sample_shape=list(self.shape()), channels=list(SOUND_CHANNELS),
+            mel=MelImage(frames=self.shape()[2]).model_dump(),
+        )
