@@ -17,7 +17,7 @@ from loom.core import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-FIRST_PARTY = {"text-encoder": ["text-encoder"], "vae": ["vae"], "gan": ["gan"], "ar": ["ar"], "image-postprocessors": ["resize"],
+FIRST_PARTY = {"text-encoder": ["text-encoder"], "vae": ["vae", "vae-sound"], "gan": ["gan", "gan-sound"], "ar": ["ar"], "image-postprocessors": ["resize"],
                "audio-postprocessors": ["resample", "loudness", "trim", "fade"]}
 
 

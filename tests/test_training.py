@@ -142,3 +142,53 @@ def test_minutes_bounds_the_run_and_still_leaves_a_checkpoint(tmp_path):
     progress = json.loads((out / "checkpoint" / "progress.json").read_text())
     assert 1 <= progress["step"] < 3000 and progress["seconds"] < 60
     assert json.loads((out / "config.json").read_text())["training"]["steps"] == progress["step"]
+
+
+# -- sound families: the same workflow on Sounds log-mel spectrograms -----------------------------
+
+SOUND_FAMILIES = ["vae-sound", "gan-sound"]
+TINY_SOUNDS = dict(pool=48, options={"batch_size": 8}, progress=False)
+
+
+@pytest.mark.parametrize("family", SOUND_FAMILIES)
+def test_a_few_sound_steps_lower_the_loss_and_write_a_loadable_sound_generator(tmp_path, family):
+    out = loom.train(family, "sounds", steps=30, seed=3, out=tmp_path / family, checkpoint_every=20, **TINY_SOUNDS)
+    config = json.loads((out / "config.json").read_text())
+    training = config["training"]
+    assert config["family"] == family and training["steps"] == 30
+    assert training["data"] == {"data": "sounds", "pool": 48, "data_seed": 3}
+    assert training["final_loss"] < training["first_loss"], training
+    assert config["sample_shape"] == [1, 64, 96] and config["mel"]["frames"] == 96 and config["mel"]["samples"] == 24000
+    assert PILImage.open(out / "samples.png").size == (4 * 98 * 2 + 4, 2 * 66 * 2 + 4)  # 8 mel images, 2× scale
+    result = loom.generate("three rising high beeps", seed=0, generator=str(out), size=None, progress=False)
+    audio = result.output
+    assert audio.waveforms.shape == (1, 1, 24000) and audio.sample_rate == 16000
+    assert float(audio.waveforms.abs().max()) <= 1.0
+    step = result.provenance["spec"]["steps"][1]
+    assert step["component"] == family and step["config"]["weights"] == str(out.resolve())
+    loom.save(result, tmp_path / "beeps.wav")
+    assert (tmp_path / "beeps.wav").stat().st_size > 48000
+
+
+def test_sounds_data_are_log_mel_images_in_the_unit_range():
+    from loom.data import SoundsData
+    from loom.plugins.common.mel import MelCodec
+    from loom.plugins.sounds import SoundsDataset
+
+    data = SoundsData((1, 64, 96), pool=4, seed=5)
+    assert data.pixels.shape == (4, 64, 96, 1) and data.pixels.dtype == np.uint8
+    assert data.captions == [SoundsDataset(5).item(i).caption for i in range(4)]
+    assert (data.pixels[:, :, 94:] == 0).all()  # the padding frames are silence
+    mel = MelCodec().encode(torch.from_numpy(SoundsDataset(5).item(0).waveform[None]))[0].numpy()
+    assert np.abs(data.pixels[0, :, :94, 0] / 255 * 2 - 1 - mel).max() <= 1 / 255 + 1e-6
+
+
+def test_data_that_does_not_fit_the_family_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match=r"'vae-sound' trains on sounds: give --data sounds"):
+        loom.train("vae-sound", "shapes", steps=1, out=out, progress=False)
+    with pytest.raises(InputError, match=r"'gan' trains on images .* train a sound family on --data sounds \(gan-sound, vae-sound\)"):
+        loom.train("gan", "sounds", steps=1, out=out, progress=False)
+    assert not out.exists()
+    res = CliRunner().invoke(main, ["train", "vae-sound", "--data", str(tmp_path), "--steps", "1", "--out", str(out), "-q"])
+    assert res.exit_code == 1 and "give --data sounds" in res.output
