@@ -11,6 +11,10 @@ from loom.core.files import AUDIO_FORMATS, read_record
 
 #: The generator ``loom generate`` uses when none is named.
 DEFAULT_GENERATOR = "vae"
+#: The generator ``loom generate`` uses when none is named and the output is a sound file
+#: (.wav or .flac), and the one ``loom eval sounds`` scores by default: the better-scoring of the
+#: first-party text-to-sound families (docs/audio.md).
+DEFAULT_SOUND_GENERATOR = "vae-sound"
 #: Longer side of generated images after the resize step.
 DEFAULT_SIZE = 256
 

@@ -116,7 +116,8 @@ def new_plugin(name: str, directory, kind: str) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="File to write: .png for an image chain, .wav or .flac for an audio chain.")
 @click.option("--seed", type=int, default=None, help="Seed (default: random; recorded in the file).")
-@click.option("--generator", "generator", default=None, help="Generator name or trained folder (default: vae).")
+@click.option("--generator", "generator", default=None,
+              help="Generator name or trained folder (default: vae; vae-sound for a .wav or .flac output).")
 @click.option("-n", "--count", type=click.IntRange(1, 10000), default=1, help="Outputs to make (seeds seed..seed+n-1).")
 @click.option("--size", type=click.IntRange(8, 8192), default=256, help="Longer side of an image in pixels (images only).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
@@ -124,8 +125,11 @@ def generate(prompt: str, output: str, seed, generator, count: int, size: int, q
     """Generate from PROMPT with GENERATOR: images as PNG, sounds as WAV or FLAC (the file type
     follows the chain's output); each file embeds its provenance record."""
     import loom
-    from loom.api import check_output_path
+    from loom.api import DEFAULT_SOUND_GENERATOR, SUFFIXES, check_output_path
+    from loom.core import Audio
 
+    if generator is None and Path(output).suffix.lower() in SUFFIXES[Audio]:
+        generator = DEFAULT_SOUND_GENERATOR  # a sound file asks for a sound
     pipeline = loom.pipeline_for(loom.default_spec(generator, size))
     check_output_path(output, pipeline.output_type)  # before any weights load
     result = pipeline.run([prompt] * count, seed, progress=not quiet)
@@ -314,14 +318,16 @@ def eval_shapes(generator, prompts_file, count, as_json) -> None:
 
 
 @evaluate.command("sounds")
-@click.option("--generator", required=True, help="A registered Audio generator name or trained folder.")
+@click.option("--generator", default=None, help="A registered Audio generator name or trained folder (default: vae-sound).")
 @click.option("--prompts", "prompts_file", type=click.Path(exists=True, dir_okay=False), help="One prompt a line.")
 @click.option("-n", "count", default=200, show_default=True, type=click.IntRange(1), help="Fresh prompts to draw.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def eval_sounds(generator, prompts_file, count, as_json) -> None:
     """SoundsEval per attribute and whole caption for an audio generator."""
+    from loom.api import DEFAULT_SOUND_GENERATOR
     from loom.evaluation import evaluate_sounds
 
+    generator = generator or DEFAULT_SOUND_GENERATOR
     prompts = read_prompts(prompts_file) if prompts_file else None
     report = evaluate_sounds(generator, prompts=prompts, n=count, progress=not as_json)
     data = report.to_dict()

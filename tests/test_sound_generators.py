@@ -10,6 +10,7 @@ import torch
 from click.testing import CliRunner
 
 import loom
+from loom.api import DEFAULT_SOUND_GENERATOR
 from loom.cli import main
 from loom.core import Audio, Pipeline, TypeMismatchError, WeightsError, get_registry
 from loom.plugins.common.mel import MelImage
@@ -89,13 +90,14 @@ def test_same_seed_same_clip_alone_or_in_a_batch_and_another_seed_another_clip(f
 
 @pytest.mark.slow
 def test_cli_generate_writes_a_wav_with_provenance_that_reproduces(tmp_path):
-    shipped("vae-sound")
+    """With no --generator, a .wav output asks for the default text-to-sound generator."""
+    shipped(DEFAULT_SOUND_GENERATOR)
     out, again = tmp_path / "beeps.wav", tmp_path / "again.wav"
     runner = CliRunner()
-    res = runner.invoke(main, ["generate", "three rising high beeps", "--generator", "vae-sound", "-o", str(out), "-q"])
+    res = runner.invoke(main, ["generate", "three rising high beeps", "-o", str(out), "-q"])
     assert res.exit_code == 0, res.output
     record = loom.read_record(out)
-    assert [s["component"] for s in record["spec"]["steps"]] == ["text-encoder", "vae-sound"]
+    assert [s["component"] for s in record["spec"]["steps"]] == ["text-encoder", DEFAULT_SOUND_GENERATOR]
     samples, rate = soundfile.read(out)
     assert rate == 16000 and samples.shape == (24000,)
     res = runner.invoke(main, ["reproduce", str(out), "-o", str(again), "-q"])
