@@ -94,20 +94,60 @@ def pipeline_for(spec: Any) -> Pipeline:
     return _pipelines[key]
 
 
+def spoken_spec(generator: str | None = None, size: int | None = DEFAULT_SIZE) -> dict:
+    """Spoken-prompt encoder → ``generator`` (one that takes an Embedding) → resize to ``size``
+    (no resize when ``size`` is None): the chain for a spoken prompt."""
+    steps = [{"component": "spoken-prompt"}, generator_step(generator)]
+    if size:
+        steps.append({"component": "resize", "config": {"size": size}})
+    return {"steps": steps}
+
+
+def read_spoken_prompts(prompt_audio: Any) -> Audio:
+    """``prompt_audio`` (a WAV or FLAC path, a list of paths, or an :class:`Audio`) as one Audio batch."""
+    from loom.core.files import read_audio
+
+    if isinstance(prompt_audio, Audio):
+        return prompt_audio
+    paths = [prompt_audio] if isinstance(prompt_audio, (str, Path)) else list(prompt_audio)
+    if not paths:
+        raise InputError("prompt_audio: no files given")
+    clips = [read_audio(p) for p in paths]
+    rates = {c.sample_rate for c in clips}
+    if len(rates) > 1:
+        # one batch holds one rate: bring every file to the first file's rate
+        import torchaudio
+
+        rate = clips[0].sample_rate
+        clips = [c if c.sample_rate == rate else Audio(torchaudio.functional.resample(c.waveforms, c.sample_rate, rate), rate)
+                 for c in clips]
+    return Audio.concat([Audio(c.waveforms.mean(1, keepdim=True), c.sample_rate) for c in clips])
+
+
 def generate(
-    prompt: str | Sequence[str],
+    prompt: str | Sequence[str] | None = None,
     seed: Any = None,
     *,
     generator: str | None = None,
     size: int | None = DEFAULT_SIZE,
     progress: bool = True,
+    prompt_audio: Any = None,
 ) -> Result:
     """Generate from one prompt or a list of prompts with the default chain (images, or sounds for
     an Audio generator).
 
     ``seed``: int (prompt *i* gets ``seed + i``), one int per prompt, or None (random, recorded).
     ``generator``: a registered generator name or a trained folder (default: the shipped VAE).
+    ``prompt_audio``: instead of ``prompt``, spoken prompts (a WAV or FLAC path, a list of them,
+    or an :class:`Audio`), heard by the ``spoken-prompt`` encoder (docs/audio.md).
     """
+    if prompt_audio is not None:
+        if prompt is not None:
+            raise InputError("give a prompt or prompt_audio, not both")
+        audio = read_spoken_prompts(prompt_audio)
+        return pipeline_for(spoken_spec(generator, size)).run(audio, seed, progress=progress)
+    if prompt is None:
+        raise InputError("no prompt: give a prompt (text) or prompt_audio (a spoken prompt's file)")
     return pipeline_for(default_spec(generator, size)).run(prompt, seed, progress=progress)
 
 

@@ -112,22 +112,37 @@ def new_plugin(name: str, directory, kind: str) -> None:
 
 
 @main.command()
-@click.argument("prompt")
+@click.argument("prompt", required=False)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="File to write: .png for an image chain, .wav or .flac for an audio chain.")
+@click.option("--prompt-audio", "prompt_audio", default=None, type=click.Path(dir_okay=False),
+              help="A spoken prompt (WAV or FLAC) instead of PROMPT, heard by the spoken-prompt encoder.")
 @click.option("--seed", type=int, default=None, help="Seed (default: random; recorded in the file).")
 @click.option("--generator", "generator", default=None,
               help="Generator name or trained folder (default: vae; vae-sound for a .wav or .flac output).")
 @click.option("-n", "--count", type=click.IntRange(1, 10000), default=1, help="Outputs to make (seeds seed..seed+n-1).")
 @click.option("--size", type=click.IntRange(8, 8192), default=256, help="Longer side of an image in pixels (images only).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def generate(prompt: str, output: str, seed, generator, count: int, size: int, quiet: bool) -> None:
+def generate(prompt, output: str, prompt_audio, seed, generator, count: int, size: int, quiet: bool) -> None:
     """Generate from PROMPT with GENERATOR: images as PNG, sounds as WAV or FLAC (the file type
-    follows the chain's output); each file embeds its provenance record."""
+    follows the chain's output); each file embeds its provenance record. With --prompt-audio the
+    prompt is spoken: spoken-prompt encoder → GENERATOR → resize."""
     import loom
     from loom.api import DEFAULT_SOUND_GENERATOR, SUFFIXES, check_output_path
-    from loom.core import Audio
+    from loom.core import Audio, InputError
 
+    if (prompt is None) == (prompt_audio is None):
+        raise InputError("give a PROMPT or --prompt-audio FILE (one of them)")
+    if prompt_audio is not None:
+        from loom.api import read_spoken_prompts, spoken_spec
+
+        pipeline = loom.pipeline_for(spoken_spec(generator, size))
+        check_output_path(output, pipeline.output_type)  # before any weights load
+        audio = read_spoken_prompts(prompt_audio)
+        result = pipeline.run(Audio.concat([audio] * count), seed, progress=not quiet)
+        for path in loom.save(result, output):
+            click.echo(str(path))
+        return
     if generator is None and Path(output).suffix.lower() in SUFFIXES[Audio]:
         generator = DEFAULT_SOUND_GENERATOR  # a sound file asks for a sound
     pipeline = loom.pipeline_for(loom.default_spec(generator, size))

@@ -1,0 +1,135 @@
+"""Spoken prompts: the ``spoken-prompt`` encoder (Audio → Embedding).
+
+It hears a spoken caption and gives the embedding the default text encoder gives the same
+caption typed, so every text-conditioned generator (vae, gan, ar, ...) takes a spoken prompt
+unchanged. Two stages:
+
+1. a recogniser trained by Loom (:mod:`.model`, :mod:`.training`): 64-band log-mel at 16 kHz →
+   strided convolutions → bidirectional GRU → CTC over the words of the Shapes captions;
+2. the words, as a prompt, through the default text encoder (all-MiniLM-L6-v2), so that token
+   states, mask and pooled vector are in that encoder's space exactly.
+
+The recogniser knows only the Shapes captions' 37 words (and pauses, written as commas): it is a
+spoken interface to the Shapes world, not general speech recognition. Other rates are resampled
+to 16 kHz and channels are averaged. Weights ship in ``weights/`` (float16 safetensors, see its
+TRAINING.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from loom.core import (
+    Audio,
+    Capabilities,
+    ComponentConfig,
+    Embedding,
+    Encoder,
+    InputError,
+    Text,
+    WeightsError,
+    hookimpl,
+)
+
+#: The plugin API this plugin is written for (see loom.core.hookspecs).
+LOOM_PLUGIN_API = "1.2"
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights"
+FAMILY = "spoken-prompt"
+#: Shortest clip the recogniser reads ; shorter input is refused.
+MIN_SECONDS = 0.05
+
+
+def check_folder(folder: "str | Path") -> Path:
+    import json
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+        raise WeightsError(
+            f"{str(folder)!r} is not a trained spoken-prompt folder: it needs config.json and model.safetensors "
+            "(train one with `python -m loom.plugins.spoken.training --out FOLDER`)"
+        )
+    found = json.loads((folder / "config.json").read_text()).get("family")
+    if found != FAMILY:
+        raise WeightsError(f"{str(folder)!r} holds a {found!r} model, not a {FAMILY!r} one")
+    return folder
+
+
+class SpokenPrompt(Encoder):
+    """Spoken caption → the default text encoder's embedding of the words heard."""
+
+    description = "spoken prompt (audio) → text embedding, for any text-conditioned generator (Shapes words)"
+    capabilities = Capabilities(has_weights=True, weights_option="weights", modalities=("audio", "embedding"))
+
+    class Config(ComponentConfig):
+        weights: str | None = Field(None, description="trained recogniser folder; None for the shipped one")
+        text_model: str = Field("all-MiniLM-L6-v2", description="text encoder the words go through")
+        max_length: int = Field(64, ge=4, le=512, description="tokens per prompt, as the text-encoder step")
+        device: str = "cpu"
+
+        @field_validator("weights")
+        @classmethod
+        def _folder_is_trained(cls, value):
+            if value is not None:
+                check_folder(value)
+            return value
+
+    input_type = Audio
+    output_type = Embedding
+
+    def setup(self) -> None:
+        from loom.plugins.text_encoder import TextEncoder
+
+        from . import model
+
+        self.recogniser = model.load(check_folder(self.config.weights or DEFAULT_WEIGHTS), self.config.device)
+        self.text_encoder = TextEncoder(model=self.config.text_model, max_length=self.config.max_length,
+                                        device=self.config.device).load()
+
+    def save_weights(self, folder: "str | Path") -> Path:
+        from . import model
+
+        return model.save(self.recogniser, folder)
+
+    def transcribe(self, audio: Audio) -> list[str]:
+        """What the recogniser hears in each item, as a prompt."""
+        import torch
+        import torchaudio
+
+        from .model import SAMPLE_RATE, as_text
+
+        self.load()
+        if not isinstance(audio, Audio):
+            raise InputError(f"spoken-prompt takes Audio, got {type(audio).__name__}")
+        if audio.waveforms.ndim != 3:
+            raise InputError(
+                f"spoken-prompt: waveforms of shape {tuple(audio.waveforms.shape)}; expected batch × channels × samples"
+            )
+        texts = []
+        for i in range(len(audio)):
+            clip = audio.clip(i).float()
+            if clip.shape[-1] < MIN_SECONDS * audio.sample_rate:
+                raise InputError(
+                    f"spoken-prompt: item {i} is {clip.shape[-1] / audio.sample_rate:.3f} s long; a spoken prompt "
+                    f"needs at least {MIN_SECONDS} s of audio"
+                )
+            if not torch.isfinite(clip).all():
+                raise InputError(f"spoken-prompt: item {i} holds NaN or infinite samples")
+            wave = clip.mean(0).to(self.config.device)
+            if audio.sample_rate != SAMPLE_RATE:
+                wave = torchaudio.functional.resample(wave, audio.sample_rate, SAMPLE_RATE)
+            # each item alone: a recurrent network's states must not see another item's padding
+            with torch.inference_mode():
+                scores = self.recogniser(self.recogniser.features(wave[None]))[0]
+            texts.append(as_text(self.recogniser.decode(scores)))
+        return texts
+
+    def run(self, inputs: Audio, generators: list) -> Embedding:
+        return self.text_encoder.run(Text(self.transcribe(inputs)), generators)
+
+
+@hookimpl
+def loom_register_components(register):
+    register("spoken-prompt", SpokenPrompt)
