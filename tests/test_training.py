@@ -159,6 +159,8 @@ def test_a_few_sound_steps_lower_the_loss_and_write_a_loadable_sound_generator(t
     assert training["data"] == {"data": "sounds", "pool": 48, "data_seed": 3}
     assert training["final_loss"] < training["first_loss"], training
     assert config["sample_shape"] == [1, 64, 96] and config["mel"]["frames"] == 96 and config["mel"]["samples"] == 24000
+    if family == "vae-sound":  # sampling draws z from a Gaussian fitted to the posterior means
+        assert len(config["latent_mean"]) == 8 and len(config["latent_chol"]) == 8 and config["latent_spread"] == 0.6
     assert PILImage.open(out / "samples.png").size == (4 * 98 * 2 + 4, 2 * 66 * 2 + 4)  # 8 mel images, 2× scale
     result = loom.generate("three rising high beeps", seed=0, generator=str(out), size=None, progress=False)
     audio = result.output
@@ -168,6 +170,22 @@ def test_a_few_sound_steps_lower_the_loss_and_write_a_loadable_sound_generator(t
     assert step["component"] == family and step["config"]["weights"] == str(out.resolve())
     loom.save(result, tmp_path / "beeps.wav")
     assert (tmp_path / "beeps.wav").stat().st_size > 48000
+
+
+def test_an_interrupted_sound_run_resumes_to_the_same_weights_and_latent_fit(tmp_path):
+    whole = loom.train("vae-sound", "sounds", steps=6, out=tmp_path / "whole", **TINY_SOUNDS)
+
+    def ctrl_c_at_step_3(step, losses):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    part = loom.train("vae-sound", "sounds", steps=6, out=tmp_path / "part", on_step=ctrl_c_at_step_3, **TINY_SOUNDS)
+    loom.train("vae-sound", resume=part, progress=False)
+    a, b = load_file(whole / "checkpoint" / "state.safetensors"), load_file(part / "checkpoint" / "state.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (whole / "model.safetensors").read_bytes() == (part / "model.safetensors").read_bytes()
+    fit = [json.loads((f / "config.json").read_text())["latent_chol"] for f in (whole, part)]
+    assert fit[0] == fit[1]
 
 
 def test_sounds_data_are_log_mel_images_in_the_unit_range():

@@ -17,6 +17,9 @@ from .model import ConditionalVAE, VAEConfig, save
 class VAEOptions(TrainerOptions):
     prior_weight: float = Field(1.0, ge=0, description="weight of the prior-sample reconstruction loss")
     latent_dim: int = Field(8, ge=1, description="size of the latent z")
+    recon_sigma: float = Field(
+        0.1, gt=0, description="σ of the Gaussian likelihood: larger weighs the KL term more against reconstruction"
+    )
 
 
 class VAETrainer(Trainer):
@@ -31,7 +34,10 @@ class VAETrainer(Trainer):
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=options.lr, weight_decay=0.0)
 
     def model_config(self, options: VAEOptions) -> VAEConfig:
-        return VAEConfig(prior_weight=options.prior_weight, latent_dim=options.latent_dim, image_size=self.image_size)
+        return VAEConfig(
+            prior_weight=options.prior_weight, latent_dim=options.latent_dim, recon_sigma=options.recon_sigma,
+            image_size=self.image_size,
+        )
 
     def step(self, batch, progress: float) -> dict[str, float]:
         lr = warmup_cosine(self.options.lr, progress)
@@ -63,19 +69,75 @@ class VAETrainer(Trainer):
         return images
 
 
+class VAESoundOptions(VAEOptions):
+    latent_spread: float = Field(
+        0.6, gt=0, description="width of the sampling Gaussian relative to the fitted posterior spread"
+    )
+
+
 class VAESoundTrainer(VAETrainer):
     """The same VAE on Sounds: 1×64×96 log-mel spectrograms (64 mels × the 94 frames of a 1.5 s
-    clip, padded), decoded from a 4×6 seed; the config records the mel layout for generation."""
+    clip, padded), decoded from a 4×6 seed; the config records the mel layout for generation.
+
+    Sampling draws z from a Gaussian fitted to the posterior means (a running average over the
+    training batches, exported as ``latent_mean``/``latent_chol``) instead of N(0, I): on Sounds
+    the posterior means spread ~4× wider than the prior, whose samples then decode to a blur of
+    every timing (measured on a 1,094-step run, 60 fresh captions: whole caption 0.18 from the
+    prior, 0.47 from the fitted Gaussian at spread 0.6, 0.38 at 0.8, 0.32 at 0.4)."""
 
     family = "vae-sound"
     modality = "sounds"
     sample_shape = (1, 64, 96)
+    Options = VAESoundOptions
+    #: decay of the running posterior statistics per step
+    STATS_DECAY = 0.99
 
-    def model_config(self, options: VAEOptions) -> VAEConfig:
+    def __init__(self, options: VAESoundOptions, generator: torch.Generator) -> None:
+        super().__init__(options, generator)
+        self.latent_stats: dict | None = None
+
+    def model_config(self, options: VAESoundOptions) -> VAEConfig:
         from loom.plugins.common.mel import MelImage
 
         return VAEConfig(
             family=self.family, prior_weight=options.prior_weight, latent_dim=options.latent_dim,
-            sample_shape=list(self.shape()), channels=list(SOUND_CHANNELS),
-            mel=MelImage(frames=self.shape()[2]).model_dump(),
+            recon_sigma=options.recon_sigma, sample_shape=list(self.shape()), channels=list(SOUND_CHANNELS),
+            mel=MelImage(frames=self.shape()[2]).model_dump(), latent_spread=options.latent_spread,
         )
+
+    def step(self, batch, progress: float) -> dict[str, float]:
+        losses = super().step(batch, progress)
+        with torch.no_grad():
+            cond = self.model.condition(batch.tokens, batch.mask, batch.pooled)
+            mu, _ = self.model.encode(batch.images.contiguous(memory_format=torch.channels_last), cond)
+        mean, second = mu.mean(0), (mu.T @ mu) / len(mu)
+        if self.latent_stats is None:
+            self.latent_stats = {"mean": mean, "second": second}
+        else:
+            d = self.STATS_DECAY
+            self.latent_stats = {"mean": d * self.latent_stats["mean"] + (1 - d) * mean,
+                                 "second": d * self.latent_stats["second"] + (1 - d) * second}
+        return losses
+
+    def state(self) -> dict:
+        return {**super().state(), "latent_stats": self.latent_stats}
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        self.latent_stats = state.get("latent_stats")  # None in a checkpoint from before the fit
+
+    def _fit_latent(self) -> None:
+        if self.latent_stats is None:
+            return
+        mean, second = self.latent_stats["mean"], self.latent_stats["second"]
+        cov = second - torch.outer(mean, mean)
+        chol = torch.linalg.cholesky(cov + 1e-4 * torch.eye(len(mean)))
+        self.model.cfg = replace(self.model.cfg, latent_mean=mean.tolist(), latent_chol=chol.tolist())
+
+    def export(self, folder: Path, training: dict) -> None:
+        self._fit_latent()
+        super().export(folder, training)
+
+    def sample(self, tokens, mask, pooled, generators):
+        self._fit_latent()
+        return super().sample(tokens, mask, pooled, generators)
