@@ -29,3 +29,29 @@ def test_shipped_weights_are_small_and_record_how_they_were_made(family):
     training = json.loads((folder / "config.json").read_text())["training"]
     assert training["command"].startswith(f"loom train {family}") and "seed" in training
     assert (folder / "TRAINING.md").read_text().count(training["command"]) >= 1
+
+
+#: Whole-caption floors of the shipped text-to-sound defaults on the 60 fresh captions used here
+#: (SoundsEval); the measured scores on 200 are in docs/audio.md (bench/sound_families.py).
+SOUND_FLOORS = {"vae-sound": 0.3, "gan-sound": 0.0}
+
+
+@pytest.mark.parametrize("family", sorted(SOUND_FLOORS))
+def test_shipped_sound_default_scores_above_its_floor_on_fresh_captions(family):
+    from loom.evaluation import evaluate_sounds
+
+    report = evaluate_sounds(family, n=60, progress=False)
+    assert report.n == 60
+    assert report.whole_prompt >= SOUND_FLOORS[family], report.to_dict()
+
+
+@pytest.mark.parametrize("family", sorted(SOUND_FLOORS))
+def test_shipped_sound_weights_are_small_and_record_how_they_were_made(family):
+    folder = get_registry().get(family).cls.default_weights
+    assert folder.name == "sound_weights"
+    assert (folder / "model.safetensors").stat().st_size < 10e6
+    config = json.loads((folder / "config.json").read_text())
+    assert config["family"] == family and config["mel"]["samples"] == 24000
+    training = config["training"]
+    assert training["command"].startswith(f"loom train {family} --data sounds") and "seed" in training
+    assert (folder / "TRAINING.md").read_text().count(training["command"]) >= 1
