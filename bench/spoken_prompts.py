@@ -118,7 +118,7 @@ def main() -> None:
     print(f"first prompt: {texts[0]!r}")
     for name, h in heard.items():
         print(f"  heard ({name}): {h['example']!r}")
-        print(f"  recogniser + words: {h['real_time']:.4f} s of CPU per second of audio "
+        print(f"  recogniser (transcribe): {h['real_time']:.4f} s (wall, one thread) per second of audio "
               f"({1 / h['real_time']:.0f}x faster than real time; clips average {h['clip_seconds']:.2f} s)")
     print(f"TTS (speech, seeded noise): {tts_seconds:.2f} s per clip; noise 0 (one session): {tts_quiet_seconds:.2f} s per clip")
 

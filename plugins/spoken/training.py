@@ -193,14 +193,17 @@ def edit_distance(a: list, b: list) -> int:
 
 
 def train(out: Path, data: Path, seed: int = 0, steps: int = 1500, batch_size: int = 32, lr: float = 2e-3,
-          piper_count: int = 500, espeak_count: int = 2400, piper_copies: int = 3, log=print) -> dict:
+          piper_count: int = 500, espeak_count: int = 2400, piper_copies: int = 3, init: "Path | None" = None,
+          log=print) -> dict:
     import torch
 
     from . import model as spoken
 
     torch.manual_seed(seed)
-    cfg = spoken.RecogniserConfig(vocabulary=list(VOCABULARY))
-    net = spoken.Recogniser(cfg)
+    if init is not None:  # go on from a trained folder (same vocabulary and shape)
+        net = spoken.load(init).train()
+    else:
+        net = spoken.Recogniser(spoken.RecogniserConfig(vocabulary=list(VOCABULARY)))
     cached: list = []
 
     def speakers():
@@ -240,7 +243,7 @@ def train(out: Path, data: Path, seed: int = 0, steps: int = 1500, batch_size: i
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         sched.step()
-        running.append(float(loss))
+        running.append(loss.item())
         if step % 100 == 0 or step == steps:
             entry = {"step": step, "loss": float(np.mean(running)), "minutes": (time.time() - start) / 60}
             running = []
@@ -265,10 +268,11 @@ def main(argv=None) -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--piper", type=int, default=500, help="Piper utterances")
     parser.add_argument("--piper-copies", type=int, default=3, help="augmented copies of each Piper utterance")
+    parser.add_argument("--init", type=Path, default=None, help="start from this trained folder")
     parser.add_argument("--espeak", type=int, default=2400, help="espeak-ng utterances")
     args = parser.parse_args(argv)
     final = train(args.out, args.data or args.out / "data", args.seed, args.steps, args.batch_size, args.lr,
-                  args.piper, args.espeak, args.piper_copies, log=lambda s: print(s, flush=True))
+                  args.piper, args.espeak, args.piper_copies, args.init, log=lambda s: print(s, flush=True))
     print(json.dumps(final))
 
 
