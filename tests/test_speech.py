@@ -19,6 +19,9 @@ from loom.plugins.speech import Speech
 from loom.plugins.spoken import SpokenPrompt
 from loom.testing import conformance_tests
 
+# every test here loads the Piper voice or the shipped spoken-prompt weights
+pytestmark = pytest.mark.slow
+
 PROMPT = "a large red circle in the center on a blue background"
 
 test_speech_conforms = conformance_tests("speech")
@@ -114,7 +117,6 @@ def test_a_few_training_steps_lower_the_loss(tmp_path):
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:3]), losses
 
 
-@pytest.mark.slow
 def test_shipped_encoder_hears_piper_prompts(speech, encoder):
     texts = [c for c, _ in sample_prompts(12, seed=77)]
     heard = encoder.transcribe(speech(Text(texts), seed=0))
@@ -128,7 +130,6 @@ def test_shipped_encoder_hears_piper_prompts(speech, encoder):
     assert spoken.tokens.shape == typed.tokens.shape and spoken.pooled.shape == typed.pooled.shape
 
 
-@pytest.mark.slow
 def test_spoken_prompts_draw_what_was_said(speech, tmp_path):
     pairs = sample_prompts(8, seed=5)
     texts, scenes = [c for c, _ in pairs], [s for _, s in pairs]
@@ -149,7 +150,6 @@ def test_spoken_prompts_draw_what_was_said(speech, tmp_path):
     assert [s["component"] for s in record["spec"]["steps"]] == ["spoken-prompt", "vae", "resize"]
 
 
-@pytest.mark.slow
 def test_a_spec_speaks_then_draws(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(
