@@ -1,12 +1,18 @@
 """The generator families side by side: quality, speed and size of each shipped default, in one run.
 
-    .venv/bin/python bench/families.py [-n 200] [--families vae,gan,ar] [--json FILE]
+    .venv/bin/python bench/families.py [--world shapes|sounds] [-n 200] [--families ...] [--json FILE]
 
-For each family prints ShapesEval per attribute and whole-prompt on ``n`` fresh prompts (the
-evaluation seed, as ``loom eval shapes``), training time and steps (from the training record in
-its config.json), per-image generation time (64 px, warm, batches of 32, text encoder included;
-medians of 3 rounds interleaved across families so machine noise hits all alike) with the ratio
-to the fastest, and the size of its weights. The output is a Markdown table (README's).
+For each family prints the world's checker per attribute and whole prompt on ``n`` fresh prompts
+(the evaluation seed, as ``loom eval shapes|sounds``), training time and steps (from the training
+record in its config.json), warm generation time per output (text encoder included; medians of 3
+rounds interleaved across families so machine noise hits all alike) and the size of its weights.
+The output is a Markdown table (README's).
+
+- ``--world shapes`` (default: vae, gan, ar): ShapesEval; 64 px images in batches of 32, time with
+  its ratio to the fastest family.
+- ``--world sounds`` (default: vae-sound, gan-sound): SoundsEval with the chance rate of each
+  attribute beside it; 1.5 s, 16 kHz clips in batches of 16, Griffin-Lim included, time with its
+  ratio to real time.
 """
 
 from __future__ import annotations
@@ -17,22 +23,32 @@ import statistics
 import time
 from pathlib import Path
 
+WORLDS = {
+    "shapes": {"families": "vae,gan,ar", "batch": 32, "what": "prompt", "output": "per image (64 px)",
+               "prompt": "a small red circle in the top left on a blue background number {i}"},
+    "sounds": {"families": "vae-sound,gan-sound", "batch": 16, "what": "caption", "output": "per clip (1.5 s)",
+               "prompt": "three rising high beeps, take {i}"},
+}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", type=int, default=200, help="fresh prompts for ShapesEval")
-    parser.add_argument("--families", default="vae,gan,ar")
+    parser.add_argument("--world", choices=sorted(WORLDS), default="shapes")
+    parser.add_argument("-n", type=int, default=200, help="fresh prompts for the world's checker")
+    parser.add_argument("--families", default=None, help="comma-separated (default: the world's shipped families)")
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
     args = parser.parse_args()
+    world = WORLDS[args.world]
 
     import torch
 
     import loom
     from loom.core import get_registry
-    from loom.evaluation import evaluate_shapes
+    from loom.evaluation import evaluate_shapes, evaluate_sounds
 
+    evaluate = evaluate_sounds if args.world == "sounds" else evaluate_shapes
     families = []
-    for name in args.families.split(","):
+    for name in (args.families or world["families"]).split(","):
         folder = Path(get_registry().get(name).cls.default_weights)
         if not (folder / "model.safetensors").is_file():
             print(f"{name}: no shipped weights in {folder}; skipped")
@@ -41,39 +57,51 @@ def main() -> None:
 
     rows = {}
     for name, folder in families:
-        report = evaluate_shapes(name, n=args.n, progress=False).to_dict()
+        report = evaluate(name, n=args.n, progress=False).to_dict()
         training = json.loads((folder / "config.json").read_text()).get("training", {})
         rows[name] = {
             "eval": report,
             "train_minutes": training.get("minutes"),
             "train_steps": training.get("steps"),
             "weights_mb": (folder / "model.safetensors").stat().st_size / 1e6,
-            "seconds_per_image": [],
+            "seconds_per_output": [],
         }
+    if not rows:
+        return
 
-    prompts = [f"a small red circle in the top left on a blue background number {i}" for i in range(32)]
+    prompts = [world["prompt"].format(i=i) for i in range(world["batch"])]
     pipelines = {name: loom.pipeline_for(loom.default_spec(name, size=None)) for name, _ in families}
+    clip_seconds = None
     for p in pipelines.values():
-        p.run(prompts[:8], seed=0, progress=False)  # warm up: weights loaded, first-call costs paid
+        out = p.run(prompts[:8], seed=0, progress=False).output  # warm up: weights loaded, first-call costs paid
+        if args.world == "sounds":
+            clip_seconds = out.waveforms.shape[-1] / out.sample_rate
     for _ in range(3):
         for name, p in pipelines.items():
             start = time.perf_counter()
             p.run(prompts, seed=1, progress=False)
-            rows[name]["seconds_per_image"].append((time.perf_counter() - start) / len(prompts))
+            rows[name]["seconds_per_output"].append((time.perf_counter() - start) / len(prompts))
 
-    fastest = min(statistics.median(r["seconds_per_image"]) for r in rows.values())
-    attrs = list(next(iter(rows.values()))["eval"]["per_attribute"]) if rows else []
-    print(f"ShapesEval on {args.n} fresh prompts; {torch.get_num_threads()} CPU threads, torch {torch.__version__}\n")
-    print("| family | " + " | ".join(attrs) + " | whole prompt | training | per image (64 px) | weights |")
+    fastest = min(statistics.median(r["seconds_per_output"]) for r in rows.values())
+    first = next(iter(rows.values()))["eval"]
+    attrs = list(first["per_attribute"])
+    chance = first.get("chance", {}) if args.world == "sounds" else {}
+    print(f"{evaluate.__name__} on {args.n} fresh {world['what']}s; {torch.get_num_threads()} CPU threads, "
+          f"torch {torch.__version__}\n")
+    print("| family | " + " | ".join(attrs) + f" | whole {world['what']} | training | {world['output']} | weights |")
     print("|---|" + "---|" * len(attrs) + "---|---|---|---|")
     for name, r in rows.items():
-        per = statistics.median(r["seconds_per_image"])
+        per = statistics.median(r["seconds_per_output"])
         cells = [f"{r['eval']['per_attribute'][a]:.3f}" for a in attrs]
         train = f"{r['train_minutes']:.0f} min, {r['train_steps']} steps" if r["train_minutes"] else "?"
+        ratio = f"{per / clip_seconds:.3f}× real time" if clip_seconds else f"{per / fastest:.1f}×"
         print(
             f"| {name} | " + " | ".join(cells) + f" | **{r['eval']['whole_prompt']:.3f}** | {train} "
-            f"| {per * 1000:.1f} ms ({per / fastest:.1f}×) | {r['weights_mb']:.1f} MB |"
+            f"| {per * 1000:.1f} ms ({ratio}) | {r['weights_mb']:.1f} MB |"
         )
+    if chance:
+        cells = [f"{chance[a]:.3f}" if a in chance else "" for a in attrs]
+        print("| chance | " + " | ".join(cells) + f" | {chance.get('whole_prompt', float('nan')):.4f} | | | |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
 

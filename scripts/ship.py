@@ -32,7 +32,7 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     size = (target / "model.safetensors").stat().st_size / 1e6
     if cls.output_type.kind == "Audio":
-        quality = f"`loom eval sounds --generator {family}` and `python bench/sound_families.py`"
+        quality = f"`loom eval sounds --generator {family}` and `python bench/families.py --world sounds`"
     else:
         quality = f"`loom eval shapes --generator {family}` and `python bench/families.py`"
     resumed = "".join(f"\nresumed with `{c}`\n" for c in training.get("resumed", []))
