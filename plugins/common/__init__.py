@@ -28,13 +28,14 @@ from loom.core import (
 )
 
 
-def check_folder(folder: "str | Path", family: str) -> Path:
-    """``folder`` if it holds a trained model of ``family``; otherwise a WeightsError saying what is missing."""
+def check_folder(folder: "str | Path", family: str, train: str | None = None) -> Path:
+    """``folder`` if it holds a trained model of ``family``; otherwise a WeightsError saying what is
+    missing and how to train one (``train``, default ``loom train FAMILY --out FOLDER``)."""
     folder = Path(folder)
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
         raise WeightsError(
             f"{str(folder)!r} is not a trained {family} folder: it needs config.json and model.safetensors "
-            f"(train one with `loom train {family} --out {folder}`)"
+            f"(train one with `{train or f'loom train {family} --out {folder}'}`)"
         )
     found = json.loads((folder / "config.json").read_text()).get("family")
     if found != family:

@@ -29,9 +29,9 @@ from loom.core import (
     Encoder,
     InputError,
     Text,
-    WeightsError,
     hookimpl,
 )
+from loom.plugins.common import check_folder as check_trained_folder
 
 #: The plugin API this plugin is written for (see loom.core.hookspecs).
 LOOM_PLUGIN_API = "1.2"
@@ -45,18 +45,8 @@ PAD_SECONDS = 0.2
 
 
 def check_folder(folder: "str | Path") -> Path:
-    import json
-
-    folder = Path(folder)
-    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
-        raise WeightsError(
-            f"{str(folder)!r} is not a trained spoken-prompt folder: it needs config.json and model.safetensors "
-            "(train one with `python -m loom.plugins.spoken.training --out FOLDER`)"
-        )
-    found = json.loads((folder / "config.json").read_text()).get("family")
-    if found != FAMILY:
-        raise WeightsError(f"{str(folder)!r} holds a {found!r} model, not a {FAMILY!r} one")
-    return folder
+    """``folder`` if it holds a trained spoken-prompt recogniser; otherwise a WeightsError."""
+    return check_trained_folder(folder, FAMILY, train="python -m loom.plugins.spoken.training --out FOLDER")
 
 
 class SpokenPrompt(Encoder):
