@@ -1,6 +1,7 @@
 """Raw diffusers against Loom with its speed options, on the real SD-1.5 architecture.
 
-    python bench/diffusion_gpu.py [--steps 25] [--size 512] [--batch 1] [--repeats 5] [--variants all]
+    python bench/diffusion_gpu.py [--steps 25] [--size 512] [--batch 1] [--repeats 5] [--variants default|all|NAMES] [--json F]
+    python bench/diffusion_gpu.py --tiny --device cpu --size 64 --steps 2 --repeats 1   # checks the script on a CPU
 
 Builds Stable Diffusion 1.5's UNet, VAE and CLIP ViT-L/14 text encoder from their config values
 with random weights (no download; the timing of a network does not depend on its weights), saves
@@ -54,13 +55,26 @@ VARIANTS = {
     "loom": {},
     "loom + channels_last": {"channels_last": True},
     "loom + fuse_qkv": {"fuse_qkv": True},
-    "loom + compile_unet": {"compile_unet": "max-autotune"},
-    "loom + all speed options": {"channels_last": True, "fuse_qkv": True, "compile_unet": "max-autotune"},
+    "loom + compile_unet": {"compile_unet": "default"},
+    "loom + compile_unet max-autotune": {"compile_unet": "max-autotune"},
+    "loom + all speed options": {"channels_last": True, "fuse_qkv": True, "compile_unet": "default"},
 }
+#: Measured first by default; max-autotune's warm-up alone takes minutes, so it is asked for by name.
+DEFAULT_VARIANTS = [name for name in VARIANTS if "max-autotune" not in name]
+
+#: A tiny architecture of the same kinds, for checking the script itself on a CPU (--tiny).
+TINY = dict(
+    unet=dict(sample_size=8, block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32,
+              attention_head_dim=4, norm_num_groups=8, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+              up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")),
+    vae=dict(block_out_channels=[16, 32], norm_num_groups=8, down_block_types=["DownEncoderBlock2D"] * 2,
+             up_block_types=["UpDecoderBlock2D"] * 2, sample_size=64),
+    text=dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2, projection_dim=32),
+)
 
 
-def build_sd15(folder: str) -> str:
-    """SD-1.5's architecture with random weights, saved in float16 into ``folder``."""
+def build_sd15(folder: str, device: str = "cuda", tiny: bool = False) -> str:
+    """SD-1.5's architecture with random weights (or :data:`TINY`), saved in float16 into ``folder``."""
     import torch
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -68,20 +82,24 @@ def build_sd15(folder: str) -> str:
     from loom.plugins.diffusion.tiny import clip_tokenizer
 
     tokenizer, kind = clip_tokenizer(os.path.join(folder, ".tokenizer"))
-    text = dict(SD15_TEXT, vocab_size=max(SD15_TEXT["vocab_size"], len(tokenizer)),
+    unet_cfg = dict(SD15_UNET, **(TINY["unet"] if tiny else {}))
+    vae_cfg = dict(SD15_VAE, **(TINY["vae"] if tiny else {}))
+    text = dict(SD15_TEXT, **(TINY["text"] if tiny else {}))
+    text = dict(text, vocab_size=max(SD15_TEXT["vocab_size"], len(tokenizer)),
                 bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
-    with torch.device("cuda"):  # random initialisation of 1 B parameters is minutes on a CPU
-        unet = UNet2DConditionModel(**SD15_UNET)
-        vae = AutoencoderKL(**SD15_VAE)
+    with torch.device(device):  # random initialisation of 1 B parameters is minutes on a CPU
+        unet = UNet2DConditionModel(**unet_cfg)
+        vae = AutoencoderKL(**vae_cfg)
         text_encoder = CLIPTextModel(CLIPTextConfig(**text))
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=PNDMScheduler(**SD15_SCHEDULER),
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=PNDMScheduler.from_config(SD15_SCHEDULER),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     ).to(torch.float16)
     pipe.save_pretrained(folder)
     del pipe, unet, vae, text_encoder
-    torch.cuda.empty_cache()
+    if device == "cuda":
+        torch.cuda.empty_cache()
     return kind
 
 
@@ -91,37 +109,54 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--batch", type=int, default=1, help="images per call")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--variants", default="all", help=f"comma-separated, from: {', '.join(VARIANTS)}")
+    parser.add_argument("--variants", default="default",
+                        help=f"'default' ({', '.join(DEFAULT_VARIANTS)}), 'all', or comma-separated names from: {', '.join(VARIANTS)}")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--device", default="cuda", help="cuda (the benchmark), or cpu with --tiny to check the script")
+    parser.add_argument("--tiny", action="store_true", help="a tiny architecture instead of SD-1.5 (checks the script runs)")
     args = parser.parse_args()
 
     import torch
 
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("bench/diffusion_gpu.py needs a CUDA GPU, and torch sees none (torch.cuda.is_available() is False); "
                  "nothing was measured. On a CPU, run bench/diffusion_overhead.py instead.")
     from diffusers import StableDiffusionPipeline
 
     from loom.core import Pipeline
 
-    names = list(VARIANTS) if args.variants == "all" else [v.strip() for v in args.variants.split(",")]
+    if args.variants in ("default", "all"):
+        names = DEFAULT_VARIANTS if args.variants == "default" else list(VARIANTS)
+    else:
+        names = [v.strip() for v in args.variants.split(",")]
+        unknown = [n for n in names if n not in VARIANTS]
+        if unknown:
+            sys.exit(f"unknown variant(s) {unknown}; choose from: {', '.join(VARIANTS)}")
+    dtype = torch.float16 if args.device == "cuda" else torch.float32
     prompts = ["a photograph of an astronaut riding a horse"] * args.batch
     seeds = list(range(args.batch))
-    sampling = {"steps": args.steps, "width": args.size, "height": args.size, "dtype": "float16", "device": "cuda",
-                "batch_size": args.batch}
+    sampling = {"steps": args.steps, "width": args.size, "height": args.size, "device": args.device,
+                "dtype": "float16" if dtype == torch.float16 else "float32", "batch_size": args.batch}
+
+    def sync() -> None:
+        if args.device == "cuda":
+            torch.cuda.synchronize()
 
     def timed(fn) -> float:
-        torch.cuda.synchronize()
+        sync()
         start = time.perf_counter()
         fn()
-        torch.cuda.synchronize()
+        sync()
         return time.perf_counter() - start
 
+    failed: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="loom-bench-sd15-") as folder:
         start = time.perf_counter()
-        kind = build_sd15(folder)
-        print(f"built SD-1.5 architecture with random weights ({kind} tokenizer) in {time.perf_counter() - start:.0f} s")
+        kind = build_sd15(folder, args.device, args.tiny)
+        print(f"built {'a tiny' if args.tiny else 'the SD-1.5'} architecture with random weights ({kind} tokenizer) "
+              f"in {time.perf_counter() - start:.0f} s", flush=True)
 
-        raw = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float16).to("cuda")
+        raw = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=dtype).to(args.device)
         raw.set_progress_bar_config(disable=True)
 
         def run_raw():
@@ -133,23 +168,44 @@ def main() -> None:
             pipeline = Pipeline.from_steps(("stable-diffusion", {"model": folder, **sampling, **VARIANTS[name]}))
             pipeline.load(progress=False)
             runners[name] = (lambda p: lambda: p.run(prompts, seed=seeds, progress=False))(pipeline)
-        for name, fn in runners.items():  # warm-up (torch.compile compiles here)
+        for name, fn in list(runners.items()):  # warm-up (torch.compile compiles here)
             start = time.perf_counter()
-            fn()
-            fn()
+            try:
+                fn()
+                fn()
+            except Exception as err:  # one variant failing (a compiler error, say) must not lose the others
+                failed[name] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
+                del runners[name]
+                print(f"warm-up {name}: FAILED, left out ({failed[name]})", flush=True)
+                continue
             print(f"warm-up {name}: {time.perf_counter() - start:.1f} s", flush=True)
         times: dict[str, list[float]] = {name: [] for name in runners}
         for _ in range(args.repeats):  # interleaved, so drifts in clocks hit every variant alike
             for name, fn in runners.items():
                 times[name].append(timed(fn))
 
-    device = torch.cuda.get_device_name()
-    print(f"\n{device}, torch {torch.__version__}, {args.size}x{args.size}, {args.steps} steps, float16, "
-          f"batch {args.batch}, median of {args.repeats} interleaved runs")
-    base = args.batch / statistics.median(times["raw diffusers"])
-    for name, ts in times.items():
-        ips = args.batch / statistics.median(ts)
-        print(f"  {name:<26} {ips:6.3f} images/s   ratio to raw diffusers {ips / base:5.3f}")
+    device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"\n{device}, torch {torch.__version__}, {'tiny' if args.tiny else 'SD-1.5'}, {args.size}x{args.size}, "
+          f"{args.steps} steps, {sampling['dtype']}, batch {args.batch}, median of {args.repeats} interleaved runs")
+    rows = {}
+    if "raw diffusers" in times:
+        base = args.batch / statistics.median(times["raw diffusers"])
+        for name, ts in times.items():
+            ips = args.batch / statistics.median(ts)
+            rows[name] = {"images_per_s": round(ips, 4), "ratio": round(ips / base, 4), "seconds": [round(t, 4) for t in ts]}
+            print(f"  {name:<34} {ips:7.3f} images/s   ratio to raw diffusers {ips / base:5.3f}")
+    for name, why in failed.items():
+        print(f"  {name:<34} failed: {why}")
+    if args.json:
+        import json
+
+        import diffusers
+
+        with open(args.json, "w") as f:
+            json.dump({"device": device, "torch": torch.__version__, "diffusers": diffusers.__version__,
+                       "architecture": "tiny" if args.tiny else "SD-1.5", "size": args.size, "steps": args.steps,
+                       "dtype": sampling["dtype"], "batch": args.batch, "repeats": args.repeats,
+                       "results": rows, "failed": failed}, f, indent=2)
 
 
 if __name__ == "__main__":
