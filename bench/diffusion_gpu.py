@@ -10,7 +10,8 @@ precision on CUDA:
 
 - raw diffusers: ``StableDiffusionPipeline`` as it comes (diffusers' default SDPA attention);
 - Loom's ``stable-diffusion`` component: as it comes, then with each speed option
-  (``channels_last``, ``fuse_qkv``, ``compile_unet``) and with all of them.
+  (``channels_last``, ``fuse_qkv``, ``compile_unet: default``) and with all of them; the
+  ``compile_unet: max-autotune`` variant only when named (its compiling ran past 6 minutes on an H200).
 
 Prints images/s for each and its ratio to raw diffusers. Needs a CUDA GPU (exits saying so
 otherwise) and about 6 GB of GPU memory; torch.compile adds a few minutes of warm-up.
