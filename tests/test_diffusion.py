@@ -270,6 +270,10 @@ def test_the_shapes_generator_samples_from_a_folder_per_item(tmp_path):
         component(Embedding(tokens=emb.tokens, mask=emb.mask, encoder="clip", pooled=emb.pooled), seed=0)
     with pytest.raises(WeightsError, match="not a trained diffusion folder"):
         ShapesDiffusion(weights=str(tmp_path))
+    (tmp_path / "sd").mkdir()
+    (tmp_path / "sd" / "model_index.json").write_text("{}")
+    with pytest.raises(WeightsError, match="diffusers pipeline folder: use the stable-diffusion component"):
+        ShapesDiffusion(weights=str(tmp_path / "sd"))
     with pytest.raises(WeightsError, match="loom train diffusion"):
         ShapesDiffusion(steps=1).load()
 

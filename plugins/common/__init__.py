@@ -33,9 +33,12 @@ def check_folder(folder: "str | Path", family: str, train: str | None = None) ->
     missing and how to train one (``train``, default ``loom train FAMILY --out FOLDER``)."""
     folder = Path(folder)
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+        hint = ""
+        if (folder / "model_index.json").is_file():
+            hint = " (it is a diffusers pipeline folder: use the stable-diffusion component with model: this folder)"
         raise WeightsError(
             f"{str(folder)!r} is not a trained {family} folder: it needs config.json and model.safetensors "
-            f"(train one with `{train or f'loom train {family} --out {folder}'}`)"
+            f"(train one with `{train or f'loom train {family} --out {folder}'}`){hint}"
         )
     found = json.loads((folder / "config.json").read_text()).get("family")
     if found != family:

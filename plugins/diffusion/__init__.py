@@ -16,7 +16,6 @@ This module imports no torch or diffusers: they load in ``setup()`` (see :mod:`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -240,19 +239,9 @@ class SDVAEDecode(_Diffusers, Postprocessor):
 
 def check_folder(folder: "str | Path") -> Path:
     """``folder`` if it holds a trained Shapes diffusion model; otherwise a WeightsError."""
-    folder = Path(folder)
-    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
-        hint = ""
-        if (folder / "model_index.json").is_file():
-            hint = " (it is a diffusers pipeline folder: use the stable-diffusion component with model: this folder)"
-        raise WeightsError(
-            f"{str(folder)!r} is not a trained diffusion folder: it needs config.json and model.safetensors "
-            f"(train one with `loom train diffusion --out {folder}`){hint}"
-        )
-    found = json.loads((folder / "config.json").read_text()).get("family")
-    if found != "diffusion":
-        raise WeightsError(f"{str(folder)!r} holds a {found!r} model, not a 'diffusion' one")
-    return folder
+    from loom.plugins.common import check_folder as check
+
+    return check(folder, "diffusion")
 
 
 class ShapesDiffusion(Generator):
