@@ -46,6 +46,23 @@ def check_folder(folder: "str | Path", family: str, train: str | None = None) ->
     return folder
 
 
+def weights_validator(family: str, train: str | None = None):
+    """A pydantic validator for a config's ``weights`` field: a folder given there must hold a
+    trained ``family`` model, checked when the chain is built (before anything loads)::
+
+        class Config(ComponentConfig):
+            weights: str | None = None
+            _weights_are_trained = weights_validator("my-family")
+    """
+
+    def check(cls, value):
+        if value is not None:
+            check_folder(value, family, train)
+        return value
+
+    return field_validator("weights")(classmethod(check))
+
+
 class TrainedConfig(ComponentConfig):
     weights: str | None = Field(None, description="trained folder; None for the shipped default")
     temperature: float = Field(1.0, ge=0.0, le=3.0, description="scale of the sampling noise")
@@ -73,12 +90,7 @@ class TrainedGenerator(Generator):
 
         # each family's Config checks the folder against its own family when the chain is built
         class Config(base):
-            @field_validator("weights")
-            @classmethod
-            def _folder_is_trained(cls, value):
-                if value is not None:
-                    check_folder(value, family)
-                return value
+            _weights_are_trained = weights_validator(family)
 
         Config.__name__ = Config.__qualname__ = f"{cls.__name__}.Config"
         cls.Config = Config

@@ -35,6 +35,8 @@ from loom.core import (
     WeightsError,
     hookimpl,
 )
+from loom.plugins.common import check_folder as check_trained_folder
+from loom.plugins.common import weights_validator
 
 #: The plugin API this plugin is written for (see loom.core.hookspecs): it reports denoising
 #: steps through Component.report_progress and carries negative embeddings (both 1.1).
@@ -239,9 +241,7 @@ class SDVAEDecode(_Diffusers, Postprocessor):
 
 def check_folder(folder: "str | Path") -> Path:
     """``folder`` if it holds a trained Shapes diffusion model; otherwise a WeightsError."""
-    from loom.plugins.common import check_folder as check
-
-    return check(folder, "diffusion")
+    return check_trained_folder(folder, "diffusion")
 
 
 class ShapesDiffusion(Generator):
@@ -265,12 +265,7 @@ class ShapesDiffusion(Generator):
         guidance_scale: float = Field(2.0, ge=0.0, le=20.0, description="classifier-free guidance; ≤ 1 turns it off")
         device: str = "cpu"
 
-        @field_validator("weights")
-        @classmethod
-        def _folder_is_trained(cls, value):
-            if value is not None:
-                check_folder(value)
-            return value
+        _weights_are_trained = weights_validator("diffusion")
 
     def setup(self) -> None:
         from . import shapes

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from loom.core import (
     Audio,
@@ -32,12 +32,14 @@ from loom.core import (
     hookimpl,
 )
 from loom.plugins.common import check_folder as check_trained_folder
+from loom.plugins.common import weights_validator
 
 #: The plugin API this plugin is written for (see loom.core.hookspecs).
 LOOM_PLUGIN_API = "1.2"
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights"
 FAMILY = "spoken-prompt"
+TRAIN = "python -m loom.plugins.spoken.training --out FOLDER"
 #: Shortest clip the recogniser reads ; shorter input is refused.
 MIN_SECONDS = 0.05
 #: Silence added at each end of a clip before it is heard.
@@ -46,7 +48,7 @@ PAD_SECONDS = 0.2
 
 def check_folder(folder: "str | Path") -> Path:
     """``folder`` if it holds a trained spoken-prompt recogniser; otherwise a WeightsError."""
-    return check_trained_folder(folder, FAMILY, train="python -m loom.plugins.spoken.training --out FOLDER")
+    return check_trained_folder(folder, FAMILY, train=TRAIN)
 
 
 class SpokenPrompt(Encoder):
@@ -61,12 +63,7 @@ class SpokenPrompt(Encoder):
         max_length: int = Field(64, ge=4, le=512, description="tokens per prompt, as the text-encoder step")
         device: str = "cpu"
 
-        @field_validator("weights")
-        @classmethod
-        def _folder_is_trained(cls, value):
-            if value is not None:
-                check_folder(value)
-            return value
+        _weights_are_trained = weights_validator(FAMILY, train=TRAIN)
 
     input_type = Audio
     output_type = Embedding
