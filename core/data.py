@@ -37,6 +37,25 @@ class Data:
         """Join batches of this type, in order."""
         raise NotImplementedError
 
+    def digest(self, index: int) -> str:
+        """SHA-256 of item ``index`` alone (as ``take([index])`` holds it): every field, tensors by
+        their shape and float32 values. Provenance records keep it for inputs that are not text,
+        so that ``loom reproduce`` can check that an input given again is the one recorded."""
+        import hashlib
+        from dataclasses import fields
+
+        item = self.take([index])
+        h = hashlib.sha256(self.kind.encode())
+        for f in fields(item):  # type: ignore[arg-type]
+            value = getattr(item, f.name)
+            h.update(f.name.encode())
+            if hasattr(value, "detach"):
+                array = value.detach().float().contiguous().cpu().numpy()
+                h.update(repr(tuple(array.shape)).encode() + array.tobytes())
+            else:
+                h.update(repr(value).encode())
+        return h.hexdigest()
+
 
 def _take_tensor(t, indices):
     import torch

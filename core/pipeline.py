@@ -99,6 +99,8 @@ class Result:
         """The provenance record of item ``index`` alone: enough to regenerate it exactly."""
         rec = dict(self.provenance)
         rec["inputs"] = [self.provenance["inputs"][index]]
+        if "input_sha256" in rec:
+            rec["input_sha256"] = [rec["input_sha256"][index]]
         rec["seeds"] = [self.provenance["seeds"][index]]
         rec["item"] = index
         rec["batch_size"] = len(self.output)
@@ -260,6 +262,11 @@ class Pipeline:
                 for i, e in enumerate(self.entries)
             ],
             "inputs": list(data.items) if isinstance(data, Text) else [None] * len(data),
+            # a non-text input is not kept (audio is large); its digest lets `loom reproduce
+            # --input FILE` check that the input given again is the same
+            **({} if isinstance(data, Text) else {
+                "input_kind": data.kind, "input_sha256": [data.digest(i) for i in range(len(data))],
+            }),
             "seeds": seeds,
             "timings": {"load_s": round(self.load_seconds, 4), "steps_s": timings, "run_s": round(sum(timings), 4)},
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -151,6 +151,30 @@ def generate(
     return pipeline_for(default_spec(generator, size)).run(prompt, seed, progress=progress)
 
 
+def _given_inputs(source: "str | Path", record: dict, inputs: Any) -> Data:
+    """``inputs`` given to :func:`reproduce` again, checked against the record's digests."""
+    kind, digests = record.get("input_kind"), record.get("input_sha256")
+    if kind is None or digests is None:
+        raise ProvenanceError(
+            f"{str(source)!r}: its record keeps its inputs itself (or predates input digests); "
+            "reproduce it without giving inputs"
+        )
+    if kind != "Audio" and not isinstance(inputs, Data):
+        raise ProvenanceError(f"{str(source)!r} was made from {kind} input: give it again as a loom {kind}")
+    data = read_spoken_prompts(inputs) if kind == "Audio" else inputs
+    if data.kind != kind:
+        raise ProvenanceError(f"{str(source)!r} was made from {kind} input, not {data.kind}")
+    if len(data) != len(digests):
+        raise ProvenanceError(f"{str(source)!r} was made from {len(digests)} input item(s); {len(data)} given")
+    for i, want in enumerate(digests):
+        if data.digest(i) != want:
+            raise ProvenanceError(
+                f"input {i + 1} is not the one {str(source)!r} was made from (its SHA-256 differs from the recorded "
+                f"{want[:12]}…); give the same file, unchanged"
+            )
+    return data
+
+
 def output_paths(path: "str | Path", count: int) -> list[Path]:
     """``out.png`` for one item; ``out-1.png`` … ``out-N.png`` for several."""
     path = Path(path)
@@ -169,15 +193,31 @@ def save(result: Result, path: "str | Path") -> list[Path]:
     return paths
 
 
-def reproduce(source: "str | Path", path: "str | Path | None" = None, progress: bool = True) -> Result:
-    """Regenerate the output recorded in ``source`` (a file Loom wrote); write it to ``path`` if given."""
+def reproduce(
+    source: "str | Path", path: "str | Path | None" = None, progress: bool = True, inputs: Any = None
+) -> Result:
+    """Regenerate the output recorded in ``source`` (a file Loom wrote); write it to ``path`` if given.
+
+    A record keeps text inputs themselves, and only a digest of other inputs (a spoken prompt's
+    audio, say): give those again as ``inputs`` (a WAV/FLAC path, a list of paths, or the
+    :class:`Audio`); they must match the recorded digest."""
     record = read_record(source)
     try:
-        spec, inputs, seeds = record["spec"], record["inputs"], record["seeds"]
+        spec, recorded, seeds = record["spec"], record["inputs"], record["seeds"]
     except KeyError as err:
         raise ProvenanceError(f"{str(source)!r}: its Loom record lacks {err.args[0]!r}") from None
-    if any(x is None for x in inputs):
+    if inputs is not None:
+        inputs = _given_inputs(source, record, inputs)
+    elif any(x is None for x in recorded):
+        kind = record.get("input_kind")
+        if kind == "Audio":
+            raise ProvenanceError(
+                f"{str(source)!r} was made from audio, which its record does not keep (only its digest): "
+                f"give the same file again, e.g. `loom reproduce {source} -o OUT --input said.wav`"
+            )
         raise ProvenanceError(f"{str(source)!r}: its record holds no replayable inputs")
+    else:
+        inputs = recorded
     pipeline = pipeline_for(spec)
     if path is not None:
         check_output_path(path, pipeline.output_type)  # before anything runs

@@ -237,13 +237,15 @@ def batch_job(ctx, chain, prompts_file, output_dir, engine, address, batch_size,
 @click.argument("source", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="File to write (.png for images, .wav or .flac for sounds).")
+@click.option("--input", "inputs", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="The audio SOURCE was made from (a spoken prompt's WAV or FLAC): records keep only its digest.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def reproduce(source: str, output: str, quiet: bool) -> None:
+def reproduce(source: str, output: str, inputs: tuple[str, ...], quiet: bool) -> None:
     """Regenerate SOURCE (a PNG, WAV or FLAC file Loom wrote) from its embedded record:
     identical pixels or samples."""
     import loom
 
-    loom.reproduce(source, output, progress=not quiet)
+    loom.reproduce(source, output, progress=not quiet, inputs=list(inputs) or None)
     click.echo(output)
 
 

@@ -265,3 +265,14 @@ def test_batch_writes_wav_resumes_and_remakes_damaged_outputs(registry, tmp_path
     alone = batch("truth-sounds", prompts[:1], tmp_path / "alone", batch_size=1, progress=False, registry=registry)
     assert alone.made == 1
     assert (tmp_path / "alone" / "000001.wav").read_bytes() == (tmp_path / "000001.wav").read_bytes()
+
+
+def test_an_items_digest_is_the_same_alone_or_in_any_batch():
+    from loom.core import Audio
+
+    short, long = torch.ones(1, 1, 50) * 0.5, torch.linspace(-1, 1, 80).view(1, 1, 80)
+    batch = Audio.concat([Audio(long, 16000), Audio(short, 16000)])
+    alone = Audio(short, 16000)
+    assert batch.digest(1) == alone.digest(0) != batch.digest(0)
+    assert Audio(short, 22050).digest(0) != alone.digest(0)  # the rate counts
+    assert Audio(short + 1e-6, 16000).digest(0) != alone.digest(0)

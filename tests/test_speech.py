@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image as PILImage
 
 import loom
 from loom.cli import main
@@ -155,6 +156,18 @@ def test_spoken_prompts_draw_what_was_said(speech, tmp_path):
     assert res.exit_code == 0, res.output
     record = read_record(out)
     assert [s["component"] for s in record["spec"]["steps"]] == ["spoken-prompt", "vae", "resize"]
+    assert record["inputs"] == [None] and record["input_kind"] == "Audio" and len(record["input_sha256"]) == 1
+    # the audio is not in the record: reproducing needs the same file again, and checks it is the same
+    again = tmp_path / "again.png"
+    res = CliRunner().invoke(main, ["reproduce", str(out), "-o", str(again), "-q"])
+    assert res.exit_code == 1 and "--input said.wav" in res.output and not again.exists()
+    res = CliRunner().invoke(main, ["reproduce", str(out), "-o", str(again), "--input", str(said), "-q"])
+    assert res.exit_code == 0, res.output
+    assert np.array_equal(np.asarray(PILImage.open(again)), np.asarray(PILImage.open(out)))
+    other = tmp_path / "other.wav"
+    audio.save(other, index=1)
+    res = CliRunner().invoke(main, ["reproduce", str(out), "-o", str(tmp_path / "no.png"), "--input", str(other), "-q"])
+    assert res.exit_code == 1 and "SHA-256 differs" in res.output and not (tmp_path / "no.png").exists()
 
 
 def test_a_spec_speaks_then_draws(tmp_path):
