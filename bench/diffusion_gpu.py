@@ -63,19 +63,8 @@ VARIANTS = {
 #: Measured first by default; max-autotune's warm-up alone takes minutes, so it is asked for by name.
 DEFAULT_VARIANTS = [name for name in VARIANTS if "max-autotune" not in name]
 
-#: A tiny architecture of the same kinds, for checking the script itself on a CPU (--tiny).
-TINY = dict(
-    unet=dict(sample_size=8, block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32,
-              attention_head_dim=4, norm_num_groups=8, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-              up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")),
-    vae=dict(block_out_channels=[16, 32], norm_num_groups=8, down_block_types=["DownEncoderBlock2D"] * 2,
-             up_block_types=["UpDecoderBlock2D"] * 2, sample_size=64),
-    text=dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2, projection_dim=32),
-)
-
-
-def build_sd15(folder: str, device: str = "cuda", tiny: bool = False) -> str:
-    """SD-1.5's architecture with random weights (or :data:`TINY`), saved in float16 into ``folder``."""
+def build_sd15(folder: str, device: str = "cuda") -> str:
+    """SD-1.5's architecture with random weights, saved in float16 into ``folder``."""
     import torch
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -83,15 +72,12 @@ def build_sd15(folder: str, device: str = "cuda", tiny: bool = False) -> str:
     from loom.plugins.diffusion.tiny import clip_tokenizer
 
     tokenizer, kind = clip_tokenizer(os.path.join(folder, ".tokenizer"))
-    unet_cfg = dict(SD15_UNET, **(TINY["unet"] if tiny else {}))
-    vae_cfg = dict(SD15_VAE, **(TINY["vae"] if tiny else {}))
-    text = dict(SD15_TEXT, **(TINY["text"] if tiny else {}))
-    text = dict(text, vocab_size=max(SD15_TEXT["vocab_size"], len(tokenizer)),
+    text = dict(SD15_TEXT, vocab_size=max(SD15_TEXT["vocab_size"], len(tokenizer)),
                 bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
     with torch.device(device):  # random initialisation of 1 B parameters is minutes on a CPU
-        unet = UNet2DConditionModel(**unet_cfg)
-        vae = AutoencoderKL(**vae_cfg)
+        unet = UNet2DConditionModel(**SD15_UNET)
+        vae = AutoencoderKL(**SD15_VAE)
         text_encoder = CLIPTextModel(CLIPTextConfig(**text))
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=PNDMScheduler.from_config(SD15_SCHEDULER),
@@ -114,7 +100,7 @@ def main() -> None:
                         help=f"'default' ({', '.join(DEFAULT_VARIANTS)}), 'all', or comma-separated names from: {', '.join(VARIANTS)}")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--device", default="cuda", help="cuda (the benchmark), or cpu with --tiny to check the script")
-    parser.add_argument("--tiny", action="store_true", help="a tiny architecture instead of SD-1.5 (checks the script runs)")
+    parser.add_argument("--tiny", action="store_true", help="the tests' tiny SD-shaped pipeline instead of SD-1.5 (checks the script runs)")
     args = parser.parse_args()
 
     import torch
@@ -153,7 +139,12 @@ def main() -> None:
     failed: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="loom-bench-sd15-") as folder:
         start = time.perf_counter()
-        kind = build_sd15(folder, args.device, args.tiny)
+        if args.tiny:
+            from loom.plugins.diffusion.tiny import build_tiny_pipeline
+
+            kind = build_tiny_pipeline(folder)
+        else:
+            kind = build_sd15(folder, args.device)
         print(f"built {'a tiny' if args.tiny else 'the SD-1.5'} architecture with random weights ({kind} tokenizer) "
               f"in {time.perf_counter() - start:.0f} s", flush=True)
 

@@ -159,9 +159,12 @@ def _given_inputs(source: "str | Path", record: dict, inputs: Any) -> Data:
             f"{str(source)!r}: its record keeps its inputs itself (or predates input digests); "
             "reproduce it without giving inputs"
         )
-    if kind != "Audio" and not isinstance(inputs, Data):
+    if isinstance(inputs, Data):
+        data = inputs
+    elif kind == "Audio":
+        data = read_spoken_prompts(inputs)  # WAV/FLAC paths, read as generate(prompt_audio=...) read them
+    else:
         raise ProvenanceError(f"{str(source)!r} was made from {kind} input: give it again as a loom {kind}")
-    data = read_spoken_prompts(inputs) if kind == "Audio" else inputs
     if data.kind != kind:
         raise ProvenanceError(f"{str(source)!r} was made from {kind} input, not {data.kind}")
     if len(data) != len(digests):
