@@ -242,21 +242,26 @@ def test_the_diffusion_plugin_passes_the_conformance_kit(tiny_sd, tmp_path):
 
 # -- the Shapes diffusion family --------------------------------------------------------------
 
-TINY_OPTIONS = {"batch_size": 8, "lr": 2e-3, "channels": [32, 32], "attention_head_dim": 8, "sample_steps": 2}
+# a tiny autoencoder (64×64 → 16×16×4) that trains for the first half of the run, then the UNet
+TINY_OPTIONS = {"batch_size": 8, "lr": 2e-3, "channels": [32, 32], "attention_head_dim": 8, "sample_steps": 2,
+                "autoencoder_channels": [8, 8, 8], "latent_channels": 4, "autoencoder_share": 0.5}
+TINY_AUTOENCODER = {"block_out_channels": [8, 8, 8], "latent_channels": 4, "shift": 0.1, "scale": 2.0}
 
 
-def tiny_shapes_folder(root, text_dim=384, encoder="all-MiniLM-L6-v2"):
+def tiny_shapes_folder(root, text_dim=384, encoder="all-MiniLM-L6-v2", autoencoder=None):
     from loom.plugins.diffusion import shapes
 
     torch.manual_seed(0)
-    cfg = shapes.ShapesDiffusionConfig(block_out_channels=[32, 32], attention_head_dim=8, text_dim=text_dim, encoder=encoder)
+    cfg = shapes.ShapesDiffusionConfig(block_out_channels=[32, 32], attention_head_dim=8, text_dim=text_dim, encoder=encoder,
+                                       autoencoder=autoencoder)
     return str(shapes.save(shapes.ShapesDiffusionModel(cfg), root / "shapes-diffusion"))
 
 
-def test_the_shapes_generator_samples_from_a_folder_per_item(tmp_path):
+@pytest.mark.parametrize("autoencoder", [None, TINY_AUTOENCODER], ids=["folded-pixels", "latent"])
+def test_the_shapes_generator_samples_from_a_folder_per_item(tmp_path, autoencoder):
     from loom.plugins.diffusion import ShapesDiffusion
 
-    folder = tiny_shapes_folder(tmp_path)
+    folder = tiny_shapes_folder(tmp_path, autoencoder=autoencoder)
     gen = torch.Generator().manual_seed(0)
     emb = Embedding(tokens=torch.randn(3, 6, 384, generator=gen), mask=torch.ones(3, 6), encoder="all-MiniLM-L6-v2",
                     pooled=torch.randn(3, 384, generator=gen))
@@ -278,6 +283,15 @@ def test_the_shapes_generator_samples_from_a_folder_per_item(tmp_path):
         ShapesDiffusion(steps=1).load()
 
 
+def test_a_latent_folder_without_its_autoencoder_is_refused(tmp_path):
+    from loom.plugins.diffusion import ShapesDiffusion
+
+    folder = tiny_shapes_folder(tmp_path, autoencoder=TINY_AUTOENCODER)
+    (tmp_path / "shapes-diffusion" / "autoencoder.safetensors").unlink()
+    with pytest.raises(WeightsError, match="no autoencoder.safetensors.*copy the whole trained folder"):
+        ShapesDiffusion(weights=folder, steps=1).load()
+
+
 def test_train_diffusion_is_found_by_family():
     from loom.plugins.diffusion.training import DiffusionTrainer
     from loom.training import trainer_class
@@ -288,12 +302,18 @@ def test_train_diffusion_is_found_by_family():
 
 @pytest.mark.slow
 def test_a_few_steps_lower_the_loss_and_write_a_folder_that_generates(tmp_path):
-    out = loom.train("diffusion", steps=40, seed=3, out=tmp_path / "diffusion", checkpoint_every=25, pool=96,
-                     options=TINY_OPTIONS, progress=False)
+    seen = []
+    out = loom.train("diffusion", steps=60, seed=3, out=tmp_path / "diffusion", checkpoint_every=25, pool=96,
+                     options=TINY_OPTIONS, progress=False, on_step=lambda step, losses: seen.append(dict(losses)))
     config = json.loads((out / "config.json").read_text())
     training = config["training"]
-    assert config["family"] == "diffusion" and training["steps"] == 40
+    assert config["family"] == "diffusion" and training["steps"] == 60
+    # the first half trains the autoencoder, the second the UNet on its frozen latents
+    assert [next(iter(s)) for s in seen] == ["ae_l1"] * 30 + ["loss"] * 30
+    ae = [s["ae_l1"] for s in seen[:30]]
+    assert sum(ae[-5:]) < sum(ae[:5]), ae
     assert training["final_loss"] < training["first_loss"], training
+    assert {"shift", "scale"} <= config["autoencoder"].keys() and (out / "autoencoder.safetensors").is_file()
     result = loom.generate("a red circle on a blue background", seed=0, generator=str(out), size=None, progress=False)
     assert result.output.pixels.shape == (1, 3, 64, 64)
     step = result.provenance["spec"]["steps"][1]
@@ -302,6 +322,7 @@ def test_a_few_steps_lower_the_loss_and_write_a_folder_that_generates(tmp_path):
 
 @pytest.mark.slow
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
+    # stopped at the end of the autoencoder's phase: the resumed run freezes it and starts the UNet
     tiny = dict(pool=96, options=TINY_OPTIONS, progress=False)
     whole = loom.train("diffusion", steps=6, out=tmp_path / "whole", **tiny)
 
@@ -316,7 +337,8 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
     assert a.keys() == b.keys()
     differ = [k for k in a if not torch.equal(a[k], b[k])]
     assert not differ, f"resumed run differs from the uninterrupted one in {len(differ)} of {len(a)} tensors"
-    assert (whole / "model.safetensors").read_bytes() == (part / "model.safetensors").read_bytes()
+    for name in ("model.safetensors", "autoencoder.safetensors"):
+        assert (whole / name).read_bytes() == (part / name).read_bytes(), name
 
 
 def test_registry_lists_the_diffusion_components():

@@ -1,9 +1,17 @@
 """Training the Shapes diffusion model: the ``diffusion`` family's part of Loom's training workflow.
 
-A diffusers UNet2DConditionModel in a 16×16×48 folded-pixel space (see :mod:`.shapes` for why),
-conditioned on the caption's token states (cross-attention, 384 wide from all-MiniLM-L6-v2) and
-its pooled vector (added to the timestep embedding); diffusers' DDPMScheduler noise schedule;
-v- or epsilon-prediction; an EMA of the weights is what gets exported and sampled.
+Two phases in one run, as the autoregressive family does:
+
+1. the first ``autoencoder_share`` of the run trains a diffusers AutoencoderKL on the images
+   (L1 reconstruction plus a small KL term): 64×64 RGB ↔ 8×8×16 latents;
+2. the rest trains a diffusers UNet2DConditionModel on those latents (the autoencoder frozen,
+   latents shifted and scaled to unit variance as measured on the first batch of the phase),
+   conditioned on the caption's token states (cross-attention, 384 wide from all-MiniLM-L6-v2)
+   and its pooled vector (added to the timestep embedding); diffusers' DDPMScheduler noise
+   schedule; v- or epsilon-prediction; an EMA of the UNet's weights is exported and sampled.
+
+With ``autoencoder_channels`` empty there is no first phase: the UNet diffuses folded pixels
+(see :mod:`.shapes` for why that is not the default).
 """
 
 from __future__ import annotations
@@ -28,9 +36,16 @@ class DiffusionOptions(TrainerOptions):
     prediction_type: Literal["v_prediction", "epsilon"] = Field("v_prediction", description="what the UNet predicts")
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="decay of the exported weight average")
     cond_dropout: float = Field(0.1, ge=0.0, le=1.0, description="share of captions replaced by the empty condition (for guidance)")
-    channels: list[int] = Field(default_factory=lambda: [64, 96, 128], min_length=2, description="UNet widths, one per resolution")
+    channels: list[int] = Field(default_factory=lambda: [64, 128], min_length=2, description="UNet widths, one per resolution")
     attention_head_dim: int = Field(32, ge=1, description="width of each attention head")
     sample_steps: int = Field(20, ge=1, description="denoising steps for the sample grid")
+    autoencoder_channels: list[int] = Field(
+        default_factory=lambda: [16, 32, 64, 64],
+        description="AutoencoderKL widths, one per resolution (n widths: latents 2^(n-1) times smaller); [] diffuses folded pixels")
+    latent_channels: int = Field(16, ge=1, description="channels of the autoencoder's latents")
+    autoencoder_share: float = Field(0.15, ge=0.0, lt=1.0, description="share of the run that trains the autoencoder")
+    autoencoder_lr: float = Field(1e-3, gt=0, description="peak learning rate of the autoencoder")
+    kl_weight: float = Field(1e-6, ge=0.0, description="weight of the autoencoder's KL term")
 
 
 class DiffusionTrainer(Trainer):
@@ -40,23 +55,66 @@ class DiffusionTrainer(Trainer):
 
     def __init__(self, options: DiffusionOptions, generator: torch.Generator) -> None:
         super().__init__(options, generator)
+        latent = bool(options.autoencoder_channels)
+        if latent and len(options.autoencoder_channels) < 2:
+            raise ValueError("autoencoder_channels needs at least two widths (or none, to diffuse folded pixels)")
+        autoencoder = {"block_out_channels": list(options.autoencoder_channels), "latent_channels": options.latent_channels,
+                       "layers_per_block": 1} if latent else None
         cfg = ShapesDiffusionConfig(
             image_size=self.image_size, block_out_channels=list(options.channels),
             attention_head_dim=options.attention_head_dim, prediction_type=options.prediction_type,
+            autoencoder=autoencoder,
         )
         self.model = ShapesDiffusionModel(cfg).train()
+        # the EMA follows the UNet; its autoencoder is copied in when the first phase ends
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.ema_steps = 0
         self.schedule = noise_schedule(cfg)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=options.lr, weight_decay=0.0)
+        self.opt = torch.optim.AdamW(self.model.unet.parameters(), lr=options.lr, weight_decay=0.0)
+        self.opt_ae = torch.optim.Adam(self.model.vae.parameters(), lr=options.autoencoder_lr) if latent else None
+        #: the share of the run the autoencoder trains: none without one
+        self.share = options.autoencoder_share if latent else 0.0
 
     def step(self, batch, progress: float) -> dict[str, float]:
+        if progress < self.share:
+            return self._autoencoder_step(batch, progress / self.share)
+        if self.model.vae is not None and "scale" not in self.model.cfg.autoencoder:
+            self._freeze_autoencoder(batch.images)
+        return self._unet_step(batch, (progress - self.share) / (1 - self.share))
+
+    def _autoencoder_step(self, batch, progress: float) -> dict[str, float]:
+        lr = warmup_cosine(self.options.autoencoder_lr, progress, floor=0.1)
+        for group in self.opt_ae.param_groups:
+            group["lr"] = lr
+        x = batch.images * 2 - 1
+        posterior = self.model.vae.encode(x).latent_dist
+        recon = self.model.vae.decode(posterior.sample(generator=self.generator)).sample
+        l1 = F.l1_loss(recon, x)
+        loss = l1 + self.options.kl_weight * posterior.kl().mean()
+        self.opt_ae.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_ae.step()
+        return {"ae_l1": l1.item(), "lr": lr}
+
+    @torch.no_grad()
+    def _freeze_autoencoder(self, images) -> None:
+        """End of the first phase: freeze the autoencoder and measure the shift and scale that
+        bring its latents (of this batch) to zero mean and unit variance."""
+        vae = self.model.vae.eval().requires_grad_(False)
+        z = vae.encode(images * 2 - 1).latent_dist.mean
+        stats = {"shift": round(float(z.mean()), 6), "scale": round(float(1 / z.std()), 6)}
+        for model in (self.model, self.ema):
+            model.cfg.autoencoder.update(stats)
+        self.ema.vae.load_state_dict(vae.state_dict())
+
+    def _unet_step(self, batch, progress: float) -> dict[str, float]:
         o = self.options
         lr = warmup_cosine(o.lr, progress, floor=0.1)
         for group in self.opt.param_groups:
             group["lr"] = lr
         g = self.generator
-        x0 = self.model.fold(batch.images)
+        with torch.no_grad():
+            x0 = self.model.fold(batch.images)
         b = x0.shape[0]
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(0, self.schedule.config.num_train_timesteps, (b,), generator=g)
@@ -71,7 +129,7 @@ class DiffusionTrainer(Trainer):
         loss = F.mse_loss(self.model(noisy, t, tokens, mask, pooled), target)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(self.model.unet.parameters(), 1.0)
         self.opt.step()
         self._update_ema()
         return {"loss": loss.item(), "lr": lr}
@@ -81,22 +139,39 @@ class DiffusionTrainer(Trainer):
         self.ema_steps += 1
         # warm-up: early averages follow the fast-moving weights closely
         decay = min(self.options.ema_decay, (1 + self.ema_steps) / (10 + self.ema_steps))
-        for e, p in zip(self.ema.parameters(), self.model.parameters()):
+        for e, p in zip(self.ema.unet.parameters(), self.model.unet.parameters()):
             e.lerp_(p, 1 - decay)
 
     def state(self) -> dict:
-        return {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
-                "ema_steps": self.ema_steps}
+        state = {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
+                 "ema_steps": self.ema_steps}
+        if self.opt_ae is not None:
+            state["opt_ae"] = self.opt_ae.state_dict()
+            state["autoencoder"] = dict(self.model.cfg.autoencoder)
+        return state
 
     def load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])
         self.ema_steps = int(state["ema_steps"])
+        if self.opt_ae is not None:
+            self.opt_ae.load_state_dict(state["opt_ae"])
+            for model in (self.model, self.ema):
+                model.cfg.autoencoder.update(state["autoencoder"])
+            if "scale" in state["autoencoder"]:
+                self.model.vae.eval().requires_grad_(False)
+
+    def _sync_autoencoder(self) -> None:
+        # before the first phase ends, what is exported or sampled carries the autoencoder so far
+        if self.model.vae is not None and "scale" not in self.model.cfg.autoencoder:
+            self.ema.vae.load_state_dict(self.model.vae.state_dict())
 
     def export(self, folder: Path, training: dict) -> None:
+        self._sync_autoencoder()
         self.ema.cfg = replace(self.ema.cfg, training=training)
         save(self.ema, folder)
 
     def sample(self, tokens, mask, pooled, generators):
+        self._sync_autoencoder()
         return self.ema.generate(tokens, mask, pooled, generators, steps=self.options.sample_steps)
