@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from loom.core.training import Trainer, TrainerOptions, warmup_cosine
 
-from .shapes import ShapesDiffusionConfig, ShapesDiffusionModel, noise_schedule, save
+from .shapes import ShapesDiffusionConfig, ShapesDiffusionModel, autoencoder_groups, noise_schedule, save
 
 
 class DiffusionOptions(TrainerOptions):
@@ -44,7 +44,7 @@ class DiffusionOptions(TrainerOptions):
         description="AutoencoderKL widths, one per resolution (n widths: latents 2^(n-1) times smaller); [] diffuses folded pixels")
     latent_channels: int = Field(16, ge=1, description="channels of the autoencoder's latents")
     autoencoder_share: float = Field(0.15, ge=0.0, lt=1.0, description="share of the run that trains the autoencoder")
-    autoencoder_lr: float = Field(1e-3, gt=0, description="peak learning rate of the autoencoder")
+    autoencoder_lr: float = Field(2e-4, gt=0, description="peak learning rate of the autoencoder")
     kl_weight: float = Field(1e-6, ge=0.0, description="weight of the autoencoder's KL term")
 
 
@@ -59,7 +59,7 @@ class DiffusionTrainer(Trainer):
         if latent and len(options.autoencoder_channels) < 2:
             raise ValueError("autoencoder_channels needs at least two widths (or none, to diffuse folded pixels)")
         autoencoder = {"block_out_channels": list(options.autoencoder_channels), "latent_channels": options.latent_channels,
-                       "layers_per_block": 1} if latent else None
+                       "layers_per_block": 1, "norm_num_groups": autoencoder_groups(list(options.autoencoder_channels))} if latent else None
         cfg = ShapesDiffusionConfig(
             image_size=self.image_size, block_out_channels=list(options.channels),
             attention_head_dim=options.attention_head_dim, prediction_type=options.prediction_type,
@@ -88,7 +88,9 @@ class DiffusionTrainer(Trainer):
             group["lr"] = lr
         x = batch.images * 2 - 1
         posterior = self.model.vae.encode(x).latent_dist
-        recon = self.model.vae.decode(posterior.sample(generator=self.generator)).sample
+        # the posterior mean, not a sample: at initialisation the posterior's unit variance
+        # drowns the means, and the autoencoder learnt far slower (the UNet trains on means too)
+        recon = self.model.vae.decode(posterior.mode()).sample
         l1 = F.l1_loss(recon, x)
         loss = l1 + self.options.kl_weight * posterior.kl().mean()
         self.opt_ae.zero_grad(set_to_none=True)
