@@ -30,7 +30,7 @@ def main() -> None:
     module.save(model, target)
     training = json.loads((target / "config.json").read_text())["training"]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    size = (target / "model.safetensors").stat().st_size / 1e6
+    size = sum(f.stat().st_size for f in target.glob("*.safetensors")) / 1e6
     if cls.output_type.kind == "Audio":
         quality = f"`loom eval sounds --generator {family}` and `python bench/families.py --world sounds`"
     else:

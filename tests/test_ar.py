@@ -74,3 +74,23 @@ def test_tokenizer_round_trip_shapes_and_codebook_updates():
     loss, parts = model.tokenizer.loss(images, torch.Generator().manual_seed(0))
     loss.backward()
     assert not torch.equal(before, model.tokenizer.codes) and parts["codes_used"] >= 1
+
+
+def test_architecture_options_shape_the_trained_model(tmp_path):
+    import json
+
+    import pytest
+
+    import loom
+    from loom.core import InputError
+
+    options = {"batch_size": 4, "vq_channels": [8, 16, 32], "codebook": 64, "d_model": 32, "layers": 1}
+    out = loom.train("ar", steps=2, pool=16, out=tmp_path / "ar", options=options, progress=False)
+    config = json.loads((out / "config.json").read_text())
+    assert (config["vq_channels"], config["codebook"], config["d_model"], config["layers"]) == ([8, 16, 32], 64, 32, 1)
+    # three widths halve twice: a 16×16 token grid for a 64×64 image
+    assert ARModel(ARConfig(**{k: v for k, v in config.items() if k != "training"})).cfg.seq_len == 256
+    result = loom.generate("a red circle on a blue background", seed=0, generator=str(out), size=None, progress=False)
+    assert result.output.pixels.shape == (1, 3, 64, 64)
+    with pytest.raises(InputError, match="(?s)invalid training options.*d_model.*multiple of 4"):
+        loom.train("ar", steps=1, pool=16, out=tmp_path / "bad", options={"d_model": 30}, progress=False)

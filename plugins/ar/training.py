@@ -22,6 +22,12 @@ class AROptions(TrainerOptions):
     tokenizer_fraction: float = Field(0.2, gt=0, lt=1, description="share of the run spent on the tokenizer")
     cond_dropout: float = Field(0.1, ge=0.0, le=1.0, description="share of captions replaced by the empty condition (for guidance)")
     guidance_scale: float = Field(2.0, ge=1.0, description="classifier-free guidance of the sample grid")
+    vq_channels: list[int] = Field(
+        default_factory=lambda: [16, 32, 64, 128], min_length=2,
+        description="tokenizer widths at full resolution and after each halving: four give an 8×8 token grid, three 16×16")
+    codebook: int = Field(1024, ge=2, description="tokenizer codebook entries")
+    d_model: int = Field(192, ge=8, multiple_of=4, description="transformer width (a multiple of its 4 heads)")
+    layers: int = Field(4, ge=1, description="transformer layers")
 
 
 class ARTrainer(Trainer):
@@ -31,7 +37,9 @@ class ARTrainer(Trainer):
 
     def __init__(self, options: AROptions, generator: torch.Generator) -> None:
         super().__init__(options, generator)
-        self.model = ARModel(ARConfig(image_size=self.image_size)).train()
+        cfg = ARConfig(image_size=self.image_size, vq_channels=list(options.vq_channels), codebook=options.codebook,
+                       d_model=options.d_model, layers=options.layers)
+        self.model = ARModel(cfg).train()
         self.opt_vq = torch.optim.Adam(self.model.tokenizer.parameters(), lr=options.tokenizer_lr)
         self.opt_prior = torch.optim.AdamW(self.model.prior.parameters(), lr=options.lr, weight_decay=0.01)
 
