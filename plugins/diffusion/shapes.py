@@ -47,6 +47,8 @@ class ShapesDiffusionConfig:
     #: and the ``shift``/``scale`` that bring its latents to zero mean and unit variance
     #: (measured when the UNet starts training); None: diffuse the folded pixels
     autoencoder: dict | None = None
+    #: the UNet's GroupNorm groups; None: diffusers' 32 (or the narrowest width, if less)
+    norm_num_groups: int | None = None
     training: dict = field(default_factory=dict)
 
     @property
@@ -62,11 +64,12 @@ class ShapesDiffusionConfig:
         return self.image_size // self.patch
 
 
-def autoencoder_groups(widths: list[int]) -> int:
-    """GroupNorm groups for an autoencoder of these widths: four channels per group at the
-    narrowest level. One channel per group (diffusers' 32 groups on 16 or 32 channels) normalises
-    away each channel's mean, so the decoder's last norm erases the flat colours Shapes is made
-    of: measured, such an autoencoder's L1 stalled near 0.55 where this one falls."""
+def norm_groups(widths: list[int]) -> int:
+    """GroupNorm groups for a network of these widths: four channels per group at the narrowest
+    level (at most 32 groups). One channel per group (diffusers' 32 groups on 16 or 32 channels)
+    normalises away each channel's mean, so an autoencoder's last norm erases the flat colours
+    Shapes is made of: measured, such an autoencoder's L1 stalled near 0.55 over 120 steps where
+    one with four channels per group went on falling."""
     import math
 
     return max(1, min(32, math.gcd(*widths) // 4))
@@ -81,7 +84,7 @@ def build_autoencoder(spec: dict):
         in_channels=3, out_channels=3, block_out_channels=widths, latent_channels=int(spec["latent_channels"]),
         down_block_types=("DownEncoderBlock2D",) * len(widths), up_block_types=("UpDecoderBlock2D",) * len(widths),
         layers_per_block=int(spec.get("layers_per_block", 1)),
-        norm_num_groups=int(spec.get("norm_num_groups") or autoencoder_groups(list(widths))),
+        norm_num_groups=int(spec.get("norm_num_groups") or norm_groups(list(widths))),
     )
 
 
@@ -116,7 +119,8 @@ class ShapesDiffusionModel(nn.Module):
             sample_size=cfg.latent_size, in_channels=cfg.channels, out_channels=cfg.channels,
             block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
             down_block_types=tuple(down), up_block_types=tuple(up), mid_block_type="UNetMidBlock2DCrossAttn",
-            cross_attention_dim=cfg.text_dim, attention_head_dim=cfg.attention_head_dim, norm_num_groups=min(32, *cfg.block_out_channels),
+            cross_attention_dim=cfg.text_dim, attention_head_dim=cfg.attention_head_dim,
+            norm_num_groups=cfg.norm_num_groups or min(32, *cfg.block_out_channels),
             # the pooled sentence vector joins the timestep embedding
             class_embed_type="projection", projection_class_embeddings_input_dim=cfg.text_dim,
         )

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from loom.core.training import Trainer, TrainerOptions, warmup_cosine
 
-from .shapes import ShapesDiffusionConfig, ShapesDiffusionModel, autoencoder_groups, noise_schedule, save
+from .shapes import ShapesDiffusionConfig, ShapesDiffusionModel, noise_schedule, norm_groups, save
 
 
 class DiffusionOptions(TrainerOptions):
@@ -59,11 +59,11 @@ class DiffusionTrainer(Trainer):
         if latent and len(options.autoencoder_channels) < 2:
             raise ValueError("autoencoder_channels needs at least two widths (or none, to diffuse folded pixels)")
         autoencoder = {"block_out_channels": list(options.autoencoder_channels), "latent_channels": options.latent_channels,
-                       "layers_per_block": 1, "norm_num_groups": autoencoder_groups(list(options.autoencoder_channels))} if latent else None
+                       "layers_per_block": 1, "norm_num_groups": norm_groups(list(options.autoencoder_channels))} if latent else None
         cfg = ShapesDiffusionConfig(
             image_size=self.image_size, block_out_channels=list(options.channels),
             attention_head_dim=options.attention_head_dim, prediction_type=options.prediction_type,
-            autoencoder=autoencoder,
+            autoencoder=autoencoder, norm_num_groups=norm_groups(list(options.channels)) if latent else None,
         )
         self.model = ShapesDiffusionModel(cfg).train()
         # the EMA follows the UNet; its autoencoder is copied in when the first phase ends
