@@ -3,7 +3,7 @@
 Two phases in one run, as the autoregressive family does:
 
 1. the first ``autoencoder_share`` of the run trains a diffusers AutoencoderKL on the images
-   (L1 reconstruction plus a small KL term): 64×64 RGB ↔ 8×8×16 latents;
+   (L1 reconstruction plus a small KL term): 64×64 RGB ↔ 16×16×8 latents;
 2. the rest trains a diffusers UNet2DConditionModel on those latents (the autoencoder frozen,
    latents shifted and scaled to unit variance as measured on the first batch of the phase),
    conditioned on the caption's token states (cross-attention, 384 wide from all-MiniLM-L6-v2)
@@ -40,11 +40,11 @@ class DiffusionOptions(TrainerOptions):
     attention_head_dim: int = Field(32, ge=1, description="width of each attention head")
     sample_steps: int = Field(20, ge=1, description="denoising steps for the sample grid")
     autoencoder_channels: list[int] = Field(
-        default_factory=lambda: [16, 32, 64, 64],
+        default_factory=lambda: [16, 32, 64],
         description="AutoencoderKL widths, one per resolution (n widths: latents 2^(n-1) times smaller); [] diffuses folded pixels")
-    latent_channels: int = Field(16, ge=1, description="channels of the autoencoder's latents")
-    autoencoder_share: float = Field(0.15, ge=0.0, lt=1.0, description="share of the run that trains the autoencoder")
-    autoencoder_lr: float = Field(2e-4, gt=0, description="peak learning rate of the autoencoder")
+    latent_channels: int = Field(8, ge=1, description="channels of the autoencoder's latents")
+    autoencoder_share: float = Field(0.1, ge=0.0, lt=1.0, description="share of the run that trains the autoencoder")
+    autoencoder_lr: float = Field(3e-4, gt=0, description="peak learning rate of the autoencoder")
     kl_weight: float = Field(1e-6, ge=0.0, description="weight of the autoencoder's KL term")
 
 
