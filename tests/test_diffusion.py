@@ -349,3 +349,9 @@ def test_registry_lists_the_diffusion_components():
     kinds = {e.name: (e.cls.input_type.kind, e.cls.output_type.kind) for e in registry.components()}
     assert kinds["sd-denoiser"] == ("Embedding", "Latent") and kinds["sd-vae-decode"] == ("Latent", "Image")
     assert isinstance(registry, Registry)
+
+
+def test_a_one_width_autoencoder_is_refused_before_training(tmp_path):
+    with pytest.raises(InputError, match="(?s)autoencoder_channels.*at least two widths"):
+        loom.train("diffusion", steps=1, out=tmp_path / "bad", options={"autoencoder_channels": [8]}, progress=False)
+    assert not (tmp_path / "bad").exists()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch.nn import functional as F
 
 from loom.core.training import Trainer, TrainerOptions, warmup_cosine
@@ -47,6 +47,13 @@ class DiffusionOptions(TrainerOptions):
     autoencoder_lr: float = Field(3e-4, gt=0, description="peak learning rate of the autoencoder")
     kl_weight: float = Field(1e-6, ge=0.0, description="weight of the autoencoder's KL term")
 
+    @field_validator("autoencoder_channels")
+    @classmethod
+    def _two_widths_or_none(cls, widths: list[int]) -> list[int]:
+        if len(widths) == 1:
+            raise ValueError("give at least two widths (the autoencoder halves once per extra width), or [] to diffuse folded pixels")
+        return widths
+
 
 class DiffusionTrainer(Trainer):
     family = "diffusion"
@@ -56,8 +63,6 @@ class DiffusionTrainer(Trainer):
     def __init__(self, options: DiffusionOptions, generator: torch.Generator) -> None:
         super().__init__(options, generator)
         latent = bool(options.autoencoder_channels)
-        if latent and len(options.autoencoder_channels) < 2:
-            raise ValueError("autoencoder_channels needs at least two widths (or none, to diffuse folded pixels)")
         autoencoder = {"block_out_channels": list(options.autoencoder_channels), "latent_channels": options.latent_channels,
                        "layers_per_block": 1, "norm_num_groups": norm_groups(list(options.autoencoder_channels))} if latent else None
         cfg = ShapesDiffusionConfig(
@@ -88,8 +93,8 @@ class DiffusionTrainer(Trainer):
             group["lr"] = lr
         x = batch.images * 2 - 1
         posterior = self.model.vae.encode(x).latent_dist
-        # the posterior mean, not a sample: at initialisation the posterior's unit variance
-        # drowns the means, and the autoencoder learnt far slower (the UNet trains on means too)
+        # the posterior mean, as the UNet will see it; at initialisation a sample's unit
+        # variance would drown the means
         recon = self.model.vae.decode(posterior.mode()).sample
         l1 = F.l1_loss(recon, x)
         loss = l1 + self.options.kl_weight * posterior.kl().mean()
