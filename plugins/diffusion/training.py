@@ -43,7 +43,7 @@ class DiffusionOptions(TrainerOptions):
         default_factory=lambda: [16, 32, 64],
         description="AutoencoderKL widths, one per resolution (n widths: latents 2^(n-1) times smaller); [] diffuses folded pixels")
     latent_channels: int = Field(8, ge=1, description="channels of the autoencoder's latents")
-    autoencoder_share: float = Field(0.15, ge=0.0, lt=1.0, description="share of the run that trains the autoencoder")
+    autoencoder_share: float = Field(0.35, ge=0.0, lt=1.0, description="share of the run that trains the autoencoder")
     autoencoder_lr: float = Field(3e-4, gt=0, description="peak learning rate of the autoencoder")
     kl_weight: float = Field(1e-6, ge=0.0, description="weight of the autoencoder's KL term")
     edge_weight: float = Field(20.0, ge=0.0, description="extra L1 weight of the autoencoder on pixels near an edge")
