@@ -1,26 +1,17 @@
-"""ShapesEval of one trained folder under several sampling settings, on the same 100 fresh prompts.
+"""ShapesEval of one generator under several sampling settings, on the same 100 fresh prompts.
 
-    .venv/bin/python bench/sampling_sweep.py FAMILY FOLDER "{'guidance_scale': 2.0, 'temperature': 0.7}" ...
+    .venv/bin/python bench/sampling_sweep.py GENERATOR "{'guidance_scale': 2.0, 'temperature': 0.7}" ...
 
-Each setting is a Python dict of the generator's config options; prompts are the evaluation
-seed's (as ``loom eval shapes``), images seeded by position. Used to pick the AR defaults.
+GENERATOR is a registered name or a trained folder; each setting is a Python dict of its config
+options. Prompts and seeds are those of ``loom eval shapes -n 100``. Used to pick the AR defaults.
 """
 
 import ast
 import sys
 
-from loom.core import Pipeline
-from loom.evaluation import EVAL_SEED
-from loom.plugins.shapes import ShapesEval, sample_prompts
+from loom.evaluation import evaluate_shapes
 
-family, folder = sys.argv[1], sys.argv[2]
-pairs = sample_prompts(100, EVAL_SEED)
-texts, targets = [c for c, _ in pairs], [s for _, s in pairs]
-for options in [ast.literal_eval(a) for a in sys.argv[3:]]:
-    p = Pipeline.from_spec({"steps": [{"component": "text-encoder"}, {"component": family, "config": {"weights": folder, **options}}]})
-    images = []
-    for s in range(0, len(texts), 32):
-        chunk = texts[s : s + 32]
-        images.extend(p.run(chunk, list(range(s, s + len(chunk))), progress=False).output.to_numpy())
-    r = ShapesEval().evaluate_many(images, targets).to_dict()
+generator = sys.argv[1]
+for options in [ast.literal_eval(a) for a in sys.argv[2:]]:
+    r = evaluate_shapes(generator, n=100, options=options, progress=False).to_dict()
     print(options, r["whole_prompt"], r["per_attribute"], flush=True)

@@ -36,6 +36,11 @@ def main() -> None:
     else:
         quality = f"`loom eval shapes --generator {family}` and `python bench/families.py`"
     resumed = "".join(f"\nresumed with `{c}`\n" for c in training.get("resumed", []))
+    start = training.get("init_from")
+    if start:  # a fine-tune (--init): the commands that made its starting point come first
+        earlier = "".join(f"\nresumed with `{c}`\n" for c in start.get("resumed") or [])
+        resumed = (f"\nstarting from `{start['folder']}` at step {start['step']} (seed {start['seed']}), made by\n\n"
+                   f"```bash\n{start['command']}\n```\n{earlier}\n" + resumed)
     (target / "TRAINING.md").write_text(
         f"""# How these {family} weights were made
 

@@ -256,18 +256,21 @@ def reproduce(source: str, output: str, inputs: tuple[str, ...], quiet: bool) ->
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop after this long.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder (default loom-FAMILY).")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None, help="Continue the run in this folder.")
+@click.option("--init", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Start a new run from this run's checkpoint (fine-tune with other options or data).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Images per step (family default if unset).")
 @click.option("--lr", type=float, default=None, help="Peak learning rate (family default if unset).")
 @click.option("-O", "--option", "extra", multiple=True, metavar="KEY=VALUE", help="A family option (repeatable).")
 @click.option("--checkpoint-every", default=500, show_default=True, type=click.IntRange(1), help="Steps between checkpoints.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def train(family, data, steps, minutes, out, resume, seed, batch_size, lr, extra, checkpoint_every, quiet) -> None:
+def train(family, data, steps, minutes, out, resume, init, seed, batch_size, lr, extra, checkpoint_every, quiet) -> None:
     """Train generator FAMILY (vae, ...) on Shapes or a folder of captioned images.
 
     A folder holds images with a same-name .txt caption each, or a metadata.jsonl with
     file_name and text per line. The output folder is a generator (--generator FOLDER) and a
-    checkpoint: Ctrl-C saves it, --resume FOLDER continues it.
+    checkpoint: Ctrl-C saves it, --resume FOLDER continues it, and --init FOLDER starts a new
+    run from it (to fine-tune with other options or data).
     """
     import loom
     from loom.core import InputError
@@ -286,7 +289,7 @@ def train(family, data, steps, minutes, out, resume, seed, batch_size, lr, extra
         raise InputError("--resume keeps the run's own options; leave out --batch-size, --lr and --option")
     command = shlex.join(["loom", *sys.argv[1:]])
     folder = loom.train(
-        family, data, steps=steps, minutes=minutes, out=out, resume=resume, seed=seed, options=options or None,
+        family, data, steps=steps, minutes=minutes, out=out, resume=resume, init=init, seed=seed, options=options or None,
         checkpoint_every=checkpoint_every, progress=not quiet, command=command,
     )
     click.echo(f"wrote {folder}; generate with --generator {folder}")

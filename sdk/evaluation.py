@@ -14,8 +14,11 @@ def evaluate_shapes(
     image_seed: int = 0,
     batch_size: int = 32,
     progress: bool = True,
+    options: dict | None = None,
 ):
-    """ShapesEval report for ``generator`` on ``prompts`` (default: ``n`` fresh templated prompts)."""
+    """ShapesEval report for ``generator`` on ``prompts`` (default: ``n`` fresh templated prompts);
+    image i is seeded ``image_seed + i``. ``options`` override the generator's config (sampling
+    settings such as ``temperature``). The report's ``scores`` hold each prompt's verdicts."""
     from tqdm.auto import tqdm
 
     from loom.api import default_spec, pipeline_for
@@ -26,7 +29,11 @@ def evaluate_shapes(
         texts, targets = [c for c, _ in pairs], [s for _, s in pairs]
     else:
         texts, targets = list(prompts), list(prompts)
-    pipeline = pipeline_for(default_spec(generator, size=None))
+    spec = default_spec(generator, size=None)
+    if options:
+        step = next(s for s in spec["steps"] if s["component"] != "text-encoder")
+        step["config"] = {**step.get("config", {}), **options}
+    pipeline = pipeline_for(spec)
     images = []
     with tqdm(total=len(texts), desc="evaluating", unit="image", disable=not progress, delay=1.0) as bar:
         for start in range(0, len(texts), batch_size):

@@ -156,6 +156,7 @@ def train(
     minutes: float | None = None,
     out: "str | Path | None" = None,
     resume: "str | Path | None" = None,
+    init: "str | Path | None" = None,
     seed: int = 0,
     options: dict | None = None,
     pool: int | None = None,
@@ -171,6 +172,10 @@ def train(
     (default 24,000) or Sounds clips (default 12,000) to draw captions and samples from. Stop after ``steps`` steps, after
     ``minutes`` minutes, whichever first (default 3000 steps). ``resume``: a folder an earlier run
     wrote; it continues there with that run's data, options and seed, up to ``steps`` in total.
+    ``init``: a folder an earlier run of the same family wrote; a new run starts from its
+    checkpoint (weights, averages and optimiser state) with its own options, data, seed and
+    ``steps``, so a model can be fine-tuned with another loss weight or on other data. Options
+    that change the architecture are refused.
     ``on_step(step, losses)`` is called after every step (tests use it to interrupt).
     """
     import numpy as np
@@ -181,6 +186,8 @@ def train(
     # Subnormal floats appear as images' flat regions saturate and make CPU steps ~4× slower.
     torch.set_flush_denormal(True)
 
+    if resume is not None and init is not None:
+        raise InputError("--resume continues a run and --init starts a new one from a run; give one of them")
     if resume is not None:
         folder = Path(resume)
         ckpt = _checkpoint_folder(folder)
@@ -195,8 +202,14 @@ def train(
         # the record names the command that started the run, and each that resumed it
         resumed = progress_record.get("resumed", []) + ([command] if command else [])
         command = progress_record.get("command") or command
+        init_from = progress_record.get("init_from")
     else:
-        resumed = []
+        resumed, init_from = [], None
+        if init is not None:
+            init_ckpt = _checkpoint_folder(Path(init))
+            init_record = json.loads((init_ckpt / "progress.json").read_text())
+            if init_record["family"] != family:
+                raise InputError(f"--init {str(init)!r} is a {init_record['family']!r} run, not {family!r}")
         folder = Path(out or f"loom-{family}")
         if (folder / "config.json").exists() or (folder / CHECKPOINT).exists():
             raise InputError(
@@ -231,6 +244,17 @@ def train(
         gen.set_state(state["torch_rng"])
         rng.bit_generator.state = progress_record["numpy_rng"]
         losses, done, elapsed_before = progress_record["losses"], progress_record["step"], progress_record["seconds"]
+    elif init is not None:
+        try:
+            trainer.load_state(load_state(init_ckpt)["trainer"])
+        except (RuntimeError, KeyError, ValueError) as err:
+            first = str(err).strip().splitlines()[0]
+            raise InputError(
+                f"--init {str(init)!r}: its checkpoint does not fit these options ({first}); "
+                f"change only options that keep the architecture (loss weights, lr, ...)"
+            ) from None
+        # the commands that made the starting point, so the chain can be rerun
+        init_from = {"folder": str(init), **{k: init_record.get(k) for k in ("command", "resumed", "seed", "data", "pool", "step")}}
     folder.mkdir(parents=True, exist_ok=True)
 
     def record() -> dict:
@@ -239,6 +263,7 @@ def train(
         return {
             "command": command,
             "resumed": resumed,
+            **({"init_from": init_from} if init_from else {}),
             "seed": seed,
             "data": dataset.describe(),
             "steps": done,
@@ -254,7 +279,7 @@ def train(
         shutil.rmtree(tmp, ignore_errors=True)
         save_state({"trainer": trainer.state(), "torch_rng": gen.get_state()}, tmp)
         write_json_atomic(tmp / "progress.json", {
-            "family": family, "command": command, "resumed": resumed, "seed": seed, "data": data, "pool": pool, "options": opts.model_dump(),
+            "family": family, "command": command, "resumed": resumed, "init_from": init_from, "seed": seed, "data": data, "pool": pool, "options": opts.model_dump(),
             "planned_steps": steps, "step": done, "seconds": elapsed_before + time.time() - started,
             "numpy_rng": rng.bit_generator.state, "losses": losses,
         })

@@ -56,3 +56,13 @@ def test_shipped_sound_weights_are_small_and_record_how_they_were_made(family):
     training = config["training"]
     assert training["command"].startswith(f"loom train {family} --data sounds") and "seed" in training
     assert (folder / "TRAINING.md").read_text().count(training["command"]) >= 1
+
+
+def test_evaluation_passes_generator_options_to_its_step(tmp_path):
+    from loom.core import LoomError
+
+    # an empty weights folder instead of the shipped one: the error names it, so the option arrived
+    with pytest.raises(LoomError, match=str(tmp_path)):
+        evaluate_shapes("gan", prompts=["a red circle on a blue background"], options={"weights": str(tmp_path)}, progress=False)
+    report = evaluate_shapes("gan", prompts=["a red circle on a blue background"] * 2, options={"temperature": 0.0}, progress=False)
+    assert report.n == 2 and len(report.scores) == 2

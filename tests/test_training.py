@@ -60,6 +60,31 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, family):
     assert training["steps"] == 6 and training["resumed"] == ["loom train again"]
 
 
+def test_init_starts_a_new_run_from_an_earlier_runs_checkpoint(tmp_path):
+    source = loom.train("vae", steps=40, seed=3, out=tmp_path / "source", command="loom train vae first", **TINY)
+    # lr ~0: one step leaves the weights where they started, so the export shows the start
+    tuned = loom.train("vae", steps=1, seed=5, out=tmp_path / "tuned", init=source, pool=96, progress=False,
+                       options={"batch_size": 8, "prior_weight": 0.5, "lr": 1e-12})
+    a, b = load_file(source / "model.safetensors"), load_file(tuned / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    fresh = loom.train("vae", steps=1, seed=5, out=tmp_path / "fresh", pool=96, progress=False, options={"batch_size": 8, "lr": 1e-12})
+    assert not all(torch.equal(a[k], v) for k, v in load_file(fresh / "model.safetensors").items())
+    training = json.loads((tuned / "config.json").read_text())["training"]
+    assert training["steps"] == 1 and training["seed"] == 5 and training["options"]["prior_weight"] == 0.5
+    assert training["init_from"]["command"] == "loom train vae first" and training["init_from"]["step"] == 40
+    # and resuming the fine-tune keeps that record
+    loom.train("vae", steps=2, resume=tuned, progress=False)
+    assert json.loads((tuned / "config.json").read_text())["training"]["init_from"]["step"] == 40
+
+    with pytest.raises(InputError, match="does not fit these options"):
+        loom.train("vae", steps=1, out=tmp_path / "wider", init=source, pool=96, progress=False, options={"batch_size": 8, "latent_dim": 16})
+    assert not (tmp_path / "wider").exists()
+    with pytest.raises(InputError, match="is a 'vae' run, not 'gan'"):
+        loom.train("gan", steps=1, out=tmp_path / "gan", init=source, **TINY)
+    with pytest.raises(InputError, match="give one of them"):
+        loom.train("vae", steps=50, resume=source, init=source, progress=False)
+
+
 def test_a_trained_folder_is_never_overwritten_by_a_new_run(tmp_path):
     out = loom.train("vae", steps=2, out=tmp_path / "run", **TINY)
     before = (out / "model.safetensors").read_bytes()
