@@ -127,15 +127,19 @@ class ShapesDiffusionModel(nn.Module):
         shifted and scaled to unit variance, or the folded pixels (B×48×H/4×W/4 in [-1, 1])."""
         if self.vae is None:
             return F.pixel_unshuffle(images * 2 - 1, self.cfg.patch)
-        ae = self.cfg.autoencoder
-        z = self.vae.encode(images * 2 - 1).latent_dist.mean
-        return (z - ae.get("shift", 0.0)) * ae.get("scale", 1.0)
+        shift, scale = self._standardise()
+        return (self.vae.encode(images * 2 - 1).latent_dist.mean - shift) * scale
 
     def unfold(self, latents):
         if self.vae is None:
             return (F.pixel_shuffle(latents, self.cfg.patch) + 1) / 2
+        shift, scale = self._standardise()
+        return (self.vae.decode(latents / scale + shift).sample + 1) / 2
+
+    def _standardise(self) -> tuple[float, float]:
+        """The latents' shift and scale; the identity until training's first phase measures them."""
         ae = self.cfg.autoencoder
-        return (self.vae.decode(latents / ae.get("scale", 1.0) + ae.get("shift", 0.0)).sample + 1) / 2
+        return ae.get("shift", 0.0), ae.get("scale", 1.0)
 
     def forward(self, latents, t, tokens, mask, pooled):
         return self.unet(latents, t, encoder_hidden_states=tokens, encoder_attention_mask=mask, class_labels=pooled).sample
