@@ -8,7 +8,7 @@ record in its config.json), warm generation time per output (text encoder includ
 rounds interleaved across families so machine noise hits all alike) and the size of its weights.
 The output is a Markdown table (README's).
 
-- ``--world shapes`` (default: vae, gan, ar): ShapesEval; 64 px images in batches of 32, time with
+- ``--world shapes`` (default: vae, gan, ar, diffusion): ShapesEval; 64 px images in batches of 32, time with
   its ratio to the fastest family.
 - ``--world sounds`` (default: vae-sound, gan-sound): SoundsEval with the chance rate of each
   attribute beside it; 1.5 s, 16 kHz clips in batches of 16, Griffin-Lim included, time with its
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 WORLDS = {
-    "shapes": {"families": "vae,gan,ar", "batch": 32, "what": "prompt", "output": "per image (64 px)",
+    "shapes": {"families": "vae,gan,ar,diffusion", "batch": 32, "what": "prompt", "output": "per image (64 px)",
                "prompt": "a small red circle in the top left on a blue background number {i}"},
     "sounds": {"families": "vae-sound,gan-sound", "batch": 16, "what": "caption", "output": "per clip (1.5 s)",
                "prompt": "three rising high beeps, take {i}"},
@@ -63,7 +63,7 @@ def main() -> None:
             "eval": report,
             "train_minutes": training.get("minutes"),
             "train_steps": training.get("steps"),
-            "weights_mb": (folder / "model.safetensors").stat().st_size / 1e6,
+            "weights_mb": sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e6,  # UNet + autoencoder for diffusion
             "seconds_per_output": [],
         }
     if not rows:

@@ -258,7 +258,7 @@ def tiny_shapes_folder(root, text_dim=384, encoder="all-MiniLM-L6-v2", autoencod
 
 
 @pytest.mark.parametrize("autoencoder", [None, TINY_AUTOENCODER], ids=["folded-pixels", "latent"])
-def test_the_shapes_generator_samples_from_a_folder_per_item(tmp_path, autoencoder):
+def test_the_shapes_generator_samples_from_a_folder_per_item(tmp_path, autoencoder, monkeypatch):
     from loom.plugins.diffusion import ShapesDiffusion
 
     folder = tiny_shapes_folder(tmp_path, autoencoder=autoencoder)
@@ -279,6 +279,8 @@ def test_the_shapes_generator_samples_from_a_folder_per_item(tmp_path, autoencod
     (tmp_path / "sd" / "model_index.json").write_text("{}")
     with pytest.raises(WeightsError, match="diffusers pipeline folder: use the stable-diffusion component"):
         ShapesDiffusion(weights=str(tmp_path / "sd"))
+    # an install that lacks the shipped weights says how to get a model
+    monkeypatch.setattr(ShapesDiffusion, "default_weights", tmp_path / "missing")
     with pytest.raises(WeightsError, match="loom train diffusion"):
         ShapesDiffusion(steps=1).load()
 

@@ -273,9 +273,9 @@ class ShapesDiffusion(Generator):
         folder = self.config.weights or self.default_weights
         if self.config.weights is None and not (Path(folder) / "model.safetensors").is_file():
             raise WeightsError(
-                "no trained Shapes diffusion model ships with this Loom yet: train one with "
-                "`loom train diffusion --out runs/diffusion` and pass weights: runs/diffusion "
-                "(or --generator runs/diffusion)"
+                f"the shipped Shapes diffusion weights are missing from this install ({folder}): reinstall "
+                "Loom, or train a model with `loom train diffusion --out runs/diffusion` and pass "
+                "weights: runs/diffusion (or --generator runs/diffusion)"
             )
         self.model = shapes.load(check_folder(folder), self.config.device)
 
