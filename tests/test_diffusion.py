@@ -357,3 +357,18 @@ def test_a_one_width_autoencoder_is_refused_before_training(tmp_path):
     with pytest.raises(InputError, match="(?s)autoencoder_channels.*at least two widths"):
         loom.train("diffusion", steps=1, out=tmp_path / "bad", options={"autoencoder_channels": [8]}, progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.slow
+def test_init_from_a_trained_latent_model_trains_only_its_unet(tmp_path):
+    source = loom.train("diffusion", steps=4, out=tmp_path / "source", pool=96, options=TINY_OPTIONS, progress=False)
+    with pytest.raises(InputError, match="autoencoder_share=0"):
+        loom.train("diffusion", steps=2, out=tmp_path / "again", init=source, pool=96, options=TINY_OPTIONS, progress=False)
+    seen = []
+    tuned = loom.train("diffusion", steps=2, out=tmp_path / "tuned", init=source, pool=96, progress=False,
+                       options={**TINY_OPTIONS, "autoencoder_share": 0.0}, on_step=lambda step, losses: seen.append(dict(losses)))
+    assert [next(iter(s)) for s in seen] == ["loss", "loss"]
+    # the frozen autoencoder and its latent statistics come along unchanged
+    assert (tuned / "autoencoder.safetensors").read_bytes() == (source / "autoencoder.safetensors").read_bytes()
+    config, before = (json.loads((f / "config.json").read_text())["autoencoder"] for f in (tuned, source))
+    assert config == before

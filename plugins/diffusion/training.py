@@ -90,6 +90,14 @@ class DiffusionTrainer(Trainer):
 
     def step(self, batch, progress: float) -> dict[str, float]:
         if progress < self.share:
+            if "scale" in (self.model.cfg.autoencoder or {}):
+                # only a new run started (--init) from a model past its first phase gets here
+                from loom.core import InputError
+
+                raise InputError(
+                    "this run starts from a model whose autoencoder is already trained and frozen; "
+                    "train only its UNet with -O autoencoder_share=0"
+                )
             return self._autoencoder_step(batch, progress / self.share)
         if self.model.vae is not None and "scale" not in self.model.cfg.autoencoder:
             self._freeze_autoencoder(batch.images)
