@@ -254,7 +254,7 @@ def train(
                 f"change only options that keep the architecture (loss weights, lr, ...)"
             ) from None
         # the commands that made the starting point, so the chain can be rerun
-        init_from = {"folder": str(init), **{k: init_record.get(k) for k in ("command", "resumed", "seed", "data", "pool", "step")}}
+        init_from = {"folder": str(init), **{k: init_record.get(k) for k in ("command", "resumed", "init_from", "seed", "data", "pool", "step")}}
     folder.mkdir(parents=True, exist_ok=True)
 
     def record() -> dict:

@@ -72,9 +72,12 @@ def test_init_starts_a_new_run_from_an_earlier_runs_checkpoint(tmp_path):
     training = json.loads((tuned / "config.json").read_text())["training"]
     assert training["steps"] == 1 and training["seed"] == 5 and training["options"]["prior_weight"] == 0.5
     assert training["init_from"]["command"] == "loom train vae first" and training["init_from"]["step"] == 40
-    # and resuming the fine-tune keeps that record
+    # and resuming the fine-tune keeps that record, as does a fine-tune of the fine-tune
     loom.train("vae", steps=2, resume=tuned, progress=False)
     assert json.loads((tuned / "config.json").read_text())["training"]["init_from"]["step"] == 40
+    again = loom.train("vae", steps=1, out=tmp_path / "again", init=tuned, pool=96, progress=False, options={"batch_size": 8})
+    chain = json.loads((again / "config.json").read_text())["training"]["init_from"]
+    assert chain["step"] == 2 and chain["init_from"]["command"] == "loom train vae first"
 
     with pytest.raises(InputError, match="does not fit these options"):
         loom.train("vae", steps=1, out=tmp_path / "wider", init=source, pool=96, progress=False, options={"batch_size": 8, "latent_dim": 16})
