@@ -106,6 +106,12 @@ class Trainer:
         """Restore what :meth:`state` returned."""
         raise NotImplementedError
 
+    def check_init(self) -> None:
+        """Called after :meth:`load_state` when a new run starts from another run's checkpoint
+        (``--init``), before anything is written: raise :class:`~loom.core.InputError`, saying
+        what to change, when this family cannot go on from that state with these options.
+        Optional: by default any state that loads is a valid start."""
+
     def export(self, folder: Path, training: dict) -> None:
         """Write the generator into ``folder``: ``config.json`` (with ``"family"`` and the
         ``training`` record) and ``model.safetensors``. Write each file atomically."""

@@ -35,7 +35,7 @@ def main() -> None:
         quality = f"`loom eval sounds --generator {family}` and `python bench/families.py --world sounds`"
     else:
         quality = f"`loom eval shapes --generator {family}` and `python bench/families.py`"
-    resumed = "".join(f"\nresumed with `{c}`\n" for c in training.get("resumed", [])) + _origin(training.get("init_from"))
+    resumed = _resumes(training.get("resumed")) + _origin(training.get("init_from"))
     (target / "TRAINING.md").write_text(
         f"""# How these {family} weights were made
 
@@ -56,13 +56,16 @@ Quality: {quality} (numbers in README.md).
     print(f"shipped {run} as {target} ({size:.1f} MB)")
 
 
+def _resumes(commands: list[str] | None) -> str:
+    return "".join(f"\nresumed with `{c}`\n" for c in commands or [])
+
+
 def _origin(start: dict | None) -> str:
     """For a run started with --init: the commands that made its starting point, and theirs."""
     if not start:
         return ""
-    resumed = "".join(f"\nresumed with `{c}`\n" for c in start.get("resumed") or [])
     return (f"\nstarted from `{start['folder']}` at its step {start['step']} (seed {start['seed']}), made by\n\n"
-            f"```bash\n{start['command']}\n```\n{resumed}" + _origin(start.get("init_from")))
+            f"```bash\n{start['command']}\n```\n{_resumes(start.get('resumed'))}" + _origin(start.get("init_from")))
 
 
 if __name__ == "__main__":

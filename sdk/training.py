@@ -253,6 +253,7 @@ def train(
                 f"--init {str(init)!r}: its checkpoint does not fit these options ({first}); "
                 f"change only options that keep the architecture (loss weights, lr, ...)"
             ) from None
+        trainer.check_init()
         # the commands that made the starting point, so the chain can be rerun
         init_from = {"folder": str(init), **{k: init_record.get(k) for k in ("command", "resumed", "init_from", "seed", "data", "pool", "step")}}
     folder.mkdir(parents=True, exist_ok=True)

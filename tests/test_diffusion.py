@@ -364,6 +364,7 @@ def test_init_from_a_trained_latent_model_trains_only_its_unet(tmp_path):
     source = loom.train("diffusion", steps=4, out=tmp_path / "source", pool=96, options=TINY_OPTIONS, progress=False)
     with pytest.raises(InputError, match="autoencoder_share=0"):
         loom.train("diffusion", steps=2, out=tmp_path / "again", init=source, pool=96, options=TINY_OPTIONS, progress=False)
+    assert not (tmp_path / "again").exists()  # refused before anything was written
     seen = []
     tuned = loom.train("diffusion", steps=2, out=tmp_path / "tuned", init=source, pool=96, progress=False,
                        options={**TINY_OPTIONS, "autoencoder_share": 0.0}, on_step=lambda step, losses: seen.append(dict(losses)))

@@ -90,14 +90,6 @@ class DiffusionTrainer(Trainer):
 
     def step(self, batch, progress: float) -> dict[str, float]:
         if progress < self.share:
-            if "scale" in (self.model.cfg.autoencoder or {}):
-                # only a new run started (--init) from a model past its first phase gets here
-                from loom.core import InputError
-
-                raise InputError(
-                    "this run starts from a model whose autoencoder is already trained and frozen; "
-                    "train only its UNet with -O autoencoder_share=0"
-                )
             return self._autoencoder_step(batch, progress / self.share)
         if self.model.vae is not None and "scale" not in self.model.cfg.autoencoder:
             self._freeze_autoencoder(batch.images)
@@ -189,6 +181,16 @@ class DiffusionTrainer(Trainer):
                 model.cfg.autoencoder.update(state["autoencoder"])
             if "scale" in state["autoencoder"]:
                 self.model.vae.eval().requires_grad_(False)
+
+    def check_init(self) -> None:
+        # a first phase would train an autoencoder that the loaded model has already frozen
+        if self.share and "scale" in self.model.cfg.autoencoder:
+            from loom.core import InputError
+
+            raise InputError(
+                "this run starts from a model whose autoencoder is already trained and frozen; "
+                "train only its UNet with -O autoencoder_share=0"
+            )
 
     def _sync_autoencoder(self) -> None:
         # before the first phase ends, what is exported or sampled carries the autoencoder so far
