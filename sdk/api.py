@@ -14,7 +14,7 @@ DEFAULT_GENERATOR = "vae"
 #: The generator ``loom generate`` uses when none is named and the output is a sound file
 #: (.wav or .flac), and the one ``loom eval sounds`` scores by default: the better-scoring of the
 #: first-party text-to-sound families (docs/audio.md).
-DEFAULT_SOUND_GENERATOR = "vae-sound"
+DEFAULT_SOUND_GENERATOR = "gan-sound"
 #: Longer side of generated images after the resize step.
 DEFAULT_SIZE = 256
 

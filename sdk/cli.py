@@ -119,7 +119,7 @@ def new_plugin(name: str, directory, kind: str) -> None:
               help="A spoken prompt (WAV or FLAC) instead of PROMPT, heard by the spoken-prompt encoder.")
 @click.option("--seed", type=int, default=None, help="Seed (default: random; recorded in the file).")
 @click.option("--generator", "generator", default=None,
-              help="Generator name or trained folder (default: vae; vae-sound for a .wav or .flac output).")
+              help="Generator name or trained folder (default: vae; gan-sound for a .wav or .flac output).")
 @click.option("-n", "--count", type=click.IntRange(1, 10000), default=1, help="Outputs to make (seeds seed..seed+n-1).")
 @click.option("--size", type=click.IntRange(8, 8192), default=256, help="Longer side of an image in pixels (images only).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
@@ -338,7 +338,7 @@ def eval_shapes(generator, prompts_file, count, as_json) -> None:
 
 
 @evaluate.command("sounds")
-@click.option("--generator", default=None, help="A registered Audio generator name or trained folder (default: vae-sound).")
+@click.option("--generator", default=None, help="A registered Audio generator name or trained folder (default: gan-sound).")
 @click.option("--prompts", "prompts_file", type=click.Path(exists=True, dir_okay=False), help="One prompt a line.")
 @click.option("-n", "count", default=200, show_default=True, type=click.IntRange(1), help="Fresh prompts to draw.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
