@@ -91,7 +91,7 @@ class DiffusionTrainer(Trainer):
     def step(self, batch, progress: float) -> dict[str, float]:
         if progress < self.share:
             return self._autoencoder_step(batch, progress / self.share)
-        if self.model.vae is not None and "scale" not in self.model.cfg.autoencoder:
+        if self.model.vae is not None and not self._autoencoder_frozen:
             self._freeze_autoencoder(batch.images)
         return self._unet_step(batch, (progress - self.share) / (1 - self.share))
 
@@ -182,9 +182,15 @@ class DiffusionTrainer(Trainer):
             if "scale" in state["autoencoder"]:
                 self.model.vae.eval().requires_grad_(False)
 
+    @property
+    def _autoencoder_frozen(self) -> bool:
+        """Whether the first phase is over: the latents' shift and scale are measured and the
+        autoencoder no longer trains (false without an autoencoder)."""
+        return "scale" in (self.model.cfg.autoencoder or {})
+
     def check_init(self) -> None:
         # a first phase would train an autoencoder that the loaded model has already frozen
-        if self.share and "scale" in self.model.cfg.autoencoder:
+        if self.share and self._autoencoder_frozen:
             from loom.core import InputError
 
             raise InputError(
@@ -194,7 +200,7 @@ class DiffusionTrainer(Trainer):
 
     def _sync_autoencoder(self) -> None:
         # before the first phase ends, what is exported or sampled carries the autoencoder so far
-        if self.model.vae is not None and "scale" not in self.model.cfg.autoencoder:
+        if self.model.vae is not None and not self._autoencoder_frozen:
             self.ema.vae.load_state_dict(self.model.vae.state_dict())
 
     def export(self, folder: Path, training: dict) -> None:
