@@ -4,8 +4,9 @@
 
 For each family prints the world's checker per attribute and whole prompt on ``n`` fresh prompts
 (the evaluation seed, as ``loom eval shapes|sounds``), training time and steps (from the training
-record in its config.json), warm generation time per output (text encoder included; medians of 3
-rounds interleaved across families so machine noise hits all alike) and the size of its weights.
+record in its config.json, added up over the runs a fine-tuned model started from), warm
+generation time per output (text encoder included; medians of 3 rounds interleaved across
+families so machine noise hits all alike) and the size of its weights.
 The output is a Markdown table (README's).
 
 - ``--world shapes`` (default: vae, gan, ar, diffusion): ShapesEval; 64 px images in batches of 32, time with
@@ -61,8 +62,7 @@ def main() -> None:
         training = json.loads((folder / "config.json").read_text()).get("training", {})
         rows[name] = {
             "eval": report,
-            "train_minutes": training.get("minutes"),
-            "train_steps": training.get("steps"),
+            **chain_totals(training),
             "weights_mb": sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e6,  # UNet + autoencoder for diffusion
             "seconds_per_output": [],
         }
@@ -104,6 +104,17 @@ def main() -> None:
         print("| chance | " + " | ".join(cells) + f" | {chance.get('whole_prompt', float('nan')):.4f} | | | |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def chain_totals(training: dict) -> dict:
+    """Minutes and steps of a run plus those of the runs it started from (``--init``), so a
+    fine-tuned model's training time is the whole chain's; minutes None where a record lacks them."""
+    minutes, steps, start = training.get("minutes"), training.get("steps") or 0, training.get("init_from")
+    while start:
+        steps += start.get("step") or 0
+        minutes = None if minutes is None or start.get("minutes") is None else minutes + start["minutes"]
+        start = start.get("init_from")
+    return {"train_minutes": minutes, "train_steps": steps}
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ def main() -> None:
         sys.exit(__doc__)
     family, run = sys.argv[1], Path(sys.argv[2])
     from loom.core import get_registry
+    from loom.core.training import write_json_atomic
 
     cls = get_registry().get(family).cls
     module = importlib.import_module(cls.model_module)
@@ -35,7 +36,10 @@ def main() -> None:
         quality = f"`loom eval sounds --generator {family}` and `python bench/families.py --world sounds`"
     else:
         quality = f"`loom eval shapes --generator {family}` and `python bench/families.py`"
-    resumed = _resumes(training.get("resumed")) + _origin(training.get("init_from"))
+    if _fill_minutes(training.get("init_from")):
+        config = json.loads((target / "config.json").read_text())
+        write_json_atomic(target / "config.json", {**config, "training": training})
+    resumed = _resumes(training.get("resumed")) + _origin(training.get("init_from")) + _picked(run)
     (target / "TRAINING.md").write_text(
         f"""# How these {family} weights were made
 
@@ -60,11 +64,36 @@ def _resumes(commands: list[str] | None) -> str:
     return "".join(f"\nresumed with `{c}`\n" for c in commands or [])
 
 
+def _fill_minutes(start: dict | None) -> bool:
+    """Records written before ``init_from`` kept its run's minutes lack them: read them from the
+    run's own checkpoint where that folder is still here, so bench/families.py can add up the chain."""
+    changed = False
+    while start:
+        progress = Path(start["folder"]) / "checkpoint" / "progress.json"
+        if start.get("minutes") is None and progress.is_file():
+            start["minutes"] = round(json.loads(progress.read_text())["seconds"] / 60, 2)
+            changed = True
+        start = start.get("init_from")
+    return changed
+
+
+def _picked(run: Path) -> str:
+    """For a snapshot chosen with `loom eval snapshots`: how it was chosen."""
+    picked = run.parent / "picked.json"
+    if run.parent.name != "snapshots" or not picked.is_file():
+        return ""
+    record = json.loads(picked.read_text())
+    scores = ", ".join(f"{name} {score:.3f}" for name, score in record["whole"].items())
+    return (f"\nchosen among the run's snapshots with `loom eval snapshots {record['run']} -n {record['n']} --seed {record['seed']}` "
+            f"(validation prompts, not the evaluation ones); whole-prompt scores: {scores}\n")
+
+
 def _origin(start: dict | None) -> str:
     """For a run started with --init: the commands that made its starting point, and theirs."""
     if not start:
         return ""
-    return (f"\nstarted from `{start['folder']}` at its step {start['step']} (seed {start['seed']}), made by\n\n"
+    took = f", {start['minutes']} min" if start.get("minutes") is not None else ""
+    return (f"\nstarted from `{start['folder']}` at its step {start['step']} (seed {start['seed']}{took}), made by\n\n"
             f"```bash\n{start['command']}\n```\n{_resumes(start.get('resumed'))}" + _origin(start.get("init_from")))
 
 

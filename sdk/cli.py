@@ -263,8 +263,10 @@ def reproduce(source: str, output: str, inputs: tuple[str, ...], quiet: bool) ->
 @click.option("--lr", type=float, default=None, help="Peak learning rate (family default if unset).")
 @click.option("-O", "--option", "extra", multiple=True, metavar="KEY=VALUE", help="A family option (repeatable).")
 @click.option("--checkpoint-every", default=500, show_default=True, type=click.IntRange(1), help="Steps between checkpoints.")
+@click.option("--keep-every", type=click.IntRange(1), default=None,
+              help="Also keep the generator every N steps in snapshots/step-N (choose one later with scripts/pick.py).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def train(family, data, steps, minutes, out, resume, init, seed, batch_size, lr, extra, checkpoint_every, quiet) -> None:
+def train(family, data, steps, minutes, out, resume, init, seed, batch_size, lr, extra, checkpoint_every, keep_every, quiet) -> None:
     """Train generator FAMILY (vae, ...) on Shapes or a folder of captioned images.
 
     A folder holds images with a same-name .txt caption each, or a metadata.jsonl with
@@ -290,7 +292,7 @@ def train(family, data, steps, minutes, out, resume, init, seed, batch_size, lr,
     command = shlex.join(["loom", *sys.argv[1:]])
     folder = loom.train(
         family, data, steps=steps, minutes=minutes, out=out, resume=resume, init=init, seed=seed, options=options or None,
-        checkpoint_every=checkpoint_every, progress=not quiet, command=command,
+        checkpoint_every=checkpoint_every, keep_every=keep_every, progress=not quiet, command=command,
     )
     click.echo(f"wrote {folder}; generate with --generator {folder}")
 
@@ -355,6 +357,25 @@ def eval_sounds(generator, prompts_file, count, as_json) -> None:
         click.echo(json.dumps(data, indent=2))
         return
     echo_report(f"SoundsEval on {data['n']} prompts (generator: {generator})", data, "whole caption")
+
+
+@evaluate.command("snapshots")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("-n", "count", default=200, show_default=True, type=click.IntRange(1), help="Validation prompts to draw.")
+@click.option("--seed", default=7, show_default=True, type=int, help="Seed of the validation prompts (not the evaluation seed).")
+def eval_snapshots(run, count, seed) -> None:
+    """Choose among the snapshots a run kept (loom train --keep-every) on validation prompts.
+
+    Scores each RUN/snapshots/step-N and the run's final export with its world's checker, writes
+    RUN/snapshots/picked.json and prints the best folder. Report the chosen one's quality with
+    `loom eval shapes|sounds --generator FOLDER`, whose prompts it was not chosen by.
+    """
+    from loom.evaluation import evaluate_snapshots
+
+    click.echo(f"whole-prompt score on {count} validation prompts (seed {seed}):")
+    result = evaluate_snapshots(run, n=count, seed=seed)
+    click.echo(f"best: {result['best']} ({result['whole'][Path(result['best']).name]:.3f}); "
+               f"measure it with `loom eval {result['world']} --generator {result['best']}`")
 
 
 def read_prompts(path: str) -> list[str]:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 #: Seed of the evaluation prompts; training draws its scenes from other seeds, so these are fresh.
 EVAL_SEED = 20261125
+#: Seed of the validation prompts that choose among a run's snapshots: not the evaluation seed, so
+#: the score a chosen snapshot reports on the evaluation prompts is not the one it was chosen by.
+VALIDATION_SEED = 7
 
 
 def evaluate_shapes(
@@ -85,3 +91,40 @@ def evaluate_sounds(
             clips.extend(audio.clip(i) for i in range(len(audio)))
             bar.update(len(chunk))
     return SoundsEval().evaluate_many(clips, targets, rate)
+
+
+def evaluate_snapshots(run: "str | Path", n: int = 200, seed: int = VALIDATION_SEED, progress: bool = True) -> dict:
+    """Score each snapshot a run kept (``loom train --keep-every``) and its final export on ``n``
+    validation prompts drawn with ``seed``, with the checker of the run's world; write the scores
+    to ``RUN/snapshots/picked.json`` and return them with the best snapshot's folder.
+
+    The evaluation seed is refused: choosing by it would make the reported score the maximum of
+    many noisy ones."""
+    from loom.core import InputError, get_registry
+    from loom.core.training import write_json_atomic
+    from loom.training import SNAPSHOTS
+
+    run = Path(run)
+    if seed == EVAL_SEED:
+        raise InputError(f"--seed {seed} is the evaluation seed; choose snapshots on other prompts (default {VALIDATION_SEED})")
+    candidates = sorted(p for p in (run / SNAPSHOTS).glob("step-*") if (p / "config.json").is_file())
+    if not candidates:
+        raise InputError(f"{str(run)!r} holds no snapshots; train with `loom train ... --keep-every N` to keep them")
+    if (run / "config.json").is_file():
+        candidates.append(run)
+    family = json.loads(candidates[0].joinpath("config.json").read_text())["family"]
+    sounds = get_registry().get(family).cls.output_type.kind == "Audio"
+    scores = {}
+    for folder in candidates:
+        if sounds:
+            report = evaluate_sounds(str(folder), n=n, seed=seed, progress=False)
+        else:
+            report = evaluate_shapes(str(folder), n=n, seed=seed, progress=False)
+        scores[folder.name] = report.to_dict()["whole_prompt"]
+        if progress:
+            print(f"  {folder.name:<12} {scores[folder.name]:.3f}")
+    best = max(reversed(candidates), key=lambda f: scores[f.name])  # a tie goes to the later one
+    result = {"run": str(run), "world": "sounds" if sounds else "shapes", "n": n, "seed": seed,
+              "whole": scores, "best": str(best)}
+    write_json_atomic(run / SNAPSHOTS / "picked.json", result)
+    return result

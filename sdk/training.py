@@ -39,6 +39,7 @@ from loom.core.training import (
 #: Captions are padded to this many tokens for training (Shapes captions are far shorter).
 CAPTION_TOKENS = 32
 CHECKPOINT = "checkpoint"
+SNAPSHOTS = "snapshots"
 
 
 def cache_dir() -> Path:
@@ -161,6 +162,7 @@ def train(
     options: dict | None = None,
     pool: int | None = None,
     checkpoint_every: int = 500,
+    keep_every: int | None = None,
     progress: bool = True,
     command: str | None = None,
     on_step: Callable[[int, dict], None] | None = None,
@@ -176,6 +178,10 @@ def train(
     checkpoint (weights, averages and optimiser state) with its own options, data, seed and
     ``steps``, so a model can be fine-tuned with another loss weight or on other data. Options
     that change the architecture are refused.
+    ``keep_every``: also keep the generator as it was every that many steps, as a loadable
+    folder ``snapshots/step-NNNNNN`` (a GAN's quality swings between checkpoints, so the best one
+    can be chosen afterwards on validation prompts; see ``scripts/pick.py``). A resumed run keeps
+    the setting it started with unless given another.
     ``on_step(step, losses)`` is called after every step (tests use it to interrupt).
     """
     import numpy as np
@@ -203,6 +209,7 @@ def train(
         resumed = progress_record.get("resumed", []) + ([command] if command else [])
         command = progress_record.get("command") or command
         init_from = progress_record.get("init_from")
+        keep_every = keep_every if keep_every is not None else progress_record.get("keep_every")
     else:
         resumed, init_from = [], None
         if init is not None:
@@ -255,7 +262,8 @@ def train(
             ) from None
         trainer.check_init()
         # the commands that made the starting point, so the chain can be rerun
-        init_from = {"folder": str(init), **{k: init_record.get(k) for k in ("command", "resumed", "init_from", "seed", "data", "pool", "step")}}
+        init_from = {"folder": str(init), **{k: init_record.get(k) for k in ("command", "resumed", "init_from", "seed", "data", "pool", "step")},
+                     "minutes": round(init_record.get("seconds", 0) / 60, 2)}
     folder.mkdir(parents=True, exist_ok=True)
 
     def record() -> dict:
@@ -281,6 +289,7 @@ def train(
         save_state({"trainer": trainer.state(), "torch_rng": gen.get_state()}, tmp)
         write_json_atomic(tmp / "progress.json", {
             "family": family, "command": command, "resumed": resumed, "init_from": init_from, "seed": seed, "data": data, "pool": pool, "options": opts.model_dump(),
+            "keep_every": keep_every,
             "planned_steps": steps, "step": done, "seconds": elapsed_before + time.time() - started,
             "numpy_rng": rng.bit_generator.state, "losses": losses,
         })
@@ -313,6 +322,10 @@ def train(
                 bar.set_postfix({k: f"{np.mean([e[k] for e in recent if k in e]):.3g}" for k in parts})
             if on_step is not None:
                 on_step(done, parts)
+            if keep_every and done % keep_every == 0:
+                snapshot = folder / SNAPSHOTS / f"step-{done:06d}"
+                snapshot.mkdir(parents=True, exist_ok=True)
+                trainer.export(snapshot, record())
             if done % checkpoint_every == 0:
                 checkpoint()
         checkpoint()

@@ -78,6 +78,8 @@ def test_init_starts_a_new_run_from_an_earlier_runs_checkpoint(tmp_path):
     again = loom.train("vae", steps=1, out=tmp_path / "again", init=tuned, pool=96, progress=False, options={"batch_size": 8})
     chain = json.loads((again / "config.json").read_text())["training"]["init_from"]
     assert chain["step"] == 2 and chain["init_from"]["command"] == "loom train vae first"
+    # each run's minutes travel with it, so a fine-tune's training time can be added up (bench/families.py)
+    assert chain["minutes"] >= 0 and chain["init_from"]["minutes"] > 0
 
     with pytest.raises(InputError, match="does not fit these options"):
         loom.train("vae", steps=1, out=tmp_path / "wider", init=source, pool=96, progress=False, options={"batch_size": 8, "latent_dim": 16})
@@ -86,6 +88,53 @@ def test_init_starts_a_new_run_from_an_earlier_runs_checkpoint(tmp_path):
         loom.train("gan", steps=1, out=tmp_path / "gan", init=source, **TINY)
     with pytest.raises(InputError, match="give one of them"):
         loom.train("vae", steps=50, resume=source, init=source, progress=False)
+
+
+def test_keep_every_keeps_loadable_snapshots_and_a_resumed_run_goes_on_keeping_them(tmp_path):
+    def ctrl_c_at_step_3(step, losses):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    out = loom.train("vae", steps=4, out=tmp_path / "run", keep_every=2, on_step=ctrl_c_at_step_3, **TINY)
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["step-000002"]
+    loom.train("vae", resume=out, progress=False)
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["step-000002", "step-000004"]
+    last, final = load_file(out / "snapshots/step-000004/model.safetensors"), load_file(out / "model.safetensors")
+    assert all(torch.equal(last[k], final[k]) for k in final)
+    early = json.loads((out / "snapshots/step-000002/config.json").read_text())
+    assert early["family"] == "vae" and early["training"]["steps"] == 2
+    image = loom.generate("a red circle", seed=0, generator=str(out / "snapshots/step-000002"), progress=False)
+    assert image.output.to_numpy().shape[-1] == 3
+
+
+def test_eval_snapshots_picks_the_best_on_validation_prompts_and_never_on_the_evaluation_ones(tmp_path, monkeypatch):
+    from loom import evaluation
+
+    out = loom.train("vae", steps=3, out=tmp_path / "run", keep_every=1, **TINY)
+    seen = []
+
+    class Report:
+        def __init__(self, score):
+            self.score = score
+
+        def to_dict(self):
+            return {"whole_prompt": self.score}
+
+    def fake_eval(generator, n, seed, progress):  # a score per folder, to see which one is chosen
+        seen.append((generator, n, seed))
+        return Report({"step-000001": 0.5, "step-000002": 0.75, "step-000003": 0.25}.get(generator.rsplit("/", 1)[-1], 0.5))
+
+    monkeypatch.setattr(evaluation, "evaluate_shapes", fake_eval)
+    result = CliRunner().invoke(main, ["eval", "snapshots", str(out), "-n", "5"])
+    assert result.exit_code == 0, result.output
+    assert f"best: {out / 'snapshots/step-000002'} (0.750)" in result.output
+    assert {s for _, _, s in seen} == {evaluation.VALIDATION_SEED} and len(seen) == 4  # 3 snapshots + the final export
+    picked = json.loads((out / "snapshots/picked.json").read_text())
+    assert picked["best"] == str(out / "snapshots/step-000002") and picked["whole"]["run"] == 0.5
+    refused = CliRunner().invoke(main, ["eval", "snapshots", str(out), "--seed", str(evaluation.EVAL_SEED)])
+    assert refused.exit_code != 0 and "is the evaluation seed" in refused.output
+    bare = loom.train("vae", steps=1, out=tmp_path / "bare", **TINY)
+    assert "train with `loom train ... --keep-every N`" in CliRunner().invoke(main, ["eval", "snapshots", str(bare)]).output
 
 
 def test_a_trained_folder_is_never_overwritten_by_a_new_run(tmp_path):
