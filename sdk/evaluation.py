@@ -110,7 +110,9 @@ def evaluate_snapshots(run: "str | Path", n: int = 200, seed: int = VALIDATION_S
     candidates = sorted(p for p in (run / SNAPSHOTS).glob("step-*") if (p / "config.json").is_file())
     if not candidates:
         raise InputError(f"{str(run)!r} holds no snapshots; train with `loom train ... --keep-every N` to keep them")
-    if (run / "config.json").is_file():
+    final = run / "config.json"
+    # the final export, unless a snapshot of the same step already holds it
+    if final.is_file() and f"step-{json.loads(final.read_text())['training']['steps']:06d}" not in {c.name for c in candidates}:
         candidates.append(run)
     family = json.loads(candidates[0].joinpath("config.json").read_text())["family"]
     sounds = get_registry().get(family).cls.output_type.kind == "Audio"

@@ -110,7 +110,7 @@ def test_keep_every_keeps_loadable_snapshots_and_a_resumed_run_goes_on_keeping_t
 def test_eval_snapshots_picks_the_best_on_validation_prompts_and_never_on_the_evaluation_ones(tmp_path, monkeypatch):
     from loom import evaluation
 
-    out = loom.train("vae", steps=3, out=tmp_path / "run", keep_every=1, **TINY)
+    out = loom.train("vae", steps=5, out=tmp_path / "run", keep_every=2, **TINY)
     seen = []
 
     class Report:
@@ -121,16 +121,21 @@ def test_eval_snapshots_picks_the_best_on_validation_prompts_and_never_on_the_ev
             return {"whole_prompt": self.score}
 
     def fake_eval(generator, n, seed, progress):  # a score per folder, to see which one is chosen
-        seen.append((generator, n, seed))
-        return Report({"step-000001": 0.5, "step-000002": 0.75, "step-000003": 0.25}.get(generator.rsplit("/", 1)[-1], 0.5))
+        seen.append((generator.rsplit("/", 1)[-1], n, seed))
+        return Report({"step-000002": 0.5, "step-000004": 0.75, "run": 0.25}.get(seen[-1][0], 0.5))
 
     monkeypatch.setattr(evaluation, "evaluate_shapes", fake_eval)
     result = CliRunner().invoke(main, ["eval", "snapshots", str(out), "-n", "5"])
     assert result.exit_code == 0, result.output
-    assert f"best: {out / 'snapshots/step-000002'} (0.750)" in result.output
-    assert {s for _, _, s in seen} == {evaluation.VALIDATION_SEED} and len(seen) == 4  # 3 snapshots + the final export
+    assert f"best: {out / 'snapshots/step-000004'} (0.750)" in result.output
+    assert seen == [("step-000002", 5, evaluation.VALIDATION_SEED), ("step-000004", 5, 7), ("run", 5, 7)]
     picked = json.loads((out / "snapshots/picked.json").read_text())
-    assert picked["best"] == str(out / "snapshots/step-000002") and picked["whole"]["run"] == 0.5
+    assert picked["best"] == str(out / "snapshots/step-000004") and picked["whole"]["run"] == 0.25
+    # a final export that is also the last snapshot is scored once
+    seen.clear()
+    even = loom.train("vae", steps=2, out=tmp_path / "even", keep_every=1, **TINY)
+    assert CliRunner().invoke(main, ["eval", "snapshots", str(even)]).exit_code == 0
+    assert [name for name, _, _ in seen] == ["step-000001", "step-000002"]
     refused = CliRunner().invoke(main, ["eval", "snapshots", str(out), "--seed", str(evaluation.EVAL_SEED)])
     assert refused.exit_code != 0 and "is the evaluation seed" in refused.output
     bare = loom.train("vae", steps=1, out=tmp_path / "bare", **TINY)
