@@ -264,7 +264,7 @@ def reproduce(source: str, output: str, inputs: tuple[str, ...], quiet: bool) ->
 @click.option("-O", "--option", "extra", multiple=True, metavar="KEY=VALUE", help="A family option (repeatable).")
 @click.option("--checkpoint-every", default=500, show_default=True, type=click.IntRange(1), help="Steps between checkpoints.")
 @click.option("--keep-every", type=click.IntRange(1), default=None,
-              help="Also keep the generator every N steps in snapshots/step-N (choose one later with scripts/pick.py).")
+              help="Also keep the generator every N steps in snapshots/step-N (choose one with loom eval snapshots).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def train(family, data, steps, minutes, out, resume, init, seed, batch_size, lr, extra, checkpoint_every, keep_every, quiet) -> None:
     """Train generator FAMILY (vae, ...) on Shapes or a folder of captioned images.

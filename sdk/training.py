@@ -180,7 +180,7 @@ def train(
     that change the architecture are refused.
     ``keep_every``: also keep the generator as it was every that many steps, as a loadable
     folder ``snapshots/step-NNNNNN`` (a GAN's quality swings between checkpoints, so the best one
-    can be chosen afterwards on validation prompts; see ``scripts/pick.py``). A resumed run keeps
+    can be chosen afterwards on validation prompts with ``loom eval snapshots``). A resumed run keeps
     the setting it started with unless given another.
     ``on_step(step, losses)`` is called after every step (tests use it to interrupt).
     """
