@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from loom.evaluation import VALIDATION_SEED  # cheap: no torch
+
 
 class LoomGroup(click.Group):
     """Turns Loom's own errors into one clear line and exit status 1, instead of a traceback."""
@@ -362,7 +364,8 @@ def eval_sounds(generator, prompts_file, count, as_json) -> None:
 @evaluate.command("snapshots")
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("-n", "count", default=200, show_default=True, type=click.IntRange(1), help="Validation prompts to draw.")
-@click.option("--seed", default=7, show_default=True, type=int, help="Seed of the validation prompts (not the evaluation seed).")
+@click.option("--seed", default=VALIDATION_SEED, show_default=True, type=int,
+              help="Seed of the validation prompts (not the evaluation seed).")
 def eval_snapshots(run, count, seed) -> None:
     """Choose among the snapshots a run kept (loom train --keep-every) on validation prompts.
 

@@ -116,13 +116,10 @@ def evaluate_snapshots(run: "str | Path", n: int = 200, seed: int = VALIDATION_S
         candidates.append(run)
     family = json.loads(candidates[0].joinpath("config.json").read_text())["family"]
     sounds = get_registry().get(family).cls.output_type.kind == "Audio"
+    evaluate = evaluate_sounds if sounds else evaluate_shapes
     scores = {}
     for folder in candidates:
-        if sounds:
-            report = evaluate_sounds(str(folder), n=n, seed=seed, progress=False)
-        else:
-            report = evaluate_shapes(str(folder), n=n, seed=seed, progress=False)
-        scores[folder.name] = report.to_dict()["whole_prompt"]
+        scores[folder.name] = evaluate(str(folder), n=n, seed=seed, progress=False).to_dict()["whole_prompt"]
         if progress:
             print(f"  {folder.name:<12} {scores[folder.name]:.3f}")
     best = max(reversed(candidates), key=lambda f: scores[f.name])  # a tie goes to the later one
