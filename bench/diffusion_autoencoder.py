@@ -21,8 +21,8 @@ import argparse
 
 import torch
 
+from loom.plugins.common.nn import edge_map
 from loom.plugins.diffusion.shapes import build_autoencoder
-from loom.plugins.diffusion.training import edge_map
 from loom.plugins.shapes import ShapesDataset
 
 parser = argparse.ArgumentParser()

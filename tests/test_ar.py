@@ -76,6 +76,27 @@ def test_tokenizer_round_trip_shapes_and_codebook_updates():
     assert not torch.equal(before, model.tokenizer.codes) and parts["codes_used"] >= 1
 
 
+def test_edge_map_marks_both_sides_of_an_objects_border_only():
+    from loom.plugins.common.nn import edge_map
+
+    image = torch.zeros(1, 3, 32, 32)
+    image[:, 0, 12:20, 12:20] = 1.0  # a red square on black
+    edges = edge_map(image)[0, 0] > 0.025
+    assert edges[12, 12] and edges[11, 15] and edges[19, 19] and edges[20, 15]  # inside and outside the border
+    assert not edges[15, 15] and not edges[2, 2] and not edges[30, 30]  # the square's middle, the background
+
+
+def test_tokenizer_edge_weight_weighs_errors_at_borders_and_reports_plain_mse():
+    model = tiny_model()
+    model.tokenizer.eval()  # no codebook update, so both calls see the same codes
+    images = torch.zeros(2, 3, 16, 16)
+    images[:, 1, 4:10, 4:10] = 1.0
+    plain, parts = model.tokenizer.loss(images)
+    weighted, weighted_parts = model.tokenizer.loss(images, edge_weight=20.0)
+    assert weighted_parts["vq_recon"] == parts["vq_recon"]
+    assert weighted > 2 * plain
+
+
 def test_architecture_options_shape_the_trained_model(tmp_path):
     import json
 

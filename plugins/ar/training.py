@@ -22,6 +22,9 @@ class AROptions(TrainerOptions):
     tokenizer_fraction: float = Field(0.2, gt=0, lt=1, description="share of the run spent on the tokenizer")
     cond_dropout: float = Field(0.1, ge=0.0, le=1.0, description="share of captions replaced by the empty condition (for guidance)")
     guidance_scale: float = Field(2.0, ge=1.0, description="classifier-free guidance of the sample grid")
+    edge_weight: float = Field(
+        20.0, ge=0.0,
+        description="extra weight of the tokenizer's loss on pixels near an edge (plain MSE blurred shapes into blobs)")
     vq_channels: list[int] = Field(
         default_factory=lambda: [16, 32, 64, 128], min_length=2,
         description="tokenizer widths at full resolution and after each halving: four give an 8×8 token grid, three 16×16")
@@ -49,7 +52,7 @@ class ARTrainer(Trainer):
             for group in self.opt_vq.param_groups:
                 group["lr"] = warmup_cosine(self.options.tokenizer_lr, progress / f)
             self.model.tokenizer.train()
-            loss, parts = self.model.tokenizer.loss(batch.images, self.generator)
+            loss, parts = self.model.tokenizer.loss(batch.images, self.generator, self.options.edge_weight)
             self.opt_vq.zero_grad(set_to_none=True)
             loss.backward()
             self.opt_vq.step()

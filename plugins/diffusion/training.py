@@ -26,6 +26,7 @@ from pydantic import Field, field_validator
 from torch.nn import functional as F
 
 from loom.core.training import Trainer, TrainerOptions, warmup_cosine
+from loom.plugins.common.nn import edge_map
 
 from .shapes import ShapesDiffusionConfig, ShapesDiffusionModel, noise_schedule, norm_groups, save
 
@@ -54,13 +55,6 @@ class DiffusionOptions(TrainerOptions):
         if len(widths) == 1:
             raise ValueError("give at least two widths (the autoencoder halves once per extra width), or [] to diffuse folded pixels")
         return widths
-
-
-def edge_map(x):
-    """B×1×H×W: each pixel's largest difference (over channels) from the mean of its 3×3
-    neighbourhood, spread over a 5×5 neighbourhood, so both sides of an edge count."""
-    local = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, 1)
-    return F.max_pool2d((x - local).abs().amax(1, keepdim=True), 5, 1, 2)
 
 
 class DiffusionTrainer(Trainer):
