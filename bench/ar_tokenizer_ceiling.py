@@ -4,6 +4,11 @@
 
 Encodes 200 ground-truth Shapes images (dataset seed 99) to tokens and decodes them back; no
 transformer sampling can score above this, so it bounds the AR family's ShapesEval.
+
+Measured (whole prompt): 8×8 tokens, plain squared error, 800 steps: 0.205; 8×8 with
+``edge_weight`` 20, 1,000 steps (``runs/ar4/snapshots/step-001000``): 0.405; 16×16
+(``-O vq_channels=[16,32,64]``) after 900 steps: 0.485 with ``-O edge_weight=0``, 0.915 with 20
+(``loom train ar --out OUT --steps 950 --seed 0 -O vq_channels=[16,32,64] -O tokenizer_fraction=0.95``).
 """
 
 import sys
