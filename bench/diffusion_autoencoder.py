@@ -21,7 +21,7 @@ import argparse
 
 import torch
 
-from loom.plugins.common.nn import edge_map
+from loom.plugins.common.nn import edge_weights
 from loom.plugins.diffusion.shapes import build_autoencoder
 from loom.plugins.shapes import ShapesDataset
 
@@ -50,7 +50,7 @@ opt = torch.optim.Adam(ae.parameters(), args.lr)
 for step in range(1, args.steps + 1):
     x = pool if args.images == 8 else pool[torch.randint(args.images, (32,), generator=draw)]
     error = (ae.decode(ae.encode(x).latent_dist.mode()).sample - x).abs()
-    loss = (error * (1 + args.edge_weight * (edge_map(x) > 0.05).float())).mean()
+    loss = (error * edge_weights(x, args.edge_weight)).mean()
     opt.zero_grad()
     loss.backward()
     opt.step()

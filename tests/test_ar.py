@@ -76,12 +76,14 @@ def test_tokenizer_round_trip_shapes_and_codebook_updates():
     assert not torch.equal(before, model.tokenizer.codes) and parts["codes_used"] >= 1
 
 
-def test_edge_map_marks_both_sides_of_an_objects_border_only():
-    from loom.plugins.common.nn import edge_map
+def test_edge_weights_mark_both_sides_of_an_objects_border_only():
+    from loom.plugins.common.nn import edge_weights
 
     image = torch.zeros(1, 3, 32, 32)
     image[:, 0, 12:20, 12:20] = 1.0  # a red square on black
-    edges = edge_map(image)[0, 0] > 0.025
+    weights = edge_weights(image * 2 - 1, 20.0)[0, 0]
+    assert set(weights.unique().tolist()) == {1.0, 21.0}
+    edges = weights > 1
     assert edges[12, 12] and edges[11, 15] and edges[19, 19] and edges[20, 15]  # inside and outside the border
     assert not edges[15, 15] and not edges[2, 2] and not edges[30, 30]  # the square's middle, the background
 

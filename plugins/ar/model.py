@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from loom.plugins.common.nn import TextCondition, edge_map, read_folder, save_folder
+from loom.plugins.common.nn import TextCondition, edge_weights, read_folder, save_folder
 
 
 @dataclass
@@ -127,7 +127,7 @@ class VQTokenizer(nn.Module):
         recon = torch.sigmoid(self.decoder(st))
         error = (recon - images).square()
         rec = error.mean()
-        weighted = (error * (1 + edge_weight * (edge_map(images) > 0.025).float())).mean() if edge_weight else rec
+        weighted = (error * edge_weights(images * 2 - 1, edge_weight)).mean() if edge_weight else rec
         used = torch.unique(idx).numel()
         return weighted + 0.25 * commit, {"vq_recon": rec.item(), "codes_used": float(used)}
 

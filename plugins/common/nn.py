@@ -169,8 +169,13 @@ def read_folder(folder: "str | Path", config_cls, device: str = "cpu"):
 
 def edge_map(images):
     """B×1×H×W: each pixel's largest difference (over channels) from the mean of its 3×3
-    neighbourhood, spread over a 5×5 neighbourhood, so both sides of an edge count. Objects are a
-    few percent of a scene's pixels: a reconstruction loss weighted up near edges keeps an
-    autoencoder from learning the backgrounds and blurring the objects."""
+    neighbourhood, spread over a 5×5 neighbourhood, so both sides of an edge count."""
     local = F.avg_pool2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), 3, 1)
     return F.max_pool2d((images - local).abs().amax(1, keepdim=True), 5, 1, 2)
+
+
+def edge_weights(images, extra: float):
+    """B×1×H×W per-pixel loss weights for images in [-1, 1]: 1, and ``1 + extra`` near an edge.
+    Objects are a few percent of a scene's pixels: a reconstruction loss weighted up near edges
+    keeps an autoencoder from learning the backgrounds and blurring the objects."""
+    return 1 + extra * (edge_map(images) > 0.05).float()

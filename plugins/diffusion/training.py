@@ -26,7 +26,7 @@ from pydantic import Field, field_validator
 from torch.nn import functional as F
 
 from loom.core.training import Trainer, TrainerOptions, warmup_cosine
-from loom.plugins.common.nn import edge_map
+from loom.plugins.common.nn import edge_weights
 
 from .shapes import ShapesDiffusionConfig, ShapesDiffusionModel, noise_schedule, norm_groups, save
 
@@ -102,7 +102,7 @@ class DiffusionTrainer(Trainer):
         # objects are a few percent of the pixels: on plain L1 the autoencoder learnt the
         # backgrounds and lost the objects (bench/diffusion_autoencoder.py); pixels near an edge
         # weigh 1 + edge_weight
-        weight = 1 + self.options.edge_weight * (edge_map(x) > 0.05).float()
+        weight = edge_weights(x, self.options.edge_weight)
         loss = (error * weight).mean() + self.options.kl_weight * posterior.kl().mean()
         l1 = error.mean()
         self.opt_ae.zero_grad(set_to_none=True)
