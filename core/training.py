@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from .component import ComponentConfig
+from .errors import InputError
 
 
 @dataclass
@@ -105,6 +106,16 @@ class Trainer:
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state` returned."""
         raise NotImplementedError
+
+    def load_generator(self, folder: Path) -> None:
+        """Load the weights of a trained generator folder (what :meth:`export` wrote, without a
+        checkpoint: a shipped default, or a folder copied without ``checkpoint/``) for ``--init``;
+        optimisers start fresh. Raise ``ValueError`` or ``RuntimeError`` when its architecture does
+        not fit these options. Optional: by default ``--init`` needs a run's checkpoint."""
+        raise InputError(
+            f"the {self.family!r} family starts a run only from a run's checkpoint; "
+            f"{str(folder)!r} holds a trained generator without one ({folder}/checkpoint)"
+        )
 
     def check_init(self) -> None:
         """Called after :meth:`load_state` when a new run starts from another run's checkpoint

@@ -259,7 +259,7 @@ def reproduce(source: str, output: str, inputs: tuple[str, ...], quiet: bool) ->
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder (default loom-FAMILY).")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None, help="Continue the run in this folder.")
 @click.option("--init", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Start a new run from this run's checkpoint (fine-tune with other options or data).")
+              help="Start a new run from this run's checkpoint, or from the weights of a trained folder (fine-tune).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Images per step (family default if unset).")
 @click.option("--lr", type=float, default=None, help="Peak learning rate (family default if unset).")

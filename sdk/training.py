@@ -177,7 +177,8 @@ def train(
     ``init``: a folder an earlier run of the same family wrote; a new run starts from its
     checkpoint (weights, averages and optimiser state) with its own options, data, seed and
     ``steps``, so a model can be fine-tuned with another loss weight or on other data. Options
-    that change the architecture are refused.
+    that change the architecture are refused. A trained folder without a checkpoint (a shipped
+    default) gives only its weights, for families whose trainer has ``load_generator``.
     ``keep_every``: also keep the generator as it was every that many steps, as a loadable
     folder ``snapshots/step-NNNNNN`` (a GAN's quality swings between checkpoints, so the best one
     can be chosen afterwards on validation prompts with ``loom eval snapshots``). A resumed run keeps
@@ -213,8 +214,7 @@ def train(
     else:
         resumed, init_from = [], None
         if init is not None:
-            init_ckpt = _checkpoint_folder(Path(init))
-            init_record = json.loads((init_ckpt / "progress.json").read_text())
+            init_ckpt, init_record = _init_source(Path(init))
             if init_record["family"] != family:
                 raise InputError(f"--init {str(init)!r} is a {init_record['family']!r} run, not {family!r}")
         folder = Path(out or f"loom-{family}")
@@ -253,7 +253,10 @@ def train(
         losses, done, elapsed_before = progress_record["losses"], progress_record["step"], progress_record["seconds"]
     elif init is not None:
         try:
-            trainer.load_state(load_state(init_ckpt)["trainer"])
+            if init_ckpt is not None:
+                trainer.load_state(load_state(init_ckpt)["trainer"])
+            else:
+                trainer.load_generator(Path(init))
         except (RuntimeError, KeyError, ValueError) as err:
             first = str(err).strip().splitlines()[0]
             raise InputError(
@@ -264,6 +267,8 @@ def train(
         # the commands that made the starting point, so the chain can be rerun
         init_from = {"folder": str(init), **{k: init_record.get(k) for k in ("command", "resumed", "init_from", "seed", "data", "pool", "step")},
                      "minutes": round(init_record.get("seconds", 0) / 60, 2)}
+        if init_ckpt is None:
+            init_from["weights_only"] = True
     folder.mkdir(parents=True, exist_ok=True)
 
     def record() -> dict:
@@ -341,6 +346,23 @@ def main_loss(losses: list[dict]) -> list[float]:
         return []
     key = next(iter(losses[-1]))
     return [e[key] for e in losses if key in e]
+
+
+def _init_source(folder: Path) -> "tuple[Path | None, dict]":
+    """What ``--init FOLDER`` starts from: a run's checkpoint (weights and optimiser state) when the
+    folder has one, else the trained generator in it (``config.json`` + weights, as shipped or
+    copied without ``checkpoint/``), and the record of how that was made, in the checkpoint's keys."""
+    if (folder / CHECKPOINT).exists() or (folder / f".{CHECKPOINT}.old").exists():
+        ckpt = _checkpoint_folder(folder)
+        return ckpt, json.loads((ckpt / "progress.json").read_text())
+    config = folder / "config.json"
+    if not config.is_file():
+        raise InputError(f"--init {str(folder)!r} holds neither a training checkpoint ({CHECKPOINT}/) nor a trained generator "
+                         "(config.json); give a folder `loom train` wrote")
+    raw = json.loads(config.read_text())
+    training = raw.get("training") or {}
+    return None, {"family": raw.get("family"), **training, "step": training.get("steps"),
+                  "seconds": 60 * (training.get("minutes") or 0)}
 
 
 def _checkpoint_folder(folder: Path) -> Path:

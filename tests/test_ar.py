@@ -117,3 +117,27 @@ def test_architecture_options_shape_the_trained_model(tmp_path):
     assert result.output.pixels.shape == (1, 3, 64, 64)
     with pytest.raises(InputError, match="(?s)invalid training options.*d_model.*multiple of 4"):
         loom.train("ar", steps=1, pool=16, out=tmp_path / "bad", options={"d_model": 30}, progress=False)
+
+
+def test_init_from_a_trained_folder_without_its_checkpoint_loads_its_weights(tmp_path):
+    import json
+    import shutil
+
+    from safetensors.torch import load_file
+
+    import loom
+
+    options = {"batch_size": 4, "vq_channels": [8, 16, 32], "codebook": 64, "d_model": 32, "layers": 1}
+    source = loom.train("ar", steps=2, pool=16, out=tmp_path / "source", options=options, progress=False)
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(source / name, shipped / name)
+    # both learning rates ~0: the export shows where the run started
+    tuned = loom.train("ar", steps=2, pool=16, out=tmp_path / "tuned", init=shipped, progress=False,
+                       options={**options, "lr": 1e-12, "tokenizer_lr": 1e-12})
+    a, b = load_file(source / "model.safetensors"), load_file(tuned / "model.safetensors")
+    differ = sorted(k for k in a if not torch.equal(a[k], b[k]))
+    # the codebook follows the data by moving averages, not by the learning rate
+    assert a.keys() == b.keys() and set(differ) <= {"tokenizer.codes", "tokenizer.code_sum", "tokenizer.usage"}, differ
+    assert json.loads((tuned / "config.json").read_text())["training"]["init_from"]["weights_only"] is True

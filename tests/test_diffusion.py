@@ -373,3 +373,30 @@ def test_init_from_a_trained_latent_model_trains_only_its_unet(tmp_path):
     assert (tuned / "autoencoder.safetensors").read_bytes() == (source / "autoencoder.safetensors").read_bytes()
     config, before = (json.loads((f / "config.json").read_text())["autoencoder"] for f in (tuned, source))
     assert config == before
+
+
+@pytest.mark.slow
+def test_init_from_a_trained_folder_without_its_checkpoint_loads_its_weights(tmp_path):
+    import shutil
+
+    source = loom.train("diffusion", steps=4, out=tmp_path / "source", pool=96, options=TINY_OPTIONS, progress=False,
+                        command="loom train diffusion first")
+    # what ships: the generator's files, no checkpoint/ (so no optimiser state)
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    for name in ("config.json", "model.safetensors", "autoencoder.safetensors"):
+        shutil.copy(source / name, shipped / name)
+    # lr ~0: the exported weights show where the run started
+    tuned = loom.train("diffusion", steps=1, out=tmp_path / "tuned", init=shipped, pool=96, progress=False,
+                       options={**TINY_OPTIONS, "autoencoder_share": 0.0, "lr": 1e-12})
+    for name in ("model.safetensors", "autoencoder.safetensors"):
+        # values, not bytes: a zero weight nudged by 1e-12 exports as float16 -0.0
+        a, b = load_file(source / name), load_file(tuned / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert json.loads((tuned / "config.json").read_text())["autoencoder"] == json.loads((source / "config.json").read_text())["autoencoder"]
+    chain = json.loads((tuned / "config.json").read_text())["training"]["init_from"]
+    assert chain["weights_only"] is True and chain["command"] == "loom train diffusion first" and chain["step"] == 4
+    with pytest.raises(InputError, match="does not fit these options"):
+        loom.train("diffusion", steps=1, out=tmp_path / "wider", init=shipped, pool=96, progress=False,
+                   options={**TINY_OPTIONS, "autoencoder_share": 0.0, "channels": [16, 16]})
+    assert not (tmp_path / "wider").exists()

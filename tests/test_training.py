@@ -90,6 +90,22 @@ def test_init_starts_a_new_run_from_an_earlier_runs_checkpoint(tmp_path):
         loom.train("vae", steps=50, resume=source, init=source, progress=False)
 
 
+def test_init_from_a_folder_without_a_checkpoint_says_what_it_needs(tmp_path):
+    import shutil
+
+    source = loom.train("vae", steps=1, out=tmp_path / "source", **TINY)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    with pytest.raises(InputError, match="neither a training checkpoint .* nor a trained generator"):
+        loom.train("vae", steps=1, out=tmp_path / "a", init=bare, **TINY)
+    # the vae family does not load a bare generator folder: it says so, and writes nothing
+    shutil.copy(source / "config.json", bare / "config.json")
+    shutil.copy(source / "model.safetensors", bare / "model.safetensors")
+    with pytest.raises(InputError, match="only from a run's checkpoint"):
+        loom.train("vae", steps=1, out=tmp_path / "b", init=bare, **TINY)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_keep_every_keeps_loadable_snapshots_and_a_resumed_run_goes_on_keeping_them(tmp_path):
     def ctrl_c_at_step_3(step, losses):
         if step == 3:

@@ -19,7 +19,8 @@ class AROptions(TrainerOptions):
     batch_size: int = Field(32, ge=1, description="images per step")
     lr: float = Field(6e-4, gt=0, description="peak learning rate of the transformer")
     tokenizer_lr: float = Field(1e-3, gt=0, description="peak learning rate of the VQ-VAE")
-    tokenizer_fraction: float = Field(0.2, gt=0, lt=1, description="share of the run spent on the tokenizer")
+    tokenizer_fraction: float = Field(
+        0.2, ge=0, lt=1, description="share of the run spent on the tokenizer (0 to keep the tokenizer an --init brings)")
     cond_dropout: float = Field(0.1, ge=0.0, le=1.0, description="share of captions replaced by the empty condition (for guidance)")
     guidance_scale: float = Field(2.0, ge=1.0, description="classifier-free guidance of the sample grid")
     edge_weight: float = Field(
@@ -83,6 +84,11 @@ class ARTrainer(Trainer):
         self.model.load_state_dict(state["model"])
         self.opt_vq.load_state_dict(state["opt_vq"])
         self.opt_prior.load_state_dict(state["opt_prior"])
+
+    def load_generator(self, folder: Path) -> None:
+        from .model import load
+
+        self.model.load_state_dict(load(folder).state_dict())
 
     def export(self, folder: Path, training: dict) -> None:
         self.model.cfg = replace(self.model.cfg, training=training)

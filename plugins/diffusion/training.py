@@ -176,6 +176,17 @@ class DiffusionTrainer(Trainer):
             if "scale" in state["autoencoder"]:
                 self.model.vae.eval().requires_grad_(False)
 
+    def load_generator(self, folder: Path) -> None:
+        from .shapes import load
+
+        trained = load(folder)
+        for model in (self.model, self.ema):
+            model.load_state_dict(trained.state_dict())
+            if trained.cfg.autoencoder is not None and model.cfg.autoencoder is not None:
+                model.cfg.autoencoder.update(trained.cfg.autoencoder)
+        if self._autoencoder_frozen:
+            self.model.vae.eval().requires_grad_(False)
+
     @property
     def _autoencoder_frozen(self) -> bool:
         """Whether the first phase is over: the latents' shift and scale are measured and the
