@@ -93,7 +93,9 @@ def _origin(start: dict | None) -> str:
     if not start:
         return ""
     took = f", {start['minutes']} min" if start.get("minutes") is not None else ""
-    return (f"\nstarted from `{start['folder']}` at its step {start['step']} (seed {start['seed']}{took}), made by\n\n"
+    # a shipped folder is overwritten by the next ship: say what it held
+    what = "the weights (no optimiser state) of " if start.get("weights_only") else ""
+    return (f"\nstarted from {what}`{start['folder']}` at its step {start['step']} (seed {start['seed']}{took}), made by\n\n"
             f"```bash\n{start['command']}\n```\n{_resumes(start.get('resumed'))}" + _origin(start.get("init_from")))
 
 
