@@ -206,6 +206,8 @@ def train(
         seed, data, pool = progress_record["seed"], progress_record["data"], progress_record.get("pool", pool)
         options = progress_record["options"]
         steps = steps if steps is not None else progress_record["planned_steps"]
+        # a run planned by time keeps its time plan (and so its learning-rate schedule) on resume
+        minutes = minutes if minutes is not None else progress_record.get("planned_minutes")
         # the record names the command that started the run, and each that resumed it
         resumed = progress_record.get("resumed", []) + ([command] if command else [])
         command = progress_record.get("command") or command
@@ -295,7 +297,7 @@ def train(
         write_json_atomic(tmp / "progress.json", {
             "family": family, "command": command, "resumed": resumed, "init_from": init_from, "seed": seed, "data": data, "pool": pool, "options": opts.model_dump(),
             "keep_every": keep_every,
-            "planned_steps": steps, "step": done, "seconds": elapsed_before + time.time() - started,
+            "planned_steps": steps, "planned_minutes": minutes, "step": done, "seconds": elapsed_before + time.time() - started,
             "numpy_rng": rng.bit_generator.state, "losses": losses,
         })
         _swap_in(tmp, folder / CHECKPOINT)

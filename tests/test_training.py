@@ -90,6 +90,20 @@ def test_init_starts_a_new_run_from_an_earlier_runs_checkpoint(tmp_path):
         loom.train("vae", steps=50, resume=source, init=source, progress=False)
 
 
+def test_a_run_planned_by_time_keeps_its_time_plan_when_resumed(tmp_path):
+    def ctrl_c_at_step_2(step, losses):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    out = loom.train("vae", minutes=0.05, out=tmp_path / "run", on_step=ctrl_c_at_step_2, **TINY)
+    assert json.loads((out / "checkpoint" / "progress.json").read_text())["planned_minutes"] == 0.05
+    # without its plan, the resumed run would fall back to the 3000-step default
+    loom.train("vae", resume=out, progress=False)
+    record = json.loads((out / "checkpoint" / "progress.json").read_text())
+    assert record["planned_minutes"] == 0.05 and record["planned_steps"] is None
+    assert record["step"] < 3000 and record["seconds"] >= 3.0
+
+
 def test_init_from_a_folder_without_a_checkpoint_says_what_it_needs(tmp_path):
     import shutil
 
