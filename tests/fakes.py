@@ -92,3 +92,16 @@ def fake_registry() -> Registry:
     registry = Registry()
     registry.add_plugin(fake_plugin(), "fakes", "fakes-dist", "1.0")
     return registry
+
+
+def ctrl_c_at(stop_step: int):
+    """An ``on_step`` for ``loom.train`` that sends the process what Ctrl-C sends (SIGINT) after
+    step ``stop_step``: the run stops after that step and saves its checkpoint."""
+    import os
+    import signal
+
+    def on_step(step, losses):
+        if step == stop_step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return on_step

@@ -5,12 +5,11 @@ and name what to do; denoising steps reach the progress hook; the Shapes diffusi
 resumes exactly and generates from its folder."""
 
 import json
-import os
-import signal
 import time
 
 import pytest
 import torch
+from fakes import ctrl_c_at
 from safetensors.torch import load_file
 
 import loom
@@ -328,11 +327,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
     tiny = dict(pool=96, options=TINY_OPTIONS, progress=False)
     whole = loom.train("diffusion", steps=6, out=tmp_path / "whole", **tiny)
 
-    def ctrl_c_at_step_3(step, losses):
-        if step == 3:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    part = loom.train("diffusion", steps=6, out=tmp_path / "part", on_step=ctrl_c_at_step_3, **tiny)
+    part = loom.train("diffusion", steps=6, out=tmp_path / "part", on_step=ctrl_c_at(3), **tiny)
     assert json.loads((part / "checkpoint" / "progress.json").read_text())["step"] == 3
     loom.train("diffusion", resume=part, progress=False)
     a, b = load_file(whole / "checkpoint" / "state.safetensors"), load_file(part / "checkpoint" / "state.safetensors")

@@ -1,13 +1,12 @@
 """Loom's one training workflow: steps, checkpoints, interruption and resume, data folders."""
 
 import json
-import os
-import signal
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from fakes import ctrl_c_at
 from PIL import Image as PILImage
 from safetensors.torch import load_file
 
@@ -42,11 +41,7 @@ def test_a_few_steps_lower_the_loss_and_write_a_loadable_generator(tmp_path, fam
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, family):
     whole = loom.train(family, steps=6, out=tmp_path / "whole", **TINY)
 
-    def ctrl_c_at_step_3(step, losses):
-        if step == 3:
-            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends: stop after this step, save
-
-    part = loom.train(family, steps=6, out=tmp_path / "part", on_step=ctrl_c_at_step_3, **TINY)
+    part = loom.train(family, steps=6, out=tmp_path / "part", on_step=ctrl_c_at(3), **TINY)
     assert json.loads((part / "checkpoint" / "progress.json").read_text())["step"] == 3
     assert json.loads((part / "config.json").read_text())["training"]["steps"] == 3
     loom.train(family, resume=part, progress=False, command="loom train again")
@@ -91,11 +86,7 @@ def test_init_starts_a_new_run_from_an_earlier_runs_checkpoint(tmp_path):
 
 
 def test_a_run_planned_by_time_keeps_its_time_plan_when_resumed(tmp_path):
-    def ctrl_c_at_step_2(step, losses):
-        if step == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    out = loom.train("vae", minutes=0.05, out=tmp_path / "run", on_step=ctrl_c_at_step_2, **TINY)
+    out = loom.train("vae", minutes=0.05, out=tmp_path / "run", on_step=ctrl_c_at(2), **TINY)
     assert json.loads((out / "checkpoint" / "progress.json").read_text())["planned_minutes"] == 0.05
     # without its plan, the resumed run would fall back to the 3000-step default
     loom.train("vae", resume=out, progress=False)
@@ -121,11 +112,7 @@ def test_init_from_a_folder_without_a_checkpoint_says_what_it_needs(tmp_path):
 
 
 def test_keep_every_keeps_loadable_snapshots_and_a_resumed_run_goes_on_keeping_them(tmp_path):
-    def ctrl_c_at_step_3(step, losses):
-        if step == 3:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    out = loom.train("vae", steps=4, out=tmp_path / "run", keep_every=2, on_step=ctrl_c_at_step_3, **TINY)
+    out = loom.train("vae", steps=4, out=tmp_path / "run", keep_every=2, on_step=ctrl_c_at(3), **TINY)
     assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["step-000002"]
     loom.train("vae", resume=out, progress=False)
     assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["step-000002", "step-000004"]
@@ -287,11 +274,7 @@ def test_a_few_sound_steps_lower_the_loss_and_write_a_loadable_sound_generator(t
 def test_an_interrupted_sound_run_resumes_to_the_same_weights_and_latent_fit(tmp_path):
     whole = loom.train("vae-sound", "sounds", steps=6, out=tmp_path / "whole", **TINY_SOUNDS)
 
-    def ctrl_c_at_step_3(step, losses):
-        if step == 3:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    part = loom.train("vae-sound", "sounds", steps=6, out=tmp_path / "part", on_step=ctrl_c_at_step_3, **TINY_SOUNDS)
+    part = loom.train("vae-sound", "sounds", steps=6, out=tmp_path / "part", on_step=ctrl_c_at(3), **TINY_SOUNDS)
     loom.train("vae-sound", resume=part, progress=False)
     a, b = load_file(whole / "checkpoint" / "state.safetensors"), load_file(part / "checkpoint" / "state.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
