@@ -132,6 +132,14 @@ class MelCodec:
             raise ValueError(
                 f"expected a B×{self.settings.n_mels}×frames log-mel spectrogram, got shape {tuple(log_mel.shape)}"
             )
+        if generators is not None and len(generators) != len(log_mel):
+            raise ValueError(f"got {len(generators)} generators for {len(log_mel)} spectrograms: give one per item")
+        if len(log_mel) > 1:
+            # one item at a time: the batched inverse mel scale and stft/istft round in ways that
+            # depend on the batch and the CPU (~1e-7), and Griffin-Lim's momentum grows that to
+            # ~1e-3, so a clip would change with its neighbours in a batch
+            return torch.cat([self.decode(log_mel[i:i + 1], length, None if generators is None else generators[i:i + 1])
+                              for i in range(len(log_mel))])
         s = self.settings
         power = self.mel_power(log_mel)
         # InverseMelScale solves in float32 on the device; a least-squares solve per batch is cheap
@@ -140,8 +148,6 @@ class MelCodec:
         length = s.samples(log_mel.shape[-1]) if length is None else int(length)
         if generators is None:
             generators = [torch.Generator(device=magnitude.device).manual_seed(0) for _ in range(len(magnitude))]
-        if len(generators) != len(magnitude):
-            raise ValueError(f"got {len(generators)} generators for {len(magnitude)} spectrograms: give one per item")
         wave = griffin_lim(magnitude, s, length, generators)
         return wave.clamp(-1.0, 1.0)
 
