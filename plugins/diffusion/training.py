@@ -116,9 +116,7 @@ class DiffusionTrainer(Trainer):
         bring its latents (of this batch) to zero mean and unit variance."""
         vae = self.model.vae.eval().requires_grad_(False)
         z = vae.encode(images * 2 - 1).latent_dist.mean
-        stats = {"shift": round(float(z.mean()), 6), "scale": round(float(1 / z.std()), 6)}
-        for model in (self.model, self.ema):
-            model.cfg.autoencoder.update(stats)
+        self._set_autoencoder({"shift": round(float(z.mean()), 6), "scale": round(float(1 / z.std()), 6)})
         self.ema.vae.load_state_dict(vae.state_dict())
 
     def _unet_step(self, batch, progress: float) -> dict[str, float]:
@@ -171,10 +169,7 @@ class DiffusionTrainer(Trainer):
         self.ema_steps = int(state["ema_steps"])
         if self.opt_ae is not None:
             self.opt_ae.load_state_dict(state["opt_ae"])
-            for model in (self.model, self.ema):
-                model.cfg.autoencoder.update(state["autoencoder"])
-            if "scale" in state["autoencoder"]:
-                self.model.vae.eval().requires_grad_(False)
+            self._set_autoencoder(state["autoencoder"])
 
     def load_generator(self, folder: Path) -> None:
         from .shapes import load
@@ -182,8 +177,14 @@ class DiffusionTrainer(Trainer):
         trained = load(folder)
         for model in (self.model, self.ema):
             model.load_state_dict(trained.state_dict())
-            if trained.cfg.autoencoder is not None and model.cfg.autoencoder is not None:
-                model.cfg.autoencoder.update(trained.cfg.autoencoder)
+        if trained.cfg.autoencoder is not None and self.model.vae is not None:
+            self._set_autoencoder(trained.cfg.autoencoder)
+
+    def _set_autoencoder(self, record: dict) -> None:
+        """Give both models the autoencoder record (its latents' shift and scale once measured);
+        with those, the autoencoder is frozen."""
+        for model in (self.model, self.ema):
+            model.cfg.autoencoder.update(record)
         if self._autoencoder_frozen:
             self.model.vae.eval().requires_grad_(False)
 
