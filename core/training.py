@@ -29,6 +29,7 @@ from pydantic import Field
 
 from .component import ComponentConfig
 from .errors import InputError
+from .files import atomic_path
 
 
 @dataclass
@@ -136,9 +137,8 @@ class Trainer:
 
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write ``data`` as JSON to ``path`` through a temporary file, so a reader never sees half of it."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def save_state(state: dict[str, Any], folder: Path) -> None:

@@ -78,10 +78,12 @@ def encode_captions(captions: list[str], batch_size: int = 128, progress: bool =
             bar.update(len(emb))
     result = torch.cat(tokens), torch.cat(masks), torch.cat(pooled)
     if path is not None:
+        from loom.core.files import atomic_path
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(dict(zip(("tokens", "mask", "pooled"), result)), str(tmp))
-        tmp.replace(path)
+        # a temporary name of its own, as two runs started together both write this file
+        with atomic_path(path) as tmp:
+            save_file(dict(zip(("tokens", "mask", "pooled"), result)), str(tmp))
     return result
 
 

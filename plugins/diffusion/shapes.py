@@ -146,13 +146,17 @@ class ShapesDiffusionModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, tokens, mask, pooled, generators, steps: int = 20, scheduler: str = "dpm++2m",
-                 guidance_scale: float = 2.0, progress=None):
+                 guidance_scale: float | None = None, progress=None):
         """Images (B×3×64×64 in [0, 1]) for the caption embeddings; item i's noise comes from
         ``generators[i]`` alone. With ``guidance_scale`` > 1, classifier-free guidance against
-        the empty condition the model was trained with (zero tokens and pooled vector)."""
+        the empty condition the model was trained with (zero tokens and pooled vector); None
+        uses ``SHAPES_GUIDANCE``."""
         from diffusers.utils.torch_utils import randn_tensor
 
-        from loom.plugins.diffusion import SCHEDULERS
+        from loom.plugins.diffusion import SCHEDULERS, SHAPES_GUIDANCE
+
+        if guidance_scale is None:
+            guidance_scale = SHAPES_GUIDANCE
 
         from .runtime import make_scheduler
 
