@@ -98,6 +98,9 @@ def evaluate_snapshots(run: "str | Path", n: int = 200, seed: int = VALIDATION_S
     validation prompts drawn with ``seed``, with the checker of the run's world; write the scores
     to ``RUN/snapshots/picked.json`` and return them with the best snapshot's folder.
 
+    A snapshot never changes, so one already scored in ``picked.json`` on the same ``n`` and
+    ``seed`` keeps its score (a run can be checked as it trains); the final export is scored anew.
+
     The evaluation seed is refused: choosing by it would make the reported score the maximum of
     many noisy ones."""
     from loom.core import InputError, get_registry
@@ -117,13 +120,17 @@ def evaluate_snapshots(run: "str | Path", n: int = 200, seed: int = VALIDATION_S
     family = json.loads(candidates[0].joinpath("config.json").read_text())["family"]
     sounds = get_registry().get(family).cls.output_type.kind == "Audio"
     evaluate = evaluate_sounds if sounds else evaluate_shapes
+    picked = run / SNAPSHOTS / "picked.json"
+    before = json.loads(picked.read_text()) if picked.is_file() else {}
+    kept = before.get("whole", {}) if (before.get("n"), before.get("seed")) == (n, seed) else {}
     scores = {}
     for folder in candidates:
-        scores[folder.name] = evaluate(str(folder), n=n, seed=seed, progress=False).to_dict()["whole_prompt"]
+        again = folder.parent.name == SNAPSHOTS and folder.name in kept
+        scores[folder.name] = kept[folder.name] if again else evaluate(str(folder), n=n, seed=seed, progress=False).to_dict()["whole_prompt"]
         if progress:
-            print(f"  {folder.name:<12} {scores[folder.name]:.3f}")
+            print(f"  {folder.name:<12} {scores[folder.name]:.3f}" + ("  (scored before)" if again else ""))
     best = max(reversed(candidates), key=lambda f: scores[f.name])  # a tie goes to the later one
     result = {"run": str(run), "world": "sounds" if sounds else "shapes", "n": n, "seed": seed,
               "whole": scores, "best": str(best)}
-    write_json_atomic(run / SNAPSHOTS / "picked.json", result)
+    write_json_atomic(picked, result)
     return result

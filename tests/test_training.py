@@ -148,6 +148,15 @@ def test_eval_snapshots_picks_the_best_on_validation_prompts_and_never_on_the_ev
     assert seen == [("step-000002", 5, evaluation.VALIDATION_SEED), ("step-000004", 5, 7), ("run", 5, 7)]
     picked = json.loads((out / "snapshots/picked.json").read_text())
     assert picked["best"] == str(out / "snapshots/step-000004") and picked["whole"]["run"] == 0.25
+    # asked again (as a run trains): snapshots scored on the same prompts keep their scores, the
+    # final export is scored anew; other prompts score everything
+    seen.clear()
+    again = CliRunner().invoke(main, ["eval", "snapshots", str(out), "-n", "5"])
+    assert again.exit_code == 0 and "(scored before)" in again.output and seen == [("run", 5, 7)]
+    assert json.loads((out / "snapshots/picked.json").read_text())["whole"] == picked["whole"]
+    seen.clear()
+    assert CliRunner().invoke(main, ["eval", "snapshots", str(out), "-n", "6"]).exit_code == 0
+    assert [name for name, _, _ in seen] == ["step-000002", "step-000004", "run"]
     # a final export that is also the last snapshot is scored once
     seen.clear()
     even = loom.train("vae", steps=2, out=tmp_path / "even", keep_every=1, **TINY)
