@@ -7,9 +7,10 @@ Prints, per timestep t, the MSE of the model's x0 estimate (from its v predictio
 noisy input rescaled, on 8 dataset images, in the space the UNet diffuses. For a folded-pixel
 model it adds, for t = 200, 500, 800, a trivial denoiser (the mean of each 4×4 patch). For a
 latent model it adds the autoencoder's ceiling: ShapesEval on its reconstructions of 200 real
-images (dataset seed 99), which no sampling can beat.
+images (dataset seed 99), which no sampling can beat, and the objects whose shape it misread.
 """
 
+import collections
 import sys
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 
 from loom.core import Pipeline
 from loom.plugins.diffusion import shapes
-from loom.plugins.shapes import ShapesDataset, ShapesEval
+from loom.plugins.shapes import ShapesDataset, ShapesEval, parse_caption
 
 m = shapes.load(sys.argv[1])
 sched = shapes.noise_schedule(m.cfg)
@@ -48,5 +49,12 @@ else:
         rec = torch.cat([m.unfold(m.fold(torch.from_numpy(real[i:i + 50]).permute(0, 3, 1, 2).float() / 255))
                          for i in range(0, 200, 50)]).clamp(0, 1)
     imgs = (rec.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-    print("autoencoder ceiling (ShapesEval on reconstructions of 200 real images):",
-          ShapesEval().evaluate_many(list(imgs), prompts).to_dict())
+    report = ShapesEval().evaluate_many(list(imgs), prompts)
+    print("autoencoder ceiling (ShapesEval on reconstructions of 200 real images):", report.to_dict())
+    # which objects the reconstructions lose: (asked shape, size) -> what was read instead
+    misses = collections.Counter()
+    for score, caption in zip(report.scores, prompts):
+        for asked, seen in zip(parse_caption(caption).objects, score.detected[1:]):
+            if seen.get("shape") != asked.shape:
+                misses[(asked.shape, asked.size, "read as", seen.get("shape"))] += 1
+    print("objects whose shape was misread:", dict(misses.most_common()))
