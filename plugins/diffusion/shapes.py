@@ -155,10 +155,10 @@ class ShapesDiffusionModel(nn.Module):
 
         from loom.plugins.diffusion import SCHEDULERS, SHAPES_GUIDANCE
 
+        from .runtime import make_scheduler
+
         if guidance_scale is None:
             guidance_scale = SHAPES_GUIDANCE
-
-        from .runtime import make_scheduler
 
         base = noise_schedule(self.cfg)
         sched = make_scheduler(base, scheduler) if SCHEDULERS[scheduler][0] else base
