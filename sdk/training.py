@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from loom.core import InputError
+from loom.core.files import atomic_path
 from loom.core.training import (
     Trainer,
     TrainingBatch,
@@ -78,8 +79,6 @@ def encode_captions(captions: list[str], batch_size: int = 128, progress: bool =
             bar.update(len(emb))
     result = torch.cat(tokens), torch.cat(masks), torch.cat(pooled)
     if path is not None:
-        from loom.core.files import atomic_path
-
         path.parent.mkdir(parents=True, exist_ok=True)
         # a temporary name of its own, as two runs started together both write this file
         with atomic_path(path) as tmp:
