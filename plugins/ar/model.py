@@ -22,10 +22,10 @@ class ARConfig:
     text_dim: int = 384
     encoder: str = "all-MiniLM-L6-v2"
     #: tokenizer: codebook entries, code width, and channels at full resolution and after each
-    #: halving (so four entries: 8× down, an 8×8 grid of tokens for a 64×64 image)
+    #: halving (so three entries: 4× down, a 16×16 grid of tokens for a 64×64 image; four give 8×8)
     codebook: int = 1024
     code_dim: int = 8
-    vq_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    vq_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
     #: transformer
     d_model: int = 192
     layers: int = 4

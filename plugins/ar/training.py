@@ -27,8 +27,8 @@ class AROptions(TrainerOptions):
         20.0, ge=0.0,
         description="extra weight of the tokenizer's loss on pixels near an edge (plain MSE blurred shapes into blobs)")
     vq_channels: list[int] = Field(
-        default_factory=lambda: [16, 32, 64, 128], min_length=2,
-        description="tokenizer widths at full resolution and after each halving: four give an 8×8 token grid, three 16×16")
+        default_factory=lambda: [16, 32, 64], min_length=2,
+        description="tokenizer widths at full resolution and after each halving: three give a 16×16 token grid, four 8×8")
     codebook: int = Field(1024, ge=2, description="tokenizer codebook entries")
     d_model: int = Field(192, ge=8, multiple_of=4, description="transformer width (a multiple of its 4 heads)")
     layers: int = Field(4, ge=1, description="transformer layers")
