@@ -3,8 +3,8 @@
 A VQ-VAE tokenizer turns a 64×64 image into a 16×16 grid of codebook indices (8×8 with a fourth
 entry in ``vq_channels``); a small transformer predicts those indices one by one, cross-attending
 to the caption's token states, and is sampled with ``temperature`` and ``top_k`` through a
-key/value cache (each new token costs one position, not the whole prefix again). The default weights ship in ``weights/``; ``weights/TRAINING.md``
-holds the command and seed.
+key/value cache (each new token costs one position, not the whole prefix again). The default
+weights ship in ``weights/``; ``weights/TRAINING.md`` holds the commands and seeds.
 """
 
 from __future__ import annotations
