@@ -29,7 +29,8 @@ class ARGenerator(TrainedGenerator):
 
     class Config(TrainedConfig):
         # guidance 2 and temperature 0.7 scored best on the 8×8 model (100 prompts); on the 16×16 one
-        # (runs/ar10, 200 validation prompts) 0.2, 0.4 and 0.7 tied within sampling error
+        # (runs/ar10, validation prompts) temperatures 0.2-0.7 tied, guidance 1.5 tied with 2, and
+        # 3 or more threw positions off (docs/families.md)
         temperature: float = Field(0.7, ge=0.0, le=3.0, description="scale of the sampling noise")
         top_k: int = Field(16, ge=0, description="sample among the k likeliest tokens (0: all)")
         guidance_scale: float = Field(2.0, ge=1.0, description="classifier-free guidance (1: none)")
