@@ -14,6 +14,9 @@ from loom.core.training import Trainer, TrainerOptions, warmup_cosine
 
 from .model import ARConfig, ARModel, empty_condition, save
 
+#: the architecture options default to the model's own defaults, so the two cannot drift apart
+_ARCH = ARConfig()
+
 
 class AROptions(TrainerOptions):
     batch_size: int = Field(32, ge=1, description="images per step")
@@ -27,11 +30,11 @@ class AROptions(TrainerOptions):
         20.0, ge=0.0,
         description="extra weight of the tokenizer's loss on pixels near an edge (plain MSE blurred shapes into blobs)")
     vq_channels: list[int] = Field(
-        default_factory=lambda: [16, 32, 64], min_length=2,
+        default_factory=lambda: list(_ARCH.vq_channels), min_length=2,
         description="tokenizer widths at full resolution and after each halving: three give a 16×16 token grid, four 8×8")
-    codebook: int = Field(1024, ge=2, description="tokenizer codebook entries")
-    d_model: int = Field(192, ge=8, multiple_of=4, description="transformer width (a multiple of its 4 heads)")
-    layers: int = Field(4, ge=1, description="transformer layers")
+    codebook: int = Field(_ARCH.codebook, ge=2, description="tokenizer codebook entries")
+    d_model: int = Field(_ARCH.d_model, ge=8, multiple_of=4, description="transformer width (a multiple of its 4 heads)")
+    layers: int = Field(_ARCH.layers, ge=1, description="transformer layers")
 
 
 class ARTrainer(Trainer):
