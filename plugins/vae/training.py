@@ -13,12 +13,15 @@ from loom.plugins.common.nn import SOUND_CHANNELS
 
 from .model import ConditionalVAE, VAEConfig, save
 
+#: the options that shape the model default to the model's own defaults, so the two cannot drift apart
+_MODEL = VAEConfig()
+
 
 class VAEOptions(TrainerOptions):
-    prior_weight: float = Field(1.0, ge=0, description="weight of the prior-sample reconstruction loss")
-    latent_dim: int = Field(8, ge=1, description="size of the latent z")
+    prior_weight: float = Field(_MODEL.prior_weight, ge=0, description="weight of the prior-sample reconstruction loss")
+    latent_dim: int = Field(_MODEL.latent_dim, ge=1, description="size of the latent z")
     recon_sigma: float = Field(
-        0.1, gt=0, description="σ of the Gaussian likelihood: larger weighs the KL term more against reconstruction"
+        _MODEL.recon_sigma, gt=0, description="σ of the Gaussian likelihood: larger weighs the KL term more against reconstruction"
     )
 
 
