@@ -37,7 +37,7 @@ class ShapesDiffusionConfig:
     patch: int = 4
     text_dim: int = 384
     encoder: str = "all-MiniLM-L6-v2"
-    block_out_channels: list[int] = field(default_factory=lambda: [64, 96, 128])
+    block_out_channels: list[int] = field(default_factory=lambda: [64, 128])
     layers_per_block: int = 1
     attention_head_dim: int = 32
     prediction_type: str = "v_prediction"

@@ -30,15 +30,18 @@ from loom.plugins.common.nn import edge_weights
 
 from .shapes import ShapesDiffusionConfig, ShapesDiffusionModel, noise_schedule, norm_groups, save
 
+#: the UNet options default to the model's own defaults, so the two cannot drift apart
+_MODEL = ShapesDiffusionConfig()
+
 
 class DiffusionOptions(TrainerOptions):
     batch_size: int = Field(32, ge=1, description="images per step")
     lr: float = Field(3e-4, gt=0, description="peak learning rate")
-    prediction_type: Literal["v_prediction", "epsilon"] = Field("v_prediction", description="what the UNet predicts")
+    prediction_type: Literal["v_prediction", "epsilon"] = Field(_MODEL.prediction_type, description="what the UNet predicts")
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="decay of the exported weight average")
     cond_dropout: float = Field(0.1, ge=0.0, le=1.0, description="share of captions replaced by the empty condition (for guidance)")
-    channels: list[int] = Field(default_factory=lambda: [64, 128], min_length=2, description="UNet widths, one per resolution")
-    attention_head_dim: int = Field(32, ge=1, description="width of each attention head")
+    channels: list[int] = Field(default_factory=lambda: list(_MODEL.block_out_channels), min_length=2, description="UNet widths, one per resolution")
+    attention_head_dim: int = Field(_MODEL.attention_head_dim, ge=1, description="width of each attention head")
     sample_steps: int = Field(20, ge=1, description="denoising steps for the sample grid")
     autoencoder_channels: list[int] = Field(
         default_factory=lambda: [16, 32, 64],
