@@ -395,3 +395,27 @@ def test_init_from_a_trained_folder_without_its_checkpoint_loads_its_weights(tmp
         loom.train("diffusion", steps=1, out=tmp_path / "wider", init=shipped, pool=96, progress=False,
                    options={**TINY_OPTIONS, "autoencoder_share": 0.0, "channels": [16, 16]})
     assert not (tmp_path / "wider").exists()
+
+
+@pytest.mark.slow
+def test_unet_init_starts_a_new_autoencoder_run_from_a_trained_unet(tmp_path):
+    source = loom.train("diffusion", steps=2, out=tmp_path / "source", pool=96, options=TINY_OPTIONS, progress=False)
+    # another autoencoder (wider, so its weights cannot come from the source), the source's UNet;
+    # lr ~0: the exported UNet shows where the run started
+    options = {**TINY_OPTIONS, "autoencoder_channels": [8, 16, 16], "lr": 1e-12, "unet_init": str(source)}
+    new = loom.train("diffusion", steps=2, out=tmp_path / "new", pool=96, options=options, progress=False)
+    a, b = load_file(source / "model.safetensors"), load_file(new / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((new / "config.json").read_text())["autoencoder"]["block_out_channels"] == [8, 16, 16]
+    # it also wins over an --init model's UNet, and a UNet that does not fit is refused before any writing
+    again = loom.train("diffusion", steps=1, out=tmp_path / "again", init=new, pool=96, progress=False,
+                       options={**options, "autoencoder_share": 0.0, "unet_init": str(source)})
+    c = load_file(again / "model.safetensors")
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    with pytest.raises(InputError, match="unet_init.*does not fit"):
+        loom.train("diffusion", steps=1, out=tmp_path / "wide", pool=96, progress=False,
+                   options={**options, "channels": [16, 16]})
+    with pytest.raises(InputError, match="not a trained diffusion model folder"):
+        loom.train("diffusion", steps=1, out=tmp_path / "none", pool=96, progress=False,
+                   options={**options, "unet_init": str(tmp_path / "missing")})
+    assert not (tmp_path / "wide").exists() and not (tmp_path / "none").exists()

@@ -51,6 +51,9 @@ class DiffusionOptions(TrainerOptions):
     autoencoder_lr: float = Field(3e-4, gt=0, description="peak learning rate of the autoencoder")
     kl_weight: float = Field(1e-6, ge=0.0, description="weight of the autoencoder's KL term")
     edge_weight: float = Field(20.0, ge=0.0, description="extra L1 weight of the autoencoder on pixels near an edge")
+    unet_init: str | None = Field(
+        None, description="a trained diffusion model folder whose UNet (same widths and latent channels) this run's UNet "
+                          "starts from, whatever autoencoder the run has: a new autoencoder need not mean a UNet from scratch")
 
     @field_validator("autoencoder_channels")
     @classmethod
@@ -84,6 +87,27 @@ class DiffusionTrainer(Trainer):
         self.opt_ae = torch.optim.Adam(self.model.vae.parameters(), lr=options.autoencoder_lr) if latent else None
         #: the share of the run the autoencoder trains: none without one
         self.share = options.autoencoder_share if latent else 0.0
+        self._load_unet_init()
+
+    def _load_unet_init(self) -> None:
+        if self.options.unet_init is None:
+            return
+        from loom.core import InputError
+
+        from .shapes import load
+
+        folder = Path(self.options.unet_init)
+        if not (folder / "config.json").is_file():
+            raise InputError(f"unet_init {str(folder)!r} is not a trained diffusion model folder (no config.json there); "
+                             "name a folder that `loom train diffusion` wrote or the shipped plugins/diffusion/weights")
+        unet = load(folder).unet.state_dict()
+        for model in (self.model, self.ema):
+            try:
+                model.unet.load_state_dict(unet)
+            except RuntimeError as err:
+                first = str(err).strip().splitlines()[0]
+                raise InputError(f"unet_init {str(folder)!r}: its UNet does not fit this run's ({first}); give the same "
+                                 "channels, attention_head_dim and latent_channels as that model") from None
 
     def step(self, batch, progress: float) -> dict[str, float]:
         if progress < self.share:
@@ -182,6 +206,8 @@ class DiffusionTrainer(Trainer):
             model.load_state_dict(trained.state_dict())
         if trained.cfg.autoencoder is not None and self.model.vae is not None:
             self._set_autoencoder(trained.cfg.autoencoder)
+        # asked for by name, so it wins over the --init model's UNet
+        self._load_unet_init()
 
     def _set_autoencoder(self, record: dict) -> None:
         """Give both models the autoencoder record (its latents' shift and scale once measured);
