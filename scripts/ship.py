@@ -1,11 +1,15 @@
 """Ship a trained run as a family's default weights.
 
-    .venv/bin/python scripts/ship.py FAMILY RUN_FOLDER
+    .venv/bin/python scripts/ship.py FAMILY RUN_FOLDER [--to FOLDER]
 
 Loads the run's generator (config.json + model.safetensors), writes it into the family's
 default folder (``weights/``; ``sound_weights/`` for a sound family such as vae-sound) through
 the family's own ``save`` (float16 weights), and writes ``TRAINING.md`` there with the command,
 seed and numbers from the run's training record, so that every shipped checkpoint says how it was made.
+
+``--to FOLDER`` writes the same files into FOLDER instead: a stage of a training chain that is not
+the default yet (not as good as it) but must outlast the session's ``runs/``, so the next run can
+start from it with ``--init FOLDER``.
 """
 
 from __future__ import annotations
@@ -18,16 +22,20 @@ from pathlib import Path
 
 
 def main() -> None:
-    if len(sys.argv) != 3:
+    args = sys.argv[1:]
+    to = None
+    if len(args) == 4 and args[2] == "--to":
+        args, to = args[:2], Path(args[3])
+    if len(args) != 2:
         sys.exit(__doc__)
-    family, run = sys.argv[1], Path(sys.argv[2])
+    family, run = args[0], Path(args[1])
     from loom.core import get_registry
     from loom.core.training import write_json_atomic
 
     cls = get_registry().get(family).cls
     module = importlib.import_module(cls.model_module)
     model = module.load(run)
-    target = Path(cls.default_weights)
+    target = to or Path(cls.default_weights)
     module.save(model, target)
     training = json.loads((target / "config.json").read_text())["training"]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -39,7 +47,7 @@ def main() -> None:
     if _fill_minutes(training.get("init_from")):
         config = json.loads((target / "config.json").read_text())
         write_json_atomic(target / "config.json", {**config, "training": training})
-    resumed = _resumes(training.get("resumed")) + _origin(training.get("init_from")) + _picked(run)
+    resumed = _resumes(training.get("resumed")) + _origin(training.get("init_from")) + _unet_origin(training.get("unet_from")) + _picked(run)
     (target / "TRAINING.md").write_text(
         f"""# How these {family} weights were made
 
@@ -51,7 +59,7 @@ def main() -> None:
 - options: `{json.dumps(training['options'])}`
 - loss (first key of the family's losses) from {training['first_loss']} to {training['final_loss']}
 - {training['minutes']} minutes on {training['machine']}
-- shipped from `{run}` with `python scripts/ship.py {family} {run}` at commit {commit or '?'}:
+- shipped from `{run}` with `python scripts/ship.py {family} {run}{f" --to {to}" if to else ""}` at commit {commit or '?'}:
   float16 weights, {size:.1f} MB
 
 Quality: {quality} (numbers in README.md).
@@ -96,6 +104,15 @@ def _origin(start: dict | None) -> str:
     # a shipped folder is overwritten by the next ship: say what it held
     what = "the weights (no optimiser state) of " if start.get("weights_only") else ""
     return (f"\nstarted from {what}`{start['folder']}` at its step {start['step']} (seed {start['seed']}{took}), made by\n\n"
+            f"```bash\n{start['command']}\n```\n{_resumes(start.get('resumed'))}" + _origin(start.get("init_from")))
+
+
+def _unet_origin(start: dict | None) -> str:
+    """For a diffusion run started with -O unet_init: how the UNet it started from was made."""
+    if not start:
+        return ""
+    took = f", {start['minutes']} min" if start.get("minutes") is not None else ""
+    return (f"\nits UNet started from the UNet of `{start['folder']}` ({start['steps']} steps, seed {start['seed']}{took}), made by\n\n"
             f"```bash\n{start['command']}\n```\n{_resumes(start.get('resumed'))}" + _origin(start.get("init_from")))
 
 

@@ -406,10 +406,17 @@ def test_unet_init_starts_a_new_autoencoder_run_from_a_trained_unet(tmp_path):
     new = loom.train("diffusion", steps=2, out=tmp_path / "new", pool=96, options=options, progress=False)
     a, b = load_file(source / "model.safetensors"), load_file(new / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert json.loads((new / "config.json").read_text())["autoencoder"]["block_out_channels"] == [8, 16, 16]
-    # it also wins over an --init model's UNet, and a UNet that does not fit is refused before any writing
-    again = loom.train("diffusion", steps=1, out=tmp_path / "again", init=new, pool=96, progress=False,
-                       options={**options, "autoencoder_share": 0.0, "unet_init": str(source)})
+    config = json.loads((new / "config.json").read_text())
+    assert config["autoencoder"]["block_out_channels"] == [8, 16, 16]
+    # the record says how that UNet was made, as the folder may be overwritten later
+    assert config["training"]["unet_from"]["folder"] == str(source) and config["training"]["unet_from"]["steps"] == 2
+    # it also wins over the UNet of an --init run (one trained on its own), and a UNet that does not
+    # fit is refused before any writing
+    other = loom.train("diffusion", steps=2, seed=5, out=tmp_path / "other", pool=96, progress=False,
+                       options={**TINY_OPTIONS, "autoencoder_channels": [8, 16, 16]})
+    assert not all(torch.equal(a[k], v) for k, v in load_file(other / "model.safetensors").items())
+    again = loom.train("diffusion", steps=1, out=tmp_path / "again", init=other, pool=96, progress=False,
+                       options={**options, "autoencoder_share": 0.0})
     c = load_file(again / "model.safetensors")
     assert all(torch.equal(a[k], c[k]) for k in a)
     with pytest.raises(InputError, match="unet_init.*does not fit"):

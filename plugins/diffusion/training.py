@@ -17,6 +17,7 @@ With ``autoencoder_channels`` empty there is no first phase: the UNet diffuses f
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -87,6 +88,8 @@ class DiffusionTrainer(Trainer):
         self.opt_ae = torch.optim.Adam(self.model.vae.parameters(), lr=options.autoencoder_lr) if latent else None
         #: the share of the run the autoencoder trains: none without one
         self.share = options.autoencoder_share if latent else 0.0
+        #: where the UNet's starting weights came from (``unet_init``), for the training record
+        self.unet_from: dict | None = None
         self._load_unet_init()
 
     def _load_unet_init(self) -> None:
@@ -101,6 +104,9 @@ class DiffusionTrainer(Trainer):
             raise InputError(f"unet_init {str(folder)!r} is not a trained diffusion model folder (no config.json there); "
                              "name a folder that `loom train diffusion` wrote or the shipped plugins/diffusion/weights")
         unet = load(folder).unet.state_dict()
+        # the folder (the shipped default, say) may be overwritten later: keep how its UNet was made
+        record = json.loads((folder / "config.json").read_text()).get("training") or {}
+        self.unet_from = {"folder": str(folder), **{k: record.get(k) for k in ("command", "resumed", "init_from", "seed", "steps", "minutes")}}
         for model in (self.model, self.ema):
             try:
                 model.unet.load_state_dict(unet)
@@ -187,6 +193,8 @@ class DiffusionTrainer(Trainer):
         if self.opt_ae is not None:
             state["opt_ae"] = self.opt_ae.state_dict()
             state["autoencoder"] = dict(self.model.cfg.autoencoder)
+        if self.unet_from is not None:
+            state["unet_from"] = self.unet_from
         return state
 
     def load_state(self, state: dict) -> None:
@@ -194,6 +202,8 @@ class DiffusionTrainer(Trainer):
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])
         self.ema_steps = int(state["ema_steps"])
+        # a resumed run keeps the record taken when it started, not the folder as it is now
+        self.unet_from = state.get("unet_from", self.unet_from)
         if self.opt_ae is not None:
             self.opt_ae.load_state_dict(state["opt_ae"])
             self._set_autoencoder(state["autoencoder"])
@@ -206,8 +216,6 @@ class DiffusionTrainer(Trainer):
             model.load_state_dict(trained.state_dict())
         if trained.cfg.autoencoder is not None and self.model.vae is not None:
             self._set_autoencoder(trained.cfg.autoencoder)
-        # asked for by name, so it wins over the --init model's UNet
-        self._load_unet_init()
 
     def _set_autoencoder(self, record: dict) -> None:
         """Give both models the autoencoder record (its latents' shift and scale once measured);
@@ -224,6 +232,8 @@ class DiffusionTrainer(Trainer):
         return "scale" in (self.model.cfg.autoencoder or {})
 
     def check_init(self) -> None:
+        # unet_init is asked for by name, so it wins over the --init model's UNet (loaded since __init__)
+        self._load_unet_init()
         # a first phase would train an autoencoder that the loaded model has already frozen
         if self.share and self._autoencoder_frozen:
             from loom.core import InputError
@@ -240,6 +250,8 @@ class DiffusionTrainer(Trainer):
 
     def export(self, folder: Path, training: dict) -> None:
         self._sync_autoencoder()
+        if self.unet_from is not None:
+            training = {**training, "unet_from": self.unet_from}
         self.ema.cfg = replace(self.ema.cfg, training=training)
         save(self.ema, folder)
 
