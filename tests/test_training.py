@@ -314,3 +314,25 @@ def test_data_that_does_not_fit_the_family_is_refused_before_anything_is_written
     assert not out.exists()
     res = CliRunner().invoke(main, ["train", "vae-sound", "--data", str(tmp_path), "--steps", "1", "--out", str(out), "-q"])
     assert res.exit_code == 1 and "give --data sounds" in res.output
+
+
+def test_ship_to_a_folder_stages_a_run_and_leaves_the_default_alone(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from loom.core import get_registry
+
+    root = Path(__file__).resolve().parents[1]
+    run = loom.train("vae", steps=2, seed=3, out=tmp_path / "run", command="loom train vae tiny", **TINY)
+    default = Path(get_registry().get("vae").cls.default_weights) / "model.safetensors"
+    before = default.read_bytes()
+    staged = tmp_path / "staged"
+    done = subprocess.run([sys.executable, str(root / "scripts" / "ship.py"), "vae", str(run), "--to", str(staged)],
+                          capture_output=True, text=True, cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert default.read_bytes() == before
+    record = (staged / "TRAINING.md").read_text()
+    assert "loom train vae tiny" in record and f"--to {staged}" in record
+    result = loom.generate("a red circle on a blue background", seed=0, generator=str(staged), size=None, progress=False)
+    assert result.output.pixels.shape == (1, 3, 64, 64)
