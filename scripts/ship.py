@@ -96,24 +96,24 @@ def _picked(run: Path) -> str:
             f"(validation prompts, not the evaluation ones); whole-prompt scores: {scores}\n")
 
 
-def _origin(start: dict | None) -> str:
-    """For a run started with --init: the commands that made its starting point, and theirs."""
+def _origin(start: dict | None, lead: str | None = None, step: str = "step") -> str:
+    """For a run started with --init: the commands that made its starting point, and theirs.
+    ``lead`` says what was taken from it (default: its whole state, or its weights alone);
+    ``step`` is the record's key for the start's step count."""
     if not start:
         return ""
     took = f", {start['minutes']} min" if start.get("minutes") is not None else ""
     # a shipped folder is overwritten by the next ship: say what it held
-    what = "the weights (no optimiser state) of " if start.get("weights_only") else ""
-    return (f"\nstarted from {what}`{start['folder']}` at its step {start['step']} (seed {start['seed']}{took}), made by\n\n"
+    if lead is None:
+        lead = "started from the weights (no optimiser state) of " if start.get("weights_only") else "started from "
+    return (f"\n{lead}`{start['folder']}` at its step {start[step]} (seed {start['seed']}{took}), made by\n\n"
             f"```bash\n{start['command']}\n```\n{_resumes(start.get('resumed'))}" + _origin(start.get("init_from")))
 
 
 def _unet_origin(start: dict | None) -> str:
-    """For a diffusion run started with -O unet_init: how the UNet it started from was made."""
-    if not start:
-        return ""
-    took = f", {start['minutes']} min" if start.get("minutes") is not None else ""
-    return (f"\nits UNet started from the UNet of `{start['folder']}` ({start['steps']} steps, seed {start['seed']}{took}), made by\n\n"
-            f"```bash\n{start['command']}\n```\n{_resumes(start.get('resumed'))}" + _origin(start.get("init_from")))
+    """For a diffusion run started with -O unet_init: how the UNet it started from was made
+    (its record keeps the training record's ``steps``)."""
+    return _origin(start, lead="its UNet started from the UNet of ", step="steps")
 
 
 if __name__ == "__main__":

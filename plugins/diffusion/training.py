@@ -17,7 +17,6 @@ With ``autoencoder_channels`` empty there is no first phase: the UNet diffuses f
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -103,9 +102,10 @@ class DiffusionTrainer(Trainer):
         if not (folder / "config.json").is_file():
             raise InputError(f"unet_init {str(folder)!r} is not a trained diffusion model folder (no config.json there); "
                              "name a folder that `loom train diffusion` wrote or the shipped plugins/diffusion/weights")
-        unet = load(folder).unet.state_dict()
+        trained = load(folder)
+        unet = trained.unet.state_dict()
         # the folder (the shipped default, say) may be overwritten later: keep how its UNet was made
-        record = json.loads((folder / "config.json").read_text()).get("training") or {}
+        record = trained.cfg.training or {}
         self.unet_from = {"folder": str(folder), **{k: record.get(k) for k in ("command", "resumed", "init_from", "seed", "steps", "minutes")}}
         for model in (self.model, self.ema):
             try:
