@@ -44,7 +44,7 @@ def main() -> None:
         quality = f"`loom eval sounds --generator {family}` and `python bench/families.py --world sounds`"
     else:
         quality = f"`loom eval shapes --generator {family}` and `python bench/families.py`"
-    if _fill_minutes(training.get("init_from")):
+    if _fill_start(training.get("init_from")):
         config = json.loads((target / "config.json").read_text())
         write_json_atomic(target / "config.json", {**config, "training": training})
     resumed = _resumes(training.get("resumed")) + _origin(training.get("init_from")) + _unet_origin(training.get("unet_from")) + _picked(run)
@@ -72,15 +72,23 @@ def _resumes(commands: list[str] | None) -> str:
     return "".join(f"\nresumed with `{c}`\n" for c in commands or [])
 
 
-def _fill_minutes(start: dict | None) -> bool:
-    """Records written before ``init_from`` kept its run's minutes lack them: read them from the
-    run's own checkpoint where that folder is still here, so bench/families.py can add up the chain."""
+def _fill_start(start: dict | None) -> bool:
+    """Records written before ``init_from`` kept its run's minutes, or its origins (``unet_from``),
+    lack them: read them from the start's own folder where it is still here, so bench/families.py
+    can add up the chain and TRAINING.md names every part's origin."""
     changed = False
     while start:
-        progress = Path(start["folder"]) / "checkpoint" / "progress.json"
+        folder = Path(start["folder"])
+        progress, config = folder / "checkpoint" / "progress.json", folder / "config.json"
         if start.get("minutes") is None and progress.is_file():
             start["minutes"] = round(json.loads(progress.read_text())["seconds"] / 60, 2)
             changed = True
+        if "unet_from" not in start and config.is_file():
+            record = json.loads(config.read_text()).get("training") or {}
+            # the folder's record is the start only if it is the same run at the same step
+            if record.get("unet_from") and record.get("command") == start.get("command") and record.get("steps") == start.get("step"):
+                start["unet_from"] = record["unet_from"]
+                changed = True
         start = start.get("init_from")
     return changed
 
@@ -107,7 +115,8 @@ def _origin(start: dict | None, lead: str | None = None, step: str = "step") -> 
     if lead is None:
         lead = "started from the weights (no optimiser state) of " if start.get("weights_only") else "started from "
     return (f"\n{lead}`{start['folder']}` at its step {start[step]} (seed {start['seed']}{took}), made by\n\n"
-            f"```bash\n{start['command']}\n```\n{_resumes(start.get('resumed'))}" + _origin(start.get("init_from")))
+            f"```bash\n{start['command']}\n```\n{_resumes(start.get('resumed'))}"
+            + _unet_origin(start.get("unet_from")) + _origin(start.get("init_from")))
 
 
 def _unet_origin(start: dict | None) -> str:

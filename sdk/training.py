@@ -269,7 +269,9 @@ def train(
         trainer.check_init()
         # the commands that made the starting point, so the chain can be rerun
         init_from = {"folder": str(init), **{k: init_record.get(k) for k in ("command", "resumed", "init_from", "seed", "data", "pool", "step")},
-                     "minutes": round(init_record.get("seconds", 0) / 60, 2)}
+                     "minutes": round(init_record.get("seconds", 0) / 60, 2),
+                     # and where the start's other parts came from (a diffusion UNet's unet_from)
+                     **{k: v for k, v in init_record.items() if k.endswith("_from") and k != "init_from" and v}}
         if init_ckpt is None:
             init_from["weights_only"] = True
     folder.mkdir(parents=True, exist_ok=True)
@@ -281,6 +283,7 @@ def train(
             "command": command,
             "resumed": resumed,
             **({"init_from": init_from} if init_from else {}),
+            **trainer.origins(),
             "seed": seed,
             "data": dataset.describe(),
             "steps": done,
@@ -296,7 +299,7 @@ def train(
         shutil.rmtree(tmp, ignore_errors=True)
         save_state({"trainer": trainer.state(), "torch_rng": gen.get_state()}, tmp)
         write_json_atomic(tmp / "progress.json", {
-            "family": family, "command": command, "resumed": resumed, "init_from": init_from, "seed": seed, "data": data, "pool": pool, "options": opts.model_dump(),
+            "family": family, "command": command, "resumed": resumed, "init_from": init_from, **trainer.origins(), "seed": seed, "data": data, "pool": pool, "options": opts.model_dump(),
             "keep_every": keep_every,
             "planned_steps": steps, "planned_minutes": minutes, "step": done, "seconds": elapsed_before + time.time() - started,
             "numpy_rng": rng.bit_generator.state, "losses": losses,

@@ -399,6 +399,8 @@ def test_init_from_a_trained_folder_without_its_checkpoint_loads_its_weights(tmp
 
 @pytest.mark.slow
 def test_unet_init_starts_a_new_autoencoder_run_from_a_trained_unet(tmp_path):
+    import shutil
+
     source = loom.train("diffusion", steps=2, out=tmp_path / "source", pool=96, options=TINY_OPTIONS, progress=False)
     # another autoencoder (wider, so its weights cannot come from the source), the source's UNet;
     # lr ~0: the exported UNet shows where the run started
@@ -410,6 +412,14 @@ def test_unet_init_starts_a_new_autoencoder_run_from_a_trained_unet(tmp_path):
     assert config["autoencoder"]["block_out_channels"] == [8, 16, 16]
     # the record says how that UNet was made, as the folder may be overwritten later
     assert config["training"]["unet_from"]["folder"] == str(source) and config["training"]["unet_from"]["steps"] == 2
+    # a run started from it keeps that with its start (from the checkpoint or from the exported
+    # files alone), not as its own: its UNet came from the start
+    shutil.copytree(new, tmp_path / "copied", ignore=shutil.ignore_patterns("checkpoint"))
+    for start in (new, tmp_path / "copied"):
+        onward = loom.train("diffusion", steps=1, out=tmp_path / f"onward-{start.name}", init=start, pool=96, progress=False,
+                            options={**TINY_OPTIONS, "autoencoder_channels": [8, 16, 16], "autoencoder_share": 0.0})
+        record = json.loads((onward / "config.json").read_text())["training"]
+        assert "unet_from" not in record and record["init_from"]["unet_from"] == config["training"]["unet_from"], start
     # it also wins over the UNet of an --init run (one trained on its own), and a UNet that does not
     # fit is refused before any writing
     other = loom.train("diffusion", steps=2, seed=5, out=tmp_path / "other", pool=96, progress=False,

@@ -336,3 +336,26 @@ def test_ship_to_a_folder_stages_a_run_and_leaves_the_default_alone(tmp_path):
     assert "loom train vae tiny" in record and f"--to {staged}" in record
     result = loom.generate("a red circle on a blue background", seed=0, generator=str(staged), size=None, progress=False)
     assert result.output.pixels.shape == (1, 3, 64, 64)
+
+
+def test_ship_names_the_origin_of_every_part_of_a_start(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("ship", Path(__file__).resolve().parents[1] / "scripts" / "ship.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    unet_from = {"folder": "plugins/diffusion/weights", "command": "loom train diffusion --out runs/ldm", "seed": 1, "steps": 900, "minutes": 120}
+    # a start written before init_from kept origins: its folder's record (same command, same step) supplies it
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    (staged / "config.json").write_text(json.dumps({"training": {"command": "loom train diffusion -O unet_init=x", "steps": 40, "unet_from": unet_from}}))
+    start = {"folder": str(staged), "command": "loom train diffusion -O unet_init=x", "seed": 7, "step": 40, "minutes": 3}
+    assert ship._fill_start(start) and start["unet_from"] == unet_from
+    text = ship._origin(start)
+    assert f"started from `{staged}` at its step 40" in text
+    assert "its UNet started from the UNet of `plugins/diffusion/weights` at its step 900" in text and "loom train diffusion --out runs/ldm" in text
+    # another run's record in that folder is not taken for the start's
+    other = {**start, "step": 41}
+    other.pop("unet_from")
+    assert not ship._fill_start(other) and "unet_from" not in other

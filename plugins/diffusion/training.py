@@ -208,6 +208,9 @@ class DiffusionTrainer(Trainer):
             self.opt_ae.load_state_dict(state["opt_ae"])
             self._set_autoencoder(state["autoencoder"])
 
+    def origins(self) -> dict[str, dict]:
+        return {"unet_from": self.unet_from} if self.unet_from is not None else {}
+
     def load_generator(self, folder: Path) -> None:
         from .shapes import load
 
@@ -232,6 +235,9 @@ class DiffusionTrainer(Trainer):
         return "scale" in (self.model.cfg.autoencoder or {})
 
     def check_init(self) -> None:
+        # the start's own unet_from (restored with its state) is its origin, recorded in init_from;
+        # this run's is only its own unet_init
+        self.unet_from = None
         # unet_init is asked for by name, so it wins over the --init model's UNet (loaded since __init__)
         self._load_unet_init()
         # a first phase would train an autoencoder that the loaded model has already frozen
@@ -250,8 +256,6 @@ class DiffusionTrainer(Trainer):
 
     def export(self, folder: Path, training: dict) -> None:
         self._sync_autoencoder()
-        if self.unet_from is not None:
-            training = {**training, "unet_from": self.unet_from}
         self.ema.cfg = replace(self.ema.cfg, training=training)
         save(self.ema, folder)
 
