@@ -107,14 +107,22 @@ def main() -> None:
 
 
 def chain_totals(training: dict) -> dict:
-    """Minutes and steps of a run plus those of the runs it started from (``--init``), so a
-    fine-tuned model's training time is the whole chain's; minutes None where a record lacks them."""
-    minutes, steps, start = training.get("minutes"), training.get("steps") or 0, training.get("init_from")
-    while start:
-        steps += start.get("step") or 0
-        minutes = None if minutes is None or start.get("minutes") is None else minutes + start["minutes"]
-        start = start.get("init_from")
+    """Minutes and steps of a run plus those of the runs it started from (``--init``) and of the runs
+    that made parts of its start (a diffusion UNet's ``unet_from``), so a fine-tuned model's training
+    time is the whole chain's; minutes None where a record lacks them."""
+    minutes, steps = _totals(training, "steps")
     return {"train_minutes": minutes, "train_steps": steps}
+
+
+def _totals(record: dict, step_key: str) -> "tuple[float | None, int]":
+    # an init_from record counts its run's steps as "step", a unet_from record (a training record) as "steps"
+    minutes, steps = record.get("minutes"), record.get(step_key) or 0
+    for key, key_steps in (("init_from", "step"), ("unet_from", "steps")):
+        if record.get(key):
+            more_minutes, more_steps = _totals(record[key], key_steps)
+            steps += more_steps
+            minutes = None if minutes is None or more_minutes is None else minutes + more_minutes
+    return minutes, steps
 
 
 if __name__ == "__main__":

@@ -359,3 +359,17 @@ def test_ship_names_the_origin_of_every_part_of_a_start(tmp_path):
     other = {**start, "step": 41}
     other.pop("unet_from")
     assert not ship._fill_start(other) and "unet_from" not in other
+
+
+def test_families_bench_adds_up_the_whole_chain_with_the_unets_origin():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("families", Path(__file__).resolve().parents[1] / "bench" / "families.py")
+    families = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(families)
+    unet_from = {"steps": 100, "minutes": 10.0, "init_from": {"step": 50, "minutes": 5.0}}
+    training = {"steps": 7, "minutes": 1.0, "init_from": {"step": 20, "minutes": 2.0, "unet_from": unet_from}}
+    assert families.chain_totals(training) == {"train_minutes": 18.0, "train_steps": 177}
+    unet_from["init_from"].pop("minutes")
+    assert families.chain_totals(training) == {"train_minutes": None, "train_steps": 177}
