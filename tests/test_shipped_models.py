@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 #: Whole-prompt floors on the 100-prompt sample used here. The measured scores on 200 fresh
 #: prompts are in README.md (bench/families.py); each floor sits a margin below its family's.
-FLOORS = {"vae": 0.75, "gan": 0.78, "ar": 0.77, "diffusion": 0.76}
+FLOORS = {"vae": 0.75, "gan": 0.78, "ar": 0.77, "diffusion": 0.88}
 
 
 @pytest.mark.parametrize("family", sorted(FLOORS))
@@ -25,7 +25,8 @@ def test_shipped_default_scores_above_its_floor_on_fresh_prompts(family):
 @pytest.mark.parametrize("family", sorted(FLOORS))
 def test_shipped_weights_are_small_and_record_how_they_were_made(family):
     folder = get_registry().get(family).cls.default_weights
-    assert sum(f.stat().st_size for f in folder.glob("*.safetensors")) < 12e6  # "a few MB"
+    # "a few MB": the largest, diffusion with its wider autoencoder, is 14.3 MB of float16
+    assert sum(f.stat().st_size for f in folder.glob("*.safetensors")) < 16e6
     training = json.loads((folder / "config.json").read_text())["training"]
     assert training["command"].startswith(f"loom train {family}") and "seed" in training
     assert (folder / "TRAINING.md").read_text().count(training["command"]) >= 1
