@@ -217,11 +217,13 @@ class Pipeline:
                 start = time.perf_counter()
                 done = 0.0
 
-                def advance(finished: float) -> None:
+                def advance(finished: float, _base=index * n) -> None:
                     nonlocal done
                     if finished > done:  # whole items and finer work both move the bar, never back
-                        bar.update(finished - done)
                         done = finished
+                        # set, not added: fractions of an item summed drift (a bar at 3.000000000000001/3)
+                        bar.n = round(_base + finished, 6)
+                        bar.update(0)
 
                 def work(units: int, total: int, unit: str, _step=step, _index=index) -> None:
                     advance(n * units / max(total, 1))

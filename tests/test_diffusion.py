@@ -193,6 +193,24 @@ def test_denoising_steps_reach_the_progress_hook_and_bar(tiny_sd):
     assert seen == [("sd-denoiser", 1, d, 6, "denoising step") for d in range(1, 7)]
     assert ends == [0, 1, 2]
 
+    # the bar moves by thirds of an item and still ends on whole numbers, never past its total
+    import tqdm.auto
+
+    positions = []
+
+    class Bar(tqdm.auto.tqdm):
+        def update(self, n=1):
+            shown = super().update(n)
+            positions.append((self.desc, self.n, self.total))
+            return shown
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tqdm.auto, "tqdm", Bar)
+        pipeline.run(PROMPTS, seed=0, progress=True)
+    generating = [(n, total) for desc, n, total in positions if desc == "generating"]
+    assert len(generating) > 6 and all(0 < n <= total for n, total in generating)
+    assert [n for n, _ in generating if n == int(n)] == [1, 2, 3, 4, 5, 6], generating
+
     calls = []
     one = StableDiffusion(model=folder, steps=2, **SIZE)
     one(Text(PROMPTS), seed=0, work=lambda done, total, unit: calls.append((done, total)))
