@@ -47,7 +47,7 @@ def main() -> None:
     if _fill_start(training.get("init_from")):
         config = json.loads((target / "config.json").read_text())
         write_json_atomic(target / "config.json", {**config, "training": training})
-    resumed = _resumes(training.get("resumed")) + _origin(training.get("init_from")) + _unet_origin(training.get("unet_from")) + _picked(run)
+    resumed = _resumes(training.get("resumed")) + _origins(training) + _picked(run)
     (target / "TRAINING.md").write_text(
         f"""# How these {family} weights were made
 
@@ -115,14 +115,14 @@ def _origin(start: dict | None, lead: str | None = None, step: str = "step") -> 
     if lead is None:
         lead = "started from the weights (no optimiser state) of " if start.get("weights_only") else "started from "
     return (f"\n{lead}`{start['folder']}` at its step {start[step]} (seed {start['seed']}{took}), made by\n\n"
-            f"```bash\n{start['command']}\n```\n{_resumes(start.get('resumed'))}"
-            + _unet_origin(start.get("unet_from")) + _origin(start.get("init_from")))
+            f"```bash\n{start['command']}\n```\n{_resumes(start.get('resumed'))}" + _origins(start))
 
 
-def _unet_origin(start: dict | None) -> str:
-    """For a diffusion run started with -O unet_init: how the UNet it started from was made
-    (its record keeps the training record's ``steps``)."""
-    return _origin(start, lead="its UNet started from the UNet of ", step="steps")
+def _origins(record: dict) -> str:
+    """How a run's starting weights were made: the UNet a diffusion run took with -O unet_init
+    (``unet_from``, which keeps the training record's ``steps``), then its --init start."""
+    return (_origin(record.get("unet_from"), lead="its UNet started from the UNet of ", step="steps")
+            + _origin(record.get("init_from")))
 
 
 if __name__ == "__main__":

@@ -338,13 +338,19 @@ def test_ship_to_a_folder_stages_a_run_and_leaves_the_default_alone(tmp_path):
     assert result.output.pixels.shape == (1, 3, 64, 64)
 
 
-def test_ship_names_the_origin_of_every_part_of_a_start(tmp_path):
+def _load_script(folder: str, name: str):
+    """A module of scripts/ or bench/ (not a package), loaded from its file."""
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("ship", Path(__file__).resolve().parents[1] / "scripts" / "ship.py")
-    ship = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ship)
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), Path(__file__).resolve().parents[1] / folder / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ship_names_the_origin_of_every_part_of_a_start(tmp_path):
+    ship = _load_script("scripts", "ship.py")
     unet_from = {"folder": "plugins/diffusion/weights", "command": "loom train diffusion --out runs/ldm", "seed": 1, "steps": 900, "minutes": 120}
     # a start written before init_from kept origins: its folder's record (same command, same step) supplies it
     staged = tmp_path / "staged"
@@ -362,12 +368,7 @@ def test_ship_names_the_origin_of_every_part_of_a_start(tmp_path):
 
 
 def test_families_bench_adds_up_the_whole_chain_with_the_unets_origin():
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("families", Path(__file__).resolve().parents[1] / "bench" / "families.py")
-    families = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(families)
+    families = _load_script("bench", "families.py")
     unet_from = {"steps": 100, "minutes": 10.0, "init_from": {"step": 50, "minutes": 5.0}}
     training = {"steps": 7, "minutes": 1.0, "init_from": {"step": 20, "minutes": 2.0, "unet_from": unet_from}}
     assert families.chain_totals(training) == {"train_minutes": 18.0, "train_steps": 177}
