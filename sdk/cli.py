@@ -326,19 +326,45 @@ def evaluate() -> None:
 @evaluate.command("shapes")
 @click.option("--generator", default=None, help="Generator name or trained folder (default: vae).")
 @click.option("--prompts", "prompts_file", type=click.Path(exists=True, dir_okay=False), help="One prompt a line.")
-@click.option("-n", "count", default=200, show_default=True, type=click.IntRange(1), help="Fresh prompts to draw.")
+@click.option("-n", "count", default=200, show_default=True, type=click.IntRange(1), help="Fresh prompts per split.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def eval_shapes(generator, prompts_file, count, as_json) -> None:
-    """ShapesEval per attribute and whole-prompt for a generator."""
-    from loom.evaluation import evaluate_shapes
+    """ShapesEval of a generator: per attribute and whole prompt on templated prompts and on
+    prompts that leave attributes unsaid, seen and unseen combinations, one and two objects, and
+    how evenly it spreads what a prompt leaves open. With --prompts: those prompts only."""
+    from loom.evaluation import evaluate_shapes, shapes_report
 
-    prompts = read_prompts(prompts_file) if prompts_file else None
-    report = evaluate_shapes(generator, prompts=prompts, n=count, progress=not as_json)
-    data = report.to_dict()
+    name = generator or "vae"
+    if prompts_file:
+        data = evaluate_shapes(generator, prompts=read_prompts(prompts_file), progress=not as_json).to_dict()
+        if as_json:
+            click.echo(json.dumps(data, indent=2))
+        else:
+            echo_report(f"ShapesEval on {data['n']} prompts (generator: {name})", data, "whole prompt")
+        return
+    data = shapes_report(generator, n=count, progress=not as_json)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    echo_report(f"ShapesEval on {data['n']} prompts (generator: {generator or 'vae'})", data, "whole prompt")
+    echo_splits(f"ShapesEval of {name}", data, "whole prompt")
+
+
+def echo_splits(title: str, data: dict, whole: str) -> None:
+    """A world's report (each split, its subsets, diversity) as lines, chance beside each score."""
+    from loom.evaluation import SPLITS
+
+    click.echo(title)
+    for split in SPLITS:
+        part = data[split]
+        echo_report(f"{split} prompts ({part['n']}):", part, whole)
+        for key in ("one_object", "two_objects", "seen", "unseen"):
+            sub = part.get(key)
+            if sub and sub["whole_prompt"] is not None:
+                click.echo(f"    {key.replace('_', ' '):<11} {sub['whole_prompt']:.3f}  ({sub['n']} prompts)")
+    div = data["diversity"]
+    spreads = ", ".join(f"{a} {v:.3f}" for a, v in div["per_attribute"].items())
+    click.echo(f"diversity of what {div['prompts']} prompts leave open, {div['seeds']} seeds each: "
+               f"{div['diversity']:.3f} (least even of {spreads}; 1.0 = as even as the world, 0 = always the same)")
 
 
 @evaluate.command("sounds")

@@ -12,6 +12,46 @@ EVAL_SEED = 20261125
 VALIDATION_SEED = 7
 
 
+#: The prompt splits every world's report has: prompts stating every attribute in the training
+#: templates, and prompts leaving attributes unsaid in phrasings no model trained on.
+SPLITS = ("templated", "underspecified")
+#: Seeds per prompt of the diversity measure.
+DIVERSITY_SEEDS = 32
+
+
+def _shapes_pipeline(generator: str | None, options: dict | None):
+    from loom.api import default_spec, pipeline_for
+
+    spec = default_spec(generator, size=None)
+    if options:
+        step = next(s for s in spec["steps"] if s["component"] != "text-encoder")
+        step["config"] = {**step.get("config", {}), **options}
+    return pipeline_for(spec)
+
+
+def _images(pipeline, texts: list[str], seeds: list[int], batch_size: int, progress: bool, desc: str = "evaluating"):
+    from tqdm.auto import tqdm
+
+    images = []
+    with tqdm(total=len(texts), desc=desc, unit="image", disable=not progress, delay=1.0) as bar:
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start : start + batch_size]
+            images.extend(pipeline.run(chunk, seeds[start : start + len(chunk)], progress=False).output.to_numpy())
+            bar.update(len(chunk))
+    return images
+
+
+def shapes_prompts(n: int, seed: int = EVAL_SEED, split: str = "templated", combinations: str = "any"):
+    """(prompt, scene) pairs of one split (:data:`SPLITS`); ``combinations``: any, seen or unseen."""
+    from loom.core import InputError
+    from loom.plugins.shapes import sample_prompts, sample_underspecified_prompts
+
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    sample = sample_prompts if split == "templated" else sample_underspecified_prompts
+    return sample(n, seed, combinations=combinations)
+
+
 def evaluate_shapes(
     generator: str | None = None,
     prompts: list[str] | None = None,
@@ -21,33 +61,80 @@ def evaluate_shapes(
     batch_size: int = 32,
     progress: bool = True,
     options: dict | None = None,
+    split: str = "templated",
+    combinations: str = "any",
+    pipeline=None,
 ):
-    """ShapesEval report for ``generator`` on ``prompts`` (default: ``n`` fresh templated prompts);
-    image i is seeded ``image_seed + i``. ``options`` override the generator's config (sampling
-    settings such as ``temperature``). The report's ``scores`` hold each prompt's verdicts."""
-    from tqdm.auto import tqdm
-
-    from loom.api import default_spec, pipeline_for
-    from loom.plugins.shapes import ShapesEval, sample_prompts
+    """ShapesEval report for ``generator`` on ``prompts`` (default: ``n`` fresh prompts of
+    ``split``, see :func:`shapes_prompts`); image i is seeded ``image_seed + i``. ``options``
+    override the generator's config (sampling settings such as ``temperature``). The report's
+    ``scores`` hold each prompt's verdicts."""
+    from loom.plugins.shapes import ShapesEval
 
     if prompts is None:
-        pairs = sample_prompts(n, seed)
-        texts, targets = [c for c, _ in pairs], [s for _, s in pairs]
+        texts = [c for c, _ in shapes_prompts(n, seed, split, combinations)]
     else:
-        texts, targets = list(prompts), list(prompts)
-    spec = default_spec(generator, size=None)
-    if options:
-        step = next(s for s in spec["steps"] if s["component"] != "text-encoder")
-        step["config"] = {**step.get("config", {}), **options}
-    pipeline = pipeline_for(spec)
-    images = []
-    with tqdm(total=len(texts), desc="evaluating", unit="image", disable=not progress, delay=1.0) as bar:
-        for start in range(0, len(texts), batch_size):
-            chunk = texts[start : start + batch_size]
-            seeds = [image_seed + start + i for i in range(len(chunk))]
-            images.extend(pipeline.run(chunk, seeds, progress=False).output.to_numpy())
-            bar.update(len(chunk))
-    return ShapesEval().evaluate_many(images, targets)
+        texts = list(prompts)
+    pipeline = pipeline or _shapes_pipeline(generator, options)
+    images = _images(pipeline, texts, [image_seed + i for i in range(len(texts))], batch_size, progress)
+    # Scored on what each prompt states (parsed from its text), never on the scene it came from.
+    return ShapesEval().evaluate_many(images, texts)
+
+
+def subset_rate(report, keep) -> dict:
+    """Whole-prompt rate of the items of ``report`` for which ``keep(score)`` holds, with their count."""
+    picked = [s.correct for s in report.scores if keep(s)]
+    return {"n": len(picked), "whole_prompt": (sum(picked) / len(picked)) if picked else None}
+
+
+def shapes_diversity(pipeline, seeds: int = DIVERSITY_SEEDS, batch_size: int = 32, progress: bool = True) -> dict:
+    """How evenly a generator spreads what :data:`DIVERSITY_PROMPTS` leave open (position, size,
+    background) over ``seeds`` seeds each: ``spread`` per attribute, averaged over the prompts,
+    and ``diversity``, the least even of the three (1.0 = as even as the world itself)."""
+    from loom.plugins.common.report import spread
+    from loom.plugins.shapes import DIVERSITY_PROMPTS, ShapesEval, parse_caption, world_distribution
+
+    texts = [p for p in DIVERSITY_PROMPTS for _ in range(seeds)]
+    images = _images(pipeline, texts, [i % seeds for i in range(len(texts))], batch_size, progress, "diversity")
+    checker = ShapesEval()
+    per: dict[str, list[float]] = {"position": [], "size": [], "background": []}
+    for k, prompt in enumerate(DIVERSITY_PROMPTS):
+        scores = [checker.evaluate(img, prompt) for img in images[k * seeds : (k + 1) * seeds]]
+        colour = parse_caption(prompt).objects[0].colour
+        for attribute, values in per.items():
+            found = [
+                s.detected[0]["background"] if attribute == "background" else s.detected[1].get(attribute)
+                for s in scores
+            ]
+            values.append(spread(found, world_distribution(attribute, colour)))
+    means = {a: sum(v) / len(v) for a, v in per.items()}
+    return {"prompts": len(DIVERSITY_PROMPTS), "seeds": seeds, "per_attribute": means, "diversity": min(means.values())}
+
+
+def shapes_report(
+    generator: str | None = None, n: int = 200, seed: int = EVAL_SEED, progress: bool = True,
+    options: dict | None = None, diversity_seeds: int = DIVERSITY_SEEDS,
+) -> dict:
+    """Everything ``loom eval shapes`` reports: each split (:data:`SPLITS`) on ``n`` prompts, with
+    its one- and two-object items and its seen combinations apart, ``n // 2`` more prompts of
+    unseen combinations (:data:`~loom.plugins.shapes.HELD_OUT`), and the diversity measure."""
+    from loom.plugins.shapes import is_held_out
+
+    pipeline = _shapes_pipeline(generator, options)
+    out: dict = {"generator": generator or "vae", "n": n}
+    for split in SPLITS:
+        run = dict(n=n, seed=seed, progress=progress, split=split, pipeline=pipeline)
+        report = evaluate_shapes(**run)
+        unseen = evaluate_shapes(**{**run, "n": max(1, n // 2), "combinations": "unseen"})
+        out[split] = {
+            **report.to_dict(),
+            "one_object": subset_rate(report, lambda s: s.objects == 1),
+            "two_objects": subset_rate(report, lambda s: s.objects == 2),
+            "seen": subset_rate(report, lambda s: not any(map(is_held_out, s.asked))),
+            "unseen": subset_rate(unseen, lambda s: True),
+        }
+    out["diversity"] = shapes_diversity(pipeline, diversity_seeds, progress=progress)
+    return out
 
 
 def evaluate_sounds(

@@ -95,7 +95,7 @@ def test_a_run_planned_by_time_keeps_its_time_plan_when_resumed(tmp_path):
     assert record["step"] < 3000 and record["seconds"] >= 3.0
 
 
-def test_init_from_a_folder_without_a_checkpoint_says_what_it_needs(tmp_path):
+def test_init_from_a_bare_generator_folder_or_says_what_it_needs(tmp_path):
     import shutil
 
     source = loom.train("vae", steps=1, out=tmp_path / "source", **TINY)
@@ -103,12 +103,22 @@ def test_init_from_a_folder_without_a_checkpoint_says_what_it_needs(tmp_path):
     bare.mkdir()
     with pytest.raises(InputError, match="neither a training checkpoint .* nor a trained generator"):
         loom.train("vae", steps=1, out=tmp_path / "a", init=bare, **TINY)
-    # the vae family does not load a bare generator folder: it says so, and writes nothing
+    assert not (tmp_path / "a").exists()
+    # a bare generator folder (a shipped default) starts a run from its weights, for vae and gan
     shutil.copy(source / "config.json", bare / "config.json")
     shutil.copy(source / "model.safetensors", bare / "model.safetensors")
-    with pytest.raises(InputError, match="only from a run's checkpoint"):
-        loom.train("vae", steps=1, out=tmp_path / "b", init=bare, **TINY)
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    tuned = loom.train("vae", steps=1, out=tmp_path / "b", init=bare, pool=96, progress=False,
+                       options={"batch_size": 8, "lr": 1e-12})
+    a, b = load_file(bare / "model.safetensors"), load_file(tuned / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    gan = loom.train("gan", steps=1, out=tmp_path / "gan", **TINY)
+    (tmp_path / "gan-bare").mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(gan / name, tmp_path / "gan-bare" / name)
+    tuned = loom.train("gan", steps=1, out=tmp_path / "gan-tuned", init=tmp_path / "gan-bare", pool=96,
+                       progress=False, options={"batch_size": 8, "lr": 1e-12, "ema": 0.0})
+    a, b = load_file(gan / "model.safetensors"), load_file(tuned / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_keep_every_keeps_loadable_snapshots_and_a_resumed_run_goes_on_keeping_them(tmp_path):
@@ -299,9 +309,9 @@ def test_sounds_data_are_log_mel_images_in_the_unit_range():
 
     data = SoundsData((1, 64, 96), pool=4, seed=5)
     assert data.pixels.shape == (4, 64, 96, 1) and data.pixels.dtype == np.uint8
-    assert data.captions == [SoundsDataset(5).item(i).caption for i in range(4)]
+    assert data.captions == [SoundsDataset(5, training=True).item(i).caption for i in range(4)]
     assert (data.pixels[:, :, 94:] == 0).all()  # the padding frames are silence
-    mel = MelCodec().encode(torch.from_numpy(SoundsDataset(5).item(0).waveform[None]))[0].numpy()
+    mel = MelCodec().encode(torch.from_numpy(SoundsDataset(5, training=True).item(0).waveform[None]))[0].numpy()
     assert np.abs(data.pixels[0, :, :94, 0] / 255 * 2 - 1 - mel).max() <= 1 / 255 + 1e-6
 
 

@@ -49,3 +49,24 @@ def summarise(scores: Sequence, chances: Sequence[dict], attributes: Sequence[st
     whole = float(np.mean([s.correct for s in scores])) if n else 0.0
     chance["whole_prompt"] = float(np.mean([c["whole_prompt"] for c in chances])) if n else None
     return EvalReport(per_attribute, whole, n, chance, list(scores))
+
+
+def spread(values: Sequence[Any], world: dict[Any, float]) -> float:
+    """How evenly ``values`` cover what the world allows: the detected values of one attribute a
+    prompt left open, one per seed (None where nothing was found), against ``world``, the world's
+    own distribution of that attribute (value → probability).
+
+    The entropy of the found values, with the Miller–Madow correction for a small sample (an even
+    sample of 32 draws over 9 values is otherwise about 0.94 of the true entropy), over the
+    world's entropy, times the fraction of seeds where something was found. 1.0 is as even as the
+    world; a model that always answers the same scores 0.
+    """
+    total = len(values)
+    found = [v for v in values if v is not None]
+    h_world = -sum(p * np.log(p) for p in world.values() if p > 0)
+    if not found or h_world <= 0:
+        return 0.0
+    _, counts = np.unique(np.array(found, dtype=object).astype(str), return_counts=True)
+    p = counts / counts.sum()
+    h = float(-(p * np.log(p)).sum()) + (len(counts) - 1) / (2 * len(found))
+    return min(h / h_world, 1.0) * len(found) / total

@@ -12,7 +12,7 @@ from pydantic import Field
 from torch.nn import functional as F
 
 from loom.core.training import Trainer, TrainerOptions, warmup_cosine
-from loom.plugins.common.nn import SOUND_CHANNELS
+from loom.plugins.common.nn import SOUND_CHANNELS, closest_of
 
 from .model import Discriminator, GANConfig, GANGenerator, save
 
@@ -23,6 +23,9 @@ class GANOptions(TrainerOptions):
         "mse", description="reconstruction term: mse (the per-pixel mean) or l1 (the median, as in pix2pix)"
     )
     recon_weight: float = Field(100.0, ge=0, description="weight of the reconstruction term")
+    recon_samples: int = Field(
+        4, ge=1, le=32, description="noise draws per image in the reconstruction term; only the closest counts"
+    )
     mismatch_weight: float = Field(0.5, ge=0, description="weight of real-image/wrong-caption pairs in the D loss")
     ema: float = Field(0.999, ge=0, lt=1, description="decay of the generator's weight average")
 
@@ -52,8 +55,8 @@ class GANTrainer(Trainer):
             for group in opt.param_groups:
                 group["lr"] = lr
         real = batch.images
-        b = real.shape[0]
-        z = torch.randn(b, self.g.cfg.noise_dim, generator=self.generator)
+        b, k = real.shape[0], self.options.recon_samples
+        z = torch.randn(k * b, self.g.cfg.noise_dim, generator=self.generator)
         # a caption from another item of the batch: a real image with it is a mismatched pair
         shift = int(torch.randint(1, b, (1,), generator=self.generator)) if b > 1 else 0
         wrong = torch.roll(torch.arange(b), shift)
@@ -61,7 +64,7 @@ class GANTrainer(Trainer):
         # discriminator: hinge loss on real, fake and mismatched pairs
         cond_d = self.d.condition(batch.tokens, batch.mask, batch.pooled)
         with torch.no_grad():
-            fake = self.g(z, batch.tokens, batch.mask, batch.pooled)
+            fake = self.g(z[:b], batch.tokens, batch.mask, batch.pooled)
         d_real = self.d(real, cond_d)
         d_fake = self.d(fake, cond_d)
         loss_d = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
@@ -72,16 +75,17 @@ class GANTrainer(Trainer):
         loss_d.backward()
         self.opt_d.step()
 
-        # generator: fool D, and stay near the real image of the same caption
-        fake = self.g(z, batch.tokens, batch.mask, batch.pooled)
+        # generator: fool D, and stay near the real image of the same caption: the closest of k
+        # draws, so that a caption leaving attributes open is not pulled to their average
+        fake = self.g(z, batch.tokens.repeat(k, 1, 1), batch.mask.repeat(k, 1), batch.pooled.repeat(k, 1))
         cond_d = self.d.condition(batch.tokens, batch.mask, batch.pooled)
-        adv = -self.d(fake, cond_d).mean()
+        adv = -self.d(fake, cond_d.repeat(k)).mean()
         # Measured: with L1 the generator stayed at the background-only image for 1,275 steps.
         # A caption fixes its objects only up to jitter, and for a small jittered shape most of its
         # pixels are covered less than half the time, so their median is the background; the mean
         # (MSE) keeps a faint shape there for the adversarial term to sharpen.
-        diff = fake - real
-        rec = diff.pow(2).mean() if self.options.recon == "mse" else diff.abs().mean()
+        power = 2 if self.options.recon == "mse" else 1
+        rec = closest_of(fake, real, power).mean() / real[0].numel()
         loss_g = adv + self.options.recon_weight * rec
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
@@ -115,6 +119,15 @@ class GANTrainer(Trainer):
             self.g_ema.load_state_dict(state["g"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+
+    def load_generator(self, folder: Path) -> None:
+        # A trained folder holds only the averaged generator: both generators start from it and
+        # the discriminator starts fresh.
+        from .model import load
+
+        trained = load(folder).state_dict()
+        for g in (self.g, self.g_ema):
+            g.load_state_dict(trained)
 
     def export(self, folder: Path, training: dict) -> None:
         self.g_ema.cfg = replace(self.g_ema.cfg, training=training)

@@ -13,6 +13,7 @@ a shape drawn in the wrong colour costs only the colour attribute.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -29,6 +30,7 @@ from .world import (
     OBJECT_COLOURS,
     POSITIONS,
     SHAPES,
+    PartialShape,
     SIZE_FRACTION,
     SIZES,
     PromptSpec,
@@ -67,7 +69,8 @@ class PromptScore:
 
     For a two-object prompt an attribute is right only if it is right for both objects.
     ``objects`` is the number of objects the prompt names, ``found`` how many regions stood for
-    them, and ``detected`` what was measured for each.
+    them, ``extra`` how many other objects the image shows (any makes the prompt wrong: nobody
+    asked for them), and ``detected`` what was measured for each.
     """
 
     attributes: dict[str, bool | None]
@@ -75,6 +78,9 @@ class PromptScore:
     correct: bool
     found: int = 0
     detected: list[dict[str, Any]] = field(default_factory=list)
+    extra: int = 0
+    #: what the prompt stated of each object
+    asked: list[PartialShape] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +88,7 @@ class PromptScore:
             "objects": self.objects,
             "correct": self.correct,
             "found": self.found,
+            "extra": self.extra,
             "detected": [dict(d) for d in self.detected],
         }
 
@@ -294,6 +301,26 @@ def _chance(spec: PromptSpec) -> dict[str, float | None]:
     return out
 
 
+def _agreement(o: Any, r: "_Region") -> int:
+    return sum(getattr(o, a) is not None and getattr(o, a) == getattr(r, a) for a in ("colour", "shape", "position", "size"))
+
+
+def _best_assignment(objects: list, candidates: list["_Region"]) -> list["_Region | None"]:
+    """A region (or None, when too few) for each object: the assignment agreeing with the most
+    stated attributes, ties to the larger regions (candidates come largest first)."""
+    if not objects:
+        return []
+    slots = candidates + [None] * max(0, len(objects) - len(candidates))
+    best = max(
+        itertools.permutations(slots, len(objects)),
+        key=lambda pick: (
+            sum(_agreement(o, r) for o, r in zip(objects, pick) if r is not None),
+            sum(r.area for r in pick if r is not None),
+        ),
+    )
+    return list(best)
+
+
 class ShapesEval:
     """Scores images against Shapes prompts. Stateless and cheap: build one and reuse it."""
 
@@ -337,20 +364,17 @@ class ShapesEval:
                     matched[i] = r
                     used.add(id(r))
                     break
-        for i, o in enumerate(spec.objects):
-            if matched[i] is not None:
-                continue
-            candidates = [
-                r
-                for k in range(len(_PALETTE_NAMES))
-                if k != bg_class
-                for r in regions(k)
-                if id(r) not in used
-            ]
-            if candidates:
-                best = max(candidates, key=lambda r: r.area)
-                matched[i] = best
-                used.add(id(best))
+        # The rest stand for the objects with no colour named (or a missing one): the largest
+        # regions left, assigned so that they agree with the most stated attributes.
+        open_ = [i for i in range(n) if matched[i] is None]
+        candidates = sorted(
+            (r for k in range(len(_PALETTE_NAMES)) if k != bg_class for r in regions(k) if id(r) not in used),
+            key=lambda r: -r.area,
+        )[: len(open_) + 2]
+        for i, r in zip(open_, _best_assignment([spec.objects[i] for i in open_], candidates)):
+            matched[i] = r
+            if r is not None:
+                used.add(id(r))
 
         verdicts: dict[str, list[bool]] = {a: [] for a in ATTRIBUTES}
         if spec.background is not None:
@@ -361,7 +385,10 @@ class ShapesEval:
                 if want is not None:
                     verdicts[a].append(r is not None and getattr(r, a) == want)
         attributes = {a: (all(v) if v else None) for a, v in verdicts.items()}
-        correct = all(v is not False for v in attributes.values())
+        extra = sum(
+            id(r) not in used for k in range(len(_PALETTE_NAMES)) if k != bg_class for r in regions(k)
+        )
+        correct = extra == 0 and all(v is not False for v in attributes.values())
         detected = [{"background": background}] + [
             r.describe() if r is not None else {} for r in matched
         ]
@@ -371,6 +398,8 @@ class ShapesEval:
             correct=correct,
             found=sum(r is not None for r in matched),
             detected=detected,
+            extra=extra,
+            asked=list(spec.objects),
         )
 
     def evaluate_many(self, images: Sequence[Any], prompts: Sequence[Any]) -> EvalReport:

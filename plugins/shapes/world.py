@@ -119,6 +119,37 @@ def sample_scene(rng: np.random.Generator, two_object_prob: float = 0.5) -> Scen
     return Scene(background, objects)
 
 
+def _held_out_triples() -> frozenset[tuple[str, str, str]]:
+    # (colour + 3·shape + cell) ≡ 0 mod 8 picks 24 of the 189 triples, about one in eight, so
+    # that every colour–shape, colour–position and shape–position pair is still seen with other
+    # third values: a held-out triple is a new combination of parts the model has learned.
+    return frozenset(
+        (c, s, p)
+        for i, c in enumerate(OBJECT_COLOURS)
+        for j, s in enumerate(SHAPES)
+        for k, p in enumerate(POSITIONS)
+        if (i + 3 * j + k) % 8 == 0
+    )
+
+
+#: (colour, shape, position) combinations that no training scene contains, so evaluation can
+#: compare combinations a model has seen with ones it has not.
+HELD_OUT: frozenset[tuple[str, str, str]] = _held_out_triples()
+
+
+def is_held_out(o: "ShapeSpec | PartialShape") -> bool:
+    """Whether an object's (colour, shape, position) is one of :data:`HELD_OUT`."""
+    return (o.colour, o.shape, o.position) in HELD_OUT
+
+
+def sample_training_scene(rng: np.random.Generator, two_object_prob: float = 0.5) -> Scene:
+    """A random scene with no object in a :data:`HELD_OUT` combination (resampled until so)."""
+    while True:
+        scene = sample_scene(rng, two_object_prob)
+        if not any(map(is_held_out, scene.objects)):
+            return scene
+
+
 # --------------------------------------------------------------------------------------------
 # Captions
 # --------------------------------------------------------------------------------------------
@@ -200,6 +231,116 @@ def caption(scene: Scene, rng: np.random.Generator, template: int | None = None)
     return caption_with_template(scene, rng, template)[0]
 
 
+# Everyday captions: what people type. They leave attributes out (the image still shows a full
+# scene, so a model learns to choose what the prompt leaves open) and use every word the parser
+# knows, in several orders and sentence frames.
+
+#: How often an everyday training caption states each attribute. An object always keeps its
+#: colour or its shape (or both), so the parser can find it.
+STATE_RATES: dict[str, float] = {"background": 0.5, "size": 0.5, "position": 0.6}
+#: Of the objects, how often colour alone or shape alone is stated (the rest state both).
+ONLY_COLOUR_RATE = 0.1
+ONLY_SHAPE_RATE = 0.1
+#: Share of training captions drawn from the full templates above instead.
+FULL_CAPTION_SHARE = 0.3
+
+_SIZE_SYNONYMS = {"small": ("small", "little", "tiny"), "large": ("large", "big", "huge")}
+_COLOUR_SYNONYMS = {"purple": ("purple", "violet"), "gray": ("gray", "grey")}
+_SHAPE_SYNONYMS = {"circle": ("circle", "disc", "disk"), "square": ("square", "box"), "triangle": ("triangle",)}
+_NO_SHAPE_WORDS = ("shape", "thing", "object", "one")
+
+
+def _everyday_positions() -> dict[str, tuple[str, ...]]:
+    where = ("of the picture", "of the image")
+    out = {name: phrases + tuple(f"{p} {w}" for p in phrases[:1] for w in where)
+           for name, phrases in POSITION_PHRASES.items()}
+    for v, alt in (("top", "upper"), ("bottom", "lower")):
+        for h in ("left", "right"):
+            out[f"{v} {h}"] += (f"in the {alt} {h}", f"{v} {h}", f"in the {v}-{h} corner")
+    out["center"] += ("right in the middle", "in the middle of the picture", "centred", "in the centre of the image")
+    return out
+
+
+EVERYDAY_POSITION_PHRASES = _everyday_positions()
+
+# Sentence frames around the whole description. Evaluation uses frames of its own, so the
+# underspecified split also measures phrasings no model trained on.
+TRAINING_FRAMES: tuple[str, ...] = (
+    "{}", "{}", "{}", "a picture of {}", "an image of {}", "there is {}", "draw {}", "{} please",
+    "show me {}", "i want {}", "{}.",
+)
+EVALUATION_FRAMES: tuple[str, ...] = ("{}", "could you make {}", "generate {}", "{}, thanks", "i would like {}")
+_JOINERS = (" and ", "; ", " next to ", " beside ", ", and ", " plus ")
+
+
+def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
+    return options[int(rng.integers(len(options)))]
+
+
+def _object_phrase(o: ShapeSpec, stated: set[str], rng: np.random.Generator, alone: bool) -> str:
+    colour = _pick(rng, _COLOUR_SYNONYMS.get(o.colour, (o.colour,))) if "colour" in stated else ""
+    size = _pick(rng, _SIZE_SYNONYMS[o.size]) if "size" in stated else ""
+    shape = _pick(rng, _SHAPE_SYNONYMS[o.shape]) if "shape" in stated else _pick(rng, _NO_SHAPE_WORDS)
+    if shape == "one" and not (colour or size):
+        shape = "shape"
+    if not size and colour and rng.random() < 0.15:
+        words = f"something {colour}" if "shape" not in stated else f"{shape} in {colour}"
+    elif size and rng.random() < 0.2:
+        words = f"{colour} {shape}, {size}".strip()
+    else:
+        words = " ".join(w for w in (size, colour, shape) if w)
+    if not words.startswith("something"):
+        words = _article(words)
+    if "position" in stated:
+        position = _pick(rng, EVERYDAY_POSITION_PHRASES[o.position])
+        words = f"{position}, {words}" if alone and rng.random() < 0.1 else f"{words} {position}"
+    return words
+
+
+def _with_background(text: str, background: str, closing: bool, rng: np.random.Generator) -> str:
+    a_bg = _article(_pick(rng, _COLOUR_SYNONYMS.get(background, (background,))))
+    bg = a_bg.split(" ", 1)[1]
+    forms = [f"{text} on {a_bg} background", f"{text} against {a_bg} backdrop", f"{text}, {bg} background",
+             f"{text} on a background of {bg}", f"{text}; the background is {bg}", f"{a_bg} background with {text}",
+             f"on {a_bg} background, {text}"]
+    if closing:  # a bare closing colour is read as the background only at the very end
+        forms.append(f"{text} on {bg}")
+    return _pick(rng, forms)
+
+
+def describe(
+    scene: Scene,
+    stated: Sequence[set[str]],
+    background: bool,
+    rng: np.random.Generator,
+    frames: Sequence[str] = TRAINING_FRAMES,
+) -> str:
+    """An everyday caption of ``scene`` stating, per object, the attributes in ``stated[i]``
+    (each holds "colour" or "shape") and the background if ``background``."""
+    alone = len(scene.objects) == 1
+    phrases = [_object_phrase(o, st, rng, alone) for o, st in zip(scene.objects, stated)]
+    text = phrases[0] if len(phrases) == 1 else _pick(rng, _JOINERS).join(phrases)
+    frame = _pick(rng, frames)
+    if background:
+        text = _with_background(text, scene.background, frame.endswith("{}"), rng)
+    return frame.format(text)
+
+
+def _stated_by_rates(rng: np.random.Generator) -> set[str]:
+    u = rng.random()
+    core = {"colour"} if u < ONLY_COLOUR_RATE else {"shape"} if u < ONLY_COLOUR_RATE + ONLY_SHAPE_RATE else {"colour", "shape"}
+    return core | {a for a in ("size", "position") if rng.random() < STATE_RATES[a]}
+
+
+def everyday_caption(scene: Scene, rng: np.random.Generator) -> str:
+    """A training caption: a full template (:data:`FULL_CAPTION_SHARE` of the time) or an
+    everyday one leaving attributes out at :data:`STATE_RATES`."""
+    if rng.random() < FULL_CAPTION_SHARE:
+        return caption(scene, rng)
+    stated = [_stated_by_rates(rng) for _ in scene.objects]
+    return describe(scene, stated, bool(rng.random() < STATE_RATES["background"]), rng)
+
+
 # --------------------------------------------------------------------------------------------
 # Parsing
 # --------------------------------------------------------------------------------------------
@@ -259,7 +400,9 @@ _SIZE_WORDS = {
 }  # fmt: skip
 _ROW_WORDS = {"top": 0, "upper": 0, "bottom": 2, "lower": 2}
 _COL_WORDS = {"left": 0, "right": 2}
-_CENTRE_WORDS = {"center", "centre", "middle", "central"}
+_CENTRE_WORDS = {"center", "centre", "middle", "central", "centred", "centered"}
+# "right in the middle" says where, not which side.
+_INTENSIFIER_RE = re.compile(r"\bright\s+(?=(?:in|at)\s+the\s+(?:middle|centre|center)\b)")
 
 _COLOUR_RE = "|".join(sorted(_COLOUR_WORDS, key=len, reverse=True))
 _BACKGROUND_RES = (
@@ -303,7 +446,7 @@ def parse_caption(text: str) -> PromptSpec:
     """
     if not isinstance(text, str):
         raise TypeError(f"parse_caption expects a string, got {type(text).__name__}")
-    lowered = text.lower()
+    lowered = _INTENSIFIER_RE.sub("", text.lower())
     background = None
     for pattern in _BACKGROUND_RES:
         m = pattern.search(lowered)
@@ -427,20 +570,119 @@ class ShapesDataset:
 _PROMPT_STREAM = 0x50524F4D
 
 
+def _combinations_ok(scene: Scene, combinations: str) -> bool:
+    unseen = any(map(is_held_out, scene.objects))
+    return combinations == "any" or unseen == (combinations == "unseen")
+
+
 def sample_prompts(
-    n: int, seed: int = 1234, two_object_prob: float = 0.5
+    n: int, seed: int = 1234, two_object_prob: float = 0.5, combinations: str = "any"
 ) -> list[tuple[str, Scene]]:
-    """``n`` (caption, scene) pairs for evaluation, from a stream no dataset item uses."""
+    """``n`` (caption, scene) pairs for evaluation, from a stream no dataset item uses.
+
+    ``combinations``: "any"; "unseen", only scenes with an object in a :data:`HELD_OUT`
+    combination; "seen", none. "any" keeps the stream the published scores were measured on."""
+    if combinations not in ("any", "seen", "unseen"):
+        raise ValueError(f"combinations must be any, seen or unseen, got {combinations!r}")
     rng = np.random.default_rng([int(seed), _PROMPT_STREAM, 1])
     out = []
-    for _ in range(n):
+    while len(out) < n:
         scene = sample_scene(rng, two_object_prob)
-        out.append((caption(scene, rng), scene))
+        text = caption(scene, rng)
+        if _combinations_ok(scene, combinations):
+            out.append((text, scene))
     return out
+
+
+#: The kinds of the underspecified evaluation split, for one object: the attributes stated and
+#: whether the background is. Two-object prompts leave one attribute of each object unsaid.
+UNDERSPECIFIED_KINDS: tuple[tuple[frozenset[str], bool], ...] = tuple(
+    (frozenset(stated), background)
+    for stated, background in (
+        ({"colour", "shape"}, True),  # a green triangle on a gray background
+        ({"size", "colour", "shape"}, True),  # a big white square on a gray background
+        ({"colour", "shape", "position"}, True),  # a green triangle in the center on a gray background
+        ({"colour", "shape"}, False),  # a white circle
+        ({"colour"}, False),  # something red
+        ({"shape"}, False),  # a triangle
+        ({"colour", "shape", "position"}, False),  # a red circle in the upper left corner
+        ({"size", "colour", "shape", "position"}, False),  # no background
+    )
+)
+#: Share of two-object prompts in the underspecified split.
+UNDERSPECIFIED_TWO_OBJECT_SHARE = 0.25
+_UNDERSPECIFIED_STREAM = 0x554E4453
+
+
+def _two_object_stated(rng: np.random.Generator) -> set[str]:
+    # One of the four attributes unsaid; colour and shape are never both gone.
+    return {"colour", "shape", "position", "size"} - {_pick(rng, ("colour", "shape", "position", "size"))}
+
+
+def sample_underspecified_prompts(
+    n: int, seed: int = 1234, combinations: str = "any"
+) -> list[tuple[str, Scene]]:
+    """``n`` (caption, scene) pairs that each leave attributes unsaid (:data:`UNDERSPECIFIED_KINDS`,
+    phrased with :data:`EVALUATION_FRAMES`), from a stream of their own; the scene is the one the
+    caption was written from, so a ground-truth render shows one answer among those allowed.
+    ``combinations`` as in :func:`sample_prompts`, judged on what the caption states."""
+    if combinations not in ("any", "seen", "unseen"):
+        raise ValueError(f"combinations must be any, seen or unseen, got {combinations!r}")
+    rng = np.random.default_rng([int(seed), _UNDERSPECIFIED_STREAM, 1])
+    out: list[tuple[str, Scene]] = []
+    while len(out) < n:
+        two = rng.random() < UNDERSPECIFIED_TWO_OBJECT_SHARE
+        scene = sample_scene(rng, 1.0 if two else 0.0)
+        if two:
+            stated, background = [_two_object_stated(rng) for _ in range(2)], bool(rng.random() < 0.5)
+        else:
+            kind, background = UNDERSPECIFIED_KINDS[int(rng.integers(len(UNDERSPECIFIED_KINDS)))]
+            stated = [set(kind)]
+        text = describe(scene, stated, background, rng, EVALUATION_FRAMES)
+        unseen = any(map(is_held_out, parse_caption(text).objects))
+        if combinations == "any" or unseen == (combinations == "unseen"):
+            out.append((text, scene))
+    return out
+
+
+#: Prompts that leave position, size and background open, for the diversity measure: typed the
+#: way people type them, one colour and shape each.
+DIVERSITY_PROMPTS: tuple[str, ...] = (
+    "a red circle", "a blue square", "a green triangle", "a yellow circle",
+    "a white square", "a purple triangle", "an orange box", "a white disc",
+)  # fmt: skip
+
+
+def world_distribution(attribute: str, colour: str | None = None) -> dict[str, float]:
+    """How :func:`sample_scene` draws ``attribute`` ("position", "size" or "background") for a
+    one-object scene, given the object's ``colour`` (which the background never equals)."""
+    if attribute == "position":
+        return {p: 1 / len(POSITIONS) for p in POSITIONS}
+    if attribute == "size":
+        return {s: 1 / len(SIZES) for s in SIZES}
+    if attribute != "background":
+        raise ValueError(f"no world distribution for {attribute!r}")
+    # P(background) is uniform; P(colour | background) is 1 over the object colours left.
+    weights = {
+        bg: (0.0 if bg == colour else 1 / len([c for c in OBJECT_COLOURS if c != bg])) for bg in BACKGROUND_COLOURS
+    }
+    total = sum(weights.values())
+    return {bg: w / total for bg, w in weights.items()}
 
 
 __all__: Sequence[str] = (
     "BACKGROUND_COLOURS",
+    "DIVERSITY_PROMPTS",
+    "EVALUATION_FRAMES",
+    "HELD_OUT",
+    "TRAINING_FRAMES",
+    "UNDERSPECIFIED_KINDS",
+    "describe",
+    "everyday_caption",
+    "is_held_out",
+    "sample_training_scene",
+    "sample_underspecified_prompts",
+    "world_distribution",
     "BARE_POSITION_PHRASES",
     "COLOURS",
     "OBJECT_COLOURS",

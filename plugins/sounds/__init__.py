@@ -4,19 +4,41 @@ A clip holds one to three beeps of one pitch (low, medium, high), timbre (pure t
 and motion (steady, rising, falling). :class:`SoundsDataset` yields (waveform, caption, sound)
 items deterministically from a seed, :func:`parse_caption` reads captions back, and
 :class:`SoundsEval` scores any clip against a prompt attribute by attribute, so a generator's
-output can be graded without a learned judge. Only numpy is imported.
+output can be graded without a learned judge. Models train on ``SoundsDataset(training=True)``:
+everyday captions that leave attributes out, and no sound in a :data:`HELD_OUT` combination;
+:func:`sample_underspecified_prompts` and :func:`diversity` check what a model does with what a
+prompt leaves open. Only numpy is imported.
 """
 
-from .evaluate import ANALYSIS_RATE, ATTRIBUTES, PITCH_BOUNDS, EvalReport, PromptScore, SoundsEval, analyse
+from .evaluate import (
+    ANALYSIS_RATE,
+    ATTRIBUTES,
+    DIVERSITY_PROMPTS,
+    PITCH_BOUNDS,
+    DiversityReport,
+    EvalReport,
+    PromptScore,
+    SoundsEval,
+    analyse,
+    diversity,
+)
 from .world import (
+    COMBINATIONS,
     COUNTS,
+    DISTRIBUTION,
     DURATION,
+    EVALUATION_FRAMES,
+    FULL_CAPTION_SHARE,
+    HELD_OUT,
     MOTIONS,
     PITCH_HZ,
     PITCHES,
     SAMPLE_RATE,
+    STATE_RATES,
     TEMPLATES,
     TIMBRES,
+    TRAINING_FRAMES,
+    UNDERSPECIFIED_KINDS,
     Layout,
     PartialSound,
     Sound,
@@ -24,16 +46,24 @@ from .world import (
     SoundsItem,
     caption,
     caption_with_template,
+    describe,
+    everyday_caption,
+    is_held_out,
     layout,
     parse_caption,
     render,
     sample_prompts,
     sample_sound,
+    sample_training_sound,
+    sample_underspecified_prompts,
 )
 
 __all__ = [
-    "ANALYSIS_RATE", "ATTRIBUTES", "COUNTS", "DURATION", "EvalReport", "Layout", "MOTIONS", "PITCHES", "PITCH_BOUNDS",
-    "PITCH_HZ", "PartialSound", "PromptScore", "SAMPLE_RATE", "Sound", "SoundsDataset", "SoundsEval", "SoundsItem",
-    "TEMPLATES", "TIMBRES", "analyse", "caption", "caption_with_template", "layout", "parse_caption", "render",
-    "sample_prompts", "sample_sound",
+    "ANALYSIS_RATE", "ATTRIBUTES", "COMBINATIONS", "COUNTS", "DISTRIBUTION", "DIVERSITY_PROMPTS", "DURATION",
+    "DiversityReport", "EVALUATION_FRAMES", "EvalReport", "FULL_CAPTION_SHARE", "HELD_OUT", "Layout", "MOTIONS",
+    "PITCHES", "PITCH_BOUNDS", "PITCH_HZ", "PartialSound", "PromptScore", "SAMPLE_RATE", "STATE_RATES", "Sound",
+    "SoundsDataset", "SoundsEval", "SoundsItem", "TEMPLATES", "TIMBRES", "TRAINING_FRAMES", "UNDERSPECIFIED_KINDS",
+    "analyse", "caption", "caption_with_template", "describe", "diversity", "everyday_caption", "is_held_out",
+    "layout", "parse_caption", "render", "sample_prompts", "sample_sound", "sample_training_sound",
+    "sample_underspecified_prompts",
 ]

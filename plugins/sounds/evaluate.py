@@ -10,7 +10,9 @@ frequency over every beep, against boundaries halfway (in octaves) between the p
 **Timbre**: a buzz has power at the harmonics (2f, 3f, ...) worth at least a quarter of the
 fundamental's; otherwise a hiss spreads its power over the ±0.6 octave window (spread above
 0.16 octave), and a pure tone does not. **Motion**: the slope of the frequency through each beep
-times its length, in octaves; the median over beeps above +0.3 is rising, below -0.3 falling.
+times its length, in octaves; the median over beeps above +0.5 is rising, below -0.5 falling.
+**Diversity** (:func:`diversity`): where a prompt leaves attributes open, how evenly the values
+read from its clips (one per seed) cover the world's own distribution of each open attribute.
 Only numpy is needed.
 """
 
@@ -22,9 +24,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from loom.plugins.common.report import EvalReport, summarise
+from loom.plugins.common.report import EvalReport, spread, summarise
 
-from .world import COUNTS, MOTIONS, PITCH_HZ, PITCHES, TIMBRES, PartialSound, Sound, parse_caption
+from .world import COUNTS, DISTRIBUTION, MOTIONS, PITCH_HZ, PITCHES, TIMBRES, PartialSound, Sound, parse_caption
 
 ATTRIBUTES: tuple[str, ...] = ("pitch", "timbre", "count", "motion")
 
@@ -272,5 +274,76 @@ class SoundsEval:
             chances.append(_chance(spec))
         return summarise(scores, chances, ATTRIBUTES)
 
+    def diversity(
+        self, clips: Sequence[Sequence[Any]], prompts: Sequence[Any], sample_rate: int = ANALYSIS_RATE
+    ) -> "DiversityReport":
+        """:func:`diversity` of ``clips[i]``, the clips generated for ``prompts[i]`` (one per seed)."""
+        if len(clips) != len(prompts):
+            raise ValueError(f"got clips for {len(clips)} prompts, and {len(prompts)} prompts")
+        return diversity([[analyse(c, sample_rate) for c in per_prompt] for per_prompt in clips], prompts)
 
-__all__ = ["ANALYSIS_RATE", "ATTRIBUTES", "EvalReport", "PITCH_BOUNDS", "PromptScore", "SoundsEval", "analyse", "to_mono"]
+
+# -- diversity ------------------------------------------------------------------------------------
+
+#: Prompts for the diversity measure, each leaving two or three attributes open (every attribute
+#: is left open by three or four of them).
+DIVERSITY_PROMPTS: tuple[str, ...] = (
+    "a buzz",
+    "a low sound",
+    "two beeps",
+    "a rising hiss",
+    "a high pure tone",
+    "three falling beeps",
+)
+
+
+@dataclass
+class DiversityReport:
+    """How varied clips are where their prompts leave attributes open.
+
+    ``per_prompt[i]`` maps each attribute prompt ``i`` leaves open to the :func:`spread` of the
+    values detected over its clips, against the world's own distribution of that attribute
+    (:data:`~loom.plugins.sounds.world.DISTRIBUTION`). ``per_attribute[a]`` is the mean over the
+    prompts leaving ``a`` open (None if none does); ``overall`` the lowest of those means, so a
+    generator that always picks the same pitch scores near 0 however varied the rest is.
+    """
+
+    per_attribute: dict[str, float | None]
+    overall: float
+    per_prompt: list[dict[str, float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"overall": self.overall, "per_attribute": dict(self.per_attribute), "per_prompt": list(self.per_prompt)}
+
+
+def diversity(detections: Sequence[Sequence[Any]], prompts: Sequence[Any]) -> DiversityReport:
+    """The :class:`DiversityReport` of ``detections[i]``, what was detected in each clip generated
+    for ``prompts[i]`` (one per seed): :func:`analyse` dicts, :class:`PromptScore` s or their
+    ``detected`` dicts. ``prompts`` are captions, Sounds or PartialSounds; the attributes a
+    prompt states are ignored here (:meth:`SoundsEval.evaluate_many` grades them). A value the
+    world never draws (no beep, four beeps) counts as nothing found. Raises ValueError when no
+    prompt leaves an attribute open."""
+    if len(detections) != len(prompts):
+        raise ValueError(f"got detections for {len(detections)} prompts, and {len(prompts)} prompts")
+    per_prompt: list[dict[str, float]] = []
+    for found, prompt in zip(detections, prompts):
+        spec = _as_spec(prompt)
+        found = [getattr(d, "detected", d) for d in found]
+        per_prompt.append({
+            a: spread([d.get(a) if d.get(a) in DISTRIBUTION[a] else None for d in found], DISTRIBUTION[a])
+            for a in ATTRIBUTES if getattr(spec, a) is None
+        })
+    per_attribute: dict[str, float | None] = {}
+    for a in ATTRIBUTES:
+        values = [p[a] for p in per_prompt if a in p]
+        per_attribute[a] = float(np.mean(values)) if values else None
+    measured = [v for v in per_attribute.values() if v is not None]
+    if not measured:
+        raise ValueError("no prompt leaves an attribute open, so there is no diversity to measure")
+    return DiversityReport(per_attribute, min(measured), per_prompt)
+
+
+__all__ = [
+    "ANALYSIS_RATE", "ATTRIBUTES", "DIVERSITY_PROMPTS", "DiversityReport", "EvalReport", "PITCH_BOUNDS",
+    "PromptScore", "SoundsEval", "analyse", "diversity", "to_mono",
+]

@@ -89,6 +89,44 @@ def sample_sound(rng: np.random.Generator) -> Sound:
     )
 
 
+#: Each attribute's distribution as :func:`sample_sound` draws it (value → probability): what a
+#: prompt leaving the attribute open should spread over.
+DISTRIBUTION: dict[str, dict[Any, float]] = {
+    name: {v: 1 / len(values) for v in values}
+    for name, values in (("pitch", PITCHES), ("timbre", TIMBRES), ("count", COUNTS), ("motion", MOTIONS))
+}
+
+
+def _held_out_triples() -> frozenset[tuple[str, str, str]]:
+    # Pitch i, timbre i+1 and motion i+2 (mod 3): a transversal of the 3×3×3 cube, so every
+    # value of every attribute is held out in exactly one triple, every pitch–timbre,
+    # pitch–motion and timbre–motion pair is held out at most once and is still trained with
+    # the two other third values: a held-out triple is a new combination of learned parts.
+    return frozenset(
+        (PITCHES[i], TIMBRES[(i + 1) % len(TIMBRES)], MOTIONS[(i + 2) % len(MOTIONS)]) for i in range(len(PITCHES))
+    )
+
+
+#: (pitch, timbre, motion) combinations no training sound has, so evaluation can compare
+#: combinations a model has heard with ones it has not: (low, buzz, falling), (medium, hiss,
+#: steady) and (high, tone, rising).
+HELD_OUT: frozenset[tuple[str, str, str]] = _held_out_triples()
+
+
+def is_held_out(s: "Sound | PartialSound") -> bool:
+    """Whether a sound's (pitch, timbre, motion) is one of :data:`HELD_OUT` (a partial sound
+    leaving any of them open is not)."""
+    return (s.pitch, s.timbre, s.motion) in HELD_OUT
+
+
+def sample_training_sound(rng: np.random.Generator) -> Sound:
+    """A random sound outside :data:`HELD_OUT` (resampled until so): uniform over the rest."""
+    while True:
+        sound = sample_sound(rng)
+        if not is_held_out(sound):
+            return sound
+
+
 # --------------------------------------------------------------------------------------------
 # Captions
 # --------------------------------------------------------------------------------------------
@@ -160,6 +198,180 @@ def caption_with_template(sound: Sound, rng: np.random.Generator, template: int 
 def caption(sound: Sound, rng: np.random.Generator, template: int | None = None) -> str:
     """A lowercase caption stating the sound's pitch, timbre, count and motion."""
     return caption_with_template(sound, rng, template)[0]
+
+
+# Everyday captions: what people type. They leave attributes out (the clip still holds a whole
+# sound, so a model learns to choose what the prompt leaves open) and use every word the parser
+# knows, in several orders and sentence frames. Every phrase below names one attribute with
+# words of that attribute only, so parse_caption reads back exactly what a caption states.
+
+#: How often an everyday training caption states each attribute (a caption stating none is
+#: drawn again, so the parser always finds something).
+STATE_RATES: dict[str, float] = {"pitch": 0.6, "timbre": 0.7, "count": 0.5, "motion": 0.5}
+#: Share of training captions drawn from the full templates above instead.
+FULL_CAPTION_SHARE = 0.3
+_ATTRIBUTES = ("pitch", "timbre", "count", "motion")
+
+_EVERYDAY_PITCH_ADJECTIVES = {
+    "low": PITCH_WORDS["low"],
+    "medium": PITCH_WORDS["medium"] + ("mid-range", "middle-pitched"),
+    "high": PITCH_WORDS["high"],
+}
+_PITCH_PHRASES = {
+    "low": ("at a low pitch", "pitched low", "in a deep register", "low in pitch"),
+    "medium": ("at a medium pitch", "at a mid pitch", "pitched in the middle", "in a middle register"),
+    "high": ("at a high pitch", "pitched high", "in a high register", "high in pitch"),
+}
+#: (singular, plural) nouns; a plural without a number states no count (the parser reads none).
+_EVERYDAY_TIMBRE_NOUNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "tone": TIMBRE_WORDS["tone"] + (("tone", "tones"), ("whistle", "whistles"), ("sine wave", "sine waves"),
+                                    ("sine beep", "sine beeps"), ("pure beep", "pure beeps")),
+    "buzz": TIMBRE_WORDS["buzz"] + (("buzzy beep", "buzzy beeps"), ("buzzing sound", "buzzing sounds")),
+    "hiss": TIMBRE_WORDS["hiss"] + (("burst of noise", "bursts of noise"), ("noisy beep", "noisy beeps"),
+                                    ("hissy sound", "hissy sounds"), ("hissing sound", "hissing sounds")),
+}  # fmt: skip
+#: Nouns naming no timbre ("tone" and "noise" name one).
+_PLAIN_NOUNS = (("beep", "beeps"), ("sound", "sounds"), ("blip", "blips"), ("bleep", "bleeps"))
+#: Uncountable forms, used only when the count is left open ("low buzzing").
+_MASS_NOUNS: dict[str | None, tuple[str, ...]] = {
+    "tone": ("sine",), "buzz": ("buzzing",), "hiss": ("hissing", "noise"), None: ("beeping",),
+}
+_EVERYDAY_MOTION_ADJECTIVES = {
+    "steady": MOTION_ADJECTIVES["steady"] + ("constant",),
+    "rising": MOTION_ADJECTIVES["rising"],
+    "falling": MOTION_ADJECTIVES["falling"],
+}
+_EVERYDAY_MOTION_PHRASES = {
+    "steady": MOTION_PHRASES["steady"] + ("that stays level", "flat in pitch", "holding steady"),
+    "rising": MOTION_PHRASES["rising"] + ("that rises", "going up", "sweeping upwards"),
+    "falling": MOTION_PHRASES["falling"] + ("that falls", "going down", "sweeping downwards"),
+}
+#: Count determiners before a plural noun (a singular for one).
+_EVERYDAY_COUNT_DETERMINERS = {1: ("one", "a single", "1"), 2: ("two", "a pair of", "2"), 3: ("three", "3")}
+#: Count determiners before a singular noun ("a double beep").
+_COUNT_SINGULAR_DETERMINERS = {1: ("a single",), 2: ("a double",), 3: ("a triple",)}
+_COUNT_TIMES_PHRASES = ("{}", "beeping {}", "played {}")
+
+# Sentence frames around the whole description. Evaluation uses frames of its own (besides the
+# bare "{}"), so the underspecified split also measures phrasings no model trained on. None of
+# their words is one the parser reads.
+TRAINING_FRAMES: tuple[str, ...] = (
+    "{}", "{}", "{}", "a sound of {}", "the sound of {}", "{} please", "play {}", "there is {}", "i want {}",
+    "{}.",
+)  # fmt: skip
+EVALUATION_FRAMES: tuple[str, ...] = ("{}", "could you make {}", "generate {}", "{}, thanks", "i would like to hear {}")
+
+
+def _pick(rng: np.random.Generator, options: Sequence[Any]) -> Any:
+    return options[int(rng.integers(len(options)))]
+
+
+def _article(word: str) -> str:
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
+def _keywords(sound: Sound, stated: set[str], rng: np.random.Generator) -> str:
+    """The typed-keywords style: "buzz, low pitch, 2 beeps, rising" in any order."""
+    words = []
+    if "pitch" in stated:
+        named = (f"{sound.pitch} pitch", f"pitch {sound.pitch}")
+        words.append(_pick(rng, named + _EVERYDAY_PITCH_ADJECTIVES[sound.pitch]))
+    if "timbre" in stated:
+        words.append(_pick(rng, _EVERYDAY_TIMBRE_NOUNS[sound.timbre])[0])
+    if "count" in stated:
+        words.append(_pick(rng, COUNT_BEEPS[sound.count] + COUNT_TIMES[sound.count]))
+    if "motion" in stated:
+        words.append(_pick(rng, _EVERYDAY_MOTION_ADJECTIVES[sound.motion] + _EVERYDAY_MOTION_PHRASES[sound.motion]))
+    return ", ".join(words[k] for k in rng.permutation(len(words)))
+
+
+def _noun_phrase(sound: Sound, stated: set[str], rng: np.random.Generator) -> str:
+    """"[count] [adjectives] noun [phrases]": "two deep rising buzzes", "a hiss, pitched high, twice"."""
+    before, after = [], []
+    if "pitch" in stated:
+        if rng.random() < 0.65:
+            before.append(_pick(rng, _EVERYDAY_PITCH_ADJECTIVES[sound.pitch]))
+        else:
+            after.append(_pick(rng, _PITCH_PHRASES[sound.pitch]))
+    if "motion" in stated:
+        if rng.random() < 0.55:
+            before.append(_pick(rng, _EVERYDAY_MOTION_ADJECTIVES[sound.motion]))
+        else:
+            after.append(_pick(rng, _EVERYDAY_MOTION_PHRASES[sound.motion]))
+    if len(before) == 2 and rng.random() < 0.5:
+        before.reverse()  # "a rising low buzz" as well as "a low rising buzz"
+    timbre = sound.timbre if "timbre" in stated else None
+    singular, plural = _pick(rng, _EVERYDAY_TIMBRE_NOUNS[sound.timbre] if timbre else _PLAIN_NOUNS)
+    if "count" in stated:
+        u = rng.random()
+        if u < 0.2:  # "a hiss ... twice"
+            after.append(_pick(rng, _COUNT_TIMES_PHRASES).format(_pick(rng, COUNT_TIMES[sound.count])))
+            determiner, noun = "a", singular
+        elif u < 0.3 and timbre:  # "3 beeps of low buzz"
+            determiner = _pick(rng, COUNT_BEEPS[sound.count]) + " of"
+            noun = _pick(rng, (singular,) + _MASS_NOUNS[timbre])
+        elif u < 0.4:  # "a double beep"
+            determiner, noun = _pick(rng, _COUNT_SINGULAR_DETERMINERS[sound.count]), singular
+        else:
+            determiner = _pick(rng, _EVERYDAY_COUNT_DETERMINERS[sound.count])
+            noun = singular if sound.count == 1 else plural
+    else:
+        # The noun's number is drawn apart from the count: with no number stated, "a buzz"
+        # and "buzzes" both leave the count open, as the parser reads them.
+        u = rng.random()
+        if u < 0.15:
+            determiner, noun = "", _pick(rng, _MASS_NOUNS[timbre])
+        elif u < 0.6:
+            determiner, noun = "a", singular
+        elif u < 0.75:
+            determiner, noun = "some", plural
+        else:
+            determiner, noun = "", _pick(rng, (singular, plural))
+    head = " ".join(before + [noun])
+    if determiner == "a":
+        head = _article(head)
+    elif determiner:
+        head = f"{determiner} {head}"
+    for k in rng.permutation(len(after)):
+        head += _pick(rng, (", ", " ")) + after[k]
+    return head
+
+
+def describe(
+    sound: Sound,
+    stated: "set[str] | Sequence[str]",
+    rng: np.random.Generator,
+    frames: Sequence[str] = TRAINING_FRAMES,
+) -> str:
+    """An everyday caption of ``sound`` stating exactly the attributes in ``stated`` (some of
+    "pitch", "timbre", "count", "motion"; at least one), inside one of ``frames``."""
+    stated = set(stated)
+    unknown = stated - set(_ATTRIBUTES)
+    if unknown or not stated:
+        raise ValueError(
+            f"describe states some of {', '.join(_ATTRIBUTES)} (at least one), got {sorted(stated)!r}"
+        )
+    keywords = len(stated) > 1 and rng.random() < 0.2  # a lone keyword ("deep") is no prompt
+    text = _keywords(sound, stated, rng) if keywords else _noun_phrase(sound, stated, rng)
+    frame = _pick(rng, frames)
+    if frame.startswith("there is ") and not text.startswith(("a ", "an ", "one ", "1 ")):
+        frame = "there are " + frame[len("there is ") :]
+    return frame.format(text)
+
+
+def _stated_by_rates(rng: np.random.Generator) -> set[str]:
+    while True:
+        stated = {a for a in _ATTRIBUTES if rng.random() < STATE_RATES[a]}
+        if stated:
+            return stated
+
+
+def everyday_caption(sound: Sound, rng: np.random.Generator) -> str:
+    """A training caption: a full template (:data:`FULL_CAPTION_SHARE` of the time) or an
+    everyday one leaving attributes out at :data:`STATE_RATES`."""
+    if rng.random() < FULL_CAPTION_SHARE:
+        return caption(sound, rng)
+    return describe(sound, _stated_by_rates(rng), rng)
 
 
 # --------------------------------------------------------------------------------------------
@@ -396,22 +608,37 @@ class SoundsItem:
 
 
 class SoundsDataset:
-    """An endless, indexable dataset: item ``i`` depends only on ``(seed, i)``."""
+    """An endless, indexable dataset: item ``i`` depends only on ``(seed, i)``.
 
-    def __init__(self, seed: int = 0, sample_rate: int = SAMPLE_RATE, duration: float = DURATION):
+    With ``training=True`` the items are what models train on: no sound in a :data:`HELD_OUT`
+    combination, and :func:`everyday_caption` captions, which leave attributes out. Otherwise
+    every sound may occur and every caption states every attribute.
+    """
+
+    def __init__(
+        self, seed: int = 0, sample_rate: int = SAMPLE_RATE, duration: float = DURATION, training: bool = False
+    ):
         self.seed = int(seed)
         self.sample_rate = int(sample_rate)
         self.duration = float(duration)
+        self.training = bool(training)
 
     def __repr__(self) -> str:
-        return f"SoundsDataset(seed={self.seed}, sample_rate={self.sample_rate}, duration={self.duration})"
+        return (
+            f"SoundsDataset(seed={self.seed}, sample_rate={self.sample_rate}, duration={self.duration}, "
+            f"training={self.training})"
+        )
 
     def item(self, i: int) -> SoundsItem:
         if i < 0:
             raise IndexError(f"item index must be non-negative, got {i}")
         rng = np.random.default_rng([self.seed, _DATASET_STREAM, int(i)])
-        sound = sample_sound(rng)
-        text = caption(sound, rng)
+        if self.training:
+            sound = sample_training_sound(rng)
+            text = everyday_caption(sound, rng)
+        else:
+            sound = sample_sound(rng)
+            text = caption(sound, rng)
         return SoundsItem(render(sound, self.sample_rate, rng, self.duration), text, sound, self.sample_rate)
 
     __getitem__ = item
@@ -431,26 +658,63 @@ class SoundsDataset:
             i += 1
 
 
-# Tags in the seed keys keep the dataset's items and the evaluation prompts in separate streams
-# (and apart from Shapes', whose keys are [seed, i] and [seed, 0x50524F4D, 1]).
+# Tags in the seed keys keep the dataset's items, the evaluation prompts and the underspecified
+# prompts in separate streams (and apart from Shapes', whose keys are [seed, i] and
+# [seed, 0x50524F4D, 1]).
 _DATASET_STREAM = 0x534E4453
 _PROMPT_STREAM = 0x534E5052
+_UNDERSPECIFIED_STREAM = 0x534E5553
+
+COMBINATIONS: tuple[str, ...] = ("any", "seen", "unseen")
 
 
-def sample_prompts(n: int, seed: int = 1234) -> list[tuple[str, Sound]]:
-    """``n`` (caption, sound) pairs for evaluation, from a stream no dataset item uses."""
+def sample_prompts(n: int, seed: int = 1234, combinations: str = "any") -> list[tuple[str, Sound]]:
+    """``n`` (caption, sound) pairs for evaluation, from a stream no dataset item uses. Every
+    caption states every attribute. ``combinations``: "any" sound, only those "seen" in training,
+    or only "unseen" ones (a :data:`HELD_OUT` triple, any count); drawn by resampling, so "any"
+    gives the same prompts it always has."""
+    _check("combinations", combinations, COMBINATIONS)
     rng = np.random.default_rng([int(seed), _PROMPT_STREAM, 1])
     out = []
     for _ in range(n):
         sound = sample_sound(rng)
+        while combinations != "any" and is_held_out(sound) != (combinations == "unseen"):
+            sound = sample_sound(rng)
         out.append((caption(sound, rng), sound))
     return out
 
 
+#: What the prompts of :func:`sample_underspecified_prompts` state, in turn: one attribute,
+#: two, or all but one; never all four.
+UNDERSPECIFIED_KINDS: tuple[tuple[str, ...], ...] = (
+    ("timbre",), ("pitch",), ("motion",), ("count",),
+    ("pitch", "timbre"), ("timbre", "count"), ("pitch", "motion"), ("timbre", "motion"),
+    ("pitch", "timbre", "motion"), ("pitch", "timbre", "count"), ("timbre", "count", "motion"),
+    ("pitch", "count", "motion"),
+)  # fmt: skip
+
+
+def sample_underspecified_prompts(n: int, seed: int = 1234) -> list[tuple[str, Sound]]:
+    """``n`` (caption, sound) pairs whose everyday captions, in :data:`EVALUATION_FRAMES`, leave
+    at least one attribute unsaid (the kinds of :data:`UNDERSPECIFIED_KINDS` in turn). The sound
+    is the one the caption was written from; what the caption leaves open was drawn as
+    :func:`sample_sound` draws it. From a stream of its own, apart from the dataset's and
+    :func:`sample_prompts`'."""
+    rng = np.random.default_rng([int(seed), _UNDERSPECIFIED_STREAM, 1])
+    out = []
+    for i in range(n):
+        sound = sample_sound(rng)
+        stated = UNDERSPECIFIED_KINDS[i % len(UNDERSPECIFIED_KINDS)]
+        out.append((describe(sound, stated, rng, EVALUATION_FRAMES), sound))
+    return out
+
+
 __all__: Sequence[str] = (
-    "AMPLITUDE", "BEEP_SECONDS", "Beep", "COUNTS", "COUNT_BEEPS", "COUNT_DETERMINERS", "COUNT_TIMES", "DURATION",
-    "GAP_SECONDS", "GLIDE", "HISS_BAND", "Layout", "MOTIONS", "MOTION_ADJECTIVES", "MOTION_PHRASES",
-    "PITCHES", "PITCH_HZ", "PITCH_JITTER", "PITCH_WORDS", "PartialSound", "SAMPLE_RATE", "Sound", "SoundsDataset",
-    "SoundsItem", "TEMPLATES", "TIMBRES", "TIMBRE_WORDS", "caption", "caption_with_template", "layout",
-    "parse_caption", "render", "sample_prompts", "sample_sound",
+    "AMPLITUDE", "BEEP_SECONDS", "Beep", "COMBINATIONS", "COUNTS", "COUNT_BEEPS", "COUNT_DETERMINERS", "COUNT_TIMES",
+    "DISTRIBUTION", "DURATION", "EVALUATION_FRAMES", "FULL_CAPTION_SHARE", "GAP_SECONDS", "GLIDE", "HELD_OUT",
+    "HISS_BAND", "Layout", "MOTIONS", "MOTION_ADJECTIVES", "MOTION_PHRASES", "PITCHES", "PITCH_HZ", "PITCH_JITTER",
+    "PITCH_WORDS", "PartialSound", "SAMPLE_RATE", "STATE_RATES", "Sound", "SoundsDataset", "SoundsItem", "TEMPLATES",
+    "TIMBRES", "TIMBRE_WORDS", "TRAINING_FRAMES", "UNDERSPECIFIED_KINDS", "caption", "caption_with_template",
+    "describe", "everyday_caption", "is_held_out", "layout", "parse_caption", "render", "sample_prompts",
+    "sample_sound", "sample_training_sound", "sample_underspecified_prompts",
 )

@@ -12,6 +12,7 @@ from loom.plugins.common.nn import (
     Condition,
     ConditionalDecoder,
     TextCondition,
+    closest_of,
     read_folder,
     sample_shape,
     save_folder,
@@ -37,6 +38,9 @@ class VAEConfig:
     recon_sigma: float = 0.1
     #: weight of the reconstruction loss for a latent drawn from the prior (see ``loss``)
     prior_weight: float = 1.0
+    #: prior latents drawn per image for that loss, of which only the closest decode counts
+    #: (``closest_of``): 1 teaches the average of every image a caption allows
+    prior_samples: int = 1
     #: (channels, height, width) of a sample when it is not a square RGB image of ``image_size``
     #: (a sound model: [1, mels, frames]); None for images
     sample_shape: list[int] | None = None
@@ -95,8 +99,9 @@ class ConditionalVAE(nn.Module):
         # The posterior sees the image, so on its own the decoder learns to read the objects from z
         # and ignore the text (measured: position at chance). Decoding a prior sample against the
         # same image forces the content to come from the text, leaving z only the jitter.
-        z_prior = torch.randn(mu.shape, generator=generator, device=mu.device)
-        prior = ((self.decode(z_prior, cond) - images) ** 2).flatten(1).sum(1).mean() * scale
+        k = self.cfg.prior_samples
+        z_prior = torch.randn((k * mu.shape[0], mu.shape[1]), generator=generator, device=mu.device)
+        prior = closest_of(self.decode(z_prior, cond.repeat(k)), images).mean() * scale
         total = rec + kl + self.cfg.prior_weight * prior
         return total, {"recon": rec.item(), "kl": kl.item(), "prior": prior.item()}
 

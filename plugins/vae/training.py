@@ -19,6 +19,9 @@ _MODEL = VAEConfig()
 
 class VAEOptions(TrainerOptions):
     prior_weight: float = Field(_MODEL.prior_weight, ge=0, description="weight of the prior-sample reconstruction loss")
+    prior_samples: int = Field(
+        4, ge=1, le=32, description="prior latents per image in the prior loss; only the closest decode counts"
+    )
     latent_dim: int = Field(_MODEL.latent_dim, ge=1, description="size of the latent z")
     recon_sigma: float = Field(
         _MODEL.recon_sigma, gt=0, description="σ of the Gaussian likelihood: larger weighs the KL term more against reconstruction"
@@ -38,7 +41,8 @@ class VAETrainer(Trainer):
 
     def model_config(self, options: VAEOptions) -> VAEConfig:
         return VAEConfig(
-            prior_weight=options.prior_weight, latent_dim=options.latent_dim, recon_sigma=options.recon_sigma,
+            prior_weight=options.prior_weight, prior_samples=options.prior_samples, latent_dim=options.latent_dim,
+            recon_sigma=options.recon_sigma,
             image_size=self.image_size,
         )
 
@@ -60,6 +64,11 @@ class VAETrainer(Trainer):
     def load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
+
+    def load_generator(self, folder: Path) -> None:
+        from .model import load
+
+        self.model.load_state_dict(load(folder).state_dict())
 
     def export(self, folder: Path, training: dict) -> None:
         self.model.cfg = replace(self.model.cfg, training=training)
