@@ -2,8 +2,10 @@
 
     .venv/bin/python bench/families.py [--world shapes|sounds] [-n 200] [--families ...] [--json FILE]
 
-For each family prints the world's checker per attribute and whole prompt on ``n`` fresh prompts
-(the evaluation seed, as ``loom eval shapes|sounds``), training time and steps (from the training
+For each family prints the world's report (as ``loom eval shapes|sounds``, the evaluation seed):
+whole prompt on ``n`` templated and ``n`` underspecified prompts, each with its seen and unseen
+combinations (and for Shapes its one- and two-object prompts), the diversity of what prompts
+leave open, chance beside each; then per attribute on the templated prompts; training time and steps (from the training
 record in its config.json, added up over the runs a fine-tuned model started from), warm
 generation time per output (text encoder included; medians of 3 rounds interleaved across
 families so machine noise hits all alike) and the size of its weights.
@@ -45,9 +47,9 @@ def main() -> None:
 
     import loom
     from loom.core import get_registry
-    from loom.evaluation import evaluate_shapes, evaluate_sounds
+    from loom.evaluation import shapes_report, sounds_report
 
-    evaluate = evaluate_sounds if args.world == "sounds" else evaluate_shapes
+    evaluate = sounds_report if args.world == "sounds" else shapes_report
     families = []
     for name in (args.families or world["families"]).split(","):
         folder = Path(get_registry().get(name).cls.default_weights)
@@ -58,7 +60,7 @@ def main() -> None:
 
     rows = {}
     for name, folder in families:
-        report = evaluate(name, n=args.n, progress=False).to_dict()
+        report = evaluate(name, n=args.n, progress=False)
         training = json.loads((folder / "config.json").read_text()).get("training", {})
         rows[name] = {
             "eval": report,
@@ -83,27 +85,54 @@ def main() -> None:
             rows[name]["seconds_per_output"].append((time.perf_counter() - start) / len(prompts))
 
     fastest = min(statistics.median(r["seconds_per_output"]) for r in rows.values())
-    first = next(iter(rows.values()))["eval"]
-    attrs = list(first["per_attribute"])
-    chance = first.get("chance", {}) if args.world == "sounds" else {}
-    print(f"{evaluate.__name__} on {args.n} fresh {world['what']}s; {torch.get_num_threads()} CPU threads, "
+    print(f"{evaluate.__name__} on {args.n} fresh {world['what']}s per split; {torch.get_num_threads()} CPU threads, "
           f"torch {torch.__version__}\n")
-    print("| family | " + " | ".join(attrs) + f" | whole {world['what']} | training | {world['output']} | weights |")
-    print("|---|" + "---|" * len(attrs) + "---|---|---|---|")
-    for name, r in rows.items():
-        per = statistics.median(r["seconds_per_output"])
-        cells = [f"{r['eval']['per_attribute'][a]:.3f}" for a in attrs]
-        train = f"{r['train_minutes']:.0f} min, {r['train_steps']} steps" if r["train_minutes"] else "?"
-        ratio = f"{per / clip_seconds:.3f}× real time" if clip_seconds else f"{per / fastest:.1f}×"
-        print(
-            f"| {name} | " + " | ".join(cells) + f" | **{r['eval']['whole_prompt']:.3f}** | {train} "
-            f"| {per * 1000:.1f} ms ({ratio}) | {r['weights_mb']:.1f} MB |"
-        )
-    if chance:
-        cells = [f"{chance[a]:.3f}" if a in chance else "" for a in attrs]
-        print("| chance | " + " | ".join(cells) + f" | {chance.get('whole_prompt', float('nan')):.4f} | | | |")
+    print_summary(rows, world, fastest, clip_seconds)
+    print()
+    print_attributes(rows, world)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def _rate(part: dict) -> str:
+    return "" if part is None or part.get("whole_prompt") is None else f"{part['whole_prompt']:.3f}"
+
+
+def print_summary(rows: dict, world: dict, fastest: float, clip_seconds: "float | None") -> None:
+    """One row a family: each split's whole prompt (seen / unseen, one / two objects), diversity,
+    training, time and size; then chance."""
+    shapes = clip_seconds is None
+    objects = ["one object", "two objects"] if shapes else []
+    head = ["templated", *objects, "seen / unseen", "underspecified", "seen / unseen", "diversity",
+            "training", world["output"], "weights"]
+    print("| family | " + " | ".join(head) + " |")
+    print("|---|" + "---|" * len(head))
+    for name, r in rows.items():
+        e, per = r["eval"], statistics.median(r["seconds_per_output"])
+        cells = [f"**{_rate(e['templated'])}**"]
+        cells += [_rate(e["templated"].get(k)) for k in ("one_object", "two_objects")] if shapes else []
+        cells += [f"{_rate(e['templated']['seen'])} / {_rate(e['templated']['unseen'])}", f"**{_rate(e['underspecified'])}**",
+                  f"{_rate(e['underspecified']['seen'])} / {_rate(e['underspecified']['unseen'])}", f"{e['diversity']['diversity']:.2f}"]
+        train = f"{r['train_minutes']:.0f} min, {r['train_steps']} steps" if r["train_minutes"] else "?"
+        ratio = f"{per / clip_seconds:.3f}× real time" if clip_seconds else f"{per / fastest:.1f}×"
+        cells += [train, f"{per * 1000:.1f} ms ({ratio})", f"{r['weights_mb']:.1f} MB"]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    first = next(iter(rows.values()))["eval"]
+    chance = [f"{first[s]['chance']['whole_prompt']:.4f}" for s in ("templated", "underspecified")]
+    print("| chance | " + " | ".join([chance[0], *[""] * len(objects), "", chance[1], "", ""] + [""] * 3) + " |")
+
+
+def print_attributes(rows: dict, world: dict) -> None:
+    """Per attribute on the templated prompts, chance last."""
+    first = next(iter(rows.values()))["eval"]["templated"]
+    attrs = list(first["per_attribute"])
+    print(f"| family (templated) | " + " | ".join(attrs) + f" | whole {world['what']} |")
+    print("|---|" + "---|" * len(attrs) + "---|")
+    for name, r in rows.items():
+        t = r["eval"]["templated"]
+        print(f"| {name} | " + " | ".join(f"{t['per_attribute'][a]:.3f}" for a in attrs) + f" | {t['whole_prompt']:.3f} |")
+    chance = first["chance"]
+    print("| chance | " + " | ".join(f"{chance[a]:.3f}" for a in attrs) + f" | {chance['whole_prompt']:.4f} |")
 
 
 def chain_totals(training: dict) -> dict:

@@ -370,21 +370,28 @@ def echo_splits(title: str, data: dict, whole: str) -> None:
 @evaluate.command("sounds")
 @click.option("--generator", default=None, help="A registered Audio generator name or trained folder (default: gan-sound).")
 @click.option("--prompts", "prompts_file", type=click.Path(exists=True, dir_okay=False), help="One prompt a line.")
-@click.option("-n", "count", default=200, show_default=True, type=click.IntRange(1), help="Fresh prompts to draw.")
+@click.option("-n", "count", default=200, show_default=True, type=click.IntRange(1), help="Fresh captions per split.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def eval_sounds(generator, prompts_file, count, as_json) -> None:
-    """SoundsEval per attribute and whole caption for an audio generator."""
+    """SoundsEval of an audio generator: per attribute and whole caption on templated captions and
+    on captions that leave attributes unsaid, seen and unseen combinations, and how evenly it
+    spreads what a caption leaves open. With --prompts: those captions only."""
     from loom.api import DEFAULT_SOUND_GENERATOR
-    from loom.evaluation import evaluate_sounds
+    from loom.evaluation import evaluate_sounds, sounds_report
 
     generator = generator or DEFAULT_SOUND_GENERATOR
-    prompts = read_prompts(prompts_file) if prompts_file else None
-    report = evaluate_sounds(generator, prompts=prompts, n=count, progress=not as_json)
-    data = report.to_dict()
+    if prompts_file:
+        data = evaluate_sounds(generator, prompts=read_prompts(prompts_file), progress=not as_json).to_dict()
+        if as_json:
+            click.echo(json.dumps(data, indent=2))
+        else:
+            echo_report(f"SoundsEval on {data['n']} prompts (generator: {generator})", data, "whole caption")
+        return
+    data = sounds_report(generator, n=count, progress=not as_json)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    echo_report(f"SoundsEval on {data['n']} prompts (generator: {generator})", data, "whole caption")
+    echo_splits(f"SoundsEval of {generator}", data, "whole caption")
 
 
 @evaluate.command("snapshots")

@@ -78,7 +78,9 @@ def evaluate_shapes(
     pipeline = pipeline or _shapes_pipeline(generator, options)
     images = _images(pipeline, texts, [image_seed + i for i in range(len(texts))], batch_size, progress)
     # Scored on what each prompt states (parsed from its text), never on the scene it came from.
-    return ShapesEval().evaluate_many(images, texts)
+    report = ShapesEval().evaluate_many(images, texts)
+    report.prompts = texts
+    return report
 
 
 def subset_rate(report, keep) -> dict:
@@ -89,52 +91,112 @@ def subset_rate(report, keep) -> dict:
 
 def shapes_diversity(pipeline, seeds: int = DIVERSITY_SEEDS, batch_size: int = 32, progress: bool = True) -> dict:
     """How evenly a generator spreads what :data:`DIVERSITY_PROMPTS` leave open (position, size,
-    background) over ``seeds`` seeds each: ``spread`` per attribute, averaged over the prompts,
-    and ``diversity``, the least even of the three (1.0 = as even as the world itself)."""
-    from loom.plugins.common.report import spread
-    from loom.plugins.shapes import DIVERSITY_PROMPTS, ShapesEval, parse_caption, world_distribution
+    background) over ``seeds`` seeds each (see :func:`diversity_of`)."""
+    from loom.plugins.shapes import DIVERSITY_PROMPTS
 
     texts = [p for p in DIVERSITY_PROMPTS for _ in range(seeds)]
     images = _images(pipeline, texts, [i % seeds for i in range(len(texts))], batch_size, progress, "diversity")
+    return diversity_of([images[k * seeds : (k + 1) * seeds] for k in range(len(DIVERSITY_PROMPTS))], DIVERSITY_PROMPTS)
+
+
+def diversity_of(images: list, prompts) -> dict:
+    """``images[k]``: the images made for one-object ``prompts[k]`` over many seeds. Per attribute
+    each prompt leaves open (position, size, background), ``spread`` of what ShapesEval detects
+    against the world's own distribution, averaged over the prompts; ``diversity`` is the least
+    even attribute (1.0 = as even as the world, 0 = always the same)."""
+    from loom.plugins.common.report import spread
+    from loom.plugins.shapes import ShapesEval, parse_caption, world_distribution
+
     checker = ShapesEval()
     per: dict[str, list[float]] = {"position": [], "size": [], "background": []}
-    for k, prompt in enumerate(DIVERSITY_PROMPTS):
-        scores = [checker.evaluate(img, prompt) for img in images[k * seeds : (k + 1) * seeds]]
-        colour = parse_caption(prompt).objects[0].colour
+    for batch, prompt in zip(images, prompts):
+        spec = parse_caption(prompt)
+        scores = [checker.evaluate(img, spec) for img in batch]
         for attribute, values in per.items():
-            found = [
-                s.detected[0]["background"] if attribute == "background" else s.detected[1].get(attribute)
-                for s in scores
-            ]
-            values.append(spread(found, world_distribution(attribute, colour)))
-    means = {a: sum(v) / len(v) for a, v in per.items()}
-    return {"prompts": len(DIVERSITY_PROMPTS), "seeds": seeds, "per_attribute": means, "diversity": min(means.values())}
+            if (spec.background if attribute == "background" else getattr(spec.objects[0], attribute)) is not None:
+                continue  # stated, not open
+            found = [s.detected[0]["background"] if attribute == "background" else s.detected[1].get(attribute) for s in scores]
+            values.append(spread(found, world_distribution(attribute, spec.objects[0].colour)))
+    means = {a: sum(v) / len(v) for a, v in per.items() if v}
+    return {"prompts": len(images), "seeds": len(images[0]) if images else 0, "per_attribute": means,
+            "diversity": min(means.values()) if means else None}
 
 
 def shapes_report(
     generator: str | None = None, n: int = 200, seed: int = EVAL_SEED, progress: bool = True,
     options: dict | None = None, diversity_seeds: int = DIVERSITY_SEEDS,
 ) -> dict:
-    """Everything ``loom eval shapes`` reports: each split (:data:`SPLITS`) on ``n`` prompts, with
-    its one- and two-object items and its seen combinations apart, ``n // 2`` more prompts of
-    unseen combinations (:data:`~loom.plugins.shapes.HELD_OUT`), and the diversity measure."""
-    from loom.plugins.shapes import is_held_out
+    """Everything ``loom eval shapes`` reports (see :func:`_report`), and the diversity of what
+    :data:`~loom.plugins.shapes.DIVERSITY_PROMPTS` leave open."""
+    from loom.plugins.shapes import is_held_out, parse_caption
 
     pipeline = _shapes_pipeline(generator, options)
-    out: dict = {"generator": generator or "vae", "n": n}
+    out = _report(
+        lambda **kw: evaluate_shapes(pipeline=pipeline, **kw), n, seed, progress,
+        unseen=lambda text: any(map(is_held_out, parse_caption(text).objects)),
+        subsets={"one_object": lambda s: s.objects == 1, "two_objects": lambda s: s.objects == 2},
+    )
+    out["diversity"] = shapes_diversity(pipeline, diversity_seeds, progress=progress)
+    return {"generator": generator or "vae", **out}
+
+
+def _report(evaluate, n: int, seed: int, progress: bool, unseen, subsets: dict) -> dict:
+    """Each split (:data:`SPLITS`) on ``n`` prompts, with the whole-prompt rate of its ``subsets``
+    (name → test of an item's score) and of its seen combinations (``unseen(text)`` false), and
+    ``n // 2`` more prompts of unseen combinations only."""
+    out: dict = {"n": n}
     for split in SPLITS:
-        run = dict(n=n, seed=seed, progress=progress, split=split, pipeline=pipeline)
-        report = evaluate_shapes(**run)
-        unseen = evaluate_shapes(**{**run, "n": max(1, n // 2), "combinations": "unseen"})
+        report = evaluate(n=n, seed=seed, progress=progress, split=split)
+        texts = report.prompts
+        new = evaluate(n=max(1, n // 2), seed=seed, progress=progress, split=split, combinations="unseen")
+        seen = [s.correct for s, t in zip(report.scores, texts) if not unseen(t)]
         out[split] = {
             **report.to_dict(),
-            "one_object": subset_rate(report, lambda s: s.objects == 1),
-            "two_objects": subset_rate(report, lambda s: s.objects == 2),
-            "seen": subset_rate(report, lambda s: not any(map(is_held_out, s.asked))),
-            "unseen": subset_rate(unseen, lambda s: True),
+            **{name: subset_rate(report, keep) for name, keep in subsets.items()},
+            "seen": {"n": len(seen), "whole_prompt": sum(seen) / len(seen) if seen else None},
+            "unseen": subset_rate(new, lambda s: True),
         }
-    out["diversity"] = shapes_diversity(pipeline, diversity_seeds, progress=progress)
     return out
+
+
+def _sounds_pipeline(generator: str, registry=None):
+    from loom.api import default_spec, pipeline_for
+    from loom.core import Audio, InputError, Pipeline
+
+    spec = default_spec(generator, size=None, registry=registry)
+    pipeline = Pipeline.from_spec(spec, registry) if registry is not None else pipeline_for(spec)
+    if not issubclass(pipeline.output_type, Audio):
+        raise InputError(
+            f"generator {generator!r} gives {pipeline.output_type.kind}, not Audio: SoundsEval scores sound generators "
+            f"(for image generators use `loom eval shapes`)"
+        )
+    return pipeline
+
+
+def _clips(pipeline, texts: list[str], seeds: list[int], batch_size: int, progress: bool, desc: str = "evaluating"):
+    """The clips for ``texts`` (item i seeded ``seeds[i]``) and their sample rate."""
+    from tqdm.auto import tqdm
+
+    clips, rate = [], None
+    with tqdm(total=len(texts), desc=desc, unit="clip", disable=not progress, delay=1.0) as bar:
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start : start + batch_size]
+            audio = pipeline.run(chunk, seeds[start : start + len(chunk)], progress=False).output
+            rate = audio.sample_rate
+            clips.extend(audio.clip(i) for i in range(len(audio)))
+            bar.update(len(chunk))
+    return clips, rate
+
+
+def sounds_prompts(n: int, seed: int = EVAL_SEED, split: str = "templated", combinations: str = "any"):
+    """(caption, sound) pairs of one split (:data:`SPLITS`); ``combinations``: any, seen or unseen."""
+    from loom.core import InputError
+    from loom.plugins.sounds import sample_prompts, sample_underspecified_prompts
+
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    sample = sample_prompts if split == "templated" else sample_underspecified_prompts
+    return sample(n, seed, combinations=combinations)
 
 
 def evaluate_sounds(
@@ -146,38 +208,48 @@ def evaluate_sounds(
     batch_size: int = 32,
     progress: bool = True,
     registry=None,
+    split: str = "templated",
+    combinations: str = "any",
+    pipeline=None,
 ):
     """SoundsEval report for the Audio generator ``generator`` (a registered name or trained
-    folder) on ``prompts`` (default: ``n`` fresh templated captions). The chain is the default
-    one around it (a text encoder first unless the generator takes Text itself)."""
-    from tqdm.auto import tqdm
-
-    from loom.api import default_spec, pipeline_for
-    from loom.core import Audio, InputError, Pipeline
-    from loom.plugins.sounds import SoundsEval, sample_prompts
+    folder) on ``prompts`` (default: ``n`` fresh captions of ``split``, see :func:`sounds_prompts`).
+    The chain is the default one around it (a text encoder first unless the generator takes Text
+    itself)."""
+    from loom.plugins.sounds import SoundsEval
 
     if prompts is None:
-        pairs = sample_prompts(n, seed)
-        texts, targets = [c for c, _ in pairs], [s for _, s in pairs]
+        texts = [c for c, _ in sounds_prompts(n, seed, split, combinations)]
     else:
-        texts, targets = list(prompts), list(prompts)
-    spec = default_spec(generator, size=None, registry=registry)
-    pipeline = Pipeline.from_spec(spec, registry) if registry is not None else pipeline_for(spec)
-    if not issubclass(pipeline.output_type, Audio):
-        raise InputError(
-            f"generator {generator!r} gives {pipeline.output_type.kind}, not Audio: SoundsEval scores sound generators "
-            f"(for image generators use `loom eval shapes`)"
-        )
-    clips, rate = [], None
-    with tqdm(total=len(texts), desc="evaluating", unit="clip", disable=not progress, delay=1.0) as bar:
-        for start in range(0, len(texts), batch_size):
-            chunk = texts[start : start + batch_size]
-            seeds = [clip_seed + start + i for i in range(len(chunk))]
-            audio = pipeline.run(chunk, seeds, progress=False).output
-            rate = audio.sample_rate
-            clips.extend(audio.clip(i) for i in range(len(audio)))
-            bar.update(len(chunk))
-    return SoundsEval().evaluate_many(clips, targets, rate)
+        texts = list(prompts)
+    pipeline = pipeline or _sounds_pipeline(generator, registry)
+    clips, rate = _clips(pipeline, texts, [clip_seed + i for i in range(len(texts))], batch_size, progress)
+    report = SoundsEval().evaluate_many(clips, texts, rate)
+    report.prompts = texts
+    return report
+
+
+def sounds_report(
+    generator: str, n: int = 200, seed: int = EVAL_SEED, progress: bool = True, registry=None,
+    diversity_seeds: int = DIVERSITY_SEEDS,
+) -> dict:
+    """Everything ``loom eval sounds`` reports (see :func:`_report`), and the diversity of what
+    :data:`~loom.plugins.sounds.DIVERSITY_PROMPTS` leave open."""
+    from loom.plugins.sounds import DIVERSITY_PROMPTS, SoundsEval, is_held_out, parse_caption
+
+    pipeline = _sounds_pipeline(generator, registry)
+    out = _report(
+        lambda **kw: evaluate_sounds(generator, pipeline=pipeline, **kw), n, seed, progress,
+        unseen=lambda text: is_held_out(parse_caption(text)), subsets={},
+    )
+    texts = [p for p in DIVERSITY_PROMPTS for _ in range(diversity_seeds)]
+    clips, rate = _clips(pipeline, texts, [i % diversity_seeds for i in range(len(texts))], 16, progress, "diversity")
+    per_prompt = [clips[k * diversity_seeds : (k + 1) * diversity_seeds] for k in range(len(DIVERSITY_PROMPTS))]
+    div = SoundsEval().diversity(per_prompt, DIVERSITY_PROMPTS, rate)
+    out["diversity"] = {"prompts": len(DIVERSITY_PROMPTS), "seeds": diversity_seeds,
+                        "per_attribute": {a: v for a, v in div.per_attribute.items() if v is not None},
+                        "diversity": div.overall}
+    return {"generator": generator, **out}
 
 
 def evaluate_snapshots(run: "str | Path", n: int = 200, seed: int = VALIDATION_SEED, progress: bool = True) -> dict:

@@ -23,6 +23,8 @@ class EvalReport:
     n: int
     chance: dict[str, float | None]
     scores: list = field(default_factory=list, repr=False)
+    #: the prompt texts, where the caller scored texts
+    prompts: list = field(default_factory=list, repr=False)
 
     def to_dict(self, include_scores: bool = False) -> dict[str, Any]:
         d: dict[str, Any] = {

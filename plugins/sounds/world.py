@@ -694,18 +694,26 @@ UNDERSPECIFIED_KINDS: tuple[tuple[str, ...], ...] = (
 )  # fmt: skip
 
 
-def sample_underspecified_prompts(n: int, seed: int = 1234) -> list[tuple[str, Sound]]:
+def sample_underspecified_prompts(n: int, seed: int = 1234, combinations: str = "any") -> list[tuple[str, Sound]]:
     """``n`` (caption, sound) pairs whose everyday captions, in :data:`EVALUATION_FRAMES`, leave
     at least one attribute unsaid (the kinds of :data:`UNDERSPECIFIED_KINDS` in turn). The sound
     is the one the caption was written from; what the caption leaves open was drawn as
     :func:`sample_sound` draws it. From a stream of its own, apart from the dataset's and
-    :func:`sample_prompts`'."""
+    :func:`sample_prompts`'. ``combinations`` as there, judged on what the caption states (only a
+    caption stating pitch, timbre and motion can be unseen)."""
+    _check("combinations", combinations, COMBINATIONS)
+    kinds = UNDERSPECIFIED_KINDS
+    if combinations == "unseen":
+        kinds = tuple(k for k in kinds if {"pitch", "timbre", "motion"} <= set(k))
     rng = np.random.default_rng([int(seed), _UNDERSPECIFIED_STREAM, 1])
-    out = []
-    for i in range(n):
+    out: list[tuple[str, Sound]] = []
+    i = 0
+    while len(out) < n:
         sound = sample_sound(rng)
-        stated = UNDERSPECIFIED_KINDS[i % len(UNDERSPECIFIED_KINDS)]
-        out.append((describe(sound, stated, rng, EVALUATION_FRAMES), sound))
+        text = describe(sound, kinds[i % len(kinds)], rng, EVALUATION_FRAMES)
+        i += 1
+        if combinations == "any" or is_held_out(parse_caption(text)) == (combinations == "unseen"):
+            out.append((text, sound))
     return out
 
 
