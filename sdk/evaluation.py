@@ -254,7 +254,8 @@ def sounds_report(
 
 def evaluate_snapshots(run: "str | Path", n: int = 200, seed: int = VALIDATION_SEED, progress: bool = True) -> dict:
     """Score each snapshot a run kept (``loom train --keep-every``) and its final export on ``n``
-    validation prompts drawn with ``seed``, with the checker of the run's world; write the scores
+    validation prompts of each split (:data:`SPLITS`) drawn with ``seed``, with the checker of the
+    run's world, by the mean whole-prompt rate of the splits; write the scores
     to ``RUN/snapshots/picked.json`` and return them with the best snapshot's folder.
 
     A snapshot never changes, so one already scored in ``picked.json`` on the same ``n`` and
@@ -285,7 +286,10 @@ def evaluate_snapshots(run: "str | Path", n: int = 200, seed: int = VALIDATION_S
     scores = {}
     for folder in candidates:
         again = folder.parent.name == SNAPSHOTS and folder.name in kept
-        scores[folder.name] = kept[folder.name] if again else evaluate(str(folder), n=n, seed=seed, progress=False).to_dict()["whole_prompt"]
+        # the mean of the splits: a snapshot is chosen for templated and underspecified prompts alike
+        scores[folder.name] = kept[folder.name] if again else sum(
+            evaluate(str(folder), n=n, seed=seed, progress=False, split=split).to_dict()["whole_prompt"] for split in SPLITS
+        ) / len(SPLITS)
         if progress:
             print(f"  {folder.name:<12} {scores[folder.name]:.3f}" + ("  (scored before)" if again else ""))
     best = max(reversed(candidates), key=lambda f: scores[f.name])  # a tie goes to the later one
