@@ -334,19 +334,22 @@ def eval_shapes(generator, prompts_file, count, as_json) -> None:
     how evenly it spreads what a prompt leaves open. With --prompts: those prompts only."""
     from loom.evaluation import evaluate_shapes, shapes_report
 
-    name = generator or "vae"
-    if prompts_file:
-        data = evaluate_shapes(generator, prompts=read_prompts(prompts_file), progress=not as_json).to_dict()
-        if as_json:
-            click.echo(json.dumps(data, indent=2))
-        else:
-            echo_report(f"ShapesEval on {data['n']} prompts (generator: {name})", data, "whole prompt")
-        return
-    data = shapes_report(generator, n=count, progress=not as_json)
+    prompts = read_prompts(prompts_file) if prompts_file else None
+    echo_world("ShapesEval", generator or "vae", prompts, as_json, "whole prompt",
+               lambda: evaluate_shapes(generator, prompts=prompts, progress=not as_json),
+               lambda: shapes_report(generator, n=count, progress=not as_json))
+
+
+def echo_world(checker: str, name: str, prompts, as_json: bool, whole: str, scored, report) -> None:
+    """``scored()``'s report on the given prompts, or else the world's whole ``report()``: as JSON
+    or as lines."""
+    data = scored().to_dict() if prompts else report()
     if as_json:
         click.echo(json.dumps(data, indent=2))
-        return
-    echo_splits(f"ShapesEval of {name}", data, "whole prompt")
+    elif prompts:
+        echo_report(f"{checker} on {data['n']} prompts (generator: {name})", data, whole)
+    else:
+        echo_splits(f"{checker} of {name}", data, whole)
 
 
 def echo_splits(title: str, data: dict, whole: str) -> None:
@@ -380,18 +383,10 @@ def eval_sounds(generator, prompts_file, count, as_json) -> None:
     from loom.evaluation import evaluate_sounds, sounds_report
 
     generator = generator or DEFAULT_SOUND_GENERATOR
-    if prompts_file:
-        data = evaluate_sounds(generator, prompts=read_prompts(prompts_file), progress=not as_json).to_dict()
-        if as_json:
-            click.echo(json.dumps(data, indent=2))
-        else:
-            echo_report(f"SoundsEval on {data['n']} prompts (generator: {generator})", data, "whole caption")
-        return
-    data = sounds_report(generator, n=count, progress=not as_json)
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-        return
-    echo_splits(f"SoundsEval of {generator}", data, "whole caption")
+    prompts = read_prompts(prompts_file) if prompts_file else None
+    echo_world("SoundsEval", generator, prompts, as_json, "whole caption",
+               lambda: evaluate_sounds(generator, prompts=prompts, progress=not as_json),
+               lambda: sounds_report(generator, n=count, progress=not as_json))
 
 
 @evaluate.command("snapshots")

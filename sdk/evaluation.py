@@ -43,12 +43,17 @@ def _images(pipeline, texts: list[str], seeds: list[int], batch_size: int, progr
 
 def shapes_prompts(n: int, seed: int = EVAL_SEED, split: str = "templated", combinations: str = "any"):
     """(prompt, scene) pairs of one split (:data:`SPLITS`); ``combinations``: any, seen or unseen."""
+    from loom.plugins import shapes
+
+    return _split_prompts(shapes, n, seed, split, combinations)
+
+
+def _split_prompts(world, n: int, seed: int, split: str, combinations: str):
     from loom.core import InputError
-    from loom.plugins.shapes import sample_prompts, sample_underspecified_prompts
 
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    sample = sample_prompts if split == "templated" else sample_underspecified_prompts
+    sample = world.sample_prompts if split == "templated" else world.sample_underspecified_prompts
     return sample(n, seed, combinations=combinations)
 
 
@@ -190,13 +195,9 @@ def _clips(pipeline, texts: list[str], seeds: list[int], batch_size: int, progre
 
 def sounds_prompts(n: int, seed: int = EVAL_SEED, split: str = "templated", combinations: str = "any"):
     """(caption, sound) pairs of one split (:data:`SPLITS`); ``combinations``: any, seen or unseen."""
-    from loom.core import InputError
-    from loom.plugins.sounds import sample_prompts, sample_underspecified_prompts
+    from loom.plugins import sounds
 
-    if split not in SPLITS:
-        raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    sample = sample_prompts if split == "templated" else sample_underspecified_prompts
-    return sample(n, seed, combinations=combinations)
+    return _split_prompts(sounds, n, seed, split, combinations)
 
 
 def evaluate_sounds(

@@ -67,3 +67,18 @@ def test_evaluation_passes_generator_options_to_its_step(tmp_path):
         evaluate_shapes("gan", prompts=["a red circle on a blue background"], options={"weights": str(tmp_path)}, progress=False)
     report = evaluate_shapes("gan", prompts=["a red circle on a blue background"] * 2, options={"temperature": 0.0}, progress=False)
     assert report.n == 2 and len(report.scores) == 2
+
+
+def test_the_readmes_first_command_draws_what_it_says_at_different_places_and_sizes():
+    """`loom generate "a red circle on a blue background" -o out.png --seed N` for N = 0..9."""
+    import loom
+    from loom.plugins.shapes import ShapesEval
+
+    prompt = "a red circle on a blue background"
+    checker = ShapesEval()
+    scores = [checker.evaluate(loom.generate(prompt, seed=n, progress=False).images[0], prompt) for n in range(10)]
+    right = sum(s.correct for s in scores)
+    places = {s.detected[1].get("position") for s in scores}
+    sizes = {s.detected[1].get("size") for s in scores}
+    assert right == 10, [s.to_dict() for s in scores if not s.correct]
+    assert len(places) >= 3 and len(sizes) == 2, (places, sizes)
