@@ -1,6 +1,6 @@
 """ShapesEval of one generator under several sampling settings, on the same fresh prompts.
 
-    .venv/bin/python bench/sampling_sweep.py GENERATOR "{'guidance_scale': 2.0, 'temperature': 0.7}" ... [-n 100] [--seed 7]
+    .venv/bin/python bench/sampling_sweep.py GENERATOR "{'guidance_scale': 2.0, 'temperature': 0.7}" ... [-n 100] [--seed 7] [--split templated|underspecified|both]
 
 GENERATOR is a registered name or a trained folder; each setting is a Python dict of its config
 options. Every setting sees the same prompts and seeds (those of ``loom eval snapshots``: the
@@ -13,22 +13,25 @@ defaults were picked with an earlier version of this script) are for reporting.
 import argparse
 import ast
 
-from loom.evaluation import VALIDATION_SEED, evaluate_shapes
+from loom.evaluation import SPLITS, VALIDATION_SEED, evaluate_shapes
 
 parser = argparse.ArgumentParser()
 parser.add_argument("generator", help="a registered name or a trained folder")
 parser.add_argument("settings", nargs="+", help="Python dicts of config options")
 parser.add_argument("-n", type=int, default=100)
 parser.add_argument("--seed", type=int, default=VALIDATION_SEED)
+parser.add_argument("--split", choices=(*SPLITS, "both"), default="both", help="which prompts (default: both splits)")
 args = parser.parse_args()
-first = None
+first: dict = {}
 for options in [ast.literal_eval(a) for a in args.settings]:
-    report = evaluate_shapes(args.generator, n=args.n, seed=args.seed, options=options, progress=False)
-    right = [s.correct for s in report.scores]
-    r = report.to_dict()
-    line = f"{options} {r['whole_prompt']:.3f} {r['per_attribute']}"
-    if first is None:
-        first = right
-    else:
-        line += f"; right only here: {sum(b and not a for a, b in zip(first, right))}, only with the first: {sum(a and not b for a, b in zip(first, right))}"
-    print(line, flush=True)
+    for split in SPLITS if args.split == "both" else (args.split,):
+        report = evaluate_shapes(args.generator, n=args.n, seed=args.seed, options=options, progress=False, split=split)
+        right = [s.correct for s in report.scores]
+        r = report.to_dict()
+        line = f"{options} {split} {r['whole_prompt']:.3f} {r['per_attribute']}"
+        if split not in first:
+            first[split] = right
+        else:
+            base = first[split]
+            line += f"; right only here: {sum(b and not a for a, b in zip(base, right))}, only with the first: {sum(a and not b for a, b in zip(base, right))}"
+        print(line, flush=True)
