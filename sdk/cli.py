@@ -327,22 +327,25 @@ def evaluate() -> None:
 @click.option("--generator", default=None, help="Generator name or trained folder (default: vae).")
 @click.option("--prompts", "prompts_file", type=click.Path(exists=True, dir_okay=False), help="One prompt a line.")
 @click.option("-n", "count", default=200, show_default=True, type=click.IntRange(1), help="Fresh prompts per split.")
+@click.option("--split", type=click.Choice(["all", "templated", "underspecified"]), default="all", show_default=True,
+              help="Score one split of fresh prompts only.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def eval_shapes(generator, prompts_file, count, as_json) -> None:
+def eval_shapes(generator, prompts_file, count, split, as_json) -> None:
     """ShapesEval of a generator: per attribute and whole prompt on templated prompts and on
     prompts that leave attributes unsaid, seen and unseen combinations, one and two objects, and
     how evenly it spreads what a prompt leaves open. With --prompts: those prompts only."""
     from loom.evaluation import evaluate_shapes, shapes_report
 
     prompts = read_prompts(prompts_file) if prompts_file else None
-    echo_world("ShapesEval", generator or "vae", prompts, as_json, "whole prompt",
-               lambda: evaluate_shapes(generator, prompts=prompts, progress=not as_json),
+    one = {} if split == "all" else {"split": split, "n": count}
+    echo_world("ShapesEval", generator or "vae", prompts or one, as_json, "whole prompt",
+               lambda: evaluate_shapes(generator, prompts=prompts, progress=not as_json, **one),
                lambda: shapes_report(generator, n=count, progress=not as_json))
 
 
 def echo_world(checker: str, name: str, prompts, as_json: bool, whole: str, scored, report) -> None:
-    """``scored()``'s report on the given prompts, or else the world's whole ``report()``: as JSON
-    or as lines."""
+    """``scored()``'s report where ``prompts`` (given prompts, or one split's options) is set,
+    or else the world's whole ``report()``: as JSON or as lines."""
     data = scored().to_dict() if prompts else report()
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -374,8 +377,10 @@ def echo_splits(title: str, data: dict, whole: str) -> None:
 @click.option("--generator", default=None, help="A registered Audio generator name or trained folder (default: gan-sound).")
 @click.option("--prompts", "prompts_file", type=click.Path(exists=True, dir_okay=False), help="One prompt a line.")
 @click.option("-n", "count", default=200, show_default=True, type=click.IntRange(1), help="Fresh captions per split.")
+@click.option("--split", type=click.Choice(["all", "templated", "underspecified"]), default="all", show_default=True,
+              help="Score one split of fresh captions only.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def eval_sounds(generator, prompts_file, count, as_json) -> None:
+def eval_sounds(generator, prompts_file, count, split, as_json) -> None:
     """SoundsEval of an audio generator: per attribute and whole caption on templated captions and
     on captions that leave attributes unsaid, seen and unseen combinations, and how evenly it
     spreads what a caption leaves open. With --prompts: those captions only."""
@@ -384,8 +389,9 @@ def eval_sounds(generator, prompts_file, count, as_json) -> None:
 
     generator = generator or DEFAULT_SOUND_GENERATOR
     prompts = read_prompts(prompts_file) if prompts_file else None
-    echo_world("SoundsEval", generator, prompts, as_json, "whole caption",
-               lambda: evaluate_sounds(generator, prompts=prompts, progress=not as_json),
+    one = {} if split == "all" else {"split": split, "n": count}
+    echo_world("SoundsEval", generator, prompts or one, as_json, "whole caption",
+               lambda: evaluate_sounds(generator, prompts=prompts, progress=not as_json, **one),
                lambda: sounds_report(generator, n=count, progress=not as_json))
 
 

@@ -225,12 +225,13 @@ def test_run_writes_wav_or_flac_for_an_audio_spec(registry, tmp_path):
 
 
 def test_eval_sounds_scores_a_ground_truth_generator(registry):
-    res = CliRunner().invoke(main, ["eval", "sounds", "--generator", "truth-sounds", "-n", "40", "--json"])
+    # the ground-truth fake renders full captions only: the templated split
+    res = CliRunner().invoke(main, ["eval", "sounds", "--generator", "truth-sounds", "-n", "40", "--split", "templated", "--json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert data["n"] == 40 and data["whole_prompt"] >= 0.97, data
     assert data["chance"]["whole_prompt"] == pytest.approx(1 / 81)
-    res = CliRunner().invoke(main, ["eval", "sounds", "--generator", "truth-sounds", "-n", "6"])
+    res = CliRunner().invoke(main, ["eval", "sounds", "--generator", "truth-sounds", "-n", "6", "--split", "templated"])
     assert res.exit_code == 0, res.output
     assert "SoundsEval on 6 prompts (generator: truth-sounds)" in res.output and "(chance 0.333)" in res.output
     assert "whole caption" in res.output and "(chance 0.0123)" in res.output
