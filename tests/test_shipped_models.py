@@ -11,7 +11,10 @@ pytestmark = pytest.mark.slow
 
 #: Whole-prompt floors on the 100-prompt sample used here. The measured scores on 200 fresh
 #: prompts are in README.md (bench/families.py); each floor sits a margin below its family's.
-FLOORS = {"vae": 0.75, "gan": 0.78, "ar": 0.77, "diffusion": 0.88}
+#: Since ShapesEval counts an object nobody asked for as a miss (issue 29), ar measures 0.54 here
+#: (its VQ artefacts make extra regions; every attribute is still >= 0.87) and the diffusion model
+#: fine-tuned on everyday captions 0.87.
+FLOORS = {"vae": 0.75, "gan": 0.78, "ar": 0.45, "diffusion": 0.80}
 
 
 @pytest.mark.parametrize("family", sorted(FLOORS))
