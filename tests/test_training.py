@@ -277,7 +277,7 @@ def test_a_few_sound_steps_lower_the_loss_and_write_a_loadable_sound_generator(t
     config = json.loads((out / "config.json").read_text())
     training = config["training"]
     assert config["family"] == family and training["steps"] == 30
-    assert training["data"] == {"data": "sounds", "pool": 48, "data_seed": 3}
+    assert training["data"] == {"data": "sounds", "pool": 48, "data_seed": 3, "captions": "everyday"}
     assert training["final_loss"] < training["first_loss"], training
     assert config["sample_shape"] == [1, 64, 96] and config["mel"]["frames"] == 96 and config["mel"]["samples"] == 24000
     if family == "vae-sound":  # sampling draws z from a Gaussian fitted to the posterior means
