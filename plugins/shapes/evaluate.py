@@ -30,7 +30,6 @@ from .world import (
     OBJECT_COLOURS,
     POSITIONS,
     SHAPES,
-    PartialShape,
     SIZE_FRACTION,
     SIZES,
     PromptSpec,
@@ -79,8 +78,6 @@ class PromptScore:
     found: int = 0
     detected: list[dict[str, Any]] = field(default_factory=list)
     extra: int = 0
-    #: what the prompt stated of each object
-    asked: list[PartialShape] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -399,7 +396,6 @@ class ShapesEval:
             found=sum(r is not None for r in matched),
             detected=detected,
             extra=extra,
-            asked=list(spec.objects),
         )
 
     def evaluate_many(self, images: Sequence[Any], prompts: Sequence[Any]) -> EvalReport:
