@@ -241,6 +241,10 @@ class Generator(Component):
     #: Where ``loom train`` finds this family's :class:`loom.core.training.Trainer`, as
     #: ``"module:Class"`` (imported only when training). None: the generator is not trainable.
     trainer: ClassVar[str | None] = None
+    #: A registered Text → Text component that rewrites a typed prompt into the kind of caption
+    #: this generator was trained on (``loom generate`` puts it before the text encoder unless
+    #: asked not to). None: the generator reads prompts as typed.
+    prompt_completion: ClassVar[str | None] = None
 
 
 class Postprocessor(Component):

@@ -36,16 +36,22 @@ def generator_step(generator: str | None) -> dict:
     return {"component": generator}
 
 
-def default_spec(generator: str | None = None, size: int | None = DEFAULT_SIZE, registry=None) -> dict:
+def default_spec(
+    generator: str | None = None, size: int | None = DEFAULT_SIZE, registry=None, complete: bool = True
+) -> dict:
     """Text encoder → ``generator`` → resize to ``size`` (no resize when ``size`` is None).
 
     The chain fits the generator's types (looked up in ``registry``, default: the installed
     plugins; nothing loads): a generator that takes Text directly gets no text encoder, and one
     that does not give an Image (an Audio generator) gets no resize. An unknown generator keeps
-    the image chain, so that building it names the unknown step."""
+    the image chain, so that building it names the unknown step. With ``complete``, a generator
+    that names a ``prompt_completion`` gets it first, so a typed prompt reaches it as the kind
+    of caption it was trained on."""
     step = generator_step(generator)
     cls = _component_class(step["component"], registry)
     steps = [] if cls is not None and issubclass(Text, cls.input_type) else [{"component": "text-encoder"}]
+    if complete and cls is not None and cls.prompt_completion:
+        steps.insert(0, {"component": cls.prompt_completion})
     steps.append(step)
     if size and (cls is None or issubclass(cls.output_type, Image)):
         steps.append({"component": "resize", "config": {"size": size}})
@@ -132,6 +138,7 @@ def generate(
     size: int | None = DEFAULT_SIZE,
     progress: bool = True,
     prompt_audio: Any = None,
+    complete: bool = True,
 ) -> Result:
     """Generate from one prompt or a list of prompts with the default chain (images, or sounds for
     an Audio generator).
@@ -140,6 +147,8 @@ def generate(
     ``generator``: a registered generator name or a trained folder (default: the shipped VAE).
     ``prompt_audio``: instead of ``prompt``, spoken prompts (a WAV or FLAC path, a list of them,
     or an :class:`Audio`), heard by the ``spoken-prompt`` encoder (docs/audio.md).
+    ``complete``: rewrite a typed prompt into a full caption first, for a generator trained only
+    on those (the VAE and GAN; see ``Generator.prompt_completion``).
     """
     if prompt_audio is not None:
         if prompt is not None:
@@ -148,7 +157,7 @@ def generate(
         return pipeline_for(spoken_spec(generator, size)).run(audio, seed, progress=progress)
     if prompt is None:
         raise InputError("no prompt: give a prompt (text) or prompt_audio (a spoken prompt's file)")
-    return pipeline_for(default_spec(generator, size)).run(prompt, seed, progress=progress)
+    return pipeline_for(default_spec(generator, size, complete=complete)).run(prompt, seed, progress=progress)
 
 
 def _given_inputs(source: "str | Path", record: dict, inputs: Any) -> Data:

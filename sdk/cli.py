@@ -124,8 +124,10 @@ def new_plugin(name: str, directory, kind: str) -> None:
               help="Generator name or trained folder (default: vae; gan-sound for a .wav or .flac output).")
 @click.option("-n", "--count", type=click.IntRange(1, 10000), default=1, help="Outputs to make (seeds seed..seed+n-1).")
 @click.option("--size", type=click.IntRange(8, 8192), default=256, help="Longer side of an image in pixels (images only).")
+@click.option("--complete/--as-typed", default=True, show_default=True,
+              help="Rewrite the prompt into a full caption first, for a generator that reads only those (vae, gan).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def generate(prompt, output: str, prompt_audio, seed, generator, count: int, size: int, quiet: bool) -> None:
+def generate(prompt, output: str, prompt_audio, seed, generator, count: int, size: int, complete: bool, quiet: bool) -> None:
     """Generate from PROMPT with GENERATOR: images as PNG, sounds as WAV or FLAC (the file type
     follows the chain's output); each file embeds its provenance record. With --prompt-audio the
     prompt is spoken: spoken-prompt encoder → GENERATOR → resize."""
@@ -147,7 +149,7 @@ def generate(prompt, output: str, prompt_audio, seed, generator, count: int, siz
         return
     if generator is None and Path(output).suffix.lower() in SUFFIXES[Audio]:
         generator = DEFAULT_SOUND_GENERATOR  # a sound file asks for a sound
-    pipeline = loom.pipeline_for(loom.default_spec(generator, size))
+    pipeline = loom.pipeline_for(loom.default_spec(generator, size, complete=complete))
     check_output_path(output, pipeline.output_type)  # before any weights load
     result = pipeline.run([prompt] * count, seed, progress=not quiet)
     for path in loom.save(result, output):
@@ -329,8 +331,10 @@ def evaluate() -> None:
 @click.option("-n", "count", default=200, show_default=True, type=click.IntRange(1), help="Fresh prompts per split.")
 @click.option("--split", type=click.Choice(["all", "templated", "underspecified"]), default="all", show_default=True,
               help="Score one split of fresh prompts only.")
+@click.option("--complete/--as-typed", default=True, show_default=True,
+              help="Through the generator's prompt completion, as `loom generate` runs it, or on prompts as typed.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def eval_shapes(generator, prompts_file, count, split, as_json) -> None:
+def eval_shapes(generator, prompts_file, count, split, complete, as_json) -> None:
     """ShapesEval of a generator: per attribute and whole prompt on templated prompts and on
     prompts that leave attributes unsaid, seen and unseen combinations, one and two objects, and
     how evenly it spreads what a prompt leaves open. With --prompts: those prompts only."""
@@ -339,8 +343,8 @@ def eval_shapes(generator, prompts_file, count, split, as_json) -> None:
     prompts = read_prompts(prompts_file) if prompts_file else None
     one = {} if split == "all" else {"split": split, "n": count}
     echo_world("ShapesEval", generator or "vae", prompts or one, as_json, "whole prompt",
-               lambda: evaluate_shapes(generator, prompts=prompts, progress=not as_json, **one),
-               lambda: shapes_report(generator, n=count, progress=not as_json))
+               lambda: evaluate_shapes(generator, prompts=prompts, progress=not as_json, complete=complete, **one),
+               lambda: shapes_report(generator, n=count, progress=not as_json, complete=complete))
 
 
 def echo_world(checker: str, name: str, prompts, as_json: bool, whole: str, scored, report) -> None:

@@ -19,12 +19,12 @@ SPLITS = ("templated", "underspecified")
 DIVERSITY_SEEDS = 32
 
 
-def _shapes_pipeline(generator: str | None, options: dict | None):
+def _shapes_pipeline(generator: str | None, options: dict | None, complete: bool = True):
     from loom.api import default_spec, pipeline_for
 
-    spec = default_spec(generator, size=None)
+    spec = default_spec(generator, size=None, complete=complete)
     if options:
-        step = next(s for s in spec["steps"] if s["component"] != "text-encoder")
+        step = spec["steps"][-1]  # the generator: nothing follows it without a resize
         step["config"] = {**step.get("config", {}), **options}
     return pipeline_for(spec)
 
@@ -69,18 +69,20 @@ def evaluate_shapes(
     split: str = "templated",
     combinations: str = "any",
     pipeline=None,
+    complete: bool = True,
 ):
     """ShapesEval report for ``generator`` on ``prompts`` (default: ``n`` fresh prompts of
     ``split``, see :func:`shapes_prompts`); image i is seeded ``image_seed + i``. ``options``
-    override the generator's config (sampling settings such as ``temperature``). The report's
-    ``scores`` hold each prompt's verdicts."""
+    override the generator's config (sampling settings such as ``temperature``); ``complete``
+    False measures the generator on prompts as typed, without its prompt completion (the chain
+    ``loom generate --as-typed`` runs). The report's ``scores`` hold each prompt's verdicts."""
     from loom.plugins.shapes import ShapesEval
 
     if prompts is None:
         texts = [c for c, _ in shapes_prompts(n, seed, split, combinations)]
     else:
         texts = list(prompts)
-    pipeline = pipeline or _shapes_pipeline(generator, options)
+    pipeline = pipeline or _shapes_pipeline(generator, options, complete)
     images = _images(pipeline, texts, [image_seed + i for i in range(len(texts))], batch_size, progress)
     # Scored on what each prompt states (parsed from its text), never on the scene it came from.
     report = ShapesEval().evaluate_many(images, texts)
@@ -129,13 +131,13 @@ def diversity_of(images: list, prompts) -> dict:
 
 def shapes_report(
     generator: str | None = None, n: int = 200, seed: int = EVAL_SEED, progress: bool = True,
-    options: dict | None = None, diversity_seeds: int = DIVERSITY_SEEDS,
+    options: dict | None = None, diversity_seeds: int = DIVERSITY_SEEDS, complete: bool = True,
 ) -> dict:
     """Everything ``loom eval shapes`` reports (see :func:`_report`), and the diversity of what
     :data:`~loom.plugins.shapes.DIVERSITY_PROMPTS` leave open."""
     from loom.plugins.shapes import is_held_out, parse_caption
 
-    pipeline = _shapes_pipeline(generator, options)
+    pipeline = _shapes_pipeline(generator, options, complete)
     out = _report(
         lambda **kw: evaluate_shapes(pipeline=pipeline, **kw), n, seed, progress,
         unseen=lambda text: any(map(is_held_out, parse_caption(text).objects)),

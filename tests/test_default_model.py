@@ -49,8 +49,8 @@ def test_png_provenance_round_trip_via_reproduce(tmp_path):
     assert res.exit_code == 0, res.output
     record = read_record(out)
     assert record["inputs"] == [PROMPTS[0]] and record["seeds"] == [7]
-    assert [s["component"] for s in record["spec"]["steps"]] == ["text-encoder", "vae", "resize"]
-    assert {c["plugin"] for c in record["components"]} == {"text-encoder", "vae", "image-postprocessors"}
+    assert [s["component"] for s in record["spec"]["steps"]] == ["complete-shapes-prompt", "text-encoder", "vae", "resize"]
+    assert {c["plugin"] for c in record["components"]} == {"prompt-completion", "text-encoder", "vae", "image-postprocessors"}
     assert record["timings"]["steps_s"] and record["loom_version"]
     res = runner.invoke(main, ["reproduce", str(out), "-o", str(again), "-q"])
     assert res.exit_code == 0, res.output

@@ -83,10 +83,6 @@ def test_evaluation_passes_generator_options_to_its_step(tmp_path):
     assert report.n == 2 and len(report.scores) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 29: the default vae draws a blue square for most seeds (not retrained on everyday captions yet)",
-)
 def test_the_readmes_first_command_draws_what_it_says_at_different_places_and_sizes():
     """`loom generate "a red circle on a blue background" -o out.png --seed N` for N = 0..9."""
     import loom

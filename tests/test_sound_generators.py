@@ -22,7 +22,8 @@ SOUND_FAMILIES = ["vae-sound", "gan-sound"]
 def test_sound_generators_declare_embedding_to_audio_and_their_default_chain_has_no_resize(family):
     cls = get_registry().get(family).cls
     assert cls.input_type.kind == "Embedding" and cls.output_type is Audio
-    assert loom.default_spec(family) == {"steps": [{"component": "text-encoder"}, {"component": family}]}
+    steps = [{"component": "complete-sounds-prompt"}, {"component": "text-encoder"}, {"component": family}]
+    assert loom.default_spec(family) == {"steps": steps}
 
 
 @pytest.mark.parametrize("family", SOUND_FAMILIES)
@@ -97,7 +98,7 @@ def test_cli_generate_writes_a_wav_with_provenance_that_reproduces(tmp_path):
     res = runner.invoke(main, ["generate", "three rising high beeps", "-o", str(out), "-q"])
     assert res.exit_code == 0, res.output
     record = loom.read_record(out)
-    assert [s["component"] for s in record["spec"]["steps"]] == ["text-encoder", DEFAULT_SOUND_GENERATOR]
+    assert [s["component"] for s in record["spec"]["steps"]] == ["complete-sounds-prompt", "text-encoder", DEFAULT_SOUND_GENERATOR]
     samples, rate = soundfile.read(out)
     assert rate == 16000 and samples.shape == (24000,)
     res = runner.invoke(main, ["reproduce", str(out), "-o", str(again), "-q"])

@@ -27,6 +27,8 @@ class GANGenerator(TrainedGenerator):
     default_weights = Path(__file__).parent / "weights"
     model_module = "loom.plugins.gan.model"
     trainer = "loom.plugins.gan.training:GANTrainer"
+    # trained on captions that state every attribute: a typed prompt is completed first
+    prompt_completion = "complete-shapes-prompt"
 
 
 class GANSoundGenerator(TrainedSoundGenerator):
@@ -38,6 +40,7 @@ class GANSoundGenerator(TrainedSoundGenerator):
     default_weights = Path(__file__).parent / "sound_weights"
     model_module = "loom.plugins.gan.model"
     trainer = "loom.plugins.gan.training:GANSoundTrainer"
+    prompt_completion = "complete-sounds-prompt"
 
 
 @hookimpl

@@ -670,6 +670,54 @@ def world_distribution(attribute: str, colour: str | None = None) -> dict[str, f
     return {bg: w / total for bg, w in weights.items()}
 
 
+
+# --------------------------------------------------------------------------------------------
+# Completing a prompt
+# --------------------------------------------------------------------------------------------
+
+
+def _draw(rng: np.random.Generator, options: Sequence[str], weights: Sequence[float] | None = None) -> str:
+    p = None if weights is None else np.asarray(weights, dtype=float) / sum(weights)
+    return str(options[rng.choice(len(options), p=p)])
+
+
+def complete_scene(spec: PromptSpec, rng: np.random.Generator) -> Scene | None:
+    """A scene with everything ``spec`` states; what it leaves unsaid is drawn as
+    :func:`sample_scene` draws it (distinct cells, object colours unlike the background and each
+    other). None when the spec names more objects than a scene holds."""
+    objects = spec.objects
+    if not 1 <= len(objects) <= MAX_OBJECTS:
+        return None
+    stated = [o.colour for o in objects if o.colour is not None]
+    background = spec.background
+    if background is None:
+        if len(objects) == 1 and stated:
+            weights = world_distribution("background", stated[0])
+            background = _draw(rng, list(weights), list(weights.values()))
+        else:
+            background = _draw(rng, [c for c in BACKGROUND_COLOURS if c not in stated])
+    colours = [c for c in OBJECT_COLOURS if c != background and c not in stated] or list(OBJECT_COLOURS)
+    cells = [p for p in POSITIONS if p not in {o.position for o in objects}]
+    filled = []
+    for o in objects:
+        colour = o.colour or _draw(rng, colours)
+        position = o.position or _draw(rng, cells)
+        colours = [c for c in colours if c != colour] or colours
+        cells = [p for p in cells if p != position] or cells
+        filled.append(ShapeSpec(o.shape or _draw(rng, SHAPES), colour, position, o.size or _draw(rng, SIZES)))
+    return Scene(background, tuple(filled))
+
+
+def complete_prompt(text: str, rng: np.random.Generator) -> str:
+    """``text`` as a caption stating every attribute (the first training template), with what it
+    leaves unsaid drawn by :func:`complete_scene`; ``text`` itself when it is not a Shapes prompt
+    (no shape or colour word, or too many objects), so that nothing a user types is lost."""
+    try:
+        scene = complete_scene(parse_caption(text), rng)
+    except ValueError:
+        return text
+    return text if scene is None else caption(scene, rng, template=0)
+
 __all__: Sequence[str] = (
     "BACKGROUND_COLOURS",
     "DIVERSITY_PROMPTS",
@@ -677,6 +725,8 @@ __all__: Sequence[str] = (
     "HELD_OUT",
     "TRAINING_FRAMES",
     "UNDERSPECIFIED_KINDS",
+    "complete_prompt",
+    "complete_scene",
     "describe",
     "everyday_caption",
     "is_held_out",

@@ -717,12 +717,34 @@ def sample_underspecified_prompts(n: int, seed: int = 1234, combinations: str = 
     return out
 
 
+
+def complete_sound(spec: PartialSound, rng: np.random.Generator) -> Sound:
+    """A sound with everything ``spec`` states; what it leaves unsaid is drawn as
+    :func:`sample_sound` draws it."""
+    return Sound(
+        pitch=spec.pitch or _pick(rng, PITCHES),
+        timbre=spec.timbre or _pick(rng, TIMBRES),
+        count=spec.count or _pick(rng, COUNTS),
+        motion=spec.motion or _pick(rng, MOTIONS),
+    )
+
+
+def complete_prompt(text: str, rng: np.random.Generator) -> str:
+    """``text`` as a caption stating every attribute (the first template), with what it leaves
+    unsaid drawn by :func:`complete_sound`; ``text`` itself when it names no attribute."""
+    try:
+        spec = parse_caption(text)
+    except ValueError:
+        return text
+    return caption(complete_sound(spec, rng), rng, template=0)
+
 __all__: Sequence[str] = (
     "AMPLITUDE", "BEEP_SECONDS", "Beep", "COMBINATIONS", "COUNTS", "COUNT_BEEPS", "COUNT_DETERMINERS", "COUNT_TIMES",
     "DISTRIBUTION", "DURATION", "EVALUATION_FRAMES", "FULL_CAPTION_SHARE", "GAP_SECONDS", "GLIDE", "HELD_OUT",
     "HISS_BAND", "Layout", "MOTIONS", "MOTION_ADJECTIVES", "MOTION_PHRASES", "PITCHES", "PITCH_HZ", "PITCH_JITTER",
     "PITCH_WORDS", "PartialSound", "SAMPLE_RATE", "STATE_RATES", "Sound", "SoundsDataset", "SoundsItem", "TEMPLATES",
     "TIMBRES", "TIMBRE_WORDS", "TRAINING_FRAMES", "UNDERSPECIFIED_KINDS", "caption", "caption_with_template",
+    "complete_prompt", "complete_sound",
     "describe", "everyday_caption", "is_held_out", "layout", "parse_caption", "render", "sample_prompts",
     "sample_sound", "sample_training_sound", "sample_underspecified_prompts",
 )

@@ -24,6 +24,8 @@ class VAEGenerator(TrainedGenerator):
     default_weights = Path(__file__).parent / "weights"
     model_module = "loom.plugins.vae.model"
     trainer = "loom.plugins.vae.training:VAETrainer"
+    # trained on captions that state every attribute: a typed prompt is completed first
+    prompt_completion = "complete-shapes-prompt"
 
 
 class VAESoundGenerator(TrainedSoundGenerator):
@@ -35,6 +37,7 @@ class VAESoundGenerator(TrainedSoundGenerator):
     default_weights = Path(__file__).parent / "sound_weights"
     model_module = "loom.plugins.vae.model"
     trainer = "loom.plugins.vae.training:VAESoundTrainer"
+    prompt_completion = "complete-sounds-prompt"
 
 
 @hookimpl
