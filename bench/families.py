@@ -8,7 +8,9 @@ combinations (and for Shapes its one- and two-object prompts), the diversity of 
 leave open, chance beside each; then per attribute on the templated prompts; training time and steps (from the training
 record in its config.json, added up over the runs a fine-tuned model started from), warm
 generation time per output (text encoder included; medians of 3 rounds interleaved across
-families so machine noise hits all alike) and the size of its weights.
+families so machine noise hits all alike) and the size of its weights. A family with a prompt
+completion (``Generator.prompt_completion``) gets a second row, ``NAME, as typed``: the model on the
+prompts as typed, without it.
 The output is a Markdown table (README's).
 
 - ``--world shapes`` (default: vae, gan, ar, diffusion): ShapesEval; 64 px images in batches of 32, time with
@@ -50,19 +52,22 @@ def main() -> None:
     from loom.evaluation import shapes_report, sounds_report
 
     evaluate = sounds_report if args.world == "sounds" else shapes_report
-    families = []
+    families = []  # (row, family, weights folder, through the family's prompt completion)
     for name in (args.families or world["families"]).split(","):
-        folder = Path(get_registry().get(name).cls.default_weights)
+        cls = get_registry().get(name).cls
+        folder = Path(cls.default_weights)
         if not (folder / "model.safetensors").is_file():
             print(f"{name}: no shipped weights in {folder}; skipped")
             continue
-        families.append((name, folder))
+        families.append((name, name, folder, True))
+        if cls.prompt_completion:
+            families.append((f"{name}, as typed", name, folder, False))
 
     rows = {}
-    for name, folder in families:
-        report = evaluate(name, n=args.n, progress=False)
+    for row, name, folder, complete in families:
+        report = evaluate(name, n=args.n, progress=False, complete=complete)
         training = json.loads((folder / "config.json").read_text()).get("training", {})
-        rows[name] = {
+        rows[row] = {
             "eval": report,
             **chain_totals(training),
             "weights_mb": sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e6,  # UNet + autoencoder for diffusion
@@ -72,7 +77,8 @@ def main() -> None:
         return
 
     prompts = [world["prompt"].format(i=i) for i in range(world["batch"])]
-    pipelines = {name: loom.pipeline_for(loom.default_spec(name, size=None)) for name, _ in families}
+    pipelines = {row: loom.pipeline_for(loom.default_spec(name, size=None, complete=complete))
+                 for row, name, _, complete in families}
     clip_seconds = None
     for p in pipelines.values():
         out = p.run(prompts[:8], seed=0, progress=False).output  # warm up: weights loaded, first-call costs paid

@@ -342,7 +342,7 @@ def eval_shapes(generator, prompts_file, count, split, complete, as_json) -> Non
 
     prompts = read_prompts(prompts_file) if prompts_file else None
     one = {} if split == "all" else {"split": split, "n": count}
-    echo_world("ShapesEval", generator or "vae", prompts or one, as_json, "whole prompt",
+    echo_world("ShapesEval", (generator or "vae") + ("" if complete else ", prompts as typed"), prompts or one, as_json, "whole prompt",
                lambda: evaluate_shapes(generator, prompts=prompts, progress=not as_json, complete=complete, **one),
                lambda: shapes_report(generator, n=count, progress=not as_json, complete=complete))
 
@@ -383,8 +383,10 @@ def echo_splits(title: str, data: dict, whole: str) -> None:
 @click.option("-n", "count", default=200, show_default=True, type=click.IntRange(1), help="Fresh captions per split.")
 @click.option("--split", type=click.Choice(["all", "templated", "underspecified"]), default="all", show_default=True,
               help="Score one split of fresh captions only.")
+@click.option("--complete/--as-typed", default=True, show_default=True,
+              help="Through the generator's prompt completion, as `loom generate` runs it, or on captions as typed.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def eval_sounds(generator, prompts_file, count, split, as_json) -> None:
+def eval_sounds(generator, prompts_file, count, split, complete, as_json) -> None:
     """SoundsEval of an audio generator: per attribute and whole caption on templated captions and
     on captions that leave attributes unsaid, seen and unseen combinations, and how evenly it
     spreads what a caption leaves open. With --prompts: those captions only."""
@@ -394,9 +396,9 @@ def eval_sounds(generator, prompts_file, count, split, as_json) -> None:
     generator = generator or DEFAULT_SOUND_GENERATOR
     prompts = read_prompts(prompts_file) if prompts_file else None
     one = {} if split == "all" else {"split": split, "n": count}
-    echo_world("SoundsEval", generator, prompts or one, as_json, "whole caption",
-               lambda: evaluate_sounds(generator, prompts=prompts, progress=not as_json, **one),
-               lambda: sounds_report(generator, n=count, progress=not as_json))
+    echo_world("SoundsEval", generator + ("" if complete else ", captions as typed"), prompts or one, as_json, "whole caption",
+               lambda: evaluate_sounds(generator, prompts=prompts, progress=not as_json, complete=complete, **one),
+               lambda: sounds_report(generator, n=count, progress=not as_json, complete=complete))
 
 
 @evaluate.command("snapshots")

@@ -166,11 +166,11 @@ def _report(evaluate, n: int, seed: int, progress: bool, unseen, subsets: dict) 
     return out
 
 
-def _sounds_pipeline(generator: str, registry=None):
+def _sounds_pipeline(generator: str, registry=None, complete: bool = True):
     from loom.api import default_spec, pipeline_for
     from loom.core import Audio, InputError, Pipeline
 
-    spec = default_spec(generator, size=None, registry=registry)
+    spec = default_spec(generator, size=None, registry=registry, complete=complete)
     pipeline = Pipeline.from_spec(spec, registry) if registry is not None else pipeline_for(spec)
     if not issubclass(pipeline.output_type, Audio):
         raise InputError(
@@ -214,18 +214,19 @@ def evaluate_sounds(
     split: str = "templated",
     combinations: str = "any",
     pipeline=None,
+    complete: bool = True,
 ):
     """SoundsEval report for the Audio generator ``generator`` (a registered name or trained
     folder) on ``prompts`` (default: ``n`` fresh captions of ``split``, see :func:`sounds_prompts`).
     The chain is the default one around it (a text encoder first unless the generator takes Text
-    itself)."""
+    itself; its prompt completion first unless ``complete`` is False)."""
     from loom.plugins.sounds import SoundsEval
 
     if prompts is None:
         texts = [c for c, _ in sounds_prompts(n, seed, split, combinations)]
     else:
         texts = list(prompts)
-    pipeline = pipeline or _sounds_pipeline(generator, registry)
+    pipeline = pipeline or _sounds_pipeline(generator, registry, complete)
     clips, rate = _clips(pipeline, texts, [clip_seed + i for i in range(len(texts))], batch_size, progress)
     report = SoundsEval().evaluate_many(clips, texts, rate)
     report.prompts = texts
@@ -234,13 +235,13 @@ def evaluate_sounds(
 
 def sounds_report(
     generator: str, n: int = 200, seed: int = EVAL_SEED, progress: bool = True, registry=None,
-    diversity_seeds: int = DIVERSITY_SEEDS,
+    diversity_seeds: int = DIVERSITY_SEEDS, complete: bool = True,
 ) -> dict:
     """Everything ``loom eval sounds`` reports (see :func:`_report`), and the diversity of what
     :data:`~loom.plugins.sounds.DIVERSITY_PROMPTS` leave open."""
     from loom.plugins.sounds import DIVERSITY_PROMPTS, SoundsEval, is_held_out, parse_caption
 
-    pipeline = _sounds_pipeline(generator, registry)
+    pipeline = _sounds_pipeline(generator, registry, complete)
     out = _report(
         lambda **kw: evaluate_sounds(generator, pipeline=pipeline, **kw), n, seed, progress,
         unseen=lambda text: is_held_out(parse_caption(text)), subsets={},
