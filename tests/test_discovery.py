@@ -18,7 +18,8 @@ from loom.core import (
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRST_PARTY = {"text-encoder": ["text-encoder"], "vae": ["vae", "vae-sound"], "gan": ["gan", "gan-sound"], "ar": ["ar"], "image-postprocessors": ["resize"],
-               "audio-postprocessors": ["resample", "loudness", "trim", "fade"]}
+               "audio-postprocessors": ["resample", "loudness", "trim", "fade"],
+               "prompt-completion": ["complete-shapes-prompt", "complete-sounds-prompt"]}
 
 
 def test_first_party_plugins_come_from_entry_points():
