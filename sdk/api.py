@@ -50,7 +50,7 @@ def default_spec(
     step = generator_step(generator)
     cls = _component_class(step["component"], registry)
     steps = [] if cls is not None and issubclass(Text, cls.input_type) else [{"component": "text-encoder"}]
-    if complete and cls is not None and cls.prompt_completion:
+    if complete and getattr(cls, "prompt_completion", None):
         steps.insert(0, {"component": cls.prompt_completion})
     steps.append(step)
     if size and (cls is None or issubclass(cls.output_type, Image)):
