@@ -570,8 +570,8 @@ class ShapesDataset:
 _PROMPT_STREAM = 0x50524F4D
 
 
-def _combinations_ok(scene: Scene, combinations: str) -> bool:
-    unseen = any(map(is_held_out, scene.objects))
+def _combinations_ok(objects: Sequence["ShapeSpec | PartialShape"], combinations: str) -> bool:
+    unseen = any(map(is_held_out, objects))
     return combinations == "any" or unseen == (combinations == "unseen")
 
 
@@ -592,7 +592,7 @@ def sample_prompts(
         # Redrawn with the same number of objects: keeping whole draws that pass would make an
         # unseen split two-object in 69% of its prompts (a second object doubles the chance of a
         # held-out one), and seen against unseen would compare mixes, not combinations.
-        while not _combinations_ok(scene, combinations):
+        while not _combinations_ok(scene.objects, combinations):
             scene = sample_scene(rng, float(len(scene.objects) == 2))
             text = caption(scene, rng)
         out.append((text, scene))
@@ -638,8 +638,9 @@ def sample_underspecified_prompts(
     while len(out) < n:
         two = rng.random() < UNDERSPECIFIED_TWO_OBJECT_SHARE
         text, scene = _underspecified_prompt(rng, two)
-        while combinations != "any" and any(map(is_held_out, parse_caption(text).objects)) != (combinations == "unseen"):
-            text, scene = _underspecified_prompt(rng, two)  # the same number of objects, as in sample_prompts
+        # judged on what the caption states; redrawn with the same number of objects, as in sample_prompts
+        while not _combinations_ok(parse_caption(text).objects, combinations):
+            text, scene = _underspecified_prompt(rng, two)
         out.append((text, scene))
     return out
 
@@ -679,15 +680,9 @@ def world_distribution(attribute: str, colour: str | None = None) -> dict[str, f
     return {bg: w / total for bg, w in weights.items()}
 
 
-
 # --------------------------------------------------------------------------------------------
 # Completing a prompt
 # --------------------------------------------------------------------------------------------
-
-
-def _draw(rng: np.random.Generator, options: Sequence[str], weights: Sequence[float] | None = None) -> str:
-    p = None if weights is None else np.asarray(weights, dtype=float) / sum(weights)
-    return str(options[rng.choice(len(options), p=p)])
 
 
 def complete_scene(spec: PromptSpec, rng: np.random.Generator) -> Scene | None:
@@ -702,18 +697,18 @@ def complete_scene(spec: PromptSpec, rng: np.random.Generator) -> Scene | None:
     if background is None:
         if len(objects) == 1 and stated:
             weights = world_distribution("background", stated[0])
-            background = _draw(rng, list(weights), list(weights.values()))
+            background = str(rng.choice(list(weights), p=list(weights.values())))
         else:
-            background = _draw(rng, [c for c in BACKGROUND_COLOURS if c not in stated])
+            background = _pick(rng, [c for c in BACKGROUND_COLOURS if c not in stated])
     colours = [c for c in OBJECT_COLOURS if c != background and c not in stated] or list(OBJECT_COLOURS)
     cells = [p for p in POSITIONS if p not in {o.position for o in objects}]
     filled = []
     for o in objects:
-        colour = o.colour or _draw(rng, colours)
-        position = o.position or _draw(rng, cells)
+        colour = o.colour or _pick(rng, colours)
+        position = o.position or _pick(rng, cells)
         colours = [c for c in colours if c != colour] or colours
         cells = [p for p in cells if p != position] or cells
-        filled.append(ShapeSpec(o.shape or _draw(rng, SHAPES), colour, position, o.size or _draw(rng, SIZES)))
+        filled.append(ShapeSpec(o.shape or _pick(rng, SHAPES), colour, position, o.size or _pick(rng, SIZES)))
     return Scene(background, tuple(filled))
 
 
@@ -726,6 +721,7 @@ def complete_prompt(text: str, rng: np.random.Generator) -> str:
     except ValueError:
         return text
     return text if scene is None else caption(scene, rng, template=0)
+
 
 __all__: Sequence[str] = (
     "BACKGROUND_COLOURS",

@@ -717,7 +717,6 @@ def sample_underspecified_prompts(n: int, seed: int = 1234, combinations: str = 
     return out
 
 
-
 def complete_sound(spec: PartialSound, rng: np.random.Generator) -> Sound:
     """A sound with everything ``spec`` states; what it leaves unsaid is drawn as
     :func:`sample_sound` draws it."""
@@ -737,6 +736,7 @@ def complete_prompt(text: str, rng: np.random.Generator) -> str:
     except ValueError:
         return text
     return caption(complete_sound(spec, rng), rng, template=0)
+
 
 __all__: Sequence[str] = (
     "AMPLITUDE", "BEEP_SECONDS", "Beep", "COMBINATIONS", "COUNTS", "COUNT_BEEPS", "COUNT_DETERMINERS", "COUNT_TIMES",
