@@ -46,10 +46,11 @@ def main() -> None:
             draw.text((x, 4 + 12 * j), line, fill="black")
     for row, family in enumerate(families):
         name, _, how = family.partition(":")
-        pipeline = loom.pipeline_for(loom.default_spec(name, size=None, complete=how != "as-typed"))
+        typed = how == "as-typed"
+        pipeline = loom.pipeline_for(loom.default_spec(name, size=None, complete=not typed))
         images = pipeline.run([p for p, _ in columns], seed=[s for _, s in columns], progress=False).output.to_pil()
         y = HEADER + row * CELL
-        draw.text((6, y + CELL // 2 - 6), Path(name).name + (", as typed" if how else ""), fill="black")
+        draw.text((6, y + CELL // 2 - 6), Path(name).name + (", as typed" if typed else ""), fill="black")
         for col, image in enumerate(images):
             sheet.paste(image.resize((CELL, CELL), Image.NEAREST), (LABEL_WIDTH + col * CELL, y))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
