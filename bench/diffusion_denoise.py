@@ -34,7 +34,7 @@ def autoencoder_ceiling(m):
 
 
 def main() -> None:
-    m = shapes.load(sys.argv[1])
+    m = shapes.ShapesDiffusionModel.from_folder(sys.argv[1])
     sched = shapes.noise_schedule(m.cfg)
     x, caps = ShapesDataset(seed=5).arrays(0, 8)
     x = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255

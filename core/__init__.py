@@ -4,6 +4,7 @@
 - component interfaces: :class:`Encoder`, :class:`Generator`, :class:`Postprocessor`, each with a
   pydantic :class:`ComponentConfig`
 - hooks: :mod:`loom.core.hookspecs` (implement them with :data:`hookimpl`)
+- worlds: :class:`World`, procedural training data with a checker (``loom_register_worlds``)
 - discovery: :func:`get_registry` (entry-point group ``loom``)
 - pipelines: :class:`Pipeline`, :class:`PipelineSpec`, :class:`Result`
 - :data:`PLUGIN_API`: the version of the plugin API (hooks, component interfaces, data types)
@@ -29,6 +30,7 @@ from .errors import (
     SpecError,
     TypeMismatchError,
     UnknownComponentError,
+    UnknownWorldError,
     WeightsError,
 )
 from .hookspecs import PLUGIN_API, hookimpl, hookspec
@@ -41,11 +43,12 @@ from .plugins import (
     get_registry,
     reset_registry,
 )
+from .world import World
 
 __all__ = [
     "Audio", "Capabilities", "Component", "ComponentConfig", "ComponentEntry", "ConfigError", "DATA_TYPES", "Data",
     "Embedding", "Encoder", "Generator", "Image", "InputError", "Latent", "LoomError", "PLUGIN_API", "Pipeline",
     "PipelineSpec", "PluginError", "PluginInfo", "Postprocessor", "ProvenanceError", "Registry",
     "Result", "SpecError", "StepSpec", "Text", "TypeMismatchError", "UnknownComponentError",
-    "WeightsError", "discover", "get_registry", "hookimpl", "hookspec", "reset_registry",
+    "UnknownWorldError", "WeightsError", "World", "discover", "get_registry", "hookimpl", "hookspec", "reset_registry",
 ]

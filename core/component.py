@@ -28,7 +28,7 @@ from typing import Any, Callable, ClassVar, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .data import Audio, Data, Embedding, Image, Latent, Text
+from .data import Data
 from .errors import ConfigError, LoomError
 from .seeding import generators as make_generators
 from .seeding import item_seeds
@@ -62,22 +62,6 @@ class Capabilities(BaseModel):
     #: Largest absolute difference tolerated where the contract says "the same output" (same
     #: seed twice; an item alone and inside a batch). 0 means identical.
     tolerance: float = Field(0.0, ge=0.0)
-
-
-#: The modality each data type carries (what ``Capabilities.modalities`` defaults to).
-MODALITIES = {Text: "text", Embedding: "embedding", Latent: "latent", Image: "image", Audio: "audio"}
-
-
-def modalities(cls: type["Component"]) -> tuple[str, ...]:
-    """The modalities a component declares, or those of its input and output types."""
-    if cls.capabilities.modalities:
-        return cls.capabilities.modalities
-    found = []
-    for t in (cls.input_type, cls.output_type):
-        for data_type, name in MODALITIES.items():
-            if isinstance(t, type) and issubclass(t, data_type) and name not in found:
-                found.append(name)
-    return tuple(found)
 
 
 def describe_validation_error(err: ValidationError, where: str) -> str:

@@ -211,12 +211,6 @@ class Image(Data):
 
         return [PILImage.fromarray(a) for a in self.to_numpy()]
 
-    def save(self, path, index: int = 0, record: dict | None = None):
-        """Write item ``index`` as a PNG, atomically, with ``record`` embedded as provenance."""
-        from .files import save_png
-
-        return save_png(self.take([index]).to_pil()[0], path, record)
-
 
 @dataclass
 class Audio(Data):
@@ -302,13 +296,6 @@ class Audio(Data):
 
         pcm = (self.clip(index).detach().float().clamp(-1, 1) * 32767.0).round().to(torch.int16)
         return pcm.t().contiguous().cpu().numpy()
-
-    def save(self, path, index: int = 0, record: dict | None = None):
-        """Write item ``index`` as a 16-bit WAV or FLAC file (by ``path``'s suffix), atomically,
-        with ``record`` embedded as provenance."""
-        from .files import save_audio
-
-        return save_audio(self.to_pcm16(index), self.sample_rate, path, record)
 
 
 #: Every data type by its ``kind`` name.

@@ -19,6 +19,10 @@ class UnknownComponentError(LoomError):
     """A component name that no loaded plugin registered."""
 
 
+class UnknownWorldError(LoomError):
+    """A world name (``--data``, ``loom eval``) that no loaded plugin registered."""
+
+
 class ConfigError(LoomError):
     """A component or pipeline configuration value is invalid."""
 

@@ -11,9 +11,7 @@ passes only the ones it names, so adding an argument to a hook breaks no plugin.
 
 The plugin module states the plugin API version it was written for::
 
-    LOOM_PLUGIN_API = "1.2"
-# 1.1: the loom_step_progress hook, Component.report_progress, Embedding.negative_* fields.
-# 1.2: Audio.lengths (items of different lengths in one batch).
+    LOOM_PLUGIN_API = "1.3"
 
 Loom loads a plugin written for ``MAJOR.MINOR`` when Loom's :data:`PLUGIN_API` has the same
 major version and a minor version at least as high; any other plugin is refused with a message
@@ -33,9 +31,10 @@ hookimpl = pluggy.HookimplMarker("loom")
 #: The plugin API this Loom offers: the hooks below, the component interfaces and the data types.
 #: tests/test_plugin_api.py holds their recorded signatures and fails on an incompatible change
 #: that comes without a major version bump.
-PLUGIN_API = "1.2"
+PLUGIN_API = "1.3"
 # 1.1: the loom_step_progress hook, Component.report_progress, Embedding.negative_* fields.
 # 1.2: Audio.lengths (items of different lengths in one batch).
+# 1.3: the loom_register_worlds hook and loom.core.World (training data and checkers as plugins).
 
 
 @hookspec
@@ -51,6 +50,22 @@ def loom_register_components(register):
 
     Must not import torch or load weights: listing plugins and checking chains use this hook.
     Returns nothing.
+    """
+
+
+@hookspec
+def loom_register_worlds(register):
+    """Register the worlds this plugin provides: procedural data a generator family trains on
+    (``loom train FAMILY --data NAME``) with a checker that grades generators on it
+    (``loom eval NAME``). Called once per process, when Loom first needs the registry. Added in
+    plugin API 1.3.
+
+    :param register: call ``register(world)`` once per world, with an instance of a
+        :class:`loom.core.World` subclass; its ``name`` (lower-case letters, digits, ``-`` and
+        ``_``) is what ``--data`` and ``loom eval`` take. Loom validates it and refuses a name
+        another plugin registered first.
+
+    Must not import torch: listing plugins uses this hook. Returns nothing.
     """
 
 

@@ -9,7 +9,6 @@ naming the step, what it got and what it accepts.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,7 +204,7 @@ class Pipeline:
         """
         from tqdm.auto import tqdm
 
-        data = self._coerce(inputs)
+        data = given = self._coerce(inputs)
         n = len(data)
         seeds = item_seeds(seed, n)
         self.load(progress=progress)
@@ -237,18 +236,17 @@ class Pipeline:
                 seconds = time.perf_counter() - start
                 timings.append(round(seconds, 4))
                 self.registry.notify("loom_step_end", pipeline=self, step=step, index=index, output=data, seconds=seconds)
-        result = Result(output=data, provenance=self._record(inputs, seeds, timings))
+        result = Result(output=data, provenance=self._record(given, seeds, timings))
         self.registry.notify("loom_pipeline_end", pipeline=self, result=result)
         return result
 
-    def _record(self, inputs: Any, seeds: list[int], timings: list[float]) -> dict:
+    def _record(self, data: Data, seeds: list[int], timings: list[float]) -> dict:
         from importlib.metadata import PackageNotFoundError, version
 
         try:
             loom_version = version("loom")
         except PackageNotFoundError:  # running from a source tree
             loom_version = "unknown"
-        data = self._coerce(inputs)
         return {
             "loom_record": RECORD_VERSION,
             "loom_version": loom_version,
@@ -285,7 +283,3 @@ def _resolve(registry: Registry, step: StepSpec, i: int) -> ComponentEntry:
     except UnknownComponentError as err:
         raise UnknownComponentError(f"step {i}: {err}") from None
 
-
-def dumps_record(record: dict) -> str:
-    """The provenance record as compact JSON (what files embed)."""
-    return json.dumps(record, separators=(",", ":"), sort_keys=True)

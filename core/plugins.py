@@ -1,8 +1,8 @@
-"""Plugin discovery and the component registry.
+"""Plugin discovery and the registry of components and worlds.
 
 Plugins are found through the ``loom`` entry-point group, Loom's own included. Each plugin is
-imported and asked to register its components on its own, so one broken plugin is reported with
-its name, version and error while every other plugin keeps working.
+imported and asked to register its components and worlds on its own, so one broken plugin is
+reported with its name, version and error while every other plugin keeps working.
 
 Set ``LOOM_PLUGINS`` to a comma-separated list of plugin (entry-point) names to load only those,
 e.g. ``LOOM_PLUGINS=text-encoder,vae`` when hunting a misbehaving plugin; ``LOOM_PLUGINS=""``
@@ -28,8 +28,9 @@ import pluggy
 from . import hookspecs
 from .component import ROLES, Component
 from .data import Data
-from .errors import PluginError, UnknownComponentError
+from .errors import PluginError, UnknownComponentError, UnknownWorldError
 from .hookspecs import PLUGIN_API
+from .world import MODALITIES, World
 
 ENTRY_POINT_GROUP = "loom"
 ENV_VAR = "LOOM_PLUGINS"
@@ -66,6 +67,8 @@ class PluginInfo:
     version: str | None = None
     components: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: The worlds it registered (``loom_register_worlds``).
+    worlds: list[str] = field(default_factory=list)
     #: The plugin API version the plugin states it was written for (None: it does not say).
     api: str | None = None
 
@@ -93,19 +96,20 @@ class ComponentEntry:
 
 
 class Registry:
-    """The loaded plugins and the components they registered, by name."""
+    """The loaded plugins and the components and worlds they registered, by name."""
 
     def __init__(self) -> None:
-        self.manager = pluggy.PluginManager("loom")
-        self.manager.add_hookspecs(hookspecs)
         self.plugins: dict[str, PluginInfo] = {}
         self._entries: dict[str, ComponentEntry] = {}  # by qualified name
         self._by_name: dict[str, list[ComponentEntry]] = {}
+        self._worlds: dict[str, tuple[World, str]] = {}  # name -> (world, plugin)
+        # one pluggy manager per plugin: each hook call reaches one plugin, so its failure is its own
+        self._managers: dict[str, pluggy.PluginManager] = {}
 
     # -- loading ------------------------------------------------------------------------------
     def add_plugin(self, plugin: Any, name: str, distribution: str | None = None, version: str | None = None) -> PluginInfo:
         """Register a plugin object (a module or any object with hook implementations) and
-        collect the components it registers. Errors are recorded on the returned PluginInfo."""
+        collect the components and worlds it registers. Errors are recorded on the returned PluginInfo."""
         info = self.plugins.setdefault(
             name, PluginInfo(name=name, source=getattr(plugin, "__name__", repr(plugin)), distribution=distribution, version=version)
         )
@@ -117,17 +121,23 @@ class Registry:
                 made_by = f" ({' '.join(x for x in (distribution, version) if x)})" if distribution else ""
                 info.errors.append(f"plugin {name!r}{made_by} was not loaded: {problem}")
                 return info
+        if name in self._managers:
+            info.errors.append(f"a plugin named {name!r} is already registered; this one was skipped")
+            return info
+        manager = pluggy.PluginManager("loom")
+        manager.add_hookspecs(hookspecs)
         try:
-            self.manager.register(plugin, name=name)
+            manager.register(plugin, name=name)
         except Exception as err:  # pluggy rejects malformed hook implementations
             info.errors.append(f"could not register hooks: {err}")
             return info
-        for impl in self.manager.hook.loom_register_components.get_hookimpls():
-            if impl.plugin_name == name:
-                try:
-                    impl.function(register=lambda *a, **k: self._register(info, *a, **k))
-                except Exception as err:
-                    info.errors.append(f"loom_register_components failed: {type(err).__name__}: {err}")
+        self._managers[name] = manager
+        registrars = {"loom_register_components": self._register, "loom_register_worlds": self._register_world}
+        for hook, registrar in registrars.items():
+            try:
+                getattr(manager.hook, hook)(register=lambda *a, _add=registrar, **k: _add(info, *a, **k))
+            except Exception as err:
+                info.errors.append(f"{hook} failed: {type(err).__name__}: {err}")
         return info
 
     def _register(self, info: PluginInfo, name: str, cls: Any, aliases: Iterable[str] = ()) -> None:
@@ -153,6 +163,19 @@ class Registry:
                     f"pick one as {', '.join(e.qualified_name for e in self._by_name[n])}",
                     stacklevel=2,
                 )
+
+    def _register_world(self, info: PluginInfo, world: Any) -> None:
+        where = f"plugin {info.name!r}"
+        if not isinstance(world, World):
+            raise PluginError(f"{where}: {world!r} registered as a world is not a loom.core.World instance")
+        if not isinstance(world.name, str) or not _NAME.match(world.name):
+            raise PluginError(f"{where}: world name {world.name!r} must be lower-case letters, digits, '-' or '_'")
+        if world.modality not in MODALITIES:
+            raise PluginError(f"{where}: world {world.name!r} has modality {world.modality!r}; use one of {', '.join(MODALITIES)}")
+        if world.name in self._worlds:
+            raise PluginError(f"{where}: world {world.name!r} is already registered by plugin {self._worlds[world.name][1]!r}")
+        self._worlds[world.name] = (world, info.name)
+        info.worlds.append(world.name)
 
     def clashes(self) -> dict[str, list[str]]:
         """Component names registered by more than one plugin, each with its qualified names."""
@@ -184,65 +207,28 @@ class Registry:
         entries = sorted(self._entries.values(), key=lambda e: (e.role, e.name))
         return [e for e in entries if role is None or e.role == role]
 
+    def world(self, name: str) -> World:
+        """The world called ``name``, or an error naming the registered ones."""
+        if name in self._worlds:
+            return self._worlds[name][0]
+        hint = difflib.get_close_matches(name, list(self._worlds), n=1)
+        raise UnknownWorldError(
+            f"no world named {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            + f"; registered worlds: {', '.join(sorted(self._worlds)) or 'none'} (run `loom plugins`)"
+        )
+
+    def worlds(self) -> dict[str, World]:
+        """Every registered world, by name."""
+        return {name: self._worlds[name][0] for name in sorted(self._worlds)}
+
     # -- run hooks ----------------------------------------------------------------------------
     def notify(self, hook: str, **kwargs: Any) -> None:
         """Call an observational hook on every plugin; a failing plugin is warned about, not fatal."""
-        for impl in getattr(self.manager.hook, hook).get_hookimpls():
+        for name, manager in self._managers.items():
             try:
-                impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+                getattr(manager.hook, hook)(**kwargs)
             except Exception as err:
-                warnings.warn(f"plugin {impl.plugin_name!r} failed in {hook}: {type(err).__name__}: {err}", stacklevel=2)
-
-
-def requirement_problems(distribution: str) -> list[str]:
-    """The requirements of an installed distribution that what is installed does not meet
-    (a plugin pinning another torch, a missing dependency), read from its metadata: nothing is
-    imported."""
-    from importlib.metadata import PackageNotFoundError, requires, version
-
-    from packaging.requirements import InvalidRequirement, Requirement
-
-    try:
-        wanted = requires(distribution) or []
-    except PackageNotFoundError:
-        return [f"distribution {distribution!r} is not installed"]
-    problems = []
-    for line in wanted:
-        try:
-            req = Requirement(line)
-        except InvalidRequirement as err:
-            problems.append(f"unreadable requirement {line!r}: {err}")
-            continue
-        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
-            continue  # an optional extra, or not for this platform
-        try:
-            have = version(req.name)
-        except PackageNotFoundError:
-            problems.append(f"needs {req}, which is not installed")
-            continue
-        if req.specifier and not req.specifier.contains(have, prereleases=True):
-            problems.append(f"needs {req}, but {req.name} {have} is installed")
-    return problems
-
-
-def api_surface() -> dict:
-    """The plugin API's signatures, as plugins rely on them: each hook's arguments, each data
-    type's fields, and the names a component subclass defines or uses. Recorded per API version
-    by Loom's test suite, which fails on a removal or rename without a major version bump."""
-    import dataclasses
-    import inspect
-
-    from .component import Component
-    from .data import DATA_TYPES
-
-    hooks = {
-        name: list(inspect.signature(getattr(hookspecs, name)).parameters)
-        for name in dir(hookspecs)
-        if name.startswith("loom_")
-    }
-    data = {kind: [f.name for f in dataclasses.fields(t)] for kind, t in DATA_TYPES.items()}
-    component = sorted(n for n in vars(Component) if not n.startswith("_") or n == "__call__")
-    return {"hooks": hooks, "data": data, "component": component}
+                warnings.warn(f"plugin {name!r} failed in {hook}: {type(err).__name__}: {err}", stacklevel=2)
 
 
 def _selected(env: dict | os._Environ | None) -> set[str] | None:

@@ -19,7 +19,6 @@ Nothing here imports torch at import time; trainers import it in their own modul
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,6 @@ from pydantic import Field
 
 from .component import ComponentConfig
 from .errors import InputError
-from .files import atomic_path
 
 
 @dataclass
@@ -76,8 +74,6 @@ class Trainer:
     sample_shape: ClassVar[tuple[int, int, int] | None] = None
     #: What the family trains on: "images" (``--data shapes`` or a folder) or "sounds" (``--data sounds``).
     modality: ClassVar[str] = "images"
-    #: The caption encoder (the ``text-encoder`` model) whose embeddings the family is trained on.
-    encoder: ClassVar[str] = "all-MiniLM-L6-v2"
     Options: ClassVar[type[TrainerOptions]] = TrainerOptions
 
     @classmethod
@@ -140,57 +136,6 @@ class Trainer:
         """Samples (B×C×H×W in [0, 1], of :meth:`shape`) for the given caption embeddings, one
         torch.Generator per item."""
         raise NotImplementedError
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file, so a reader never sees half of it."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def save_state(state: dict[str, Any], folder: Path) -> None:
-    """Write a nested state (dicts, lists, tensors, numbers, strings) as ``state.safetensors`` +
-    ``state.json`` in ``folder``: tensors through safetensors (never pickle), the structure as JSON."""
-    from safetensors.torch import save_file
-
-    tensors: dict[str, Any] = {}
-
-    def pack(obj: Any) -> Any:
-        if hasattr(obj, "detach") and hasattr(obj, "dtype"):
-            key = f"t{len(tensors)}"
-            tensors[key] = obj.detach().contiguous().cpu()
-            return {"__tensor__": key}
-        if isinstance(obj, dict):
-            # keys keep their type (optimiser states are keyed by int)
-            return {"__dict__": [[k, pack(v)] for k, v in obj.items()]}
-        if isinstance(obj, (list, tuple)):
-            return [pack(v) for v in obj]
-        if obj is None or isinstance(obj, (bool, int, float, str)):
-            return obj
-        raise TypeError(f"cannot save a {type(obj).__name__} in a training state")
-
-    skeleton = pack(state)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(folder / "state.safetensors"))
-    (folder / "state.json").write_text(json.dumps(skeleton) + "\n")
-
-
-def load_state(folder: Path) -> dict[str, Any]:
-    """The state :func:`save_state` wrote into ``folder``."""
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(folder / "state.safetensors"))
-
-    def unpack(obj: Any) -> Any:
-        if isinstance(obj, dict):
-            if "__tensor__" in obj:
-                return tensors[obj["__tensor__"]]
-            return {k: unpack(v) for k, v in obj["__dict__"]}
-        if isinstance(obj, list):
-            return [unpack(v) for v in obj]
-        return obj
-
-    return unpack(json.loads((folder / "state.json").read_text()))
 
 
 def warmup_cosine(peak: float, progress: float, floor: float = 0.0) -> float:

@@ -4,7 +4,7 @@
 
 Loads the run's generator (config.json + model.safetensors), writes it into the family's
 default folder (``weights/``; ``sound_weights/`` for a sound family such as vae-sound) through
-the family's own ``save`` (float16 weights), and writes ``TRAINING.md`` there with the command,
+the family's model's ``save`` (float16 weights), and writes ``TRAINING.md`` there with the command,
 seed and numbers from the run's training record, so that every shipped checkpoint says how it was made.
 
 ``--to FOLDER`` writes the same files into FOLDER instead: a stage of a training chain that is not
@@ -14,7 +14,6 @@ start from it with ``--init FOLDER``.
 
 from __future__ import annotations
 
-import importlib
 import json
 import subprocess
 import sys
@@ -30,13 +29,12 @@ def main() -> None:
         sys.exit(__doc__)
     family, run = args[0], Path(args[1])
     from loom.core import get_registry
-    from loom.core.training import write_json_atomic
+    from loom.core.files import write_json_atomic
 
     cls = get_registry().get(family).cls
-    module = importlib.import_module(cls.model_module)
-    model = module.load(run)
+    model = cls.model_class().from_folder(run)
     target = to or Path(cls.default_weights)
-    module.save(model, target)
+    model.save(target)
     training = json.loads((target / "config.json").read_text())["training"]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     size = sum(f.stat().st_size for f in target.glob("*.safetensors")) / 1e6

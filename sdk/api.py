@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from loom.core import Audio, Data, Image, InputError, Pipeline, PipelineSpec, ProvenanceError, Result, Text
-from loom.core.files import AUDIO_FORMATS, read_record
+from loom.outputs import AudioFormat, check_output_path, read_audio, read_record, write
 
 #: The generator ``loom generate`` uses when none is named.
 DEFAULT_GENERATOR = "vae"
@@ -67,34 +67,10 @@ def _component_class(name: str, registry=None):
         return None
 
 
-#: The file suffixes each output type is written as (the first is the default).
-SUFFIXES: dict[type[Data], tuple[str, ...]] = {Image: (".png",), Audio: tuple(AUDIO_FORMATS)}
-
-
-def check_output_path(path: "str | Path", output_type: type[Data]) -> Path:
-    """``path`` if a chain giving ``output_type`` can be written to it; otherwise an InputError
-    saying which suffixes fit (checked before anything runs)."""
-    path = Path(path)
-    for data_type, suffixes in SUFFIXES.items():
-        if issubclass(output_type, data_type):
-            if path.suffix.lower() not in suffixes:
-                names = " or ".join(s[1:].upper() for s in suffixes)
-                endings = " or ".join(suffixes)
-                raise InputError(
-                    f"cannot write {str(path)!r}: this chain gives {output_type.kind}, written as {names} files; "
-                    f"use a name ending in {endings}"
-                )
-            return path
-    kinds = " or ".join(t.kind for t in SUFFIXES)
-    raise InputError(
-        f"cannot write {str(path)!r}: this chain gives {output_type.kind}, which Loom does not write to files; "
-        f"end the chain in a step that gives {kinds}"
-    )
-
-
 def pipeline_for(spec: Any) -> Pipeline:
     """A built pipeline for ``spec``, cached per process so weights load once."""
-    key = json.dumps(PipelineSpec.load(spec).model_dump(mode="json"), sort_keys=True)
+    spec = PipelineSpec.load(spec)
+    key = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
     if key not in _pipelines:
         _pipelines[key] = Pipeline.from_spec(spec)
     return _pipelines[key]
@@ -111,8 +87,6 @@ def spoken_spec(generator: str | None = None, size: int | None = DEFAULT_SIZE) -
 
 def read_spoken_prompts(prompt_audio: Any) -> Audio:
     """``prompt_audio`` (a WAV or FLAC path, a list of paths, or an :class:`Audio`) as one Audio batch."""
-    from loom.core.files import read_audio
-
     if isinstance(prompt_audio, Audio):
         return prompt_audio
     paths = [prompt_audio] if isinstance(prompt_audio, (str, Path)) else list(prompt_audio)
@@ -139,25 +113,42 @@ def generate(
     progress: bool = True,
     prompt_audio: Any = None,
     complete: bool = True,
+    output: "str | Path | None" = None,
+    count: int = 1,
 ) -> Result:
     """Generate from one prompt or a list of prompts with the default chain (images, or sounds for
     an Audio generator).
 
     ``seed``: int (prompt *i* gets ``seed + i``), one int per prompt, or None (random, recorded).
-    ``generator``: a registered generator name or a trained folder (default: the shipped VAE).
+    ``generator``: a registered generator name or a trained folder (default: the shipped VAE; the
+    shipped sound generator when ``output`` is a .wav or .flac file).
     ``prompt_audio``: instead of ``prompt``, spoken prompts (a WAV or FLAC path, a list of them,
     or an :class:`Audio`), heard by the ``spoken-prompt`` encoder (docs/audio.md).
     ``complete``: rewrite a typed prompt into a full caption first, for a generator trained only
     on those (the VAE and GAN; see ``Generator.prompt_completion``).
+    ``output``: also write the outputs there (``out.png``, or ``out-1.png`` … for several; see
+    :func:`save`), the path checked before any weights load. ``count``: run the inputs that many
+    times (seeds continue), e.g. three pictures of one prompt.
     """
     if prompt_audio is not None:
         if prompt is not None:
             raise InputError("give a prompt or prompt_audio, not both")
-        audio = read_spoken_prompts(prompt_audio)
-        return pipeline_for(spoken_spec(generator, size)).run(audio, seed, progress=progress)
-    if prompt is None:
+        inputs: Any = read_spoken_prompts(prompt_audio)
+        spec = spoken_spec(generator, size)
+    elif prompt is None:
         raise InputError("no prompt: give a prompt (text) or prompt_audio (a spoken prompt's file)")
-    return pipeline_for(default_spec(generator, size, complete=complete)).run(prompt, seed, progress=progress)
+    else:
+        inputs = Text(prompt)
+        if generator is None and output is not None and Path(output).suffix.lower() in AudioFormat.suffixes:
+            generator = DEFAULT_SOUND_GENERATOR  # a sound file asks for a sound
+        spec = default_spec(generator, size, complete=complete)
+    pipeline = pipeline_for(spec)
+    if output is not None:
+        check_output_path(output, pipeline.output_type)  # before any weights load
+    result = pipeline.run(type(inputs).concat([inputs] * count), seed, progress=progress)
+    if output is not None:
+        _write_all(result, output)
+    return result
 
 
 def _given_inputs(source: "str | Path", record: dict, inputs: Any) -> Data:
@@ -199,9 +190,13 @@ def save(result: Result, path: "str | Path") -> list[Path]:
     """Write each output of ``result`` with its own provenance record (atomically): PNG for
     images, WAV or FLAC (by ``path``'s suffix) for audio."""
     check_output_path(path, type(result.output))
+    return _write_all(result, path)
+
+
+def _write_all(result: Result, path: "str | Path") -> list[Path]:
     paths = output_paths(path, len(result))
     for i, p in enumerate(paths):
-        result.output.save(p, index=i, record=result.record(i))
+        write(result.output, i, p, result.record(i))
     return paths
 
 
@@ -235,5 +230,5 @@ def reproduce(
         check_output_path(path, pipeline.output_type)  # before anything runs
     result = pipeline.run(inputs, seeds, progress=progress)
     if path is not None:
-        save(result, path)
+        _write_all(result, path)
     return result

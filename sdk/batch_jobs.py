@@ -41,16 +41,28 @@ of the chain's time), ``write_s`` and ``done_s`` (seconds from the job's start t
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from loom.core.data import Audio, Data, Image
-from loom.core.errors import ConfigError, InputError, LoomError, ProvenanceError
-from loom.core.seeding import MAX_SEED
+# what every engine runs, kept here too as this module's public names (tests, docs and plugins use them)
+from loom.batch_items import (  # noqa: F401
+    Item,
+    ItemRunner,
+    describe,
+    expected_record,
+    item_record,
+    item_spec,
+    manifest_row,
+    params_key,
+    writer_for,
+)
+from loom.batch_ray import require_ray, run_on_ray
+from loom.core.errors import InputError, LoomError
+from loom.core.seeding import item_seeds
+from loom.outputs import OutputFormat
 
 #: Engines a job runs on.
 ENGINES = ("local", "ray")
@@ -69,26 +81,8 @@ _JSONL_SUFFIXES = {".jsonl", ".ndjson"}
 _KEYS = ("prompt", "seed", "id", "params")
 
 
-# -- items ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Item:
-    """One prompt of a job: its id (the output's file name), prompt, seed and per-item step options."""
 
-    id: str
-    prompt: str
-    seed: int
-    params: dict | None = None
-
-    @property
-    def params_key(self) -> str:
-        return params_key(self.params)
-
-
-def params_key(params: Mapping | None) -> str:
-    """Items with the same key run on the same chain."""
-    return json.dumps(params or {}, sort_keys=True)
-
-
+# -- prompts files --------------------------------------------------------------------------------
 def read_items(prompts: "str | Path | Sequence[str | Mapping]", seeds: "int | str | Sequence[int] | None" = 0) -> list[Item]:
     """The items of a prompts file (plain text or JSONL) or of a list of prompts / JSONL-like dicts.
 
@@ -124,7 +118,7 @@ def read_items(prompts: "str | Path | Sequence[str | Mapping]", seeds: "int | st
     else:
         raise InputError(f"prompts must be a file path or a list of prompts, got {type(prompts).__name__}")
 
-    seed_list = _seed_rule(seeds, len(entries))
+    seed_list = _seed_list(seeds, len(entries))
     items, seen = [], {}
     for position, (where, value) in enumerate(entries):
         item = _item(value, where, position, seed_list[position])
@@ -135,7 +129,12 @@ def read_items(prompts: "str | Path | Sequence[str | Mapping]", seeds: "int | st
     return items
 
 
-def _seed_rule(seeds: Any, count: int) -> list[int]:
+
+
+def _seed_list(seeds: Any, count: int) -> list[int]:
+    """One seed per item by :func:`loom.core.seeding.item_seeds`, except that a job's seeds are
+    never drawn at random (None is 0, so a rerun gives the same seeds), and that ``"3,8,1"`` (as
+    ``--seeds`` gives it) is a list and ``"5"`` a base."""
     if seeds is None:
         seeds = 0
     if isinstance(seeds, str):
@@ -144,26 +143,15 @@ def _seed_rule(seeds: Any, count: int) -> list[int]:
             seeds = [int(s) for s in text.split(",")] if "," in text else int(text)
         except ValueError:
             raise InputError(f"seeds {seeds!r}: give a base seed (e.g. 0) or one seed per item separated by commas") from None
-    if isinstance(seeds, bool):
-        raise InputError(f"seeds must be an integer or a list of integers, got {seeds!r}")
-    if isinstance(seeds, int):
-        if not 0 <= seeds or seeds + count - 1 > MAX_SEED:
-            raise InputError(f"base seed {seeds} is out of range: item seeds base..base+{count - 1} must lie in 0..2**63-1")
-        return [seeds + i for i in range(count)]
-    if isinstance(seeds, Sequence):
-        seeds = list(seeds)
-        if len(seeds) != count:
-            raise InputError(f"got {len(seeds)} seeds for {count} prompts: give one seed per prompt, or one base seed")
-        for s in seeds:
-            _check_seed(s, "seeds")
-        return seeds
-    raise InputError(f"seeds must be an integer or a list of integers, got {type(seeds).__name__}")
+    return item_seeds(seeds, count)
 
 
 def _check_seed(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
-        raise InputError(f"{where}: seed {value!r} is not an integer between 0 and 2**63-1")
-    return value
+    """A line's own seed, checked by the same rule as every seed."""
+    try:
+        return item_seeds([value], 1)[0]
+    except InputError as err:
+        raise InputError(f"{where}: {err}") from None
 
 
 def _item(value: Any, where: str, position: int, seed: int) -> Item:
@@ -197,6 +185,7 @@ def _item(value: Any, where: str, position: int, seed: int) -> Item:
     return Item(id=item_id, prompt=prompt, seed=seed, params=params)
 
 
+
 # -- chains --------------------------------------------------------------------------------------
 def chain_spec(chain: Any = None, registry=None) -> dict:
     """The spec a job runs: a spec (mapping, PipelineSpec, or .yaml/.yml/.json file), or a generator
@@ -215,243 +204,6 @@ def chain_spec(chain: Any = None, registry=None) -> dict:
         return default_spec(str(chain), registry=registry)
     raise InputError(f"chain must be a spec file, a spec mapping or a generator name, got {type(chain).__name__}")
 
-
-def item_spec(base: dict, params: Mapping | None) -> dict:
-    """``base`` with an item's ``params`` merged into the options of the steps they name."""
-    if not params:
-        return base
-    steps = [dict(s) for s in base["steps"]]
-    names = [s["component"] for s in steps]
-    for name, options in params.items():
-        if name not in names:
-            raise ConfigError(f"params name {name!r}, which is no step of this chain (steps: {', '.join(names)})")
-        for step in steps:
-            if step["component"] == name:
-                step["config"] = {**step.get("config", {}), **options}
-    return {**base, "steps": steps}
-
-
-# -- writing outputs -----------------------------------------------------------------------------
-class OutputWriter:
-    """Writes one data type's items as files. To support another type (e.g. Audio as WAV), subclass
-    this and add an instance to :data:`WRITERS`."""
-
-    data_type: type[Data] = Data
-    suffix = ""
-
-    def problem(self, data: Data, index: int) -> str | None:
-        """Why item ``index`` of ``data`` must not be written (e.g. NaN values), or None."""
-        return None
-
-    def write(self, data: Data, index: int, path: Path, record: dict) -> None:
-        """Write item ``index`` to ``path`` atomically, with ``record`` embedded."""
-        raise NotImplementedError
-
-    def read_record(self, path: Path) -> dict:
-        """The record embedded in a complete output at ``path``; raises if it is incomplete or unreadable."""
-        raise NotImplementedError
-
-
-class PngWriter(OutputWriter):
-    """Image items as PNG files with the provenance record in an iTXt chunk."""
-
-    data_type = Image
-    suffix = ".png"
-    _END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
-
-    def problem(self, data: Image, index: int) -> str | None:
-        import torch
-
-        if not bool(torch.isfinite(data.pixels[index]).all()):
-            return "the chain's output holds NaN or infinite values"
-        return None
-
-    def write(self, data: Image, index: int, path: Path, record: dict) -> None:
-        data.save(path, index=index, record=record)
-
-    def read_record(self, path: Path) -> dict:
-        from PIL import Image as PILImage
-
-        from loom.core.files import read_record
-
-        with open(path, "rb") as f:
-            f.seek(max(0, path.stat().st_size - len(self._END)))
-            if f.read() != self._END:
-                raise ProvenanceError(f"{str(path)!r} is truncated (no PNG end chunk)")
-        with PILImage.open(path) as im:
-            im.load()  # decodes every pixel: a damaged file raises here
-        return read_record(path)
-
-
-class WavWriter(OutputWriter):
-    """Audio items as 16-bit WAV files with the provenance record in the LIST/INFO comment (ICMT)."""
-
-    data_type = Audio
-    suffix = ".wav"
-
-    def problem(self, data: Audio, index: int) -> str | None:
-        import torch
-
-        if not bool(torch.isfinite(data.clip(index)).all()):
-            return "the chain's output holds NaN or infinite values"
-        return None
-
-    def write(self, data: Audio, index: int, path: Path, record: dict) -> None:
-        data.save(path, index=index, record=record)
-
-    def read_record(self, path: Path) -> dict:
-        import soundfile
-
-        from loom.core.files import read_record, wav_chunks
-
-        chunks = wav_chunks(path)  # raises when a chunk runs past the end of the file (truncated)
-        if "data" not in chunks or "fmt " not in chunks:
-            raise ProvenanceError(f"{str(path)!r} has no audio data")
-        with soundfile.SoundFile(path) as f:
-            frames = f.frames
-            if len(f.read(dtype="int16")) != frames:  # decodes every sample: a damaged file raises or comes short
-                raise ProvenanceError(f"{str(path)!r} holds fewer samples than its header says")
-        return read_record(path)
-
-
-#: The writer for each data type a job can write.
-WRITERS: list[OutputWriter] = [PngWriter(), WavWriter()]
-
-
-def writer_for(output_type: type[Data]) -> OutputWriter:
-    """The writer for a chain's output type, or an error saying what can be written."""
-    for writer in WRITERS:
-        if issubclass(output_type, writer.data_type):
-            return writer
-    kinds = ", ".join(f"{w.data_type.kind} ({w.suffix[1:].upper()})" for w in WRITERS)
-    raise InputError(
-        f"batch jobs cannot write {output_type.kind} outputs yet (they write {kinds}); "
-        f"end the chain in a step that gives {' or '.join(w.data_type.kind for w in WRITERS)}"
-    )
-
-
-def item_record(result, index: int) -> dict:
-    """Item ``index``'s provenance record, with nothing that depends on how it ran (batch position,
-    batch size, timings, creation time), so its file is the same bytes however it was made."""
-    record = result.record(index)
-    for key in ("item", "batch_size", "timings", "created"):
-        record.pop(key, None)
-    return record
-
-
-def expected_record(pipeline, item: Item) -> dict:
-    """What an output's record must hold for it to count as this item's output on resume."""
-    from loom.core.pipeline import RECORD_VERSION
-
-    return {
-        "loom_record": RECORD_VERSION,
-        "spec": pipeline.spec.model_dump(mode="json"),
-        "inputs": [item.prompt],
-        "seeds": [item.seed],
-    }
-
-
-# -- running items (the same code on every engine) -------------------------------------------------
-def _row(item: Item, status: str, output: str | None = None, error: str | None = None, timings: dict | None = None,
-         worker: str | None = None) -> dict:
-    return {
-        "id": item.id,
-        "prompt": item.prompt,
-        "seed": item.seed,
-        "params": item.params,
-        "output": output,
-        "status": status,
-        "error": error,
-        "timings": timings,
-        "worker": worker,
-    }
-
-
-def _describe(err: BaseException) -> str:
-    return f"{type(err).__name__}: {err}"
-
-
-class ItemRunner:
-    """Runs items through a chain and writes their outputs: what the local engine does in its own
-    process and what each Ray worker does. Pipelines are built once per distinct ``params``."""
-
-    def __init__(self, spec: dict, out_dir: "str | Path", registry=None, started: float | None = None):
-        self.spec = spec
-        self.out_dir = Path(out_dir)
-        self.registry = registry
-        self.started = time.time() if started is None else started
-        self.worker = f"{os.uname().nodename}:{os.getpid()}"
-        self._pipelines: dict[str, Any] = {}
-        self.writer = writer_for(self.pipeline(None).output_type)
-
-    def pipeline(self, params: Mapping | None):
-        """The (cached, unloaded until run) pipeline for items with ``params``."""
-        key = params_key(params)
-        if key not in self._pipelines:
-            from loom.core.pipeline import Pipeline
-
-            spec = item_spec(self.spec, params)
-            if self.registry is None:
-                from loom.api import pipeline_for
-
-                self._pipelines[key] = pipeline_for(spec)  # shares weights with loom.generate in this process
-            else:
-                self._pipelines[key] = Pipeline.from_spec(spec, self.registry)
-        return self._pipelines[key]
-
-    def output_path(self, item: Item) -> Path:
-        return self.out_dir / f"{item.id}{self.writer.suffix}"
-
-    def load(self) -> "ItemRunner":
-        """Load the job's chain now: a chain that cannot load stops the job, rather than failing each item."""
-        self.pipeline(None).load(progress=False)
-        return self
-
-    def run(self, items: Sequence[Item]) -> list[dict]:
-        """Make and write ``items``; one manifest row each, in order. Never raises for one item's fault."""
-        rows: dict[str, dict] = {}
-        groups: dict[str, list[Item]] = {}
-        for item in items:
-            groups.setdefault(item.params_key, []).append(item)
-        for group in groups.values():
-            try:
-                pipeline = self.pipeline(group[0].params)
-            except Exception as err:  # params the chain refuses: every item of the group fails alone
-                for item in group:
-                    rows[item.id] = _row(item, "failed", error=_describe(err), worker=self.worker)
-                continue
-            for row in self._run_group(pipeline, group):
-                rows[row["id"]] = row
-        return [rows[item.id] for item in items]
-
-    def _run_group(self, pipeline, group: list[Item]) -> list[dict]:
-        start = time.perf_counter()
-        try:
-            result = pipeline.run([i.prompt for i in group], [i.seed for i in group], progress=False)
-        except Exception as err:
-            if len(group) == 1:
-                return [_row(group[0], "failed", error=_describe(err), worker=self.worker)]
-            # Find the bad item(s): alone, each item gives the same output it would have in the batch.
-            return [row for item in group for row in self._run_group(pipeline, [item])]
-        share = (time.perf_counter() - start) / len(group)
-        return [self._write(item, result, i, share) for i, item in enumerate(group)]
-
-    def _write(self, item: Item, result, index: int, run_s: float) -> dict:
-        problem = self.writer.problem(result.output, index)
-        if problem:
-            return _row(item, "failed", error=problem, timings={"run_s": round(run_s, 4)}, worker=self.worker)
-        path = self.output_path(item)
-        start = time.perf_counter()
-        try:
-            self.writer.write(result.output, index, path, item_record(result, index))
-        except Exception as err:
-            return _row(item, "failed", error=f"writing {path.name}: {_describe(err)}", worker=self.worker)
-        timings = {
-            "run_s": round(run_s, 4),
-            "write_s": round(time.perf_counter() - start, 4),
-            "done_s": round(time.time() - self.started, 3),
-        }
-        return _row(item, "ok", output=path.name, timings=timings, worker=self.worker)
 
 
 # -- the job -------------------------------------------------------------------------------------
@@ -592,105 +344,152 @@ def batch(
     cluster's CPUs allow). ``manifest``: ``"jsonl"`` or ``"parquet"``. ``registry``: the plugins to use
     (local engine only; Ray workers discover plugins through entry points).
     """
-    from tqdm.auto import tqdm
+    job = BatchJob(
+        engine=engine, address=address, batch_size=batch_size, workers=workers, worker_cpus=worker_cpus,
+        worker_gpus=worker_gpus, manifest=manifest, progress=progress, registry=registry,
+    )
+    job.check_options()
+    job.read_items(chain, prompts, seeds, out)
+    job.plan()
+    return job.run()
 
-    started_wall, started = time.time(), time.perf_counter()
-    if engine not in ENGINES:
-        raise InputError(f"unknown engine {engine!r}: use 'local' (this process) or 'ray' (Ray Data)")
-    if manifest not in MANIFEST_FORMATS:
-        raise InputError(f"unknown manifest format {manifest!r}: use 'jsonl' or 'parquet'")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch size must be a whole number of at least 1, got {batch_size!r}")
-    if engine == "local" and address:
-        raise InputError("an address is for the ray engine: add --engine ray, or leave out --address")
-    if engine == "ray":
-        from loom.batch_ray import require_ray
 
-        require_ray()
-        if registry is not None:
-            raise InputError("the ray engine loads plugins on each worker from entry points; it takes no registry")
-    if manifest == "parquet":
-        _pyarrow()
+@dataclass
+class BatchJob:
+    """One run of :func:`batch` (its options, as it documents them), in phases called in order:
+    :meth:`check_options`, :meth:`read_items` (the chain, the items and the output folder),
+    :meth:`plan` (skip every valid output of an earlier run), :meth:`run` (chunks on the local
+    engine or on Ray), which ends, also on Ctrl-C, in :meth:`finish` (the manifest and the report)."""
 
-    spec = chain_spec(chain, registry)
-    items = read_items(prompts, seeds)
-    out_dir = Path(out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"output folder {str(out_dir)!r} is a file; give a folder")
-    runner = ItemRunner(spec, out_dir, registry=registry, started=started_wall)  # checks the chain; loads nothing
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out_dir = runner.out_dir = out_dir.resolve()  # Ray workers get the absolute path
-    manifest_file = manifest_path(out_dir, manifest)
-    names = {runner.output_path(i).name for i in items} | {manifest_path(out_dir, f).name for f in MANIFEST_FORMATS}
-    removed = remove_temp_files(out_dir, names)
+    engine: str = "local"
+    address: str | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    workers: int | None = None
+    worker_cpus: float = 1
+    worker_gpus: float = 0
+    manifest: str = "jsonl"
+    progress: bool = True
+    registry: Any = None
 
-    previous = {}
-    for fmt in MANIFEST_FORMATS:  # an earlier run's timings, for the items this run skips
+    def __post_init__(self) -> None:
+        self.started_wall, self.started = time.time(), time.perf_counter()
+        self.rows: dict[str, dict] = {}  # by item id: what happened to each item so far
+        self.todo: list[Item] = []
+
+    def check_options(self) -> None:
+        """Refuse options that do not fit together, before any prompt is read."""
+        if self.engine not in ENGINES:
+            raise InputError(f"unknown engine {self.engine!r}: use 'local' (this process) or 'ray' (Ray Data)")
+        if self.manifest not in MANIFEST_FORMATS:
+            raise InputError(f"unknown manifest format {self.manifest!r}: use 'jsonl' or 'parquet'")
+        size = self.batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise InputError(f"batch size must be a whole number of at least 1, got {size!r}")
+        if self.engine == "local" and self.address:
+            raise InputError("an address is for the ray engine: add --engine ray, or leave out --address")
+        if self.engine == "ray":
+            require_ray()
+            if self.registry is not None:
+                raise InputError("the ray engine loads plugins on each worker from entry points; it takes no registry")
+        if self.manifest == "parquet":
+            _pyarrow()
+
+    def read_items(self, chain: Any, prompts, seeds, out: "str | Path") -> None:
+        """The chain's spec, the items, and the output folder, cleared of an interrupted run's
+        temporary files; the chain is checked but nothing is loaded."""
+        self.spec = chain_spec(chain, self.registry)
+        self.items = read_items(prompts, seeds)
+        out_dir = Path(out)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise InputError(f"output folder {str(out_dir)!r} is a file; give a folder")
+        self.runner = ItemRunner(self.spec, out_dir, registry=self.registry, started=self.started_wall)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.out_dir = self.runner.out_dir = out_dir.resolve()  # Ray workers get the absolute path
+        self.manifest_file = manifest_path(self.out_dir, self.manifest)
+        self.names = {self.runner.output_path(i).name for i in self.items}
+        self.names |= {manifest_path(self.out_dir, f).name for f in MANIFEST_FORMATS}
+        self.temp_files_removed = remove_temp_files(self.out_dir, self.names)
+
+    def plan(self) -> None:
+        """Skip each item whose output an earlier run made and that is still valid (keeping that
+        run's timings); fail each item whose params the chain refuses; the rest are to do."""
+        previous = self._previous_rows()
+        for item in self.items:
+            try:
+                pipeline = self.runner.pipeline(item.params)
+            except LoomError as err:
+                self.rows[item.id] = manifest_row(item, "failed", error=describe(err))
+                continue
+            path = self.runner.output_path(item)
+            if path.is_file() and _is_output_of(self.runner.writer, path, expected_record(pipeline, item)):
+                before = previous.get(item.id) or {}
+                self.rows[item.id] = manifest_row(
+                    item, "skipped", output=path.name, timings=before.get("timings"), worker=before.get("worker")
+                )
+            else:
+                self.todo.append(item)
+
+    def _previous_rows(self) -> dict[str, dict]:
+        previous = {}
+        for fmt in MANIFEST_FORMATS:  # an earlier run's timings, for the items this run skips
+            try:
+                previous.update({r["id"]: r for r in read_manifest(manifest_path(self.out_dir, fmt))})
+            except Exception:
+                pass
+        return previous
+
+    def run(self) -> BatchReport:
+        """Make the items to do, a chunk at a time; whatever happens (a Ctrl-C included), what was
+        made is in the manifest and the rest is 'pending'."""
+        from tqdm.auto import tqdm
+
+        local = self.engine == "local"
+        if self.todo and local:
+            self.runner.load()  # before the bar starts, so that it shows the rate of making items
+        self.bar = tqdm(total=len(self.todo), desc=f"batch ({self.engine})", unit="item",
+                        disable=not self.progress or not self.todo, dynamic_ncols=True)
         try:
-            previous.update({r["id"]: r for r in read_manifest(manifest_path(out_dir, fmt))})
-        except Exception:
-            pass
-    rows: dict[str, dict] = {}
-    todo: list[Item] = []
-    for item in items:
-        try:
-            pipeline = runner.pipeline(item.params)
-        except LoomError as err:
-            rows[item.id] = _row(item, "failed", error=_describe(err))
-            continue
-        path = runner.output_path(item)
-        if path.is_file() and _is_output_of(runner.writer, path, expected_record(pipeline, item)):
-            before = previous.get(item.id) or {}
-            rows[item.id] = _row(item, "skipped", output=path.name, timings=before.get("timings"), worker=before.get("worker"))
-        else:
-            todo.append(item)
+            if self.todo and local:
+                for start in range(0, len(self.todo), self.batch_size):
+                    self.take(self.runner.run(self.todo[start:start + self.batch_size]))
+            elif self.todo:
+                run_on_ray(
+                    self.todo, self.spec, self.out_dir, batch_size=self.batch_size, address=self.address,
+                    workers=self.workers, worker_cpus=self.worker_cpus, worker_gpus=self.worker_gpus,
+                    started=self.started_wall, on_rows=self.take,
+                )
+        finally:
+            self.bar.close()
+            report = self.finish()
+        return report
 
-    def finish() -> BatchReport:
-        for item in items:
-            rows.setdefault(item.id, _row(item, "pending"))
-        ordered = [rows[item.id] for item in items]
-        write_manifest(manifest_file, ordered)
-        removed_now = removed + remove_temp_files(out_dir, names)  # a killed Ray worker's leftovers
+    def take(self, new_rows: list[dict]) -> None:
+        """Record finished items' rows and show them on the bar."""
+        for row in new_rows:
+            self.rows[row["id"]] = row
+        self.bar.update(len(new_rows))
+        failed = sum(r["status"] == "failed" for r in self.rows.values())
+        if failed:
+            self.bar.set_postfix_str(f"{failed} failed", refresh=False)
+
+    def finish(self) -> BatchReport:
+        """Write the manifest, one row per item in file order, and report."""
+        for item in self.items:
+            self.rows.setdefault(item.id, manifest_row(item, "pending"))
+        ordered = [self.rows[item.id] for item in self.items]
+        write_manifest(self.manifest_file, ordered)
+        removed = self.temp_files_removed + remove_temp_files(self.out_dir, self.names)  # a killed Ray worker's leftovers
         done = [r["timings"]["done_s"] for r in ordered if r["status"] == "ok" and r["timings"]]
         return BatchReport(
-            out_dir=out_dir, manifest=manifest_file, engine=engine, rows=ordered,
-            seconds=time.perf_counter() - started, first_output_s=min(done) if done else None,
-            temp_files_removed=removed_now,
+            out_dir=self.out_dir, manifest=self.manifest_file, engine=self.engine, rows=ordered,
+            seconds=time.perf_counter() - self.started, first_output_s=min(done) if done else None,
+            temp_files_removed=removed,
         )
 
-    if todo and engine == "local":
-        runner.load()  # before the bar starts, so that it shows the rate of making items
-    bar = tqdm(total=len(todo), desc=f"batch ({engine})", unit="item", disable=not progress or not todo, dynamic_ncols=True)
 
-    def take(new_rows: list[dict]) -> None:
-        for row in new_rows:
-            rows[row["id"]] = row
-        bar.update(len(new_rows))
-        failed = sum(r["status"] == "failed" for r in rows.values())
-        if failed:
-            bar.set_postfix_str(f"{failed} failed", refresh=False)
-
+def _is_output_of(writer: OutputFormat, path: Path, expected: dict) -> bool:
     try:
-        if todo and engine == "local":
-            for start in range(0, len(todo), batch_size):
-                take(runner.run(todo[start:start + batch_size]))
-        elif todo:
-            from loom.batch_ray import run_on_ray
-
-            run_on_ray(
-                todo, spec, out_dir, batch_size=batch_size, address=address, workers=workers,
-                worker_cpus=worker_cpus, worker_gpus=worker_gpus, started=started_wall, on_rows=take,
-            )
-    finally:
-        bar.close()
-        report = finish()  # also on Ctrl-C: what was made is in the manifest, the rest is 'pending'
-    return report
-
-
-def _is_output_of(writer: OutputWriter, path: Path, expected: dict) -> bool:
-    try:
-        record = writer.read_record(path)
+        record = writer.verify(path)
     except Exception:  # unreadable, truncated, damaged, no record: made again
         return False
     return all(record.get(key) == value for key, value in expected.items())
-

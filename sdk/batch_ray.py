@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from loom.batch_items import Item, ItemRunner, manifest_row
 from loom.core.errors import InputError, LoomError
 
 #: What to run when Ray is missing.
@@ -41,8 +42,6 @@ class RayItemWriter:
     def __init__(self, spec: dict, out_dir: str, started: float, threads: int):
         import torch
 
-        from loom.batch_jobs import ItemRunner
-
         torch.set_num_threads(max(1, threads))
         try:  # one loading bar per worker, interleaved in the driver's terminal, says nothing useful
             from transformers.utils import logging as transformers_logging
@@ -53,8 +52,6 @@ class RayItemWriter:
         self.runner = ItemRunner(spec, Path(out_dir), started=started).load()
 
     def __call__(self, batch: dict) -> dict:
-        from loom.batch_jobs import Item
-
         items = [
             Item(id=str(i), prompt=str(p), seed=int(s), params=json.loads(str(q)) if q else None)
             for i, p, s, q in zip(batch["id"], batch["prompt"], batch["seed"], batch["params"])
@@ -74,7 +71,7 @@ class RayItemWriter:
 
 
 def run_on_ray(
-    items: Sequence,
+    items: Sequence[Item],
     spec: dict,
     out_dir: Path,
     *,
@@ -91,57 +88,79 @@ def run_on_ray(
     Uses the Ray session already open in this process if there is one; otherwise joins ``address``
     or, with no address, starts a local cluster for the job (on 127.0.0.1) and stops it after."""
     ray = require_ray()
-    from ray.data import ActorPoolStrategy, DataContext
-
     own_session = not ray.is_initialized()
-    loopback = None
     before = set(descendants()) if own_session and not address else set()
-    if own_session:
-        if address:
-            ray.init(address=address, logging_level=logging.WARNING)
-        else:
-            # A cluster for this job alone needs no network: keep it on loopback (Ray's default on
-            # Linux is the machine's network address).
-            loopback = _loopback(True)
-            try:
-                ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
-            except BaseException:
-                _loopback(False, loopback)
-                raise
+    loopback = _open_session(ray, address) if own_session else None
     data_logger = logging.getLogger("ray.data")
     level = data_logger.level
     try:
         data_logger.setLevel(logging.ERROR)  # Loom shows its own progress bar and summary
-        context = DataContext.get_current()
-        context.enable_progress_bars = False
-        context.enable_operator_progress_bars = False
-        context.enable_auto_log_stats = False
+        _quiet_ray_data()
         size = workers or _default_workers(ray.cluster_resources(), worker_cpus, worker_gpus)
         size = max(1, min(size, -(-len(items) // batch_size)))  # no idle actors loading the chain for nothing
-        rows = [{"id": i.id, "prompt": i.prompt, "seed": i.seed, "params": json.dumps(i.params) if i.params else ""} for i in items]
+        dataset = _written_items(ray, items, spec, out_dir, batch_size, size, worker_cpus, worker_gpus, started)
         by_id = {i.id: i for i in items}
-        dataset = ray.data.from_items(rows).map_batches(
-            RayItemWriter,
-            batch_size=batch_size,
-            batch_format="numpy",
-            compute=ActorPoolStrategy(size=size),
-            num_cpus=worker_cpus,
-            num_gpus=worker_gpus or None,
-            fn_constructor_kwargs={"spec": spec, "out_dir": str(out_dir), "started": started, "threads": int(max(1, worker_cpus))},
-        )
         try:
             for result in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                on_rows([_manifest_row(by_id[str(result["id"][k])], result, k) for k in range(len(result["id"]))])
+                on_rows([_row_of_result(by_id[str(result["id"][k])], result, k) for k in range(len(result["id"]))])
         except ray.exceptions.RayError as err:
             # e.g. a worker could not load the chain (a plugin or weights missing on that node)
             raise LoomError(f"the Ray job stopped: {err}") from None
     finally:
         data_logger.setLevel(level)
         if own_session:
-            ours = [p for p in descendants() if p not in before and _is_ray(p)] if not address else []
-            ray.shutdown()
-            _end(ours)
-            _loopback(False, loopback)
+            _close_session(ray, address, before, loopback)
+
+
+def _open_session(ray, address: str | None) -> tuple | None:
+    """Join the cluster at ``address``, or start one for this job; returns what :func:`_loopback`
+    must put back."""
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+        return None
+    # A cluster for this job alone needs no network: keep it on loopback (Ray's default on
+    # Linux is the machine's network address).
+    loopback = _loopback(True)
+    try:
+        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+    except BaseException:
+        _loopback(False, loopback)
+        raise
+    return loopback
+
+
+def _close_session(ray, address: str | None, before: set[int], loopback: tuple | None) -> None:
+    """Shut down the session :func:`_open_session` opened, ending what is left of a cluster it started."""
+    ours = [p for p in descendants() if p not in before and _is_ray(p)] if not address else []
+    ray.shutdown()
+    _end(ours)
+    _loopback(False, loopback)
+
+
+def _quiet_ray_data() -> None:
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = False
+    context.enable_operator_progress_bars = False
+    context.enable_auto_log_stats = False
+
+
+def _written_items(ray, items: Sequence[Item], spec: dict, out_dir: Path, batch_size: int, size: int,
+                   worker_cpus: float, worker_gpus: float, started: float):
+    """The Ray dataset of ``items`` mapped through a pool of ``size`` :class:`RayItemWriter` actors."""
+    from ray.data import ActorPoolStrategy
+
+    rows = [{"id": i.id, "prompt": i.prompt, "seed": i.seed, "params": json.dumps(i.params) if i.params else ""} for i in items]
+    return ray.data.from_items(rows).map_batches(
+        RayItemWriter,
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ActorPoolStrategy(size=size),
+        num_cpus=worker_cpus,
+        num_gpus=worker_gpus or None,
+        fn_constructor_kwargs={"spec": spec, "out_dir": str(out_dir), "started": started, "threads": int(max(1, worker_cpus))},
+    )
 
 
 _LOOPBACK_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -233,11 +252,10 @@ def _default_workers(resources: dict, worker_cpus: float, worker_gpus: float) ->
     return max(1, int(resources.get("CPU", 1) // max(worker_cpus, 1e-9)))
 
 
-def _manifest_row(item, result: dict, k: int) -> dict:
-    from loom.batch_jobs import _row
-
+def _row_of_result(item: Item, result: dict, k: int) -> dict:
+    """Item ``item``'s manifest row from row ``k`` of a batch an actor returned."""
     timings = {name: float(result[name][k]) for name in ("run_s", "write_s", "done_s") if float(result[name][k]) >= 0}
-    return _row(
+    return manifest_row(
         item,
         str(result["status"][k]),
         output=str(result["output"][k]) or None,

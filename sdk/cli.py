@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from loom.evaluation import VALIDATION_SEED  # cheap: no torch
+from loom.evaluation import SPLITS, VALIDATION_SEED  # cheap: no torch
 
 
 class LoomGroup(click.Group):
@@ -36,13 +36,13 @@ def main() -> None:
 @click.option("--check", is_flag=True, help="Also check plugin API versions and requirements; exit 1 on a problem.")
 @click.pass_context
 def plugins(ctx, as_json: bool, check: bool) -> None:
-    """List plugins, their versions, what they register, and any that failed to load.
+    """List plugins, their versions, the components and worlds they register, and any that failed to load.
 
     With --check (imports no torch): each plugin's plugin API version, its requirements that
     what is installed does not meet (read from its package metadata), and component names that
     several plugins register."""
     from loom.core.hookspecs import PLUGIN_API
-    from loom.core.plugins import get_registry, requirement_problems
+    from loom.core.plugins import get_registry
 
     registry = get_registry()
     conflicts = {}
@@ -81,12 +81,47 @@ def plugins(ctx, as_json: bool, check: bool) -> None:
                 f"  {name:<16} {cls.role:<13} {cls.input_type.kind} → {cls.output_type.kind}"
                 + (f"  {cls.description}" if cls.description else "")
             )
+        for name in info.worlds:
+            world = registry.world(name)
+            click.echo(f"  {name:<16} {'world':<13} {world.modality}" + (f", graded by {world.checker}" if world.checker else ""))
         for err in info.errors:
             click.secho(f"  error: {err}", fg="red")
     for name, qualified in clashes.items():
         click.secho(f"note: several plugins register {name!r}; name one of {', '.join(qualified)}", fg="yellow")
     if check and problems:
         ctx.exit(1)
+
+
+def requirement_problems(distribution: str) -> list[str]:
+    """The requirements of an installed distribution that what is installed does not meet
+    (a plugin pinning another torch, a missing dependency), read from its metadata: nothing is
+    imported."""
+    from importlib.metadata import PackageNotFoundError, requires, version
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        wanted = requires(distribution) or []
+    except PackageNotFoundError:
+        return [f"distribution {distribution!r} is not installed"]
+    problems = []
+    for line in wanted:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement as err:
+            problems.append(f"unreadable requirement {line!r}: {err}")
+            continue
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue  # an optional extra, or not for this platform
+        try:
+            have = version(req.name)
+        except PackageNotFoundError:
+            problems.append(f"needs {req}, which is not installed")
+            continue
+        if req.specifier and not req.specifier.contains(have, prereleases=True):
+            problems.append(f"needs {req}, but {req.name} {have} is installed")
+    return problems
+
 
 
 def _loom_version() -> str:
@@ -132,27 +167,14 @@ def generate(prompt, output: str, prompt_audio, seed, generator, count: int, siz
     follows the chain's output); each file embeds its provenance record. With --prompt-audio the
     prompt is spoken: spoken-prompt encoder → GENERATOR → resize."""
     import loom
-    from loom.api import DEFAULT_SOUND_GENERATOR, SUFFIXES, check_output_path
-    from loom.core import Audio, InputError
+    from loom.api import output_paths
+    from loom.core import InputError
 
     if (prompt is None) == (prompt_audio is None):
         raise InputError("give a PROMPT or --prompt-audio FILE (one of them)")
-    if prompt_audio is not None:
-        from loom.api import read_spoken_prompts, spoken_spec
-
-        pipeline = loom.pipeline_for(spoken_spec(generator, size))
-        check_output_path(output, pipeline.output_type)  # before any weights load
-        audio = read_spoken_prompts(prompt_audio)
-        result = pipeline.run(Audio.concat([audio] * count), seed, progress=not quiet)
-        for path in loom.save(result, output):
-            click.echo(str(path))
-        return
-    if generator is None and Path(output).suffix.lower() in SUFFIXES[Audio]:
-        generator = DEFAULT_SOUND_GENERATOR  # a sound file asks for a sound
-    pipeline = loom.pipeline_for(loom.default_spec(generator, size, complete=complete))
-    check_output_path(output, pipeline.output_type)  # before any weights load
-    result = pipeline.run([prompt] * count, seed, progress=not quiet)
-    for path in loom.save(result, output):
+    result = loom.generate(prompt, seed, generator=generator, size=size, progress=not quiet, prompt_audio=prompt_audio,
+                           complete=complete, output=output, count=count)
+    for path in output_paths(output, len(result)):
         click.echo(str(path))
 
 
@@ -169,25 +191,21 @@ def run_spec(spec: str, output_dir: str, prompts, prompts_file, seed, file_forma
     """Run the chain in SPEC (YAML or JSON) on prompts; writes DIR/0001.png (or .wav for an
     audio chain), ..."""
     import loom
-    from loom.api import SUFFIXES, check_output_path
     from loom.core import InputError
+    from loom.outputs import format_for, write
 
     texts = list(prompts) + (read_prompts(prompts_file) if prompts_file else [])
     if not texts:
         raise InputError("no prompts: give --prompt TEXT (repeatable) or --prompts FILE")
     pipeline = loom.pipeline_for(spec)
     out = Path(output_dir)
-    if file_format is None:
-        suffix = next((s[0] for t, s in SUFFIXES.items() if issubclass(pipeline.output_type, t)), ".png")
-    else:
-        suffix = "." + file_format
-    check_output_path(out / f"0001{suffix}", pipeline.output_type)  # before any weights load
+    fmt = format_for(pipeline.output_type)
+    suffix = fmt.suffix if file_format is None else "." + file_format
+    format_for(pipeline.output_type, out / f"0001{suffix}")  # the suffix fits, before any weights load
     result = pipeline.run(texts, seed, progress=not quiet)
     out.mkdir(parents=True, exist_ok=True)
     for i in range(len(result)):
-        path = out / f"{i + 1:04d}{suffix}"
-        result.output.save(path, index=i, record=result.record(i))
-        click.echo(str(path))
+        click.echo(str(write(result.output, i, out / f"{i + 1:04d}{suffix}", result.record(i))))
 
 
 @main.command("batch")
@@ -255,7 +273,8 @@ def reproduce(source: str, output: str, inputs: tuple[str, ...], quiet: bool) ->
 
 @main.command()
 @click.argument("family")
-@click.option("--data", default="shapes", show_default=True, help="'shapes' or a folder of images with captions.")
+@click.option("--data", default="shapes", show_default=True,
+              help="A world (shapes, sounds, or a plugin's: see `loom plugins`) or a folder of images with captions.")
 @click.option("--steps", type=click.IntRange(1), default=None, help="Steps in total (default 3000 unless --minutes).")
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop after this long.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder (default loom-FAMILY).")
@@ -271,7 +290,7 @@ def reproduce(source: str, output: str, inputs: tuple[str, ...], quiet: bool) ->
               help="Also keep the generator every N steps in snapshots/step-N (choose one with loom eval snapshots).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def train(family, data, steps, minutes, out, resume, init, seed, batch_size, lr, extra, checkpoint_every, keep_every, quiet) -> None:
-    """Train generator FAMILY (vae, ...) on Shapes or a folder of captioned images.
+    """Train generator FAMILY (vae, ...) on a world (--data shapes, sounds, ...) or a folder of captioned images.
 
     A folder holds images with a same-name .txt caption each, or a metadata.jsonl with
     file_name and text per line. The output folder is a generator (--generator FOLDER) and a
@@ -320,31 +339,63 @@ def echo_report(title: str, data: dict, whole: str) -> None:
         click.echo(f"  {name:<13} {shown}" + (f"   (chance {chance:.{digits}f})" if chance is not None else ""))
 
 
-@main.group("eval")
+class WorldCommands(click.Group):
+    """``loom eval WORLD`` for every registered world (one command, named by the world), beside
+    the group's own commands (``snapshots``)."""
+
+    def list_commands(self, ctx):
+        from loom.core import get_registry
+
+        return [*get_registry().worlds(), *super().list_commands(ctx)]
+
+    def get_command(self, ctx, name):
+        found = super().get_command(ctx, name)
+        if found is not None or name.startswith("-"):
+            return found
+        import copy
+
+        from loom.core import get_registry
+
+        world = get_registry().world(name)  # an unknown world: one line naming the registered ones
+        command = copy.copy(eval_world)
+        command.short_help = f"Grade a generator with {world.checker or 'the checker'} of the {name} world."
+        return command
+
+
+@main.group("eval", cls=WorldCommands)
 def evaluate() -> None:
-    """Measure generators with Loom's procedural checkers."""
+    """Measure generators with the checkers of the registered worlds (loom eval WORLD), or choose
+    among a run's snapshots (loom eval snapshots RUN)."""
 
 
-@evaluate.command("shapes")
-@click.option("--generator", default=None, help="Generator name or trained folder (default: vae).")
+@click.command("WORLD")
+@click.option("--generator", default=None,
+              help="Generator name or trained folder (default: vae for an image world, gan-sound for a sound world).")
 @click.option("--prompts", "prompts_file", type=click.Path(exists=True, dir_okay=False), help="One prompt a line.")
 @click.option("-n", "count", default=200, show_default=True, type=click.IntRange(1), help="Fresh prompts per split.")
-@click.option("--split", type=click.Choice(["all", "templated", "underspecified"]), default="all", show_default=True,
+@click.option("--split", type=click.Choice(["all", *SPLITS]), default="all", show_default=True,
               help="Score one split of fresh prompts only.")
 @click.option("--complete/--as-typed", default=True, show_default=True,
               help="Through the generator's prompt completion, as `loom generate` runs it, or on prompts as typed.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def eval_shapes(generator, prompts_file, count, split, complete, as_json) -> None:
-    """ShapesEval of a generator: per attribute and whole prompt on templated prompts and on
-    prompts that leave attributes unsaid, seen and unseen combinations, one and two objects, and
-    how evenly it spreads what a prompt leaves open. With --prompts: those prompts only."""
-    from loom.evaluation import evaluate_shapes, shapes_report
+@click.pass_context
+def eval_world(ctx, generator, prompts_file, count, split, complete, as_json) -> None:
+    """Grade a generator with the world's checker (ShapesEval, SoundsEval, a plugin's).
 
+    Per attribute and whole prompt on templated prompts and on prompts that leave attributes
+    unsaid, seen and unseen combinations, the world's own subsets (Shapes: one and two objects),
+    and how evenly it spreads what a prompt leaves open. With --prompts: those prompts only."""
+    from loom.core import get_registry
+    from loom.evaluation import default_generator, evaluate_world, world_report
+
+    world = get_registry().world(ctx.info_name)
+    generator = generator or default_generator(world)
     prompts = read_prompts(prompts_file) if prompts_file else None
     one = {} if split == "all" else {"split": split, "n": count}
-    echo_world("ShapesEval", (generator or "vae") + ("" if complete else ", prompts as typed"), prompts or one, as_json, "whole prompt",
-               lambda: evaluate_shapes(generator, prompts=prompts, progress=not as_json, complete=complete, **one),
-               lambda: shapes_report(generator, n=count, progress=not as_json, complete=complete))
+    word = world.prompt_word
+    echo_world(world.checker, generator + ("" if complete else f", {word}s as typed"), prompts or one, as_json, f"whole {word}",
+               lambda: evaluate_world(world, generator, prompts=prompts, progress=not as_json, complete=complete, **one),
+               lambda: world_report(world, generator, n=count, progress=not as_json, complete=complete))
 
 
 def echo_world(checker: str, name: str, prompts, as_json: bool, whole: str, scored, report) -> None:
@@ -361,44 +412,18 @@ def echo_world(checker: str, name: str, prompts, as_json: bool, whole: str, scor
 
 def echo_splits(title: str, data: dict, whole: str) -> None:
     """A world's report (each split, its subsets, diversity) as lines, chance beside each score."""
-    from loom.evaluation import SPLITS
-
     click.echo(title)
     for split in SPLITS:
         part = data[split]
         echo_report(f"{split} prompts ({part['n']}):", part, whole)
-        for key in ("one_object", "two_objects", "seen", "unseen"):
-            sub = part.get(key)
-            if sub and sub["whole_prompt"] is not None:
+        # the world's subsets, then seen and unseen combinations: each a {"n", "whole_prompt"}
+        for key, sub in part.items():
+            if isinstance(sub, dict) and set(sub) == {"n", "whole_prompt"} and sub["whole_prompt"] is not None:
                 click.echo(f"    {key.replace('_', ' '):<11} {sub['whole_prompt']:.3f}  ({sub['n']} prompts)")
     div = data["diversity"]
     spreads = ", ".join(f"{a} {v:.3f}" for a, v in div["per_attribute"].items())
     click.echo(f"diversity of what {div['prompts']} prompts leave open, {div['seeds']} seeds each: "
                f"{div['diversity']:.3f} (least even of {spreads}; 1.0 = as even as the world, 0 = always the same)")
-
-
-@evaluate.command("sounds")
-@click.option("--generator", default=None, help="A registered Audio generator name or trained folder (default: gan-sound).")
-@click.option("--prompts", "prompts_file", type=click.Path(exists=True, dir_okay=False), help="One prompt a line.")
-@click.option("-n", "count", default=200, show_default=True, type=click.IntRange(1), help="Fresh captions per split.")
-@click.option("--split", type=click.Choice(["all", "templated", "underspecified"]), default="all", show_default=True,
-              help="Score one split of fresh captions only.")
-@click.option("--complete/--as-typed", default=True, show_default=True,
-              help="Through the generator's prompt completion, as `loom generate` runs it, or on captions as typed.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def eval_sounds(generator, prompts_file, count, split, complete, as_json) -> None:
-    """SoundsEval of an audio generator: per attribute and whole caption on templated captions and
-    on captions that leave attributes unsaid, seen and unseen combinations, and how evenly it
-    spreads what a caption leaves open. With --prompts: those captions only."""
-    from loom.api import DEFAULT_SOUND_GENERATOR
-    from loom.evaluation import evaluate_sounds, sounds_report
-
-    generator = generator or DEFAULT_SOUND_GENERATOR
-    prompts = read_prompts(prompts_file) if prompts_file else None
-    one = {} if split == "all" else {"split": split, "n": count}
-    echo_world("SoundsEval", generator + ("" if complete else ", captions as typed"), prompts or one, as_json, "whole caption",
-               lambda: evaluate_sounds(generator, prompts=prompts, progress=not as_json, complete=complete, **one),
-               lambda: sounds_report(generator, n=count, progress=not as_json, complete=complete))
 
 
 @evaluate.command("snapshots")
@@ -411,7 +436,7 @@ def eval_snapshots(run, count, seed) -> None:
 
     Scores each RUN/snapshots/step-N and the run's final export with its world's checker, writes
     RUN/snapshots/picked.json and prints the best folder. Report the chosen one's quality with
-    `loom eval shapes|sounds --generator FOLDER`, whose prompts it was not chosen by.
+    `loom eval WORLD --generator FOLDER`, whose prompts it was not chosen by.
     """
     from loom.evaluation import evaluate_snapshots
 

@@ -1,5 +1,5 @@
-"""Training data: Loom's procedural Shapes, or a folder of images with a caption each; for sound
-families, Loom's procedural Sounds as log-mel spectrogram "images".
+"""Training data from a folder of images with a caption each. A world's own training data
+(Shapes, Sounds, a third party's) comes from its plugin: ``get_registry().world(name).training_data(...)``.
 
 A folder is read the way Hugging Face's ``imagefolder`` reads it: a ``metadata.jsonl`` with
 ``file_name`` and ``text`` on each line, or else one same-name ``.txt`` caption per image. Every
@@ -16,112 +16,6 @@ import numpy as np
 from loom.core import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-
-
-class ShapesData:
-    """``pool`` Shapes scenes with everyday captions drawn from ``seed`` (attributes left out at
-    the world's rates; no held-out combination); each batch re-renders its scenes with fresh
-    jitter drawn from the numpy generator the workflow passes (saved with checkpoints)."""
-
-    def __init__(self, image_size: int, pool: int = 24000, seed: int = 0):
-        from loom.plugins.shapes.world import everyday_caption, sample_training_scene
-
-        self.image_size, self.pool, self.seed = image_size, pool, seed
-        rng = np.random.default_rng(seed)
-        self.scenes = [sample_training_scene(rng) for _ in range(pool)]
-        self.captions = [everyday_caption(s, rng) for s in self.scenes]
-
-    def describe(self) -> dict:
-        return {"data": "shapes", "pool": self.pool, "data_seed": self.seed, "captions": "everyday"}
-
-    def __len__(self) -> int:
-        return self.pool
-
-    def images(self, idx: list[int], rng: np.random.Generator) -> np.ndarray:
-        from loom.plugins.shapes import render
-
-        return np.stack([render(self.scenes[i], self.image_size, rng) for i in idx])
-
-    def sample_prompts(self) -> list[str]:
-        return list(SHAPES_SAMPLE_PROMPTS)
-
-
-#: Prompts of the sample grid for Shapes training (fixed, so grids compare across runs).
-SHAPES_SAMPLE_PROMPTS = (
-    "a small red circle in the top left on a blue background",
-    "a large green square in the center on a white background",
-    "a large yellow triangle in the bottom right on a black background",
-    "a red circle on a blue background",
-    "a white circle",
-    "a small white triangle at the bottom on a green background",
-    "a large blue circle in the bottom left and a small yellow square in the top right on a red background",
-    "a small red triangle at the top and a large white square at the bottom on a orange background",
-)
-
-
-class SoundsData:
-    """Sounds clips ``0 .. pool-1`` of ``SoundsDataset(seed, training=True)`` (everyday captions
-    leaving attributes out at the world's rates; no held-out combination), as normalised
-    log-mel spectrograms of ``shape`` (1 × mels × frames, see ``loom.plugins.common.mel.MelImage``),
-    computed once and held in memory as uint8 (steps of 120 dB / 255 = 0.47 dB, far below what
-    SoundsEval or an ear notices: 12,000 clips take 74 MB)."""
-
-    def __init__(self, shape: tuple[int, int, int], pool: int = 12000, seed: int = 0, progress: bool = False):
-        import torch
-        from tqdm.auto import tqdm
-
-        from loom.plugins.common.mel import MelCodec, MelImage, MelSettings
-        from loom.plugins.sounds import DURATION, SAMPLE_RATE, SoundsDataset
-
-        channels, mels, frames = shape
-        settings = MelSettings()
-        samples = int(round(DURATION * SAMPLE_RATE))
-        if channels != 1 or mels != settings.n_mels or frames < settings.frames(samples):
-            raise InputError(
-                f"Sounds trains on 1×{settings.n_mels}×frames log-mel spectrograms (at least {settings.frames(samples)} "
-                f"frames for a {DURATION} s clip); this family trains on {channels}×{mels}×{frames} samples"
-            )
-        self.layout = MelImage(settings=settings, samples=samples, frames=frames)
-        self.pool, self.seed = pool, seed
-        dataset = SoundsDataset(seed, sample_rate=settings.sample_rate, training=True)
-        codec = MelCodec(settings)
-        self.captions: list[str] = []
-        self.sounds: list = []
-        chunks = []
-        with tqdm(total=pool, desc="rendering sounds", unit="clip", disable=not progress, delay=1.0) as bar:
-            for start in range(0, pool, 500):
-                items = dataset.batch(start, min(500, pool - start))
-                mel = self.layout.encode(torch.from_numpy(np.stack([it.waveform for it in items])), codec)
-                chunks.append((mel[:, 0, :, :, None] * 255).round().byte().numpy())
-                self.captions += [it.caption for it in items]
-                self.sounds += [it.sound for it in items]
-                bar.update(len(items))
-        self.pixels = np.concatenate(chunks)
-
-    def describe(self) -> dict:
-        return {"data": "sounds", "pool": self.pool, "data_seed": self.seed, "captions": "everyday"}
-
-    def __len__(self) -> int:
-        return self.pool
-
-    def images(self, idx: list[int], rng: np.random.Generator) -> np.ndarray:
-        return self.pixels[idx]
-
-    def sample_prompts(self) -> list[str]:
-        return list(SOUNDS_SAMPLE_PROMPTS)
-
-
-#: Prompts of the sample grid for Sounds training (fixed, so grids compare across runs).
-SOUNDS_SAMPLE_PROMPTS = (
-    "three rising high beeps",
-    "a low steady pure tone",
-    "two falling medium buzzes",
-    "a single high-pitched hiss, sweeping up",
-    "3 beeps of low buzz, falling in pitch",
-    "a pair of deep steady hissing noises",
-    "one shrill descending sine tone",
-    "two medium-pitched rising noise bursts",
-)
 
 
 class FolderData:

@@ -1,4 +1,11 @@
-"""Measuring generators with the project's own procedural checkers."""
+"""Measuring generators with the checkers of the registered worlds (``loom eval WORLD``).
+
+A world (a :class:`loom.core.World` a plugin registers: Shapes, Sounds, a third party's) supplies
+prompts and a checker; this module builds the chain around a generator, runs the world's checker
+on it and lays out every world's report the same way (each split, seen and unseen combinations,
+the world's subsets, diversity). ``evaluate_shapes``, ``sounds_report`` and the like are the
+same calls for Loom's own worlds.
+"""
 
 from __future__ import annotations
 
@@ -13,138 +20,118 @@ VALIDATION_SEED = 7
 
 
 #: The prompt splits every world's report has: prompts stating every attribute in the training
-#: templates, and prompts leaving attributes unsaid in phrasings no model trained on.
+#: templates, and prompts leaving attributes unsaid in phrasings no model trained on (the
+#: ``split`` a :meth:`loom.core.World.prompts` is asked for).
 SPLITS = ("templated", "underspecified")
 #: Seeds per prompt of the diversity measure.
 DIVERSITY_SEEDS = 32
 
 
-def _shapes_pipeline(generator: str | None, options: dict | None, complete: bool = True):
-    from loom.api import default_spec, pipeline_for
+def _world(world):
+    """``world`` itself, or the registered world of that name (a one-line error naming the
+    registered ones when there is none)."""
+    if not isinstance(world, str):
+        return world
+    from loom.core import get_registry
 
-    spec = default_spec(generator, size=None, complete=complete)
+    return get_registry().world(world)
+
+
+def default_generator(world) -> str:
+    """What a world's evaluation scores when no generator is named: the default generator of
+    ``loom generate`` for an image world, its default sound generator for a sound world."""
+    from loom.api import DEFAULT_GENERATOR, DEFAULT_SOUND_GENERATOR
+
+    return DEFAULT_SOUND_GENERATOR if _world(world).modality == "sounds" else DEFAULT_GENERATOR
+
+
+def world_pipeline(world, generator: str | None = None, options: dict | None = None, registry=None, complete: bool = True):
+    """The default chain around ``generator`` (default: :func:`default_generator`), no resize:
+    its prompt completion first unless ``complete`` is False, then a text encoder unless it takes
+    Text itself. ``options`` override the generator's config (sampling settings such as
+    ``temperature``); ``registry`` holds the components (default: the installed plugins). An
+    InputError when the chain does not give what the world's checker grades."""
+    from loom.api import default_spec, pipeline_for
+    from loom.core import DATA_TYPES, InputError, Pipeline, get_registry
+    from loom.core.world import MODALITIES
+
+    world = _world(world)
+    generator = generator or default_generator(world)
+    spec = default_spec(generator, size=None, registry=registry, complete=complete)
     if options:
         step = spec["steps"][-1]  # the generator: nothing follows it without a resize
         step["config"] = {**step.get("config", {}), **options}
-    return pipeline_for(spec)
+    pipeline = Pipeline.from_spec(spec, registry) if registry is not None else pipeline_for(spec)
+    gives = {m: DATA_TYPES[k] for m, k in MODALITIES.items()}
+    if not issubclass(pipeline.output_type, gives[world.modality]):
+        found = next((m for m, t in gives.items() if issubclass(pipeline.output_type, t)), None)
+        others = [n for n, w in get_registry().worlds().items() if w.modality == found]
+        raise InputError(
+            f"generator {generator!r} gives {pipeline.output_type.kind}, not {gives[world.modality].kind}: "
+            f"{world.checker} scores {world.modality.removesuffix('s')} generators"
+            + (f" (for {found.removesuffix('s')} generators use `loom eval {'|'.join(others)}`)" if others else "")
+        )
+    return pipeline
 
 
-def _images(pipeline, texts: list[str], seeds: list[int], batch_size: int, progress: bool, desc: str = "evaluating"):
-    from tqdm.auto import tqdm
-
-    images = []
-    with tqdm(total=len(texts), desc=desc, unit="image", disable=not progress, delay=1.0) as bar:
-        for start in range(0, len(texts), batch_size):
-            chunk = texts[start : start + batch_size]
-            images.extend(pipeline.run(chunk, seeds[start : start + len(chunk)], progress=False).output.to_numpy())
-            bar.update(len(chunk))
-    return images
-
-
-def shapes_prompts(n: int, seed: int = EVAL_SEED, split: str = "templated", combinations: str = "any"):
-    """(prompt, scene) pairs of one split (:data:`SPLITS`); ``combinations``: any, seen or unseen."""
-    from loom.plugins import shapes
-
-    return _split_prompts(shapes, n, seed, split, combinations)
-
-
-def _split_prompts(world, n: int, seed: int, split: str, combinations: str):
+def world_prompts(world, n: int, seed: int = EVAL_SEED, split: str = "templated", combinations: str = "any"):
+    """(prompt, what it was drawn from) pairs of one split (:data:`SPLITS`) of ``world`` (a name
+    or World); ``combinations``: any, seen or unseen."""
     from loom.core import InputError
 
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    sample = world.sample_prompts if split == "templated" else world.sample_underspecified_prompts
-    return sample(n, seed, combinations=combinations)
+    return _world(world).prompts(n, seed, split, combinations)
 
 
-def evaluate_shapes(
+def evaluate_world(
+    world,
     generator: str | None = None,
     prompts: list[str] | None = None,
     n: int = 200,
     seed: int = EVAL_SEED,
-    image_seed: int = 0,
+    output_seed: int = 0,
     batch_size: int = 32,
     progress: bool = True,
     options: dict | None = None,
+    registry=None,
     split: str = "templated",
     combinations: str = "any",
     pipeline=None,
     complete: bool = True,
 ):
-    """ShapesEval report for ``generator`` on ``prompts`` (default: ``n`` fresh prompts of
-    ``split``, see :func:`shapes_prompts`); image i is seeded ``image_seed + i``. ``options``
-    override the generator's config (sampling settings such as ``temperature``); ``complete``
-    False measures the generator on prompts as typed, without its prompt completion (the chain
-    ``loom generate --as-typed`` runs). The report's ``scores`` hold each prompt's verdicts."""
-    from loom.plugins.shapes import ShapesEval
+    """The checker report of ``world`` (a name or World) for ``generator`` on ``prompts``
+    (default: ``n`` fresh prompts of ``split``, see :func:`world_prompts`); output i is seeded
+    ``output_seed + i``. The chain is :func:`world_pipeline`'s unless ``pipeline`` is given;
+    ``complete`` False measures the generator on prompts as typed, without its prompt completion
+    (the chain ``loom generate --as-typed`` runs). The report's ``scores`` hold each prompt's verdicts."""
+    world = _world(world)
+    texts = [c for c, _ in world_prompts(world, n, seed, split, combinations)] if prompts is None else list(prompts)
+    pipeline = pipeline or world_pipeline(world, generator, options, registry, complete)
+    return world.evaluate(pipeline, texts, [output_seed + i for i in range(len(texts))], batch_size, progress)
 
-    if prompts is None:
-        texts = [c for c, _ in shapes_prompts(n, seed, split, combinations)]
-    else:
-        texts = list(prompts)
-    pipeline = pipeline or _shapes_pipeline(generator, options, complete)
-    images = _images(pipeline, texts, [image_seed + i for i in range(len(texts))], batch_size, progress)
-    # Scored on what each prompt states (parsed from its text), never on the scene it came from.
-    report = ShapesEval().evaluate_many(images, texts)
-    report.prompts = texts
-    return report
+
+def world_report(
+    world, generator: str | None = None, n: int = 200, seed: int = EVAL_SEED, progress: bool = True,
+    options: dict | None = None, registry=None, diversity_seeds: int = DIVERSITY_SEEDS, complete: bool = True,
+) -> dict:
+    """Everything ``loom eval WORLD`` reports: each split on ``n`` prompts (see :func:`_report`)
+    and how evenly the generator spreads what the world's prompts leave open."""
+    world = _world(world)
+    generator = generator or default_generator(world)
+    pipeline = world_pipeline(world, generator, options, registry, complete)
+    out = _report(
+        lambda **kw: evaluate_world(world, pipeline=pipeline, **kw), n, seed, progress,
+        unseen=world.is_unseen, subsets=world.subsets(),
+    )
+    out["diversity"] = world.diversity(pipeline, diversity_seeds, progress=progress)
+    return {"generator": generator, **out}
 
 
 def subset_rate(report, keep) -> dict:
     """Whole-prompt rate of the items of ``report`` for which ``keep(score)`` holds, with their count."""
     picked = [s.correct for s in report.scores if keep(s)]
     return {"n": len(picked), "whole_prompt": (sum(picked) / len(picked)) if picked else None}
-
-
-def shapes_diversity(pipeline, seeds: int = DIVERSITY_SEEDS, batch_size: int = 32, progress: bool = True) -> dict:
-    """How evenly a generator spreads what :data:`DIVERSITY_PROMPTS` leave open (position, size,
-    background) over ``seeds`` seeds each (see :func:`diversity_of`)."""
-    from loom.plugins.shapes import DIVERSITY_PROMPTS
-
-    texts = [p for p in DIVERSITY_PROMPTS for _ in range(seeds)]
-    images = _images(pipeline, texts, [i % seeds for i in range(len(texts))], batch_size, progress, "diversity")
-    return diversity_of([images[k * seeds : (k + 1) * seeds] for k in range(len(DIVERSITY_PROMPTS))], DIVERSITY_PROMPTS)
-
-
-def diversity_of(images: list, prompts) -> dict:
-    """``images[k]``: the images made for one-object ``prompts[k]`` over many seeds. Per attribute
-    each prompt leaves open (position, size, background), ``spread`` of what ShapesEval detects
-    against the world's own distribution, averaged over the prompts; ``diversity`` is the least
-    even attribute (1.0 = as even as the world, 0 = always the same)."""
-    from loom.plugins.common.report import spread
-    from loom.plugins.shapes import ShapesEval, parse_caption, world_distribution
-
-    checker = ShapesEval()
-    per: dict[str, list[float]] = {"position": [], "size": [], "background": []}
-    for batch, prompt in zip(images, prompts):
-        spec = parse_caption(prompt)
-        scores = [checker.evaluate(img, spec) for img in batch]
-        for attribute, values in per.items():
-            if (spec.background if attribute == "background" else getattr(spec.objects[0], attribute)) is not None:
-                continue  # stated, not open
-            found = [s.detected[0]["background"] if attribute == "background" else s.detected[1].get(attribute) for s in scores]
-            values.append(spread(found, world_distribution(attribute, spec.objects[0].colour)))
-    means = {a: sum(v) / len(v) for a, v in per.items() if v}
-    return {"prompts": len(images), "seeds": len(images[0]) if images else 0, "per_attribute": means,
-            "diversity": min(means.values()) if means else None}
-
-
-def shapes_report(
-    generator: str | None = None, n: int = 200, seed: int = EVAL_SEED, progress: bool = True,
-    options: dict | None = None, diversity_seeds: int = DIVERSITY_SEEDS, complete: bool = True,
-) -> dict:
-    """Everything ``loom eval shapes`` reports (see :func:`_report`), and the diversity of what
-    :data:`~loom.plugins.shapes.DIVERSITY_PROMPTS` leave open."""
-    from loom.plugins.shapes import is_held_out, parse_caption
-
-    pipeline = _shapes_pipeline(generator, options, complete)
-    out = _report(
-        lambda **kw: evaluate_shapes(pipeline=pipeline, **kw), n, seed, progress,
-        unseen=lambda text: any(map(is_held_out, parse_caption(text).objects)),
-        subsets={"one_object": lambda s: s.objects == 1, "two_objects": lambda s: s.objects == 2},
-    )
-    out["diversity"] = shapes_diversity(pipeline, diversity_seeds, progress=progress)
-    return {"generator": generator or "vae", **out}
 
 
 def _report(evaluate, n: int, seed: int, progress: bool, unseen, subsets: dict) -> dict:
@@ -166,100 +153,93 @@ def _report(evaluate, n: int, seed: int, progress: bool, unseen, subsets: dict) 
     return out
 
 
-def _sounds_pipeline(generator: str, registry=None, complete: bool = True):
-    from loom.api import default_spec, pipeline_for
-    from loom.core import Audio, InputError, Pipeline
-
-    spec = default_spec(generator, size=None, registry=registry, complete=complete)
-    pipeline = Pipeline.from_spec(spec, registry) if registry is not None else pipeline_for(spec)
-    if not issubclass(pipeline.output_type, Audio):
-        raise InputError(
-            f"generator {generator!r} gives {pipeline.output_type.kind}, not Audio: SoundsEval scores sound generators "
-            f"(for image generators use `loom eval shapes`)"
-        )
-    return pipeline
+# -- Loom's own worlds, by their names of old -----------------------------------------------------
 
 
-def _clips(pipeline, texts: list[str], seeds: list[int], batch_size: int, progress: bool, desc: str = "evaluating"):
-    """The clips for ``texts`` (item i seeded ``seeds[i]``) and their sample rate."""
-    from tqdm.auto import tqdm
-
-    clips, rate = [], None
-    with tqdm(total=len(texts), desc=desc, unit="clip", disable=not progress, delay=1.0) as bar:
-        for start in range(0, len(texts), batch_size):
-            chunk = texts[start : start + batch_size]
-            audio = pipeline.run(chunk, seeds[start : start + len(chunk)], progress=False).output
-            rate = audio.sample_rate
-            clips.extend(audio.clip(i) for i in range(len(audio)))
-            bar.update(len(chunk))
-    return clips, rate
+def shapes_prompts(n: int, seed: int = EVAL_SEED, split: str = "templated", combinations: str = "any"):
+    """(prompt, scene) pairs of one split (:data:`SPLITS`); ``combinations``: any, seen or unseen."""
+    return world_prompts("shapes", n, seed, split, combinations)
 
 
 def sounds_prompts(n: int, seed: int = EVAL_SEED, split: str = "templated", combinations: str = "any"):
     """(caption, sound) pairs of one split (:data:`SPLITS`); ``combinations``: any, seen or unseen."""
-    from loom.plugins import sounds
+    return world_prompts("sounds", n, seed, split, combinations)
 
-    return _split_prompts(sounds, n, seed, split, combinations)
+
+def evaluate_shapes(
+    generator: str | None = None, prompts: list[str] | None = None, n: int = 200, seed: int = EVAL_SEED,
+    image_seed: int = 0, batch_size: int = 32, progress: bool = True, options: dict | None = None,
+    split: str = "templated", combinations: str = "any", pipeline=None, complete: bool = True,
+):
+    """ShapesEval report for ``generator``: :func:`evaluate_world` of the Shapes world."""
+    return evaluate_world(
+        "shapes", generator, prompts, n=n, seed=seed, output_seed=image_seed, batch_size=batch_size, progress=progress,
+        options=options, split=split, combinations=combinations, pipeline=pipeline, complete=complete,
+    )
 
 
 def evaluate_sounds(
-    generator: str,
-    prompts: list[str] | None = None,
-    n: int = 200,
-    seed: int = EVAL_SEED,
-    clip_seed: int = 0,
-    batch_size: int = 32,
-    progress: bool = True,
-    registry=None,
-    split: str = "templated",
-    combinations: str = "any",
-    pipeline=None,
-    complete: bool = True,
+    generator: str, prompts: list[str] | None = None, n: int = 200, seed: int = EVAL_SEED, clip_seed: int = 0,
+    batch_size: int = 32, progress: bool = True, registry=None, split: str = "templated",
+    combinations: str = "any", pipeline=None, complete: bool = True,
 ):
     """SoundsEval report for the Audio generator ``generator`` (a registered name or trained
-    folder) on ``prompts`` (default: ``n`` fresh captions of ``split``, see :func:`sounds_prompts`).
-    The chain is the default one around it (a text encoder first unless the generator takes Text
-    itself; its prompt completion first unless ``complete`` is False)."""
-    from loom.plugins.sounds import SoundsEval
+    folder): :func:`evaluate_world` of the Sounds world."""
+    return evaluate_world(
+        "sounds", generator, prompts, n=n, seed=seed, output_seed=clip_seed, batch_size=batch_size, progress=progress,
+        registry=registry, split=split, combinations=combinations, pipeline=pipeline, complete=complete,
+    )
 
-    if prompts is None:
-        texts = [c for c, _ in sounds_prompts(n, seed, split, combinations)]
-    else:
-        texts = list(prompts)
-    pipeline = pipeline or _sounds_pipeline(generator, registry, complete)
-    clips, rate = _clips(pipeline, texts, [clip_seed + i for i in range(len(texts))], batch_size, progress)
-    report = SoundsEval().evaluate_many(clips, texts, rate)
-    report.prompts = texts
-    return report
+
+def shapes_report(
+    generator: str | None = None, n: int = 200, seed: int = EVAL_SEED, progress: bool = True,
+    options: dict | None = None, diversity_seeds: int = DIVERSITY_SEEDS, complete: bool = True,
+) -> dict:
+    """Everything ``loom eval shapes`` reports: :func:`world_report` of the Shapes world."""
+    return world_report("shapes", generator, n, seed, progress, options=options, diversity_seeds=diversity_seeds, complete=complete)
 
 
 def sounds_report(
     generator: str, n: int = 200, seed: int = EVAL_SEED, progress: bool = True, registry=None,
     diversity_seeds: int = DIVERSITY_SEEDS, complete: bool = True,
 ) -> dict:
-    """Everything ``loom eval sounds`` reports (see :func:`_report`), and the diversity of what
-    :data:`~loom.plugins.sounds.DIVERSITY_PROMPTS` leave open."""
-    from loom.plugins.sounds import DIVERSITY_PROMPTS, SoundsEval, is_held_out, parse_caption
+    """Everything ``loom eval sounds`` reports: :func:`world_report` of the Sounds world."""
+    return world_report("sounds", generator, n, seed, progress, registry=registry, diversity_seeds=diversity_seeds, complete=complete)
 
-    pipeline = _sounds_pipeline(generator, registry, complete)
-    out = _report(
-        lambda **kw: evaluate_sounds(generator, pipeline=pipeline, **kw), n, seed, progress,
-        unseen=lambda text: is_held_out(parse_caption(text)), subsets={},
-    )
-    texts = [p for p in DIVERSITY_PROMPTS for _ in range(diversity_seeds)]
-    clips, rate = _clips(pipeline, texts, [i % diversity_seeds for i in range(len(texts))], 16, progress, "diversity")
-    per_prompt = [clips[k * diversity_seeds : (k + 1) * diversity_seeds] for k in range(len(DIVERSITY_PROMPTS))]
-    div = SoundsEval().diversity(per_prompt, DIVERSITY_PROMPTS, rate)
-    out["diversity"] = {"prompts": len(DIVERSITY_PROMPTS), "seeds": diversity_seeds,
-                        "per_attribute": {a: v for a, v in div.per_attribute.items() if v is not None},
-                        "diversity": div.overall}
-    return {"generator": generator, **out}
+
+def _shapes_pipeline(generator: str | None, options: dict | None, complete: bool = True):
+    return world_pipeline("shapes", generator, options, complete=complete)
+
+
+def shapes_diversity(pipeline, seeds: int = DIVERSITY_SEEDS, batch_size: int = 32, progress: bool = True) -> dict:
+    """How evenly a generator spreads what the Shapes diversity prompts leave open (position,
+    size, background) over ``seeds`` seeds each (see :func:`diversity_of`)."""
+    return _world("shapes").diversity(pipeline, seeds, progress=progress, batch_size=batch_size)
+
+
+def diversity_of(images: list, prompts) -> dict:
+    """``images[k]``: the images made for one-object Shapes ``prompts[k]`` over many seeds; the
+    spread of what ShapesEval detects where they leave attributes open (see ``ShapesWorld.diversity_of``)."""
+    return _world("shapes").diversity_of(images, prompts)
+
+
+def _run_world(config: dict):
+    """The world a trained folder's ``config`` says it was trained on; for a folder of images (or
+    a run that does not say), Loom's own world of its family's modality."""
+    from loom.core import get_registry
+
+    registry = get_registry()
+    data = config.get("training", {}).get("data")
+    if isinstance(data, dict) and data.get("data") in registry.worlds():
+        return registry.world(data["data"])
+    sounds = registry.get(config["family"]).cls.output_type.kind == "Audio"
+    return registry.world("sounds" if sounds else "shapes")
 
 
 def evaluate_snapshots(run: "str | Path", n: int = 200, seed: int = VALIDATION_SEED, progress: bool = True) -> dict:
     """Score each snapshot a run kept (``loom train --keep-every``) and its final export on ``n``
     validation prompts of each split (:data:`SPLITS`) drawn with ``seed``, with the checker of the
-    run's world, by the mean whole-prompt rate of the splits; write the scores
+    run's world (the one it trained on, see :func:`_run_world`), by the mean whole-prompt rate of the splits; write the scores
     to ``RUN/snapshots/picked.json`` and return them with the best snapshot's folder.
 
     A snapshot never changes, so one already scored in ``picked.json`` on the same ``n`` and
@@ -267,8 +247,8 @@ def evaluate_snapshots(run: "str | Path", n: int = 200, seed: int = VALIDATION_S
 
     The evaluation seed is refused: choosing by it would make the reported score the maximum of
     many noisy ones."""
-    from loom.core import InputError, get_registry
-    from loom.core.training import write_json_atomic
+    from loom.core import InputError
+    from loom.core.files import write_json_atomic
     from loom.training import SNAPSHOTS
 
     run = Path(run)
@@ -281,9 +261,7 @@ def evaluate_snapshots(run: "str | Path", n: int = 200, seed: int = VALIDATION_S
     # the final export, unless a snapshot of the same step already holds it
     if final.is_file() and f"step-{json.loads(final.read_text())['training']['steps']:06d}" not in {c.name for c in candidates}:
         candidates.append(run)
-    family = json.loads(candidates[0].joinpath("config.json").read_text())["family"]
-    sounds = get_registry().get(family).cls.output_type.kind == "Audio"
-    evaluate = evaluate_sounds if sounds else evaluate_shapes
+    world = _run_world(json.loads(candidates[0].joinpath("config.json").read_text()))
     picked = run / SNAPSHOTS / "picked.json"
     before = json.loads(picked.read_text()) if picked.is_file() else {}
     kept = before.get("whole", {}) if (before.get("n"), before.get("seed")) == (n, seed) else {}
@@ -292,12 +270,13 @@ def evaluate_snapshots(run: "str | Path", n: int = 200, seed: int = VALIDATION_S
         again = folder.parent.name == SNAPSHOTS and folder.name in kept
         # the mean of the splits: a snapshot is chosen for templated and underspecified prompts alike
         scores[folder.name] = kept[folder.name] if again else sum(
-            evaluate(str(folder), n=n, seed=seed, progress=False, split=split).to_dict()["whole_prompt"] for split in SPLITS
+            evaluate_world(world, str(folder), n=n, seed=seed, progress=False, split=split).to_dict()["whole_prompt"]
+            for split in SPLITS
         ) / len(SPLITS)
         if progress:
             print(f"  {folder.name:<12} {scores[folder.name]:.3f}" + ("  (scored before)" if again else ""))
     best = max(reversed(candidates), key=lambda f: scores[f.name])  # a tie goes to the later one
-    result = {"run": str(run), "world": "sounds" if sounds else "shapes", "n": n, "seed": seed,
+    result = {"run": str(run), "world": world.name, "n": n, "seed": seed,
               "whole": scores, "best": str(best)}
     write_json_atomic(picked, result)
     return result

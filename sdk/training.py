@@ -24,18 +24,14 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from loom.checkpoints import load_state, save_state
 from loom.core import InputError
-from loom.core.files import atomic_path
-from loom.core.training import (
-    Trainer,
-    TrainingBatch,
-    load_state,
-    save_state,
-    write_json_atomic,
-)
+from loom.core.files import atomic_path, write_json_atomic
+from loom.core.training import Trainer, TrainingBatch
 
 #: Captions are padded to this many tokens for training (Shapes captions are far shorter).
 CAPTION_TOKENS = 32
@@ -65,10 +61,10 @@ def encode_captions(captions: list[str], batch_size: int = 128, progress: bool =
             t = load_file(str(path))
             return t["tokens"], t["mask"], t["pooled"]
 
-    from loom.core import Text
-    from loom.plugins.text_encoder import TextEncoder
+    from loom.core import Text, get_registry
 
-    encoder = TextEncoder(max_length=CAPTION_TOKENS).load()
+    # through the registry, as the SDK reaches every plugin (the encoder's module is the plugin's business)
+    encoder = get_registry().get("text-encoder").cls(max_length=CAPTION_TOKENS).load()
     tokens, masks, pooled = [], [], []
     with tqdm(total=len(captions), desc="encoding captions", unit="caption", disable=not progress, delay=1.0) as bar:
         for start in range(0, len(captions), batch_size):
@@ -103,27 +99,31 @@ def trainer_class(family: str) -> type[Trainer]:
 
 
 def training_data(family: str, cls: type[Trainer], data: str, pool: int | None, seed: int, progress: bool = False):
-    """The dataset ``family`` trains on: Sounds for a sound family, Shapes or a folder for an
-    image family; an InputError when the data does not fit the family."""
-    from loom.data import FolderData, ShapesData, SoundsData
+    """The dataset ``family`` trains on: the registered world named ``data`` when its modality is
+    the family's (Shapes, Sounds, a plugin's), or else, for an image family, a folder of captioned
+    images; an InputError when the data does not fit the family."""
+    from loom.core import get_registry
+    from loom.core.world import MODALITIES
+    from loom.data import FolderData
 
-    if cls.modality == "sounds":
-        if data != "sounds":
-            raise InputError(f"{family!r} trains on sounds: give --data sounds (got --data {data!r})")
-        return SoundsData(cls.shape(), pool=pool or 12000, seed=seed, progress=progress)
-    if data == "sounds":
-        from loom.core import get_registry
-
-        sound = sorted(
-            e.name for e in get_registry().components("generator")
-            if getattr(e.cls, "trainer", None) and e.cls.output_type.kind == "Audio"
+    registry = get_registry()
+    worlds = registry.worlds()
+    world = worlds.get(data)
+    if world is not None and world.modality == cls.modality:
+        return world.training_data(cls.shape(), pool, seed, progress)
+    fitting = " or ".join(n for n, w in worlds.items() if w.modality == cls.modality)
+    if cls.modality != "images":  # only an image family reads a folder
+        raise InputError(f"{family!r} trains on {cls.modality}: give --data {fitting or '(no world installed)'} (got --data {data!r})")
+    if world is not None:
+        families = sorted(
+            e.name for e in registry.components("generator")
+            if getattr(e.cls, "trainer", None) and e.cls.output_type.kind == MODALITIES[world.modality]
         )
         raise InputError(
-            f"{family!r} trains on images (--data shapes or a folder of captioned images), not sounds; "
-            f"train a sound family on --data sounds ({', '.join(sound) or 'none installed'})"
+            f"{family!r} trains on images (--data {fitting + ' or ' if fitting else ''}a folder of captioned images), "
+            f"not {world.modality}; train a {world.modality.removesuffix('s')} family on --data {data} "
+            f"({', '.join(families) or 'none installed'})"
         )
-    if data == "shapes":
-        return ShapesData(cls.image_size, pool=pool or 24000, seed=seed)
     return FolderData(data, cls.image_size)
 
 
@@ -186,163 +186,284 @@ def train(
     the setting it started with unless given another.
     ``on_step(step, losses)`` is called after every step (tests use it to interrupt).
     """
-    import numpy as np
     import torch
-    from tqdm.auto import tqdm
 
-    started = time.time()
+    run = TrainingRun(
+        family, data, steps=steps, minutes=minutes, out=out, resume=resume, init=init, seed=seed,
+        options=options, pool=pool, checkpoint_every=checkpoint_every, keep_every=keep_every,
+        progress=progress, command=command, on_step=on_step,
+    )
     # Subnormal floats appear as images' flat regions saturate and make CPU steps ~4× slower.
     torch.set_flush_denormal(True)
+    run.plan()
+    run.prepare_data()
+    run.build()
+    run.loop()
+    return run.folder
 
-    if resume is not None and init is not None:
-        raise InputError("--resume continues a run and --init starts a new one from a run; give one of them")
-    if resume is not None:
-        folder = Path(resume)
-        ckpt = _checkpoint_folder(folder)
-        progress_record = json.loads((ckpt / "progress.json").read_text())
-        if progress_record["family"] != family:
-            raise InputError(f"{str(folder)!r} is a {progress_record['family']!r} run; resume it with `loom train {progress_record['family']} --resume {folder}`")
-        if out is not None and Path(out).resolve() != folder.resolve():
+
+@dataclass
+class TrainingRun:
+    """One run of :func:`train` (its arguments, as it documents them), in phases called in order:
+    :meth:`plan` (a fresh folder, ``resume`` or ``init``; every refusal comes before anything is
+    written), :meth:`prepare_data`, :meth:`build` (the trainer: fresh, resumed or initialised),
+    :meth:`loop` (the steps, with snapshots and checkpoints; each :meth:`checkpoint` also runs
+    :meth:`export`)."""
+
+    family: str
+    data: str = "shapes"
+    steps: int | None = None
+    minutes: float | None = None
+    out: "str | Path | None" = None
+    resume: "str | Path | None" = None
+    init: "str | Path | None" = None
+    seed: int = 0
+    options: dict | None = None
+    pool: int | None = None
+    checkpoint_every: int = 500
+    keep_every: int | None = None
+    progress: bool = True
+    command: str | None = None
+    on_step: Callable[[int, dict], None] | None = None
+
+    def __post_init__(self) -> None:
+        # the clock starts before data and captions are prepared: --minutes counts them
+        self.started = time.time()
+        self.folder: Path = Path()
+        self.resumed: list = []  # the commands that resumed this run
+        self.init_from: dict | None = None  # how the --init starting point was made
+        self.previous: dict | None = None  # the progress record of the run being resumed
+        self.resume_checkpoint: Path | None = None
+        self.init_checkpoint: Path | None = None
+        self.init_record: dict = {}
+        self.losses: list[dict] = []
+        self.done = 0
+        self.elapsed_before = 0.0  # seconds the resumed run had trained
+
+    # -- plan ---------------------------------------------------------------------------------
+    def plan(self) -> None:
+        """Settle the folder, data, options and seed (a resumed run's own), the step or time plan
+        and the validated trainer options."""
+        if self.resume is not None and self.init is not None:
+            raise InputError("--resume continues a run and --init starts a new one from a run; give one of them")
+        if self.resume is not None:
+            self._plan_resume(Path(self.resume))
+        else:
+            self._plan_new()
+        if self.steps is None and self.minutes is None:
+            self.steps = 3000
+        self.trainer_type = trainer_class(self.family)
+        try:
+            self.opts = self.trainer_type.Options.model_validate(self.options or {})
+        except Exception as err:
+            raise InputError(f"invalid training options for {self.family!r}: {err}") from None
+
+    def _plan_resume(self, folder: Path) -> None:
+        self.resume_checkpoint = _checkpoint_folder(folder)
+        record = json.loads((self.resume_checkpoint / "progress.json").read_text())
+        if record["family"] != self.family:
+            raise InputError(f"{str(folder)!r} is a {record['family']!r} run; resume it with `loom train {record['family']} --resume {folder}`")
+        if self.out is not None and Path(self.out).resolve() != folder.resolve():
             raise InputError("--resume continues in the folder it names; leave out --out")
-        seed, data, pool = progress_record["seed"], progress_record["data"], progress_record.get("pool", pool)
-        options = progress_record["options"]
-        steps = steps if steps is not None else progress_record["planned_steps"]
+        self.folder, self.previous = folder, record
+        self.seed, self.data, self.pool = record["seed"], record["data"], record.get("pool", self.pool)
+        self.options = record["options"]
+        self.steps = self.steps if self.steps is not None else record["planned_steps"]
         # a run planned by time keeps its time plan (and so its learning-rate schedule) on resume
-        minutes = minutes if minutes is not None else progress_record.get("planned_minutes")
+        self.minutes = self.minutes if self.minutes is not None else record.get("planned_minutes")
         # the record names the command that started the run, and each that resumed it
-        resumed = progress_record.get("resumed", []) + ([command] if command else [])
-        command = progress_record.get("command") or command
-        init_from = progress_record.get("init_from")
-        keep_every = keep_every if keep_every is not None else progress_record.get("keep_every")
-    else:
-        resumed, init_from = [], None
-        if init is not None:
-            init_ckpt, init_record = _init_source(Path(init))
-            if init_record["family"] != family:
-                raise InputError(f"--init {str(init)!r} is a {init_record['family']!r} run, not {family!r}")
-        folder = Path(out or f"loom-{family}")
-        if (folder / "config.json").exists() or (folder / CHECKPOINT).exists():
+        self.resumed = record.get("resumed", []) + ([self.command] if self.command else [])
+        self.command = record.get("command") or self.command
+        self.init_from = record.get("init_from")
+        self.keep_every = self.keep_every if self.keep_every is not None else record.get("keep_every")
+
+    def _plan_new(self) -> None:
+        if self.init is not None:
+            self.init_checkpoint, self.init_record = _init_source(Path(self.init))
+            if self.init_record["family"] != self.family:
+                raise InputError(f"--init {str(self.init)!r} is a {self.init_record['family']!r} run, not {self.family!r}")
+        self.folder = Path(self.out or f"loom-{self.family}")
+        if (self.folder / "config.json").exists() or (self.folder / CHECKPOINT).exists():
             raise InputError(
-                f"{str(folder)!r} already holds a trained model; continue it with --resume {folder}, "
+                f"{str(self.folder)!r} already holds a trained model; continue it with --resume {self.folder}, "
                 f"or give another --out (nothing there was changed)"
             )
-        progress_record = None
-    if steps is None and minutes is None:
-        steps = 3000
 
-    cls = trainer_class(family)
-    try:
-        opts = cls.Options.model_validate(options or {})
-    except Exception as err:
-        raise InputError(f"invalid training options for {family!r}: {err}") from None
+    # -- data ---------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """The dataset and its encoded captions (cached between runs), and the sample prompts'.
+        Bad data fails here, before the output folder is touched."""
+        self.dataset = training_data(self.family, self.trainer_type, self.data, self.pool, self.seed, self.progress)
+        self.pool = getattr(self.dataset, "pool", self.pool)
+        self.tokens, self.mask, self.pooled = encode_captions(self.dataset.captions, progress=self.progress, cache=cache_dir())
+        self.sample_text = encode_captions(self.dataset.sample_prompts(), progress=False)
 
-    # Data first: bad data fails here, before the output folder is touched.
-    dataset = training_data(family, cls, data, pool, seed, progress)
-    pool = getattr(dataset, "pool", pool)
-    tokens, mask, pooled = encode_captions(dataset.captions, progress=progress, cache=cache_dir())
-    sample_text = encode_captions(dataset.sample_prompts(), progress=False)
+    # -- build --------------------------------------------------------------------------------
+    def build(self) -> None:
+        """The seeded trainer and random streams, restored from the resumed run or started from
+        ``init``; then the output folder."""
+        import numpy as np
+        import torch
 
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    trainer = cls(opts, gen)
-    rng = np.random.default_rng(seed + 1)
-    losses: list[dict] = []
-    done, elapsed_before = 0, 0.0
-    if progress_record is not None:
-        state = load_state(ckpt)
-        trainer.load_state(state["trainer"])
-        gen.set_state(state["torch_rng"])
-        rng.bit_generator.state = progress_record["numpy_rng"]
-        losses, done, elapsed_before = progress_record["losses"], progress_record["step"], progress_record["seconds"]
-    elif init is not None:
+        torch.manual_seed(self.seed)
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.trainer = self.trainer_type(self.opts, self.generator)
+        self.rng = np.random.default_rng(self.seed + 1)
+        if self.previous is not None:
+            self._restore()
+        elif self.init is not None:
+            self._start_from_init()
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _restore(self) -> None:
+        state = load_state(self.resume_checkpoint)
+        self.trainer.load_state(state["trainer"])
+        self.generator.set_state(state["torch_rng"])
+        self.rng.bit_generator.state = self.previous["numpy_rng"]
+        self.losses, self.done = self.previous["losses"], self.previous["step"]
+        self.elapsed_before = self.previous["seconds"]
+
+    def _start_from_init(self) -> None:
         try:
-            if init_ckpt is not None:
-                trainer.load_state(load_state(init_ckpt)["trainer"])
+            if self.init_checkpoint is not None:
+                self.trainer.load_state(load_state(self.init_checkpoint)["trainer"])
             else:
-                trainer.load_generator(Path(init))
+                self.trainer.load_generator(Path(self.init))
         except (RuntimeError, KeyError, ValueError) as err:
             first = str(err).strip().splitlines()[0]
             raise InputError(
-                f"--init {str(init)!r}: its checkpoint does not fit these options ({first}); "
+                f"--init {str(self.init)!r}: its checkpoint does not fit these options ({first}); "
                 f"change only options that keep the architecture (loss weights, lr, ...)"
             ) from None
-        trainer.check_init()
-        # the commands that made the starting point, so the chain can be rerun
-        init_from = {"folder": str(init), **{k: init_record.get(k) for k in ("command", "resumed", "init_from", "seed", "data", "pool", "step")},
-                     "minutes": round(init_record.get("seconds", 0) / 60, 2),
-                     # and where the start's other parts came from (a diffusion UNet's unet_from)
-                     **{k: v for k, v in init_record.items() if k.endswith("_from") and k != "init_from" and v}}
-        if init_ckpt is None:
-            init_from["weights_only"] = True
-    folder.mkdir(parents=True, exist_ok=True)
+        self.trainer.check_init()
+        self.init_from = self._init_origin()
 
-    def record() -> dict:
-        main = main_loss(losses)
-        k = max(1, min(50, len(main) // 3))
-        return {
-            "command": command,
-            "resumed": resumed,
-            **({"init_from": init_from} if init_from else {}),
-            **trainer.origins(),
-            "seed": seed,
-            "data": dataset.describe(),
-            "steps": done,
-            "options": opts.model_dump(),
-            "first_loss": round(float(np.mean(main[:k])), 4) if main else None,
-            "final_loss": round(float(np.mean(main[-k:])), 4) if main else None,
-            "minutes": round((elapsed_before + time.time() - started) / 60, 2),
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+    def _init_origin(self) -> dict:
+        """The commands that made the starting point, so the chain can be rerun."""
+        source = self.init_record
+        origin = {
+            "folder": str(self.init),
+            **{k: source.get(k) for k in ("command", "resumed", "init_from", "seed", "data", "pool", "step")},
+            "minutes": round(source.get("seconds", 0) / 60, 2),
+            # and where the start's other parts came from (a diffusion UNet's unet_from)
+            **{k: v for k, v in source.items() if k.endswith("_from") and k != "init_from" and v},
         }
+        if self.init_checkpoint is None:
+            origin["weights_only"] = True
+        return origin
 
-    def checkpoint() -> None:
-        tmp = folder / f".{CHECKPOINT}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_state({"trainer": trainer.state(), "torch_rng": gen.get_state()}, tmp)
-        write_json_atomic(tmp / "progress.json", {
-            "family": family, "command": command, "resumed": resumed, "init_from": init_from, **trainer.origins(), "seed": seed, "data": data, "pool": pool, "options": opts.model_dump(),
-            "keep_every": keep_every,
-            "planned_steps": steps, "planned_minutes": minutes, "step": done, "seconds": elapsed_before + time.time() - started,
-            "numpy_rng": rng.bit_generator.state, "losses": losses,
-        })
-        _swap_in(tmp, folder / CHECKPOINT)
-        trainer.export(folder, record())
-        _write_samples(trainer, sample_text, folder / "samples.png")
-        _write_loss_curve(losses, folder / "loss.png", family)
+    # -- loop ---------------------------------------------------------------------------------
+    def loop(self) -> None:
+        """Step until the plan is done or Ctrl-C asks to stop, then checkpoint (a second Ctrl-C
+        aborts without one)."""
+        import numpy as np
+        from tqdm.auto import tqdm
 
-    def fraction() -> float:
+        total = self.steps if self.steps else None
+        with (
+            _StopFlag() as stop,
+            tqdm(total=total, initial=self.done, desc=f"training {self.family}", unit="step", disable=not self.progress) as bar,
+        ):
+            while self.fraction() < 1.0 and not stop.requested:
+                parts = self.step()
+                bar.update(1)
+                if self.done % 10 == 0:
+                    recent = self.losses[-50:]
+                    bar.set_postfix({k: f"{np.mean([e[k] for e in recent if k in e]):.3g}" for k in parts})
+                self._after_step(parts)
+            self.checkpoint()
+        if stop.requested:
+            print(f"stopped at step {self.done}; continue with: loom train {self.family} --resume {self.folder}", file=sys.stderr)
+
+    def step(self) -> dict:
+        """One optimisation step on a random batch; its losses are added to the run's."""
+        import torch
+
+        idx = torch.randint(len(self.dataset), (self.opts.batch_size,), generator=self.generator)
+        images = self.dataset.images(idx.tolist(), self.rng)
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).contiguous()
+        captions = [self.dataset.captions[i] for i in idx.tolist()]
+        batch = TrainingBatch(x, self.tokens[idx].float(), self.mask[idx], self.pooled[idx], captions)
+        parts = self.trainer.step(batch, self.fraction())
+        self.losses.append({k: round(float(v), 5) for k, v in parts.items()})
+        self.done += 1
+        return parts
+
+    def _after_step(self, parts: dict) -> None:
+        if self.on_step is not None:
+            self.on_step(self.done, parts)
+        if self.keep_every and self.done % self.keep_every == 0:
+            self.snapshot()
+        if self.done % self.checkpoint_every == 0:
+            self.checkpoint()
+
+    def fraction(self) -> float:
+        """How far the run is, from 0 to 1: by steps, by time, or the further of the two."""
         parts = []
-        if steps:
-            parts.append(done / steps)
-        if minutes:
-            parts.append((elapsed_before + time.time() - started) / (minutes * 60))
+        if self.steps:
+            parts.append(self.done / self.steps)
+        if self.minutes:
+            parts.append(self.seconds() / (self.minutes * 60))
         return min(1.0, max(parts))
 
-    total = steps if steps else None
-    with _StopFlag() as stop, tqdm(total=total, initial=done, desc=f"training {family}", unit="step", disable=not progress) as bar:
-        while fraction() < 1.0 and not stop.requested:
-            idx = torch.randint(len(dataset), (opts.batch_size,), generator=gen)
-            images = dataset.images(idx.tolist(), rng)
-            x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).contiguous()
-            batch = TrainingBatch(x, tokens[idx].float(), mask[idx], pooled[idx], [dataset.captions[i] for i in idx.tolist()])
-            parts = trainer.step(batch, fraction())
-            losses.append({k: round(float(v), 5) for k, v in parts.items()})
-            done += 1
-            bar.update(1)
-            if done % 10 == 0:
-                recent = losses[-50:]
-                bar.set_postfix({k: f"{np.mean([e[k] for e in recent if k in e]):.3g}" for k in parts})
-            if on_step is not None:
-                on_step(done, parts)
-            if keep_every and done % keep_every == 0:
-                snapshot = folder / SNAPSHOTS / f"step-{done:06d}"
-                snapshot.mkdir(parents=True, exist_ok=True)
-                trainer.export(snapshot, record())
-            if done % checkpoint_every == 0:
-                checkpoint()
-        checkpoint()
-    if stop.requested:
-        print(f"stopped at step {done}; continue with: loom train {family} --resume {folder}", file=sys.stderr)
-    return folder
+    def seconds(self) -> float:
+        """Seconds trained, resumed runs' included."""
+        return self.elapsed_before + time.time() - self.started
+
+    # -- checkpoint and export ----------------------------------------------------------------
+    def checkpoint(self) -> None:
+        """Save what resuming needs, swapped in whole so that a complete checkpoint exists at
+        every moment; then export."""
+        tmp = self.folder / f".{CHECKPOINT}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_state({"trainer": self.trainer.state(), "torch_rng": self.generator.get_state()}, tmp)
+        write_json_atomic(tmp / "progress.json", self.progress_record())
+        _swap_in(tmp, self.folder / CHECKPOINT)
+        self.export()
+
+    def export(self) -> None:
+        """The loadable generator with its training record, the sample grid and the loss curve."""
+        self.trainer.export(self.folder, self.record())
+        _write_samples(self.trainer, self.sample_text, self.folder / "samples.png")
+        _write_loss_curve(self.losses, self.folder / "loss.png", self.family)
+
+    def snapshot(self) -> None:
+        """The generator as it is now, kept as ``snapshots/step-NNNNNN`` (``keep_every``)."""
+        folder = self.folder / SNAPSHOTS / f"step-{self.done:06d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.trainer.export(folder, self.record())
+
+    def progress_record(self) -> dict:
+        """The checkpoint's ``progress.json``: what ``resume`` and ``init`` read back."""
+        return {
+            "family": self.family, "command": self.command, "resumed": self.resumed, "init_from": self.init_from,
+            **self.trainer.origins(), "seed": self.seed, "data": self.data, "pool": self.pool,
+            "options": self.opts.model_dump(), "keep_every": self.keep_every,
+            "planned_steps": self.steps, "planned_minutes": self.minutes, "step": self.done, "seconds": self.seconds(),
+            "numpy_rng": self.rng.bit_generator.state, "losses": self.losses,
+        }
+
+    def record(self) -> dict:
+        """The training record exported with the generator (``config.json``'s ``training``)."""
+        import numpy as np
+        import torch
+
+        main = main_loss(self.losses)
+        k = max(1, min(50, len(main) // 3))
+        return {
+            "command": self.command,
+            "resumed": self.resumed,
+            **({"init_from": self.init_from} if self.init_from else {}),
+            **self.trainer.origins(),
+            "seed": self.seed,
+            "data": self.dataset.describe(),
+            "steps": self.done,
+            "options": self.opts.model_dump(),
+            "first_loss": round(float(np.mean(main[:k])), 4) if main else None,
+            "final_loss": round(float(np.mean(main[-k:])), 4) if main else None,
+            "minutes": round(self.seconds() / 60, 2),
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        }
 
 
 def main_loss(losses: list[dict]) -> list[float]:

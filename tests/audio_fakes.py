@@ -141,11 +141,11 @@ def audio_plugin():
 
 
 def audio_registry(*, with_fakes: bool = True) -> Registry:
-    """The audio fakes, the image fakes (tests/fakes.py), Loom's real postprocessors and its text
-    encoder (for building image chains; the tests never load it)."""
+    """The audio fakes, the image fakes (tests/fakes.py), Loom's real postprocessors, its text
+    encoder (for building image chains; the tests never load it) and its Sounds world."""
     import fakes
 
-    from loom.plugins import audio_postprocessors, image_postprocessors, text_encoder
+    from loom.plugins import audio_postprocessors, image_postprocessors, sounds, text_encoder
 
     registry = Registry()
     registry.add_plugin(audio_plugin(), "audiofakes", "audiofakes", "1.0")
@@ -154,4 +154,5 @@ def audio_registry(*, with_fakes: bool = True) -> Registry:
     registry.add_plugin(audio_postprocessors, "audio-postprocessors", "loom", "0.1.0")
     registry.add_plugin(image_postprocessors, "image-postprocessors", "loom", "0.1.0")
     registry.add_plugin(text_encoder, "text-encoder", "loom", "0.1.0")  # registered, never loaded here
+    registry.add_plugin(sounds, "sounds", "loom", "0.1.0")
     return registry

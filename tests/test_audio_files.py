@@ -22,7 +22,7 @@ import loom.core.plugins
 from loom.batch_jobs import batch, read_manifest
 from loom.cli import main
 from loom.core import Audio, InputError, Pipeline, ProvenanceError, Text, TypeMismatchError
-from loom.core.files import read_audio, read_record, save_audio
+from loom.outputs import read_audio, read_record, save_audio, write
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_pcm16_is_rounded_and_clipped_the_same_way_every_time():
 def test_audio_files_carry_records_of_any_size(tmp_path, suffix, record_chars):
     record = {"loom_record": 1, "inputs": ["two low rising buzzes"], "note": "ü" + "x" * record_chars}
     audio = Audio(torch.stack([torch.linspace(-1, 1, 800), torch.linspace(1, -1, 800)])[None], 8000)
-    path = audio.save(tmp_path / f"clip{suffix}", record=record)
+    path = write(audio, 0, tmp_path / f"clip{suffix}", record)
     assert read_record(path) == record
     again = read_audio(path)
     assert again.sample_rate == 8000 and again.waveforms.shape == (1, 2, 800)
@@ -111,7 +111,7 @@ def test_a_failed_audio_write_leaves_no_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(soundfile.SoundFile, "write", broken_write)
     with pytest.raises(OSError, match="disk full"):
-        Audio(torch.zeros(1, 1, 10), 8000).save(tmp_path / "clip.wav", record={"loom_record": 1})
+        write(Audio(torch.zeros(1, 1, 10), 8000), 0, tmp_path / "clip.wav", {"loom_record": 1})
     assert list(tmp_path.iterdir()) == []
 
 

@@ -12,6 +12,7 @@ import torch
 
 from loom.core import Audio, ConfigError, InputError, Postprocessor
 from loom.plugins.audio_postprocessors import Fade, Loudness, Resample, TrimSilence, measure
+from loom.outputs import write
 from loom.testing import check_component, conformance_tests
 
 test_audio_postprocessors_conform = conformance_tests("audio-postprocessors")
@@ -158,7 +159,7 @@ def test_a_chain_of_postprocessors_writes_each_item_at_its_own_length(tmp_path):
     assert audio.sample_rate == 16000 and audio.lengths is not None
     for i in range(2):
         path = tmp_path / f"{i}.wav"
-        audio.save(path, index=i)
+        write(audio, i, path)
         data, rate_read = soundfile.read(path)
         assert rate_read == 16000 and len(data) == audio.length(i)
     assert abs(audio.length(0) - 2 * 2400) <= 4 and abs(audio.length(1) - 2 * 800) <= 4

@@ -34,7 +34,7 @@ from loom.core import (
     Text,
     hookimpl,
 )
-from loom.core.files import read_record
+from loom.outputs import read_record
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "white"]
 SHAPES = ["circle", "square", "triangle"]
@@ -115,7 +115,7 @@ def test_bad_prompts_file_line_names_the_line(tmp_path, line, message):
 
 def test_bad_seeds_and_empty_files_are_clear(tmp_path):
     f = write_lines(tmp_path / "p.txt", ["a", "b"])
-    with pytest.raises(InputError, match="got 3 seeds for 2 prompts"):
+    with pytest.raises(InputError, match="got 3 seeds for 2 inputs"):
         read_items(f, seeds=[1, 2, 3])
     with pytest.raises(InputError, match="give a base seed"):
         read_items(f, seeds="x")

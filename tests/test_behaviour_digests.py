@@ -26,7 +26,7 @@ from click.testing import CliRunner
 from PIL import Image as PILImage
 
 from loom.cli import main
-from loom.core.files import read_record
+from loom.outputs import read_record
 
 pytestmark = pytest.mark.slow
 

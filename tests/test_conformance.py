@@ -179,7 +179,7 @@ def tiny_folder(family: str, root: Path) -> str:
     else:
         model = mod.ARModel(mod.ARConfig(**common, codebook=16, code_dim=8, vq_channels=[8, 8, 8], d_model=16, layers=1,
                                          heads=2, queries=2))
-    mod.save(model, root / family)
+    model.save(root / family)
     return str(root / family)
 
 
@@ -196,7 +196,7 @@ def tiny_sound_folder(family: str, root: Path) -> str:
         model = mod.ConditionalVAE(mod.VAEConfig(**common, latent_dim=4))
     else:
         model = mod.GANGenerator(mod.GANConfig(**common, noise_dim=4, d_channels=[8, 8, 8, 8]))
-    mod.save(model, root / f"{family}-sound")
+    model.save(root / f"{family}-sound")
     return str(root / f"{family}-sound")
 
 
@@ -219,7 +219,7 @@ def test_trained_generator_folder_format_round_trips(tmp_path):
         capabilities = Capabilities(has_weights=True, weights_option="weights")
 
         def save_weights(self, folder):
-            return importlib.import_module(self.model_module).save(self.model, folder)
+            return self.model.save(folder)
 
     report = check_component(SavingVAE, {"weights": tiny_folder("vae", tmp_path)}, only=["weights_round_trip"])
     assert report.status("weights_round_trip") == "passed", str(report)

@@ -8,7 +8,7 @@ from PIL import Image as PILImage
 import loom
 from loom.cli import main
 from loom.core import InputError, ProvenanceError
-from loom.core.files import read_record
+from loom.outputs import read_record
 
 pytestmark = pytest.mark.slow
 

@@ -271,7 +271,7 @@ def tiny_shapes_folder(root, text_dim=384, encoder="all-MiniLM-L6-v2", autoencod
     torch.manual_seed(0)
     cfg = shapes.ShapesDiffusionConfig(block_out_channels=[32, 32], attention_head_dim=8, text_dim=text_dim, encoder=encoder,
                                        autoencoder=autoencoder)
-    return str(shapes.save(shapes.ShapesDiffusionModel(cfg), root / "shapes-diffusion"))
+    return str(shapes.ShapesDiffusionModel(cfg).save(root / "shapes-diffusion"))
 
 
 @pytest.mark.parametrize("autoencoder", [None, TINY_AUTOENCODER], ids=["folded-pixels", "latent"])

@@ -13,14 +13,35 @@ import pytest
 from fakes import Invert, fake_plugin
 from test_discovery import FIRST_PARTY, write_dist
 
-from loom.core import PLUGIN_API, Registry, discover, hookimpl
-from loom.core.plugins import api_problem, api_surface
+from loom.core import PLUGIN_API, Registry, World, discover, hookimpl, hookspecs
+from loom.core.plugins import api_problem
 
 #: The plugin API's signatures, recorded for each version. After a compatible addition (a hook,
-#: a hook argument, a data field), bump PLUGIN_API's minor version and record the new surface:
-#:   python -c "import json; from loom.core.plugins import api_surface; print(json.dumps(api_surface()))"
+#: a hook argument, a data field, a World attribute), bump PLUGIN_API's minor version and record the new surface:
+#:   python -c "import json, sys; sys.path.insert(0, 'tests'); from test_plugin_api import api_surface; print(json.dumps(api_surface()))"
 RECORDED = Path(__file__).with_name("plugin_api.json")
 
+
+
+def api_surface() -> dict:
+    """The plugin API's signatures, as plugins rely on them: each hook's arguments, each data
+    type's fields, and the names a component or world subclass defines or uses. Recorded per API version
+    by Loom's test suite, which fails on a removal or rename without a major version bump."""
+    import dataclasses
+    import inspect
+
+    from loom.core.component import Component
+    from loom.core.data import DATA_TYPES
+
+    hooks = {
+        name: list(inspect.signature(getattr(hookspecs, name)).parameters)
+        for name in dir(hookspecs)
+        if name.startswith("loom_")
+    }
+    data = {kind: [f.name for f in dataclasses.fields(t)] for kind, t in DATA_TYPES.items()}
+    component = sorted(n for n in vars(Component) if not n.startswith("_") or n == "__call__")
+    world = sorted(n for n in vars(World) if not n.startswith("_"))
+    return {"hooks": hooks, "data": data, "component": component, "world": world}
 
 def test_hook_specs_change_only_compatibly_within_a_major_version():
     recorded = json.loads(RECORDED.read_text())
@@ -39,6 +60,7 @@ def test_hook_specs_change_only_compatibly_within_a_major_version():
             have = current["data"].get(kind, [])
             broken += [f"data type {kind} lost field {n!r} (in API {version})" for n in names if n not in have]
         broken += [f"Component lost {n!r} (in API {version})" for n in surface["component"] if n not in current["component"]]
+        broken += [f"World lost {n!r} (in API {version})" for n in surface.get("world", []) if n not in current["world"]]
     assert not broken, (
         f"incompatible plugin API change without a major version bump (PLUGIN_API is {PLUGIN_API}): {'; '.join(broken)}. "
         "Keep the old names (deprecate them with a warning first) or bump the major version."

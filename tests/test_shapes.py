@@ -390,7 +390,7 @@ def test_everyday_captions_parse_to_their_scene_at_the_stated_rates():
 
 
 def test_training_pool_holds_no_held_out_combination():
-    from loom.data import ShapesData
+    from loom.plugins.shapes import ShapesData
 
     triples = {(c, s, p) for c in OBJECT_COLOURS for s in SHAPES for p in POSITIONS}
     assert HELD_OUT < triples and 20 <= len(HELD_OUT) <= 28, len(HELD_OUT)

@@ -219,7 +219,7 @@ def test_sample_prompts_of_any_combination_are_unchanged():
 
 def test_sounds_data_train_on_everyday_captions_and_no_held_out_sound():
     pytest.importorskip("torch")
-    from loom.data import SoundsData
+    from loom.plugins.sounds import SoundsData
 
     data = SoundsData((1, 64, 96), pool=40, seed=5)
     assert data.describe()["captions"] == "everyday"

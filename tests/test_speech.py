@@ -14,7 +14,7 @@ from PIL import Image as PILImage
 import loom
 from loom.cli import main
 from loom.core import Audio, ConfigError, InputError, Text, WeightsError
-from loom.core.files import read_audio, read_record
+from loom.outputs import read_audio, read_record, write
 from loom.plugins.shapes import ShapesEval, sample_prompts
 from loom.plugins.speech import Speech
 from loom.plugins.spoken import SpokenPrompt
@@ -150,7 +150,7 @@ def test_spoken_prompts_draw_what_was_said(speech, tmp_path):
     assert report.whole_prompt >= typed.whole_prompt - 1 / 8 and report.whole_prompt >= 0.5, (report.to_dict(), typed.to_dict())
     # the CLI: a spoken prompt from a file, through the same chain
     said = tmp_path / "said.wav"
-    audio.save(said, index=0)
+    write(audio, 0, said)
     out = tmp_path / "out.png"
     res = CliRunner().invoke(main, ["generate", "--prompt-audio", str(said), "-o", str(out), "--seed", "0", "-q"])
     assert res.exit_code == 0, res.output
@@ -165,7 +165,7 @@ def test_spoken_prompts_draw_what_was_said(speech, tmp_path):
     assert res.exit_code == 0, res.output
     assert np.array_equal(np.asarray(PILImage.open(again)), np.asarray(PILImage.open(out)))
     other = tmp_path / "other.wav"
-    audio.save(other, index=1)
+    write(audio, 1, other)
     res = CliRunner().invoke(main, ["reproduce", str(out), "-o", str(tmp_path / "no.png"), "--input", str(other), "-q"])
     assert res.exit_code == 1 and "SHA-256 differs" in res.output and not (tmp_path / "no.png").exists()
 

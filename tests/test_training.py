@@ -147,14 +147,15 @@ def test_eval_snapshots_picks_the_best_on_validation_prompts_and_never_on_the_ev
         def to_dict(self):
             return {"whole_prompt": self.score}
 
-    def fake_eval(generator, n, seed, progress, split):  # a score per folder and split, to see which one is chosen
+    def fake_eval(world, generator, n, seed, progress, split):  # a score per folder and split, to see which one is chosen
+        assert world.name == "shapes"  # the world the run trained on
         name = generator.rsplit("/", 1)[-1]
         if split == "templated":
             seen.append((name, n, seed))
         base = {"step-000002": 0.5, "step-000004": 0.75, "run": 0.25}.get(name, 0.5)
         return Report(base + (0.1 if split == "templated" else -0.1))  # chosen by the mean of both
 
-    monkeypatch.setattr(evaluation, "evaluate_shapes", fake_eval)
+    monkeypatch.setattr(evaluation, "evaluate_world", fake_eval)
     result = CliRunner().invoke(main, ["eval", "snapshots", str(out), "-n", "5"])
     assert result.exit_code == 0, result.output
     assert f"best: {out / 'snapshots/step-000004'} (0.750)" in result.output
@@ -306,7 +307,7 @@ def test_an_interrupted_sound_run_resumes_to_the_same_weights_and_latent_fit(tmp
 
 
 def test_sounds_data_are_log_mel_images_in_the_unit_range():
-    from loom.data import SoundsData
+    from loom.plugins.sounds import SoundsData
     from loom.plugins.common.mel import MelCodec
     from loom.plugins.sounds import SoundsDataset
 

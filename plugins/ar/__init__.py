@@ -24,8 +24,13 @@ class ARGenerator(TrainedGenerator):
     description = "text embedding → 16×16 image tokens → 64×64 image (VQ-VAE + transformer)"
     family = "ar"
     default_weights = Path(__file__).parent / "weights"
-    model_module = "loom.plugins.ar.model"
     trainer = "loom.plugins.ar.training:ARTrainer"
+
+    @classmethod
+    def model_class(cls):
+        from .model import ARModel
+
+        return ARModel
 
     class Config(TrainedConfig):
         # guidance 2 and temperature 0.7 scored best on the 8×8 model (100 prompts); on the 16×16 one

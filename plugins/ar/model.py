@@ -3,18 +3,15 @@ key/value cache (imports torch; loaded only when the generator loads or trains).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from loom.plugins.common.nn import TextCondition, edge_weights, read_folder, save_folder
+from loom.plugins.common.nn import TextCondition, edge_weights
+from loom.plugins.common.saved import SavedConfig, SavedModel
 
 
-@dataclass
-class ARConfig:
+class ARConfig(SavedConfig):
     """Architecture of tokenizer and transformer; saved as config.json beside the weights."""
 
     family: str = "ar"
@@ -25,13 +22,13 @@ class ARConfig:
     #: halving (so three entries: 4× down, a 16×16 grid of tokens for a 64×64 image; four give 8×8)
     codebook: int = 1024
     code_dim: int = 8
-    vq_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
+    vq_channels: list[int] = [16, 32, 64]
     #: transformer
     d_model: int = 192
     layers: int = 4
     heads: int = 4
     queries: int = 4
-    training: dict = field(default_factory=dict)
+    training: dict = {}
 
     @property
     def grid(self) -> int:
@@ -283,12 +280,13 @@ def pick(logits, generators, temperature: float, top_k: int):
     return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators)])
 
 
-class ARModel(nn.Module):
+class ARModel(SavedModel):
     """Tokenizer + transformer: what the generator loads."""
 
+    config_class = ARConfig
+
     def __init__(self, cfg: ARConfig):
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         self.tokenizer = VQTokenizer(cfg)
         self.prior = TokenTransformer(cfg)
 
@@ -297,15 +295,3 @@ class ARModel(nn.Module):
                  guidance_scale: float = 1.0):
         codes = self.prior.sample(tokens, mask, pooled, generators, temperature, top_k, guidance_scale=guidance_scale)
         return self.tokenizer.decode(codes)
-
-
-def save(model: ARModel, folder: "str | Path") -> Path:
-    return save_folder(model.state_dict(), model.cfg, folder)
-
-
-def load(folder: "str | Path", device: str = "cpu") -> ARModel:
-    """The model from a folder written by :func:`save`; weights through safetensors only."""
-    cfg, state = read_folder(folder, ARConfig, device)
-    model = ARModel(cfg)
-    model.load_state_dict(state)
-    return model.to(device).eval()

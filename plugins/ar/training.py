@@ -3,7 +3,6 @@ transformer on the frozen tokenizer's codes."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -12,7 +11,7 @@ from torch.nn import functional as F
 
 from loom.core.training import Trainer, TrainerOptions, warmup_cosine
 
-from .model import ARConfig, ARModel, empty_condition, save
+from .model import ARConfig, ARModel, empty_condition
 
 #: the architecture options default to the model's own defaults, so the two cannot drift apart
 _ARCH = ARConfig()
@@ -89,13 +88,10 @@ class ARTrainer(Trainer):
         self.opt_prior.load_state_dict(state["opt_prior"])
 
     def load_generator(self, folder: Path) -> None:
-        from .model import load
-
-        self.model.load_state_dict(load(folder).state_dict())
+        self.model.load_state_dict(ARModel.from_folder(folder).state_dict())
 
     def export(self, folder: Path, training: dict) -> None:
-        self.model.cfg = replace(self.model.cfg, training=training)
-        save(self.model, folder)
+        self.model.save(folder, training)
 
     def sample(self, tokens, mask, pooled, generators):
         was = self.model.training

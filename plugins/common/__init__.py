@@ -4,12 +4,12 @@
 ``"family"`` + ``model.safetensors``), the shipped default when no folder is given;
 :class:`TrainedSoundGenerator` is its text → sound twin, whose model predicts log-mel
 spectrograms that Griffin-Lim turns into waveforms. This module imports no torch; the network
-building blocks live in :mod:`.nn`, the mel helpers in :mod:`.mel`.
+building blocks live in :mod:`.nn`, the mel helpers in :mod:`.mel`, and the model that reads and
+writes a trained folder in :mod:`.saved`.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import ClassVar
@@ -27,12 +27,16 @@ from loom.core import (
     WeightsError,
 )
 
+#: A trained folder: the model's config (with ``"family"``) and its weights.
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
 
 def check_folder(folder: "str | Path", family: str, train: str | None = None) -> Path:
     """``folder`` if it holds a trained model of ``family``; otherwise a WeightsError saying what is
     missing and how to train one (``train``, default ``loom train FAMILY --out FOLDER``)."""
     folder = Path(folder)
-    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+    if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
         hint = ""
         if (folder / "model_index.json").is_file():
             hint = " (it is a diffusers pipeline folder: use the stable-diffusion component with model: this folder)"
@@ -40,7 +44,7 @@ def check_folder(folder: "str | Path", family: str, train: str | None = None) ->
             f"{str(folder)!r} is not a trained {family} folder: it needs config.json and model.safetensors "
             f"(train one with `{train or f'loom train {family} --out {folder}'}`){hint}"
         )
-    found = json.loads((folder / "config.json").read_text()).get("family")
+    found = json.loads((folder / CONFIG_NAME).read_text()).get("family")
     if found != family:
         raise WeightsError(f"{str(folder)!r} holds a {found!r} model, not a {family!r} one")
     return folder
@@ -70,13 +74,11 @@ class TrainedConfig(ComponentConfig):
 
 
 class TrainedGenerator(Generator):
-    """Text embedding → image from a trained folder. Subclasses set ``family``, ``default_weights``
-    and ``model_module`` (a module with ``load(folder, device)`` returning a model that has
-    ``cfg.encoder``, ``cfg.text_dim`` and ``generate(tokens, mask, pooled, generators, temperature, **sampling_options())``)."""
+    """Text embedding → image from a trained folder. Subclasses set ``family`` and
+    ``default_weights`` and name their model in :meth:`model_class`."""
 
     family: ClassVar[str] = ""
     default_weights: ClassVar[Path]
-    model_module: ClassVar[str] = ""
 
     Config = TrainedConfig
     input_type = Embedding
@@ -95,17 +97,24 @@ class TrainedGenerator(Generator):
         Config.__name__ = Config.__qualname__ = f"{cls.__name__}.Config"
         cls.Config = Config
 
+    @classmethod
+    def model_class(cls) -> type:
+        """The family's model: a :class:`.saved.SavedModel` whose config has ``encoder`` and
+        ``text_dim`` and which has ``generate(tokens, mask, pooled, generators, temperature,
+        **sampling_options())``. Imported here, so that registering the plugin imports no torch."""
+        raise NotImplementedError(f"{cls.__name__} names no model class")
+
     def sampling_options(self) -> dict:
         """Extra keyword arguments for the model's ``generate`` (a family's own config options)."""
         return {}
 
     def setup(self) -> None:
-        module = importlib.import_module(self.model_module)
+        model_class = self.model_class()
         folder = check_folder(self.config.weights or self.default_weights, self.family)
-        self.model = module.load(folder, self.config.device)
+        self.model = model_class.from_folder(folder, self.config.device)
 
     def save_weights(self, folder: "str | Path") -> Path:
-        return importlib.import_module(self.model_module).save(self.model, folder)
+        return self.model.save(folder)
 
     def run(self, inputs: Embedding, generators: list) -> Image:
         return Image(self.sample(inputs, generators).float().cpu())

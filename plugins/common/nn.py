@@ -3,16 +3,11 @@ FiLM upsampling, edge-weighted losses (imports torch; loaded only when a model l
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 
 
 @dataclass
@@ -133,6 +128,16 @@ class ConditionalDecoder(nn.Module):
 SOUND_CHANNELS = (128, 96, 64, 32)
 
 
+def sound_config(family: str, shape: tuple[int, int, int]) -> dict:
+    """The config entries of a first-party sound model of ``family`` whose samples are ``shape``
+    (1 × mels × frames log-mel images): its layout, its decoder channels and how its outputs become
+    waveforms (``mel``, a :class:`.mel.MelImage`)."""
+    from .mel import MelImage
+
+    return {"family": family, "sample_shape": list(shape), "channels": list(SOUND_CHANNELS),
+            "mel": MelImage(frames=shape[2]).model_dump()}
+
+
 def sample_shape(cfg) -> tuple[int, int, int]:
     """(channels, height, width) a model config describes: its ``sample_shape`` when set (sound
     models: 1 × mels × frames), else square RGB images of ``image_size``."""
@@ -150,38 +155,6 @@ def seed_shape(shape: tuple[int, int, int], doublings: int) -> tuple[int, int]:
     if h % k or w % k or h < k or w < k:
         raise ValueError(f"a {h}×{w} sample does not fit {doublings} doublings: both sides must be positive multiples of {k}")
     return h // k, w // k
-
-
-def save_folder(state: dict, config, folder: "str | Path") -> Path:
-    """Write ``config.json`` (a dataclass) and ``model.safetensors`` (``state``) into ``folder``, each
-    atomically. Floating-point weights are stored as float16, which halves the shipped files; they
-    load back into float32 models (training checkpoints keep full precision)."""
-    from safetensors.torch import save_file
-
-    from loom.core.files import atomic_path
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / WEIGHTS_NAME) as tmp:
-        save_file({k: _storage(v) for k, v in state.items()}, str(tmp))
-    with atomic_path(folder / CONFIG_NAME) as tmp:
-        tmp.write_text(json.dumps(asdict(config), indent=2) + "\n")
-    return folder
-
-
-def _storage(t: torch.Tensor) -> torch.Tensor:
-    t = t.detach().contiguous()
-    return t.half() if t.is_floating_point() else t
-
-
-def read_folder(folder: "str | Path", config_cls, device: str = "cpu"):
-    """(config, state dict) from a folder :func:`save_folder` wrote; weights through safetensors only."""
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    data = json.loads((folder / CONFIG_NAME).read_text())
-    config = config_cls(**{k: v for k, v in data.items() if k in config_cls.__dataclass_fields__})
-    return config, load_file(str(folder / WEIGHTS_NAME), device=device)
 
 
 def edge_map(images):

@@ -1,4 +1,5 @@
-"""What Loom's procedural checkers (ShapesEval, SoundsEval) report over many items (no torch)."""
+"""What Loom's procedural checkers (ShapesEval, SoundsEval) report over many items, and the
+batched runs of a chain that they score (no torch)."""
 
 from __future__ import annotations
 
@@ -72,3 +73,16 @@ def spread(values: Sequence[Any], world: dict[Any, float]) -> float:
     p = counts / counts.sum()
     h = float(-(p * np.log(p)).sum()) + (len(counts) - 1) / (2 * len(found))
     return min(h / h_world, 1.0) * len(found) / total
+
+
+def run_in_batches(pipeline, texts: Sequence[str], seeds: Sequence[int], batch_size: int, progress: bool,
+                   desc: str = "evaluating", unit: str = "image"):
+    """Yield ``pipeline``'s output batch for each ``batch_size`` of ``texts`` in turn (item i
+    seeded ``seeds[i]``), with a progress bar counting ``unit`` s."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(texts), desc=desc, unit=unit, disable=not progress, delay=1.0) as bar:
+        for start in range(0, len(texts), batch_size):
+            chunk = list(texts[start : start + batch_size])
+            yield pipeline.run(chunk, list(seeds[start : start + len(chunk)]), progress=False).output
+            bar.update(len(chunk))

@@ -35,48 +35,25 @@ from loom.core import (
     WeightsError,
     hookimpl,
 )
+from loom.plugins.common import WEIGHTS_NAME, weights_validator
 from loom.plugins.common import check_folder as check_trained_folder
-from loom.plugins.common import weights_validator
+
+# SCHEDULERS is read from here too (tests, benches): the scheduler names are part of the plugin's face
+from .sampling import SCHEDULERS, SHAPES_GUIDANCE, SchedulerName  # noqa: F401
 
 #: The plugin API this plugin is written for (see loom.core.hookspecs): it reports denoising
 #: steps through Component.report_progress and carries negative embeddings (both 1.1).
 LOOM_PLUGIN_API = "1.1"
 
-#: Classifier-free guidance of the Shapes diffusion model (the ``diffusion`` component and
-#: training's sample grid). Paired on 300 validation prompts (``bench/sampling_sweep.py``), the
-#: shipped model (``runs/ldm10``) scored 0.777, 0.817 and 0.820 at 1.5, 2 and 2.5 (2.5 against 2:
-#: 7 prompts right only at 2.5, 6 only at 2, a tie), and the one before it (``runs/ldm9``) 0.777,
-#: 0.767 and 0.750 at 2, 2.5 and 3. (On the first 100 evaluation prompts 3 had looked best for
-#: ldm9, 0.85 against 0.80: within the noise of 100 prompts.)
-SHAPES_GUIDANCE = 2.0
-
 #: The hub id used when no ``model`` is given; loaded from the local Hugging Face cache.
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
-#: Scheduler names and the diffusers class (and options) each maps to; ``default`` keeps the
-#: folder's own scheduler. Every scheduler is built with ``from_config`` from the folder's.
-SCHEDULERS: dict[str, tuple[str | None, dict]] = {
-    "default": (None, {}),
-    "ddim": ("DDIMScheduler", {}),
-    "ddpm": ("DDPMScheduler", {}),
-    "pndm": ("PNDMScheduler", {}),
-    "euler": ("EulerDiscreteScheduler", {}),
-    "euler-ancestral": ("EulerAncestralDiscreteScheduler", {}),
-    "heun": ("HeunDiscreteScheduler", {}),
-    "dpm++2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "dpm++2m-karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
-    "unipc": ("UniPCMultistepScheduler", {}),
-}
-SchedulerName = Literal["default", "ddim", "ddpm", "pndm", "euler", "euler-ancestral", "heun", "dpm++2m", "dpm++2m-karras", "unipc"]
-
-# runtime is imported lazily: it imports torch and diffusers
-RUNTIME = "loom.plugins.diffusion.runtime"
-
 
 def _runtime():
-    import importlib
+    # imported here: it imports torch and diffusers
+    from . import runtime
 
-    return importlib.import_module(RUNTIME)
+    return runtime
 
 
 class ModelOptions(ComponentConfig):
@@ -258,8 +235,6 @@ class ShapesDiffusion(Generator):
 
     description = "text embedding → 64×64 image (small diffusion UNet trained on Shapes)"
     default_weights: ClassVar[Path] = Path(__file__).parent / "weights"
-    #: the module with ``load(folder, device)`` and ``save(model, folder)`` (used by scripts/ship.py)
-    model_module: ClassVar[str] = "loom.plugins.diffusion.shapes"
     trainer = "loom.plugins.diffusion.training:DiffusionTrainer"
     capabilities = Capabilities(has_weights=True, weights_option="weights", devices=("cpu", "cuda"))
     input_type = Embedding
@@ -275,22 +250,25 @@ class ShapesDiffusion(Generator):
 
         _weights_are_trained = weights_validator("diffusion")
 
-    def setup(self) -> None:
-        from . import shapes
+    @classmethod
+    def model_class(cls) -> type:
+        """The model a trained folder holds (``from_folder``, ``save``; scripts/ship.py uses it)."""
+        from .shapes import ShapesDiffusionModel
 
+        return ShapesDiffusionModel
+
+    def setup(self) -> None:
         folder = self.config.weights or self.default_weights
-        if self.config.weights is None and not (Path(folder) / "model.safetensors").is_file():
+        if self.config.weights is None and not (Path(folder) / WEIGHTS_NAME).is_file():
             raise WeightsError(
                 f"the shipped Shapes diffusion weights are missing from this install ({folder}): reinstall "
                 "Loom, or train a model with `loom train diffusion --out runs/diffusion` and pass "
                 "weights: runs/diffusion (or --generator runs/diffusion)"
             )
-        self.model = shapes.load(check_folder(folder), self.config.device)
+        self.model = self.model_class().from_folder(check_folder(folder), self.config.device)
 
     def save_weights(self, folder: "str | Path") -> Path:
-        from . import shapes
-
-        return shapes.save(self.model, folder)
+        return self.model.save(folder)
 
     def run(self, inputs: Embedding, generators: list) -> Image:
         cfg = self.model.cfg

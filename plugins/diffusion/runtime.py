@@ -22,7 +22,7 @@ import torch
 
 from loom.core import ConfigError, Embedding, Image, InputError, Latent, WeightsError
 
-from . import SCHEDULERS
+from .sampling import make_scheduler
 
 _parts: dict[tuple, object] = {}
 _lock = threading.Lock()
@@ -173,16 +173,6 @@ def load_pipeline(config, device: str, skip=(), sampling=None, safety_checker: b
         pipe.enable_sequential_cpu_offload(device=device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def make_scheduler(current, name: str):
-    """The scheduler ``name`` (see :data:`SCHEDULERS`), built from ``current``'s config."""
-    cls_name, options = SCHEDULERS[name]
-    if cls_name is None:
-        return current
-    import diffusers
-
-    return getattr(diffusers, cls_name).from_config(current.config, **options)
 
 
 def speed_up(unet, sampling):

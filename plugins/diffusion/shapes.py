@@ -16,19 +16,22 @@ Where it diffuses, two ways (``autoencoder`` in the config):
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+import inspect
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from loom.core.training import write_json_atomic
+from loom.plugins.common import WEIGHTS_NAME
+from loom.plugins.common.saved import SavedConfig, SavedModel
+
+from .sampling import SCHEDULERS, SHAPES_GUIDANCE, make_scheduler
+
+#: The autoencoder's weights, beside the UNet's in ``model.safetensors``.
+AUTOENCODER_NAME = "autoencoder.safetensors"
 
 
-@dataclass
-class ShapesDiffusionConfig:
+class ShapesDiffusionConfig(SavedConfig):
     """Architecture and noise schedule; saved as config.json beside the weights."""
 
     family: str = "diffusion"
@@ -37,7 +40,7 @@ class ShapesDiffusionConfig:
     patch: int = 4
     text_dim: int = 384
     encoder: str = "all-MiniLM-L6-v2"
-    block_out_channels: list[int] = field(default_factory=lambda: [64, 128])
+    block_out_channels: list[int] = [64, 128]
     layers_per_block: int = 1
     attention_head_dim: int = 32
     prediction_type: str = "v_prediction"
@@ -49,7 +52,7 @@ class ShapesDiffusionConfig:
     autoencoder: dict | None = None
     #: the UNet's GroupNorm groups; None: diffusers' 32 (or the narrowest width, if less)
     norm_num_groups: int | None = None
-    training: dict = field(default_factory=dict)
+    training: dict = {}
 
     @property
     def channels(self) -> int:
@@ -98,14 +101,15 @@ def noise_schedule(cfg: ShapesDiffusionConfig):
     )
 
 
-class ShapesDiffusionModel(nn.Module):
+class ShapesDiffusionModel(SavedModel):
     """The UNet, the fold between images and latents, and sampling."""
 
+    config_class = ShapesDiffusionConfig
+
     def __init__(self, cfg: ShapesDiffusionConfig):
-        super().__init__()
+        super().__init__(cfg)
         from diffusers import UNet2DConditionModel
 
-        self.cfg = cfg
         n = len(cfg.block_out_channels)
         self.vae = build_autoencoder(cfg.autoencoder) if cfg.autoencoder else None
         # cross-attention to the caption at every resolution but the first (16×16: attention there
@@ -121,6 +125,13 @@ class ShapesDiffusionModel(nn.Module):
             # the pooled sentence vector joins the timestep embedding
             class_embed_type="projection", projection_class_embeddings_input_dim=cfg.text_dim,
         )
+
+    def weight_files(self) -> dict[str, nn.Module]:
+        """The UNet in ``model.safetensors``, the autoencoder (if any) in ``autoencoder.safetensors``."""
+        files = {WEIGHTS_NAME: self.unet}
+        if self.vae is not None:
+            files[AUTOENCODER_NAME] = self.vae
+        return files
 
     def fold(self, images):
         """B×3×H×W in [0, 1] → the latents the UNet diffuses: the autoencoder's posterior means,
@@ -153,10 +164,6 @@ class ShapesDiffusionModel(nn.Module):
         uses ``SHAPES_GUIDANCE``."""
         from diffusers.utils.torch_utils import randn_tensor
 
-        from loom.plugins.diffusion import SCHEDULERS, SHAPES_GUIDANCE
-
-        from .runtime import make_scheduler
-
         if guidance_scale is None:
             guidance_scale = SHAPES_GUIDANCE
 
@@ -171,7 +178,7 @@ class ShapesDiffusionModel(nn.Module):
             tokens = torch.cat([torch.zeros_like(tokens), tokens])
             mask = torch.cat([torch.ones_like(mask), mask])
             pooled = torch.cat([torch.zeros_like(pooled), pooled])
-        accepts_generator = "generator" in __import__("inspect").signature(sched.step).parameters
+        accepts_generator = "generator" in inspect.signature(sched.step).parameters
         timesteps = sched.timesteps
         for i, t in enumerate(timesteps):
             inp = sched.scale_model_input(torch.cat([x, x]) if guided else x, t)
@@ -184,44 +191,3 @@ class ShapesDiffusionModel(nn.Module):
             if progress is not None:
                 progress(i + 1, len(timesteps), "denoising step")
         return self.unfold(x).clamp(0, 1)
-
-
-def save(model: ShapesDiffusionModel, folder: "str | Path", dtype=torch.float16) -> Path:
-    """Write ``config.json``, ``model.safetensors`` (the UNet) and, with an autoencoder,
-    ``autoencoder.safetensors`` into ``folder``: float16, each file atomically."""
-    from safetensors.torch import save_file
-
-    from loom.core.files import atomic_path
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    parts = {"model.safetensors": model.unet}
-    if model.vae is not None:
-        parts["autoencoder.safetensors"] = model.vae
-    for name, module in parts.items():
-        state = {k: v.detach().to(dtype).contiguous().cpu() for k, v in module.state_dict().items()}
-        # atomic_path also gives the file the usual mode (safetensors writes it private)
-        with atomic_path(folder / name) as tmp:
-            save_file(state, str(tmp))
-    write_json_atomic(folder / "config.json", asdict(model.cfg))
-    return folder
-
-
-def load(folder: "str | Path", device: str = "cpu") -> ShapesDiffusionModel:
-    """A model from a folder written by :func:`save` (weights through safetensors only)."""
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    raw = json.loads((folder / "config.json").read_text())
-    known = {f.name for f in fields(ShapesDiffusionConfig)}
-    cfg = ShapesDiffusionConfig(**{k: v for k, v in raw.items() if k in known})
-    model = ShapesDiffusionModel(cfg)
-    model.unet.load_state_dict({k: v.float() for k, v in load_file(str(folder / "model.safetensors")).items()})
-    if model.vae is not None:
-        path = folder / "autoencoder.safetensors"
-        if not path.is_file():
-            from loom.core import WeightsError
-
-            raise WeightsError(f"{str(folder)!r} has no autoencoder.safetensors, which its config.json names; copy the whole trained folder")
-        model.vae.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
-    return model.to(device).eval()

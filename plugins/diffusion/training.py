@@ -17,7 +17,6 @@ With ``autoencoder_channels`` empty there is no first phase: the UNet diffuses f
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -28,7 +27,7 @@ from torch.nn import functional as F
 from loom.core.training import Trainer, TrainerOptions, warmup_cosine
 from loom.plugins.common.nn import edge_weights
 
-from .shapes import ShapesDiffusionConfig, ShapesDiffusionModel, noise_schedule, norm_groups, save
+from .shapes import ShapesDiffusionConfig, ShapesDiffusionModel, noise_schedule, norm_groups
 
 #: the UNet options default to the model's own defaults, so the two cannot drift apart
 _MODEL = ShapesDiffusionConfig()
@@ -96,13 +95,11 @@ class DiffusionTrainer(Trainer):
             return
         from loom.core import InputError
 
-        from .shapes import load
-
         folder = Path(self.options.unet_init)
         if not (folder / "config.json").is_file():
             raise InputError(f"unet_init {str(folder)!r} is not a trained diffusion model folder (no config.json there); "
                              "name a folder that `loom train diffusion` wrote or the shipped plugins/diffusion/weights")
-        trained = load(folder)
+        trained = ShapesDiffusionModel.from_folder(folder)
         unet = trained.unet.state_dict()
         # the folder (the shipped default, say) may be overwritten later: keep how its UNet was made
         record = trained.cfg.training or {}
@@ -212,9 +209,7 @@ class DiffusionTrainer(Trainer):
         return {"unet_from": self.unet_from} if self.unet_from is not None else {}
 
     def load_generator(self, folder: Path) -> None:
-        from .shapes import load
-
-        trained = load(folder)
+        trained = ShapesDiffusionModel.from_folder(folder)
         for model in (self.model, self.ema):
             model.load_state_dict(trained.state_dict())
         if trained.cfg.autoencoder is not None and self.model.vae is not None:
@@ -256,8 +251,7 @@ class DiffusionTrainer(Trainer):
 
     def export(self, folder: Path, training: dict) -> None:
         self._sync_autoencoder()
-        self.ema.cfg = replace(self.ema.cfg, training=training)
-        save(self.ema, folder)
+        self.ema.save(folder, training)
 
     def sample(self, tokens, mask, pooled, generators):
         self._sync_autoencoder()

@@ -25,10 +25,15 @@ class GANGenerator(TrainedGenerator):
     description = "text embedding → 64×64 image (conditional GAN trained on Shapes)"
     family = "gan"
     default_weights = Path(__file__).parent / "weights"
-    model_module = "loom.plugins.gan.model"
     trainer = "loom.plugins.gan.training:GANTrainer"
     # trained on captions that state every attribute: a typed prompt is completed first
     prompt_completion = "complete-shapes-prompt"
+
+    @classmethod
+    def model_class(cls):
+        from .model import GANGenerator
+
+        return GANGenerator
 
 
 class GANSoundGenerator(TrainedSoundGenerator):
@@ -38,9 +43,14 @@ class GANSoundGenerator(TrainedSoundGenerator):
     description = "text embedding → 1.5 s, 16 kHz sound (conditional GAN on log-mel spectrograms, trained on Sounds)"
     family = "gan-sound"
     default_weights = Path(__file__).parent / "sound_weights"
-    model_module = "loom.plugins.gan.model"
     trainer = "loom.plugins.gan.training:GANSoundTrainer"
     prompt_completion = "complete-sounds-prompt"
+
+    @classmethod
+    def model_class(cls):
+        from .model import GANGenerator
+
+        return GANGenerator
 
 
 @hookimpl

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -15,15 +12,13 @@ from loom.plugins.common.nn import (
     ConditionalDecoder,
     SpatialCrossAttention,
     TextCondition,
-    read_folder,
     sample_shape,
-    save_folder,
     seed_shape,
 )
+from loom.plugins.common.saved import SavedConfig, SavedModel
 
 
-@dataclass
-class GANConfig:
+class GANConfig(SavedConfig):
     """Architecture of the GAN; saved as config.json beside the (EMA) generator weights."""
 
     family: str = "gan"
@@ -34,21 +29,24 @@ class GANConfig:
     cond_dim: int = 256
     width: int = 128
     queries: int = 4
-    channels: list[int] = field(default_factory=lambda: [128, 128, 64, 32])
+    channels: list[int] = [128, 128, 64, 32]
     #: discriminator channels at 32, 16, 8 and 4 pixels
-    d_channels: list[int] = field(default_factory=lambda: [32, 64, 128, 128])
+    d_channels: list[int] = [32, 64, 128, 128]
     #: (channels, height, width) of a sample when it is not a square RGB image of ``image_size``
     #: (a sound model: [1, mels, frames]); None for images
     sample_shape: list[int] | None = None
     #: how a sound model's outputs become waveforms (MelSettings, frames, samples); None for images
     mel: dict | None = None
-    training: dict = field(default_factory=dict)
+    training: dict = {}
 
 
-class GANGenerator(nn.Module):
+class GANGenerator(SavedModel):
+    """The generator, what a trained folder holds (the exponential moving average of its weights)."""
+
+    config_class = GANConfig
+
     def __init__(self, cfg: GANConfig):
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         self.condition = TextCondition(cfg.text_dim, cfg.width, cfg.queries, cfg.cond_dim)
         shape = sample_shape(cfg)
         seed = seed_shape(shape, len(cfg.channels))
@@ -90,15 +88,3 @@ class Discriminator(nn.Module):
         h = self.cross(self.features(images * 2 - 1), cond)
         h = F.leaky_relu(self.fc(self.down(h).flatten(1)), 0.2)
         return self.out(h).squeeze(1) + (self.embed(cond.vector) * h).sum(1)
-
-
-def save(generator: GANGenerator, folder: "str | Path") -> Path:
-    return save_folder(generator.state_dict(), generator.cfg, folder)
-
-
-def load(folder: "str | Path", device: str = "cpu") -> GANGenerator:
-    """The generator from a folder written by :func:`save`; weights through safetensors only."""
-    cfg, state = read_folder(folder, GANConfig, device)
-    model = GANGenerator(cfg)
-    model.load_state_dict(state)
-    return model.to(device).eval()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -12,9 +11,9 @@ from pydantic import Field
 from torch.nn import functional as F
 
 from loom.core.training import Trainer, TrainerOptions, warmup_cosine
-from loom.plugins.common.nn import SOUND_CHANNELS, closest_of
+from loom.plugins.common.nn import closest_of, sound_config
 
-from .model import Discriminator, GANConfig, GANGenerator, save
+from .model import Discriminator, GANConfig, GANGenerator
 
 
 class GANOptions(TrainerOptions):
@@ -123,15 +122,12 @@ class GANTrainer(Trainer):
     def load_generator(self, folder: Path) -> None:
         # A trained folder holds only the averaged generator: both generators start from it and
         # the discriminator starts fresh.
-        from .model import load
-
-        trained = load(folder).state_dict()
+        trained = GANGenerator.from_folder(folder).state_dict()
         for g in (self.g, self.g_ema):
             g.load_state_dict(trained)
 
     def export(self, folder: Path, training: dict) -> None:
-        self.g_ema.cfg = replace(self.g_ema.cfg, training=training)
-        save(self.g_ema, folder)
+        self.g_ema.save(folder, training)
 
     def sample(self, tokens, mask, pooled, generators):
         return self.g_ema.generate(tokens, mask, pooled, generators)
@@ -146,9 +142,4 @@ class GANSoundTrainer(GANTrainer):
     sample_shape = (1, 64, 96)
 
     def model_config(self, options: GANOptions) -> GANConfig:
-        from loom.plugins.common.mel import MelImage
-
-        return GANConfig(
-            family=self.family, sample_shape=list(self.shape()), channels=list(SOUND_CHANNELS),
-            mel=MelImage(frames=self.shape()[2]).model_dump(),
-        )
+        return GANConfig(**sound_config(self.family, self.shape()))

@@ -4,10 +4,12 @@ Scenes are one or two coloured circles, squares or triangles in a 3×3 grid on a
 background. :class:`ShapesDataset` yields (image, caption, scene) items deterministically from a
 seed, :func:`parse_caption` reads captions back into specs, and :class:`ShapesEval` scores any
 image against a prompt attribute by attribute, so a generator's output can be graded without a
-learned judge.
+learned judge. As a Loom plugin (entry point ``shapes``) it registers the world
+:class:`ShapesWorld`, whose training set is :class:`ShapesData`.
 """
 
 from .evaluate import ATTRIBUTES, EvalReport, PromptScore, ShapesEval
+from .plugin import LOOM_PLUGIN_API, SHAPES_SAMPLE_PROMPTS, ShapesData, ShapesWorld, loom_register_worlds
 from .world import (
     BACKGROUND_COLOURS,
     DIVERSITY_PROMPTS,
@@ -46,6 +48,11 @@ from .world import (
 )
 
 __all__ = [
+    "LOOM_PLUGIN_API",
+    "SHAPES_SAMPLE_PROMPTS",
+    "ShapesData",
+    "ShapesWorld",
+    "loom_register_worlds",
     "ATTRIBUTES",
     "BACKGROUND_COLOURS",
     "DIVERSITY_PROMPTS",

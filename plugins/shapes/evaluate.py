@@ -318,6 +318,79 @@ def _best_assignment(objects: list, candidates: list["_Region"]) -> list["_Regio
     return list(best)
 
 
+def _background(classes: np.ndarray, imgf: np.ndarray) -> tuple[int, np.ndarray]:
+    """The palette class commonest on the border, and the mean colour of its border pixels."""
+    border = np.concatenate([classes[0], classes[-1], classes[1:-1, 0], classes[1:-1, -1]])
+    bg_class = int(np.bincount(border, minlength=len(_PALETTE_NAMES)).argmax())
+    border_rgb = np.concatenate([imgf[0], imgf[-1], imgf[1:-1, 0], imgf[1:-1, -1]])
+    return bg_class, border_rgb[border == bg_class].mean(0)
+
+
+class _Regions:
+    """The solid regions of each palette class of one image, found when first asked for."""
+
+    def __init__(self, classes: np.ndarray, imgf: np.ndarray, bg_rgb: np.ndarray):
+        self.classes, self.imgf, self.bg_rgb = classes, imgf, bg_rgb
+        self._found: dict[int, list[_Region]] = {}
+
+    def __call__(self, k: int) -> list[_Region]:
+        """Solid regions of palette class k, largest first."""
+        if k not in self._found:
+            mask = self.classes == k
+            core = _core(mask).ravel()
+            found = [
+                _Region(idx, _PALETTE_NAMES[k], self.imgf, self.bg_rgb)
+                for idx in _components(mask)
+                if idx.size >= _MIN_AREA and core[idx].sum() >= _MIN_CORE_FRACTION * idx.size
+            ]
+            found.sort(key=lambda r: -r.area)
+            self._found[k] = found
+        return self._found[k]
+
+
+def _match_objects(spec: PromptSpec, regions: _Regions, background: str, bg_class: int) -> tuple[list, set[int]]:
+    """The region standing for each object of ``spec`` (None where none does), and the ids of
+    the regions used."""
+    n = len(spec.objects)
+    matched: list[_Region | None] = [None] * n
+    used: set[int] = set()  # ids of regions already standing for an object
+
+    # Objects of a named colour first, so the fallback below cannot take their regions.
+    for i, o in enumerate(spec.objects):
+        if o.colour is None or o.colour == background:
+            continue
+        for r in regions(_PALETTE_NAMES.index(o.colour)):
+            if id(r) not in used:
+                matched[i] = r
+                used.add(id(r))
+                break
+    # The rest stand for the objects with no colour named (or a missing one): the largest
+    # regions left, assigned so that they agree with the most stated attributes.
+    open_ = [i for i in range(n) if matched[i] is None]
+    candidates = sorted(
+        (r for k in range(len(_PALETTE_NAMES)) if k != bg_class for r in regions(k) if id(r) not in used),
+        key=lambda r: -r.area,
+    )[: len(open_) + 2]
+    for i, r in zip(open_, _best_assignment([spec.objects[i] for i in open_], candidates)):
+        matched[i] = r
+        if r is not None:
+            used.add(id(r))
+    return matched, used
+
+
+def _verdicts(spec: PromptSpec, matched: list, background: str) -> dict[str, bool | None]:
+    """Per attribute: right for every object stating it (None where no object states it)."""
+    verdicts: dict[str, list[bool]] = {a: [] for a in ATTRIBUTES}
+    if spec.background is not None:
+        verdicts["background"].append(spec.background == background)
+    for o, r in zip(spec.objects, matched):
+        for a in ("colour", "shape", "position", "size"):
+            want = getattr(o, a)
+            if want is not None:
+                verdicts[a].append(r is not None and getattr(r, a) == want)
+    return {a: (all(v) if v else None) for a, v in verdicts.items()}
+
+
 class ShapesEval:
     """Scores images against Shapes prompts. Stateless and cheap: build one and reuse it."""
 
@@ -325,63 +398,12 @@ class ShapesEval:
         spec = _as_spec(prompt)
         img = _to_array(image)
         classes = _classify(img)
-        border = np.concatenate([classes[0], classes[-1], classes[1:-1, 0], classes[1:-1, -1]])
-        bg_class = int(np.bincount(border, minlength=len(_PALETTE_NAMES)).argmax())
-        background = _PALETTE_NAMES[bg_class]
         imgf = img.astype(np.float32)
-        bg_pixels = border == bg_class
-        border_rgb = np.concatenate([imgf[0], imgf[-1], imgf[1:-1, 0], imgf[1:-1, -1]])
-        bg_rgb = border_rgb[bg_pixels].mean(0)
-
-        regions_cache: dict[int, list[_Region]] = {}
-
-        def regions(k: int) -> list[_Region]:
-            """Solid regions of palette class k, largest first."""
-            if k not in regions_cache:
-                mask = classes == k
-                core = _core(mask).ravel()
-                found = []
-                for idx in _components(mask):
-                    if idx.size >= _MIN_AREA and core[idx].sum() >= _MIN_CORE_FRACTION * idx.size:
-                        found.append(_Region(idx, _PALETTE_NAMES[k], imgf, bg_rgb))
-                found.sort(key=lambda r: -r.area)
-                regions_cache[k] = found
-            return regions_cache[k]
-
-        n = len(spec.objects)
-        matched: list[_Region | None] = [None] * n
-        used: set[int] = set()  # ids of regions already standing for an object
-
-        # Objects of a named colour first, so the fallback below cannot take their regions.
-        for i, o in enumerate(spec.objects):
-            if o.colour is None or o.colour == background:
-                continue
-            for r in regions(_PALETTE_NAMES.index(o.colour)):
-                if id(r) not in used:
-                    matched[i] = r
-                    used.add(id(r))
-                    break
-        # The rest stand for the objects with no colour named (or a missing one): the largest
-        # regions left, assigned so that they agree with the most stated attributes.
-        open_ = [i for i in range(n) if matched[i] is None]
-        candidates = sorted(
-            (r for k in range(len(_PALETTE_NAMES)) if k != bg_class for r in regions(k) if id(r) not in used),
-            key=lambda r: -r.area,
-        )[: len(open_) + 2]
-        for i, r in zip(open_, _best_assignment([spec.objects[i] for i in open_], candidates)):
-            matched[i] = r
-            if r is not None:
-                used.add(id(r))
-
-        verdicts: dict[str, list[bool]] = {a: [] for a in ATTRIBUTES}
-        if spec.background is not None:
-            verdicts["background"].append(spec.background == background)
-        for o, r in zip(spec.objects, matched):
-            for a in ("colour", "shape", "position", "size"):
-                want = getattr(o, a)
-                if want is not None:
-                    verdicts[a].append(r is not None and getattr(r, a) == want)
-        attributes = {a: (all(v) if v else None) for a, v in verdicts.items()}
+        bg_class, bg_rgb = _background(classes, imgf)
+        background = _PALETTE_NAMES[bg_class]
+        regions = _Regions(classes, imgf, bg_rgb)
+        matched, used = _match_objects(spec, regions, background, bg_class)
+        attributes = _verdicts(spec, matched, background)
         extra = sum(
             id(r) not in used for k in range(len(_PALETTE_NAMES)) if k != bg_class for r in regions(k)
         )
@@ -391,7 +413,7 @@ class ShapesEval:
         ]
         return PromptScore(
             attributes=attributes,
-            objects=n,
+            objects=len(spec.objects),
             correct=correct,
             found=sum(r is not None for r in matched),
             detected=detected,

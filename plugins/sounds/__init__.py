@@ -7,7 +7,9 @@ items deterministically from a seed, :func:`parse_caption` reads captions back, 
 output can be graded without a learned judge. Models train on ``SoundsDataset(training=True)``:
 everyday captions that leave attributes out, and no sound in a :data:`HELD_OUT` combination;
 :func:`sample_underspecified_prompts` and :func:`diversity` check what a model does with what a
-prompt leaves open. Only numpy is imported.
+prompt leaves open. As a Loom plugin (entry point ``sounds``) it registers the world
+:class:`SoundsWorld`, whose training set is :class:`SoundsData`. Torch is imported only when
+training data is made.
 """
 
 from .evaluate import (
@@ -22,6 +24,7 @@ from .evaluate import (
     analyse,
     diversity,
 )
+from .plugin import LOOM_PLUGIN_API, SOUNDS_SAMPLE_PROMPTS, SoundsData, SoundsWorld, loom_register_worlds
 from .world import (
     COMBINATIONS,
     COUNTS,
@@ -59,6 +62,7 @@ from .world import (
 )
 
 __all__ = [
+    "LOOM_PLUGIN_API", "SOUNDS_SAMPLE_PROMPTS", "SoundsData", "SoundsWorld", "loom_register_worlds",
     "ANALYSIS_RATE", "ATTRIBUTES", "COMBINATIONS", "COUNTS", "DISTRIBUTION", "DIVERSITY_PROMPTS", "DURATION",
     "DiversityReport", "EVALUATION_FRAMES", "EvalReport", "FULL_CAPTION_SHARE", "HELD_OUT", "Layout", "MOTIONS",
     "PITCHES", "PITCH_BOUNDS", "PITCH_HZ", "PartialSound", "PromptScore", "SAMPLE_RATE", "STATE_RATES", "Sound",

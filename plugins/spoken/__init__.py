@@ -71,16 +71,14 @@ class SpokenPrompt(Encoder):
     def setup(self) -> None:
         from loom.plugins.text_encoder import TextEncoder
 
-        from . import model
+        from .model import Recogniser
 
-        self.recogniser = model.load(check_folder(self.config.weights or DEFAULT_WEIGHTS), self.config.device)
+        self.recogniser = Recogniser.from_folder(check_folder(self.config.weights or DEFAULT_WEIGHTS), self.config.device)
         self.text_encoder = TextEncoder(model=self.config.text_model, max_length=self.config.max_length,
                                         device=self.config.device).load()
 
     def save_weights(self, folder: "str | Path") -> Path:
-        from . import model
-
-        return model.save(self.recogniser, folder)
+        return self.recogniser.save(folder)
 
     def transcribe(self, audio: Audio) -> list[str]:
         """What the recogniser hears in each item, as a prompt."""

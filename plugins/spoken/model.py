@@ -4,25 +4,21 @@ encoder loads or trains)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from loom.plugins.common.nn import read_folder, save_folder
+from loom.plugins.common.saved import SavedConfig, SavedModel
 
 #: Sample rate the recogniser listens at; other rates are resampled to it.
 SAMPLE_RATE = 16000
 FAMILY = "spoken-prompt"
 
 
-@dataclass
-class RecogniserConfig:
+class RecogniserConfig(SavedConfig):
     family: str = FAMILY
     #: Words the recogniser can hear, in output order after the CTC blank (index 0). "," stands for
     #: a pause where a caption has a comma or a semicolon.
-    vocabulary: list[str] = field(default_factory=list)
+    vocabulary: list[str] = []
     n_mels: int = 64
     n_fft: int = 400
     hop: int = 160
@@ -33,10 +29,11 @@ class RecogniserConfig:
     layers: int = 1
 
 
-class Recogniser(nn.Module):
+class Recogniser(SavedModel):
+    config_class = RecogniserConfig
+
     def __init__(self, cfg: RecogniserConfig):
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         convs = []
         for k in range(cfg.downsample):
             convs += [nn.Conv1d(cfg.n_mels if k == 0 else cfg.width, cfg.width, 5, stride=2, padding=2), nn.GELU()]
@@ -99,14 +96,3 @@ def as_text(words: list[str]) -> str:
         else:
             text += (" " if text else "") + w
     return text.strip(", ")
-
-
-def load(folder: "str | Path", device: str = "cpu") -> Recogniser:
-    cfg, state = read_folder(folder, RecogniserConfig, device)
-    model = Recogniser(cfg)
-    model.load_state_dict({k: v.float() for k, v in state.items()})
-    return model.to(device).eval()
-
-
-def save(model: Recogniser, folder: "str | Path") -> Path:
-    return save_folder(model.state_dict(), model.cfg, folder)

@@ -192,18 +192,9 @@ def edit_distance(a: list, b: list) -> int:
     return row[-1]
 
 
-def train(out: Path, data: Path, seed: int = 0, steps: int = 1500, batch_size: int = 32, lr: float = 2e-3,
-          piper_count: int = 500, espeak_count: int = 2400, piper_copies: int = 3, init: "Path | None" = None,
-          log=print) -> dict:
-    import torch
-
-    from . import model as spoken
-
-    torch.manual_seed(seed)
-    if init is not None:  # go on from a trained folder (same vocabulary and shape)
-        net = spoken.load(init).train()
-    else:
-        net = spoken.Recogniser(spoken.RecogniserConfig(vocabulary=list(VOCABULARY)))
+def training_data(data: Path, seed: int, features, piper_count: int, espeak_count: int, piper_copies: int):
+    """(the training pool of mels and labels, the validation sets by kind), rendered once into
+    ``data``: training captions 0.. for Piper, then the espeak-ng ones; validation captions after both."""
     cached: list = []
 
     def speakers():
@@ -211,18 +202,32 @@ def train(out: Path, data: Path, seed: int = 0, steps: int = 1500, batch_size: i
             cached.append(Speakers())
         return cached[0]
 
-    # training captions 0.. for Piper, then the espeak-ng ones; validation captions after both
     train_parts = [
-        dataset(data, "piper", piper_count, seed, 0, speakers, net.features, piper_copies),
-        dataset(data, "espeak", espeak_count, seed, piper_count, speakers, net.features),
+        dataset(data, "piper", piper_count, seed, 0, speakers, features, piper_copies),
+        dataset(data, "espeak", espeak_count, seed, piper_count, speakers, features),
     ]
     val_first = piper_count + espeak_count
     val = {
-        "piper": dataset(data, "piper", 100, seed, val_first, speakers, net.features),
-        "espeak": dataset(data, "espeak", 100, seed, val_first + 100, speakers, net.features),
-        "held-out": dataset(data, "held-out", 100, seed, val_first + 200, speakers, net.features),
+        "piper": dataset(data, "piper", 100, seed, val_first, speakers, features),
+        "espeak": dataset(data, "espeak", 100, seed, val_first + 100, speakers, features),
+        "held-out": dataset(data, "held-out", 100, seed, val_first + 200, speakers, features),
     }
-    pool = {k: sum((p[k] for p in train_parts), []) for k in ("mels", "labels")}
+    return {k: sum((p[k] for p in train_parts), []) for k in ("mels", "labels")}, val
+
+
+def train(out: Path, data: Path, seed: int = 0, steps: int = 1500, batch_size: int = 32, lr: float = 2e-3,
+          piper_count: int = 500, espeak_count: int = 2400, piper_copies: int = 3, init: "Path | None" = None,
+          log=print) -> dict:
+    import torch
+
+    from .model import Recogniser, RecogniserConfig
+
+    torch.manual_seed(seed)
+    if init is not None:  # go on from a trained folder (same vocabulary and shape)
+        net = Recogniser.from_folder(init).train()
+    else:
+        net = Recogniser(RecogniserConfig(vocabulary=list(VOCABULARY)))
+    pool, val = training_data(data, seed, net.features, piper_count, espeak_count, piper_copies)
     n = len(pool["mels"])
     rng = np.random.default_rng([seed, 1])
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
@@ -253,7 +258,7 @@ def train(out: Path, data: Path, seed: int = 0, steps: int = 1500, batch_size: i
             history.append(entry)
             log(json.dumps(entry))
     net.eval()
-    spoken.save(net, out)
+    net.save(out)
     (Path(out) / "history.json").write_text(json.dumps(history, indent=1) + "\n")
     return history[-1]
 

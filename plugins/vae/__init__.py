@@ -22,10 +22,15 @@ class VAEGenerator(TrainedGenerator):
     description = "text embedding → 64×64 image (conditional VAE trained on Shapes)"
     family = "vae"
     default_weights = Path(__file__).parent / "weights"
-    model_module = "loom.plugins.vae.model"
     trainer = "loom.plugins.vae.training:VAETrainer"
     # trained on captions that state every attribute: a typed prompt is completed first
     prompt_completion = "complete-shapes-prompt"
+
+    @classmethod
+    def model_class(cls):
+        from .model import ConditionalVAE
+
+        return ConditionalVAE
 
 
 class VAESoundGenerator(TrainedSoundGenerator):
@@ -35,9 +40,14 @@ class VAESoundGenerator(TrainedSoundGenerator):
     description = "text embedding → 1.5 s, 16 kHz sound (conditional VAE on log-mel spectrograms, trained on Sounds)"
     family = "vae-sound"
     default_weights = Path(__file__).parent / "sound_weights"
-    model_module = "loom.plugins.vae.model"
     trainer = "loom.plugins.vae.training:VAESoundTrainer"
     prompt_completion = "complete-sounds-prompt"
+
+    @classmethod
+    def model_class(cls):
+        from .model import ConditionalVAE
+
+        return ConditionalVAE
 
 
 @hookimpl

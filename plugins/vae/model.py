@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from loom.plugins.common.nn import (
-    Condition,
-    ConditionalDecoder,
-    TextCondition,
-    closest_of,
-    read_folder,
-    sample_shape,
-    save_folder,
-    seed_shape,
-)
+from loom.plugins.common.nn import Condition, ConditionalDecoder, TextCondition, closest_of, sample_shape, seed_shape
+from loom.plugins.common.saved import SavedConfig, SavedModel
 
 
-@dataclass
-class VAEConfig:
+class VAEConfig(SavedConfig):
     """Architecture of a :class:`ConditionalVAE`; saved as config.json beside the weights."""
 
     family: str = "vae"
@@ -34,7 +22,7 @@ class VAEConfig:
     queries: int = 4
     #: decoder channels from the 4×4 seed, one entry per doubling; a final pixel shuffle doubles
     #: once more to the full image (a convolution stack at full resolution costs most on a CPU)
-    channels: list[int] = field(default_factory=lambda: [128, 128, 64, 32])
+    channels: list[int] = [128, 128, 64, 32]
     recon_sigma: float = 0.1
     #: weight of the reconstruction loss for a latent drawn from the prior (see ``loss``)
     prior_weight: float = 1.0
@@ -53,16 +41,16 @@ class VAEConfig:
     latent_mean: list[float] | None = None
     latent_chol: list[list[float]] | None = None
     latent_spread: float = 1.0
-    training: dict = field(default_factory=dict)
+    training: dict = {}
 
 
-
-class ConditionalVAE(nn.Module):
+class ConditionalVAE(SavedModel):
     """A conditional VAE: q(z | image, text) and p(image | z, text), z ~ N(0, I) at sampling."""
 
+    config_class = VAEConfig
+
     def __init__(self, cfg: VAEConfig):
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         ch = cfg.channels
         shape = sample_shape(cfg)
         if cfg.sample_shape is None and cfg.image_size != 8 * 2 ** (len(ch) - 1):
@@ -114,16 +102,3 @@ class ConditionalVAE(nn.Module):
             chol = torch.tensor(self.cfg.latent_chol, dtype=z.dtype, device=z.device)
             z = torch.tensor(self.cfg.latent_mean, dtype=z.dtype, device=z.device) + self.cfg.latent_spread * (z @ chol.T)
         return self.decode(z, self.condition(tokens, mask, pooled))
-
-
-def save(model: ConditionalVAE, folder: "str | Path") -> Path:
-    """Write ``config.json`` and ``model.safetensors`` into ``folder`` (each file atomically)."""
-    return save_folder(model.state_dict(), model.cfg, folder)
-
-
-def load(folder: "str | Path", device: str = "cpu") -> ConditionalVAE:
-    """A model from a folder written by :func:`save`. Reads weights through safetensors only."""
-    cfg, state = read_folder(folder, VAEConfig, device)
-    model = ConditionalVAE(cfg)
-    model.load_state_dict(state)
-    return model.to(device).eval()

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 from pydantic import Field
 
 from loom.core.training import Trainer, TrainerOptions, warmup_cosine
-from loom.plugins.common.nn import SOUND_CHANNELS
+from loom.plugins.common.nn import sound_config
 
-from .model import ConditionalVAE, VAEConfig, save
+from .model import ConditionalVAE, VAEConfig
 
 #: the options that shape the model default to the model's own defaults, so the two cannot drift apart
 _MODEL = VAEConfig()
@@ -66,13 +65,10 @@ class VAETrainer(Trainer):
         self.opt.load_state_dict(state["opt"])
 
     def load_generator(self, folder: Path) -> None:
-        from .model import load
-
-        self.model.load_state_dict(load(folder).state_dict())
+        self.model.load_state_dict(ConditionalVAE.from_folder(folder).state_dict())
 
     def export(self, folder: Path, training: dict) -> None:
-        self.model.cfg = replace(self.model.cfg, training=training)
-        save(self.model, folder)
+        self.model.save(folder, training)
 
     def sample(self, tokens, mask, pooled, generators):
         self.model.eval()
@@ -109,12 +105,9 @@ class VAESoundTrainer(VAETrainer):
         self.latent_stats: dict | None = None
 
     def model_config(self, options: VAESoundOptions) -> VAEConfig:
-        from loom.plugins.common.mel import MelImage
-
         return VAEConfig(
-            family=self.family, prior_weight=options.prior_weight, latent_dim=options.latent_dim,
-            recon_sigma=options.recon_sigma, sample_shape=list(self.shape()), channels=list(SOUND_CHANNELS),
-            mel=MelImage(frames=self.shape()[2]).model_dump(), latent_spread=options.latent_spread,
+            **sound_config(self.family, self.shape()), prior_weight=options.prior_weight, latent_dim=options.latent_dim,
+            recon_sigma=options.recon_sigma, latent_spread=options.latent_spread,
         )
 
     def step(self, batch, progress: float) -> dict[str, float]:
@@ -144,7 +137,7 @@ class VAESoundTrainer(VAETrainer):
         mean, second = self.latent_stats["mean"], self.latent_stats["second"]
         cov = second - torch.outer(mean, mean)
         chol = torch.linalg.cholesky(cov + 1e-4 * torch.eye(len(mean)))
-        self.model.cfg = replace(self.model.cfg, latent_mean=mean.tolist(), latent_chol=chol.tolist())
+        self.model.cfg = self.model.cfg.model_copy(update={"latent_mean": mean.tolist(), "latent_chol": chol.tolist()})
 
     def export(self, folder: Path, training: dict) -> None:
         self._fit_latent()
