@@ -289,14 +289,6 @@ class Audio(Data):
         padded = torch.stack([torch.nn.functional.pad(t, (0, longest - int(t.shape[-1]))) for t in tensors])
         return cls(padded, int(sample_rate), [int(t.shape[-1]) for t in tensors])
 
-    def to_pcm16(self, index: int):
-        """Item ``index`` as a length×C int16 array, rounded the same way every time so saved
-        samples are reproducible."""
-        import torch
-
-        pcm = (self.clip(index).detach().float().clamp(-1, 1) * 32767.0).round().to(torch.int16)
-        return pcm.t().contiguous().cpu().numpy()
-
 
 #: Every data type by its ``kind`` name.
 DATA_TYPES: dict[str, type[Data]] = {t.kind: t for t in (Text, Embedding, Latent, Image, Audio)}

@@ -1,15 +1,9 @@
 """Plugin discovery and the registry of components and worlds.
 
-Plugins are found through the ``loom`` entry-point group, Loom's own included. Each plugin is
-imported and asked to register its components and worlds on its own, so one broken plugin is
-reported with its name, version and error while every other plugin keeps working.
-
-Set ``LOOM_PLUGINS`` to a comma-separated list of plugin (entry-point) names to load only those,
-e.g. ``LOOM_PLUGINS=text-encoder,vae`` when hunting a misbehaving plugin; ``LOOM_PLUGINS=""``
-loads none.
-
-A plugin module states the plugin API it was written for (``LOOM_PLUGIN_API = "1.0"``); a plugin
-that this Loom cannot serve is refused with a message naming it, and the others load.
+Plugins are found through the ``loom`` entry-point group, Loom's own included, and each registers
+its components and worlds on its own: a broken plugin, or one written for a plugin API this Loom
+cannot serve (:mod:`.hookspecs`), is reported by name while every other plugin keeps working.
+``LOOM_PLUGINS=text-encoder,vae`` loads only the plugins named (``""``: none).
 """
 
 from __future__ import annotations

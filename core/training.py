@@ -1,25 +1,13 @@
 """The training contract: what a generator family implements so that ``loom train`` can train it.
 
-Loom has one training workflow (``loom train FAMILY``, :func:`loom.train`): it prepares the data
-(Loom's Shapes or a folder of captioned images; Loom's Sounds, as log-mel spectrograms, for a
-family whose trainer declares ``modality = "sounds"``), encodes the captions once, runs the steps with a
-progress bar, writes checkpoints at intervals and on Ctrl-C, resumes, and draws a sample grid and
-a loss curve. A family supplies only its model and its optimisation step, as a :class:`Trainer`
-subclass, and points its generator component at it::
-
-    class MyGenerator(Generator):
-        trainer = "my_plugin.training:MyTrainer"   # "module:Class", imported only by `loom train`
-
-A trainer folder written by the workflow is at once a checkpoint and a generator: ``config.json``
-(with ``"family"``, the registered name of the generator) and ``model.safetensors`` are what the
-generator loads; ``checkpoint/`` holds what resuming needs.
-
-Nothing here imports torch at import time; trainers import it in their own modules.
+A family supplies its model and its optimisation step as a :class:`Trainer` subclass and names it
+on its generator component (``trainer = "my_plugin.training:MyTrainer"``, imported only by
+``loom train``); the SDK's one workflow does the rest (data, caption encoding, checkpoints, resume,
+samples: ``loom.training``, docs/training.md). Nothing here imports torch at import time.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -136,11 +124,3 @@ class Trainer:
         """Samples (B×C×H×W in [0, 1], of :meth:`shape`) for the given caption embeddings, one
         torch.Generator per item."""
         raise NotImplementedError
-
-
-def warmup_cosine(peak: float, progress: float, floor: float = 0.0) -> float:
-    """The learning rate at ``progress`` (0 to 1) of a run: linear warm-up over the first 5 %, then
-    cosine decay from ``peak`` down to ``floor × peak``. The first-party families all use it."""
-    progress = min(progress, 1.0)
-    cosine = 0.5 * (1 + math.cos(math.pi * progress))
-    return peak * min(1.0, (progress + 1e-4) / 0.05) * (floor + (1 - floor) * cosine)

@@ -98,7 +98,7 @@ class AudioFormat(OutputFormat):
         return None if bool(torch.isfinite(data.clip(index)).all()) else "the chain's output holds NaN or infinite values"
 
     def write(self, data: Audio, index: int, path: Path, record: dict | None) -> Path:
-        return save_audio(data.to_pcm16(index), data.sample_rate, path, record)
+        return save_audio(pcm16(data, index), data.sample_rate, path, record)
 
     def verify(self, path: Path) -> dict:
         import soundfile
@@ -112,6 +112,15 @@ class AudioFormat(OutputFormat):
             if len(f.read(dtype="int16")) != frames:  # decodes every sample: a damaged file raises or comes short
                 raise ProvenanceError(f"{str(path)!r} holds fewer samples than its header says")
         return read_record(path)
+
+
+def pcm16(audio: Audio, index: int):
+    """Item ``index`` as a length×C int16 array, rounded the same way every time so saved samples
+    are reproducible."""
+    import torch
+
+    pcm = (audio.clip(index).detach().float().clamp(-1, 1) * 32767.0).round().to(torch.int16)
+    return pcm.t().contiguous().cpu().numpy()
 
 
 #: Every data type Loom writes to files, with its format.

@@ -22,7 +22,7 @@ import loom.core.plugins
 from loom.batch_jobs import batch, read_manifest
 from loom.cli import main
 from loom.core import Audio, InputError, Pipeline, ProvenanceError, Text, TypeMismatchError
-from loom.outputs import read_audio, read_record, save_audio, write
+from loom.outputs import pcm16, read_audio, read_record, save_audio, write
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_items_of_different_lengths_share_a_batch_and_keep_their_samples():
 
 def test_pcm16_is_rounded_and_clipped_the_same_way_every_time():
     audio = Audio(torch.tensor([[[0.0, 0.5, -0.5, 1.5, -2.0, 1 / 32767 * 0.6]]]), 8000)
-    assert audio.to_pcm16(0)[:, 0].tolist() == [0, 16384, -16384, 32767, -32767, 1]
+    assert pcm16(audio, 0)[:, 0].tolist() == [0, 16384, -16384, 32767, -32767, 1]
 
 
 # ------------------------------------------------------------------ files and records
@@ -78,7 +78,7 @@ def test_audio_files_carry_records_of_any_size(tmp_path, suffix, record_chars):
     again = read_audio(path)
     assert again.sample_rate == 8000 and again.waveforms.shape == (1, 2, 800)
     assert torch.allclose(again.waveforms, audio.waveforms, atol=1 / 32767)
-    assert np.array_equal(samples(path), audio.to_pcm16(0))
+    assert np.array_equal(samples(path), pcm16(audio, 0))
 
 
 def test_a_wav_from_elsewhere_has_no_record_and_other_files_are_refused(tmp_path):

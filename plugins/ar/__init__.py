@@ -26,12 +26,6 @@ class ARGenerator(TrainedGenerator):
     default_weights = Path(__file__).parent / "weights"
     trainer = "loom.plugins.ar.training:ARTrainer"
 
-    @classmethod
-    def model_class(cls):
-        from .model import ARModel
-
-        return ARModel
-
     class Config(TrainedConfig):
         # guidance 2 and temperature 0.7 scored best on the 8×8 model (100 prompts); on the 16×16 one
         # (runs/ar10, validation prompts) temperatures 0.2-0.7 tied, guidance 1.5 tied with 2, and
@@ -42,6 +36,12 @@ class ARGenerator(TrainedGenerator):
 
     def sampling_options(self) -> dict:
         return {"top_k": self.config.top_k, "guidance_scale": self.config.guidance_scale}
+
+    @classmethod
+    def model_class(cls):
+        from .model import ARModel
+
+        return ARModel
 
 
 @hookimpl

@@ -8,16 +8,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from loom.plugins.common.nn import TextCondition, edge_weights
-from loom.plugins.common.saved import SavedConfig, SavedModel
+from loom.plugins.common.saved import SavedModel, TextConditionedConfig
 
 
-class ARConfig(SavedConfig):
+class ARConfig(TextConditionedConfig):
     """Architecture of tokenizer and transformer; saved as config.json beside the weights."""
 
     family: str = "ar"
-    image_size: int = 64
-    text_dim: int = 384
-    encoder: str = "all-MiniLM-L6-v2"
     #: tokenizer: codebook entries, code width, and channels at full resolution and after each
     #: halving (so three entries: 4× down, a 16×16 grid of tokens for a 64×64 image; four give 8×8)
     codebook: int = 1024

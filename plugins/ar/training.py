@@ -3,13 +3,12 @@ transformer on the frozen tokenizer's codes."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from pydantic import Field
 from torch.nn import functional as F
 
-from loom.core.training import Trainer, TrainerOptions, warmup_cosine
+from loom.core.training import TrainerOptions
+from loom.plugins.common.training import SavedModelTrainer, warmup_cosine
 
 from .model import ARConfig, ARModel, empty_condition
 
@@ -36,10 +35,10 @@ class AROptions(TrainerOptions):
     layers: int = Field(_ARCH.layers, ge=1, description="transformer layers")
 
 
-class ARTrainer(Trainer):
+class ARTrainer(SavedModelTrainer):
     family = "ar"
-    image_size = 64
     Options = AROptions
+    optimisers = ("opt_vq", "opt_prior")
 
     def __init__(self, options: AROptions, generator: torch.Generator) -> None:
         super().__init__(options, generator)
@@ -78,20 +77,6 @@ class ARTrainer(Trainer):
         torch.nn.utils.clip_grad_norm_(self.model.prior.parameters(), 1.0)
         self.opt_prior.step()
         return {"ce": ce.item()}
-
-    def state(self) -> dict:
-        return {"model": self.model.state_dict(), "opt_vq": self.opt_vq.state_dict(), "opt_prior": self.opt_prior.state_dict()}
-
-    def load_state(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.opt_vq.load_state_dict(state["opt_vq"])
-        self.opt_prior.load_state_dict(state["opt_prior"])
-
-    def load_generator(self, folder: Path) -> None:
-        self.model.load_state_dict(ARModel.from_folder(folder).state_dict())
-
-    def export(self, folder: Path, training: dict) -> None:
-        self.model.save(folder, training)
 
     def sample(self, tokens, mask, pooled, generators):
         was = self.model.training

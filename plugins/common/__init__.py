@@ -1,11 +1,12 @@
 """Shared by Loom's first-party generator families (VAE, GAN, autoregressive).
 
 :class:`TrainedGenerator` is a generator that samples from a trained folder (``config.json`` with
-``"family"`` + ``model.safetensors``), the shipped default when no folder is given;
-:class:`TrainedSoundGenerator` is its text → sound twin, whose model predicts log-mel
-spectrograms that Griffin-Lim turns into waveforms. This module imports no torch; the network
-building blocks live in :mod:`.nn`, the mel helpers in :mod:`.mel`, and the model that reads and
-writes a trained folder in :mod:`.saved`.
+``"family"`` + ``model.safetensors``), the shipped default when no folder is given; mixing in
+:class:`SoundOutput` makes its text → sound twin, whose model predicts log-mel spectrograms that
+Griffin-Lim turns into waveforms. This module imports no torch; the network building blocks live
+in :mod:`.nn`, the mel helpers in :mod:`.mel`, the model that reads and writes a trained folder in
+:mod:`.saved` and the trainer that exports it in :mod:`.training`; what the procedural worlds share
+is in :mod:`.world` and :mod:`.report`.
 """
 
 from __future__ import annotations
@@ -73,9 +74,22 @@ class TrainedConfig(ComponentConfig):
     device: str = "cpu"
 
 
+def check_embeddings(inputs: Embedding, cfg, model: str) -> None:
+    """An InputError unless ``inputs`` come from the encoder, and have the width and the pooled
+    vector, that ``model`` (its name in the message, e.g. "vae") was trained on, as its config
+    ``cfg`` records them (``encoder``, ``text_dim``)."""
+    if inputs.encoder != cfg.encoder:
+        raise InputError(
+            f"this {model} was trained on embeddings from {cfg.encoder!r}, got embeddings from "
+            f"{inputs.encoder!r}; use the text-encoder step with model: {cfg.encoder}"
+        )
+    if inputs.pooled is None or inputs.tokens.shape[-1] != cfg.text_dim:
+        raise InputError(f"this {model} needs {cfg.text_dim}-wide token embeddings with a pooled vector")
+
+
 class TrainedGenerator(Generator):
     """Text embedding → image from a trained folder. Subclasses set ``family`` and
-    ``default_weights`` and name their model in :meth:`model_class`."""
+    ``default_weights`` and return their model class from :meth:`model_class`."""
 
     family: ClassVar[str] = ""
     default_weights: ClassVar[Path]
@@ -101,7 +115,8 @@ class TrainedGenerator(Generator):
     def model_class(cls) -> type:
         """The family's model: a :class:`.saved.SavedModel` whose config has ``encoder`` and
         ``text_dim`` and which has ``generate(tokens, mask, pooled, generators, temperature,
-        **sampling_options())``. Imported here, so that registering the plugin imports no torch."""
+        **sampling_options())``. A family imports it inside this method, so that registering the
+        plugin imports no torch."""
         raise NotImplementedError(f"{cls.__name__} names no model class")
 
     def sampling_options(self) -> dict:
@@ -121,14 +136,7 @@ class TrainedGenerator(Generator):
 
     def sample(self, inputs: Embedding, generators: list):
         """The model's B×C×H×W output in [0, 1] for ``inputs``, item i's noise from ``generators[i]``."""
-        cfg = self.model.cfg
-        if inputs.encoder != cfg.encoder:
-            raise InputError(
-                f"this {self.family} was trained on embeddings from {cfg.encoder!r}, got embeddings from "
-                f"{inputs.encoder!r}; use the text-encoder step with model: {cfg.encoder}"
-            )
-        if inputs.pooled is None or inputs.tokens.shape[-1] != cfg.text_dim:
-            raise InputError(f"this {self.family} needs {cfg.text_dim}-wide token embeddings with a pooled vector")
+        check_embeddings(inputs, self.model.cfg, self.family)
         dev = self.config.device
         return self.model.generate(
             inputs.tokens.to(dev), inputs.mask.to(dev), inputs.pooled.to(dev), generators, self.config.temperature,
@@ -136,13 +144,16 @@ class TrainedGenerator(Generator):
         )
 
 
-class TrainedSoundGenerator(TrainedGenerator):
-    """Text embedding → sound from a trained folder whose model predicts 1 × mels × frames
-    log-mel "images" (``config.json`` records the layout as ``"mel"``, a :class:`.mel.MelImage`).
-    Each item's spectrogram becomes a waveform by Griffin-Lim with a starting phase drawn from the
-    item's own generator (after its noise), so the same seed gives the same clip alone or in a batch."""
+class SoundOutput:
+    """Mixed in before a :class:`TrainedGenerator` (``class GANSoundGenerator(SoundOutput,
+    GANGenerator)``): text embedding → sound from a trained folder of the same model, which
+    predicts 1 × mels × frames log-mel "images" (``config.json`` records the layout as ``"mel"``, a
+    :class:`.mel.MelImage`). Each item's spectrogram becomes a waveform by Griffin-Lim with a
+    starting phase drawn from the item's own generator (after its noise), so the same seed gives
+    the same clip alone or in a batch. A typed prompt is first completed as a Sounds caption."""
 
     output_type = Audio
+    prompt_completion = "complete-sounds-prompt"
 
     def setup(self) -> None:
         super().setup()

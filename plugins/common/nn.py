@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .saved import TextConditionedConfig
+
 
 @dataclass
 class Condition:
@@ -120,6 +122,23 @@ class ConditionalDecoder(nn.Module):
             if i + 1 < len(self.cross):
                 x = self.cross[i + 1](x, cond)
         return torch.sigmoid(self.to_rgb(x))
+
+
+class ConditionalDecoderConfig(TextConditionedConfig):
+    """The fields of a model built from :class:`TextCondition` and :class:`ConditionalDecoder` (the
+    GAN and the VAE), on square RGB images or, with ``sample_shape`` and ``mel``, on log-mel images."""
+
+    cond_dim: int = 256
+    width: int = 128
+    queries: int = 4
+    #: decoder channels from the 4×4 seed, one entry per doubling; a final pixel shuffle doubles
+    #: once more to the full image (a convolution stack at full resolution costs most on a CPU)
+    channels: list[int] = [128, 128, 64, 32]
+    #: (channels, height, width) of a sample when it is not a square RGB image of ``image_size``
+    #: (a sound model: [1, mels, frames]); None for images
+    sample_shape: list[int] | None = None
+    #: how a sound model's outputs become waveforms (MelSettings, frames, samples); None for images
+    mel: dict | None = None
 
 
 #: Decoder channels of the first-party sound models, from their 4×6 seed to 64×96 log-mel images

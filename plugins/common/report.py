@@ -4,7 +4,7 @@ batched runs of a chain that they score (no torch)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -52,6 +52,24 @@ def summarise(scores: Sequence, chances: Sequence[dict], attributes: Sequence[st
     whole = float(np.mean([s.correct for s in scores])) if n else 0.0
     chance["whole_prompt"] = float(np.mean([c["whole_prompt"] for c in chances])) if n else None
     return EvalReport(per_attribute, whole, n, chance, list(scores))
+
+
+def spec_reader(parse_caption: Callable[[str], Any], example: type, from_example: Callable[[Any], Any],
+                spec: type) -> Callable[[Any], Any]:
+    """A function that reads a prompt as the ``spec`` a checker grades against, the prompt given as
+    a caption (read by ``parse_caption``), an ``example`` of the world (a Scene, a Sound: made a
+    spec by ``from_example``) or a ``spec`` already; anything else is a TypeError naming the three."""
+
+    def as_spec(prompt: Any) -> Any:
+        if isinstance(prompt, str):
+            return parse_caption(prompt)
+        if isinstance(prompt, example):
+            return from_example(prompt)
+        if isinstance(prompt, spec):
+            return prompt
+        raise TypeError(f"prompt must be a caption, {example.__name__} or {spec.__name__}, got {type(prompt).__name__}")
+
+    return as_spec
 
 
 def spread(values: Sequence[Any], world: dict[Any, float]) -> float:

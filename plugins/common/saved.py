@@ -1,8 +1,9 @@
 """A model that lives in a trained folder, in the manner of diffusers' ``ConfigMixin``/``ModelMixin``:
 its pydantic config is ``config.json`` and its weights are ``model.safetensors`` (a family may split
 them over more files), read by :meth:`SavedModel.from_folder` and written by :meth:`SavedModel.save`.
-A family's model subclasses :class:`SavedModel` with its own :class:`SavedConfig` and keeps only
-what is its own: its network and its sampling. Imports torch: loaded only when a model loads or trains.
+A family's model subclasses :class:`SavedModel` with its own :class:`SavedConfig` (a
+:class:`TextConditionedConfig` for a family conditioned on text embeddings) and keeps only what is
+its own: its network and its sampling. Imports torch: loaded only when a model loads or trains.
 """
 
 from __future__ import annotations
@@ -28,6 +29,16 @@ class SavedConfig(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     family: str
+
+
+class TextConditionedConfig(SavedConfig):
+    """What every first-party family conditioned on the ``text-encoder`` step's embeddings records:
+    the side of its square images, and the encoder and width of the token embeddings it was
+    trained on (checked against a chain's embeddings before sampling)."""
+
+    image_size: int = 64
+    text_dim: int = 384
+    encoder: str = "all-MiniLM-L6-v2"
 
 
 class SavedModel(nn.Module):

@@ -28,14 +28,13 @@ from loom.core import (
     Encoder,
     Generator,
     Image,
-    InputError,
     Latent,
     Postprocessor,
     Text,
     WeightsError,
     hookimpl,
 )
-from loom.plugins.common import WEIGHTS_NAME, weights_validator
+from loom.plugins.common import WEIGHTS_NAME, check_embeddings, weights_validator
 from loom.plugins.common import check_folder as check_trained_folder
 
 # SCHEDULERS is read from here too (tests, benches): the scheduler names are part of the plugin's face
@@ -271,14 +270,7 @@ class ShapesDiffusion(Generator):
         return self.model.save(folder)
 
     def run(self, inputs: Embedding, generators: list) -> Image:
-        cfg = self.model.cfg
-        if inputs.encoder != cfg.encoder:
-            raise InputError(
-                f"this diffusion model was trained on embeddings from {cfg.encoder!r}, got embeddings from "
-                f"{inputs.encoder!r}; use the text-encoder step with model: {cfg.encoder}"
-            )
-        if inputs.pooled is None or inputs.tokens.shape[-1] != cfg.text_dim:
-            raise InputError(f"this diffusion model needs {cfg.text_dim}-wide token embeddings with a pooled vector")
+        check_embeddings(inputs, self.model.cfg, "diffusion model")
         dev = self.config.device
         pixels = self.model.generate(
             inputs.tokens.to(dev), inputs.mask.to(dev), inputs.pooled.to(dev), generators,

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from loom.plugins.common import WEIGHTS_NAME
-from loom.plugins.common.saved import SavedConfig, SavedModel
+from loom.plugins.common.saved import SavedModel, TextConditionedConfig
 
 from .sampling import SCHEDULERS, SHAPES_GUIDANCE, make_scheduler
 
@@ -31,15 +31,12 @@ from .sampling import SCHEDULERS, SHAPES_GUIDANCE, make_scheduler
 AUTOENCODER_NAME = "autoencoder.safetensors"
 
 
-class ShapesDiffusionConfig(SavedConfig):
+class ShapesDiffusionConfig(TextConditionedConfig):
     """Architecture and noise schedule; saved as config.json beside the weights."""
 
     family: str = "diffusion"
-    image_size: int = 64
     #: side of the square patch folded into channels (pixel unshuffle)
     patch: int = 4
-    text_dim: int = 384
-    encoder: str = "all-MiniLM-L6-v2"
     block_out_channels: list[int] = [64, 128]
     layers_per_block: int = 1
     attention_head_dim: int = 32

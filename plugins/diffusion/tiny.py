@@ -116,6 +116,20 @@ def _tiny_vae(**extra):
     )
 
 
+def _tiny_unet(**extra):
+    """The seeded 2-level UNet both tiny pipelines use (32 and 64 channels, 4-channel latents,
+    cross-attention at the second level); ``extra`` sets its size and conditioning."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    return UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, in_channels=4, out_channels=4, norm_num_groups=8,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **extra,
+    )
+
+
 def build_tiny_pipeline(folder: "str | Path", scheduler: str = "ddim"):
     """Write a tiny SD-1.x-shaped pipeline (CLIP text encoder, UNet, VAE, tokenizer, scheduler)
     with seeded random weights into ``folder``. Returns the tokenizer kind ("openai-clip" or
@@ -123,18 +137,13 @@ def build_tiny_pipeline(folder: "str | Path", scheduler: str = "ddim"):
     import tempfile
 
     import torch
-    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
     from transformers import CLIPTextConfig, CLIPTextModel
 
     folder = Path(folder)
     with tempfile.TemporaryDirectory(prefix="loom-clip-tokenizer-") as tmp:
         tokenizer, kind = clip_tokenizer(tmp)
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
-    )
+    unet = _tiny_unet(sample_size=32, cross_attention_dim=32, attention_head_dim=8)
     vae = _tiny_vae()
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(CLIPTextConfig(
@@ -157,18 +166,15 @@ def build_tiny_xl_pipeline(folder: "str | Path"):
     import tempfile
 
     import torch
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     with tempfile.TemporaryDirectory(prefix="loom-clip-tokenizer-") as tmp:
         tokenizer, kind = clip_tokenizer(tmp)
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=80, cross_attention_dim=64,
-        norm_num_groups=8,
+    unet = _tiny_unet(
+        sample_size=16, attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=80,
+        cross_attention_dim=64,
     )
     vae = _tiny_vae(force_upcast=True)
     text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,

@@ -24,8 +24,9 @@ import torch
 from pydantic import Field, field_validator
 from torch.nn import functional as F
 
-from loom.core.training import Trainer, TrainerOptions, warmup_cosine
+from loom.core.training import Trainer, TrainerOptions
 from loom.plugins.common.nn import edge_weights
+from loom.plugins.common.training import warmup_cosine
 
 from .shapes import ShapesDiffusionConfig, ShapesDiffusionModel, noise_schedule, norm_groups
 
@@ -64,7 +65,6 @@ class DiffusionOptions(TrainerOptions):
 
 class DiffusionTrainer(Trainer):
     family = "diffusion"
-    image_size = 64
     Options = DiffusionOptions
 
     def __init__(self, options: DiffusionOptions, generator: torch.Generator) -> None:

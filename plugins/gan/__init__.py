@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from loom.core import hookimpl
-from loom.plugins.common import TrainedGenerator, TrainedSoundGenerator
+from loom.plugins.common import SoundOutput, TrainedGenerator
 
 LOOM_PLUGIN_API = "1.0"
 
@@ -36,7 +36,7 @@ class GANGenerator(TrainedGenerator):
         return GANGenerator
 
 
-class GANSoundGenerator(TrainedSoundGenerator):
+class GANSoundGenerator(SoundOutput, GANGenerator):
     """Samples 1.5 s sounds from a conditional GAN trained on Sounds log-mel spectrograms (Griffin-Lim
     turns them into 16 kHz waveforms; ``temperature`` scales z)."""
 
@@ -44,13 +44,6 @@ class GANSoundGenerator(TrainedSoundGenerator):
     family = "gan-sound"
     default_weights = Path(__file__).parent / "sound_weights"
     trainer = "loom.plugins.gan.training:GANSoundTrainer"
-    prompt_completion = "complete-sounds-prompt"
-
-    @classmethod
-    def model_class(cls):
-        from .model import GANGenerator
-
-        return GANGenerator
 
 
 @hookimpl

@@ -10,33 +10,22 @@ from torch.nn.utils.parametrizations import spectral_norm
 from loom.plugins.common.nn import (
     Condition,
     ConditionalDecoder,
+    ConditionalDecoderConfig,
     SpatialCrossAttention,
     TextCondition,
     sample_shape,
     seed_shape,
 )
-from loom.plugins.common.saved import SavedConfig, SavedModel
+from loom.plugins.common.saved import SavedModel
 
 
-class GANConfig(SavedConfig):
+class GANConfig(ConditionalDecoderConfig):
     """Architecture of the GAN; saved as config.json beside the (EMA) generator weights."""
 
     family: str = "gan"
-    image_size: int = 64
     noise_dim: int = 32
-    text_dim: int = 384
-    encoder: str = "all-MiniLM-L6-v2"
-    cond_dim: int = 256
-    width: int = 128
-    queries: int = 4
-    channels: list[int] = [128, 128, 64, 32]
     #: discriminator channels at 32, 16, 8 and 4 pixels
     d_channels: list[int] = [32, 64, 128, 128]
-    #: (channels, height, width) of a sample when it is not a square RGB image of ``image_size``
-    #: (a sound model: [1, mels, frames]); None for images
-    sample_shape: list[int] | None = None
-    #: how a sound model's outputs become waveforms (MelSettings, frames, samples); None for images
-    mel: dict | None = None
     training: dict = {}
 
 

@@ -10,8 +10,9 @@ import torch
 from pydantic import Field
 from torch.nn import functional as F
 
-from loom.core.training import Trainer, TrainerOptions, warmup_cosine
+from loom.core.training import Trainer, TrainerOptions
 from loom.plugins.common.nn import closest_of, sound_config
+from loom.plugins.common.training import warmup_cosine
 
 from .model import Discriminator, GANConfig, GANGenerator
 
@@ -31,7 +32,6 @@ class GANOptions(TrainerOptions):
 
 class GANTrainer(Trainer):
     family = "gan"
-    image_size = 64
     Options = GANOptions
 
     def __init__(self, options: GANOptions, generator: torch.Generator) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from loom.plugins.common.report import EvalReport, summarise
+from loom.plugins.common.report import EvalReport, spec_reader, summarise
 
 from .world import (
     BACKGROUND_COLOURS,
@@ -273,14 +273,7 @@ class _Region:
         }
 
 
-def _as_spec(prompt: Any) -> PromptSpec:
-    if isinstance(prompt, str):
-        return parse_caption(prompt)
-    if isinstance(prompt, Scene):
-        return PromptSpec.from_scene(prompt)
-    if isinstance(prompt, PromptSpec):
-        return prompt
-    raise TypeError(f"prompt must be a caption, Scene or PromptSpec, got {type(prompt).__name__}")
+_as_spec = spec_reader(parse_caption, Scene, PromptSpec.from_scene, PromptSpec)
 
 
 def _chance(spec: PromptSpec) -> dict[str, float | None]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from loom.core import InputError, World, hookimpl
+from loom.core import InputError, hookimpl
 from loom.plugins.common.report import run_in_batches, spread
+from loom.plugins.common.world import ProceduralWorld
 
+from . import world
 from .evaluate import ShapesEval
 from .world import (
     DIVERSITY_PROMPTS,
@@ -15,9 +17,7 @@ from .world import (
     is_held_out,
     parse_caption,
     render,
-    sample_prompts,
     sample_training_scene,
-    sample_underspecified_prompts,
     world_distribution,
 )
 
@@ -60,9 +60,10 @@ class ShapesData:
         return list(SHAPES_SAMPLE_PROMPTS)
 
 
-class ShapesWorld(World):
+class ShapesWorld(ProceduralWorld):
     """One or two coloured shapes on a coloured background, graded by :class:`ShapesEval`."""
 
+    module = world
     name = "shapes"
     modality = "images"
     checker = "ShapesEval"
@@ -72,13 +73,6 @@ class ShapesWorld(World):
         if channels != 3 or height != width:
             raise InputError(f"Shapes trains on square RGB images; this family trains on {channels}×{height}×{width} samples")
         return ShapesData(width, pool=pool or 24000, seed=seed)
-
-    def parse_caption(self, text):
-        return parse_caption(text)
-
-    def prompts(self, n, seed, split="templated", combinations="any"):
-        sample = sample_prompts if split == "templated" else sample_underspecified_prompts
-        return sample(n, seed, combinations=combinations)
 
     def is_unseen(self, prompt):
         return any(map(is_held_out, parse_caption(prompt).objects))

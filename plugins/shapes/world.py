@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, astuple, dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from loom.plugins.common.world import SeededDataset
 
 # Chosen so that every pair is at least ~100 apart in RGB: the checker classifies pixels to the
 # nearest palette colour, and blurry generated images need that headroom.
@@ -524,8 +526,11 @@ class ShapesItem:
     scene: Scene
 
 
-class ShapesDataset:
-    """An endless, indexable dataset: item ``i`` depends only on ``(seed, i)``."""
+class ShapesDataset(SeededDataset[ShapesItem]):
+    """An endless, indexable dataset: item ``i`` depends only on ``(seed, i)``. ``arrays`` stacks
+    the images as ``count``×H×W×3 uint8."""
+
+    data = "image"
 
     def __init__(self, seed: int = 0, size: int = 64, two_object_prob: float = 0.5):
         if size < 32:
@@ -548,21 +553,6 @@ class ShapesDataset:
         text = caption(scene, rng)
         return ShapesItem(render(scene, self.size, rng), text, scene)
 
-    __getitem__ = item
-
-    def batch(self, start: int, count: int) -> list[ShapesItem]:
-        return [self.item(i) for i in range(start, start + count)]
-
-    def arrays(self, start: int, count: int) -> tuple[np.ndarray, list[str]]:
-        """Images stacked as ``count``×H×W×3 uint8, with their captions."""
-        items = self.batch(start, count)
-        return np.stack([it.image for it in items]), [it.caption for it in items]
-
-    def __iter__(self) -> Iterator[ShapesItem]:
-        i = 0
-        while True:
-            yield self.item(i)
-            i += 1
 
 
 # A tag in the seed key keeps evaluation prompts out of every ShapesDataset stream, whose keys

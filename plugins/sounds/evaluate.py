@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from loom.plugins.common.report import EvalReport, spread, summarise
+from loom.plugins.common.report import EvalReport, spec_reader, spread, summarise
 
 from .world import COUNTS, DISTRIBUTION, MOTIONS, PITCH_HZ, PITCHES, TIMBRES, PartialSound, Sound, parse_caption
 
@@ -226,14 +226,7 @@ def analyse(clip: Any, sample_rate: int = ANALYSIS_RATE) -> dict[str, Any]:
             "hz": round(hz, 1), "beeps": rounded}
 
 
-def _as_spec(prompt: Any) -> PartialSound:
-    if isinstance(prompt, str):
-        return parse_caption(prompt)
-    if isinstance(prompt, Sound):
-        return PartialSound.from_sound(prompt)
-    if isinstance(prompt, PartialSound):
-        return prompt
-    raise TypeError(f"prompt must be a caption, Sound or PartialSound, got {type(prompt).__name__}")
+_as_spec = spec_reader(parse_caption, Sound, PartialSound.from_sound, PartialSound)
 
 
 def _chance(spec: PartialSound) -> dict[str, float | None]:

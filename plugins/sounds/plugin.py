@@ -6,19 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from loom.core import InputError, World, hookimpl
+from loom.core import InputError, hookimpl
 from loom.plugins.common.report import run_in_batches
+from loom.plugins.common.world import ProceduralWorld
 
+from . import world
 from .evaluate import DIVERSITY_PROMPTS, SoundsEval
-from .world import (
-    DURATION,
-    SAMPLE_RATE,
-    SoundsDataset,
-    is_held_out,
-    parse_caption,
-    sample_prompts,
-    sample_underspecified_prompts,
-)
+from .world import DURATION, SAMPLE_RATE, SoundsDataset, is_held_out, parse_caption
 
 LOOM_PLUGIN_API = "1.3"
 
@@ -95,9 +89,10 @@ def _clips(pipeline, texts: list[str], seeds: list[int], batch_size: int, progre
     return clips, rate
 
 
-class SoundsWorld(World):
+class SoundsWorld(ProceduralWorld):
     """One to three beeps of one pitch, timbre and motion, graded by :class:`SoundsEval`."""
 
+    module = world
     name = "sounds"
     modality = "sounds"
     checker = "SoundsEval"
@@ -105,13 +100,6 @@ class SoundsWorld(World):
 
     def training_data(self, shape, pool, seed, progress=False) -> SoundsData:
         return SoundsData(shape, pool=pool or 12000, seed=seed, progress=progress)
-
-    def parse_caption(self, text):
-        return parse_caption(text)
-
-    def prompts(self, n, seed, split="templated", combinations="any"):
-        sample = sample_prompts if split == "templated" else sample_underspecified_prompts
-        return sample(n, seed, combinations=combinations)
 
     def is_unseen(self, prompt):
         return is_held_out(parse_caption(prompt))

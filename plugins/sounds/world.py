@@ -12,9 +12,11 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
+
+from loom.plugins.common.world import SeededDataset
 
 #: Sample rate of rendered clips unless told otherwise (Hz).
 SAMPLE_RATE = 16000
@@ -607,13 +609,16 @@ class SoundsItem:
     sample_rate: int
 
 
-class SoundsDataset:
-    """An endless, indexable dataset: item ``i`` depends only on ``(seed, i)``.
+class SoundsDataset(SeededDataset[SoundsItem]):
+    """An endless, indexable dataset: item ``i`` depends only on ``(seed, i)``. ``arrays`` stacks
+    the waveforms as ``count``×T float32.
 
     With ``training=True`` the items are what models train on: no sound in a :data:`HELD_OUT`
     combination, and :func:`everyday_caption` captions, which leave attributes out. Otherwise
     every sound may occur and every caption states every attribute.
     """
+
+    data = "waveform"
 
     def __init__(
         self, seed: int = 0, sample_rate: int = SAMPLE_RATE, duration: float = DURATION, training: bool = False
@@ -641,21 +646,6 @@ class SoundsDataset:
             text = caption(sound, rng)
         return SoundsItem(render(sound, self.sample_rate, rng, self.duration), text, sound, self.sample_rate)
 
-    __getitem__ = item
-
-    def batch(self, start: int, count: int) -> list[SoundsItem]:
-        return [self.item(i) for i in range(start, start + count)]
-
-    def arrays(self, start: int, count: int) -> tuple[np.ndarray, list[str]]:
-        """Waveforms stacked as ``count``×T float32, with their captions."""
-        items = self.batch(start, count)
-        return np.stack([it.waveform for it in items]), [it.caption for it in items]
-
-    def __iter__(self) -> Iterator[SoundsItem]:
-        i = 0
-        while True:
-            yield self.item(i)
-            i += 1
 
 
 # Tags in the seed keys keep the dataset's items, the evaluation prompts and the underspecified

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from loom.core import hookimpl
-from loom.plugins.common import TrainedGenerator, TrainedSoundGenerator
+from loom.plugins.common import SoundOutput, TrainedGenerator
 
 LOOM_PLUGIN_API = "1.0"
 
@@ -33,7 +33,7 @@ class VAEGenerator(TrainedGenerator):
         return ConditionalVAE
 
 
-class VAESoundGenerator(TrainedSoundGenerator):
+class VAESoundGenerator(SoundOutput, VAEGenerator):
     """Samples 1.5 s sounds from a conditional VAE trained on Sounds log-mel spectrograms (Griffin-Lim
     turns them into 16 kHz waveforms; ``temperature`` scales z)."""
 
@@ -41,13 +41,6 @@ class VAESoundGenerator(TrainedSoundGenerator):
     family = "vae-sound"
     default_weights = Path(__file__).parent / "sound_weights"
     trainer = "loom.plugins.vae.training:VAESoundTrainer"
-    prompt_completion = "complete-sounds-prompt"
-
-    @classmethod
-    def model_class(cls):
-        from .model import ConditionalVAE
-
-        return ConditionalVAE
 
 
 @hookimpl

@@ -5,35 +5,29 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from loom.plugins.common.nn import Condition, ConditionalDecoder, TextCondition, closest_of, sample_shape, seed_shape
-from loom.plugins.common.saved import SavedConfig, SavedModel
+from loom.plugins.common.nn import (
+    Condition,
+    ConditionalDecoder,
+    ConditionalDecoderConfig,
+    TextCondition,
+    closest_of,
+    sample_shape,
+    seed_shape,
+)
+from loom.plugins.common.saved import SavedModel
 
 
-class VAEConfig(SavedConfig):
+class VAEConfig(ConditionalDecoderConfig):
     """Architecture of a :class:`ConditionalVAE`; saved as config.json beside the weights."""
 
     family: str = "vae"
-    image_size: int = 64
     latent_dim: int = 8
-    text_dim: int = 384
-    encoder: str = "all-MiniLM-L6-v2"
-    cond_dim: int = 256
-    width: int = 128
-    queries: int = 4
-    #: decoder channels from the 4×4 seed, one entry per doubling; a final pixel shuffle doubles
-    #: once more to the full image (a convolution stack at full resolution costs most on a CPU)
-    channels: list[int] = [128, 128, 64, 32]
     recon_sigma: float = 0.1
     #: weight of the reconstruction loss for a latent drawn from the prior (see ``loss``)
     prior_weight: float = 1.0
     #: prior latents drawn per image for that loss, of which only the closest decode counts
     #: (``closest_of``): 1 teaches the average of every image a caption allows
     prior_samples: int = 1
-    #: (channels, height, width) of a sample when it is not a square RGB image of ``image_size``
-    #: (a sound model: [1, mels, frames]); None for images
-    sample_shape: list[int] | None = None
-    #: how a sound model's outputs become waveforms (MelSettings, frames, samples); None for images
-    mel: dict | None = None
     #: A Gaussian fitted to the posterior means of the training data (mean, Cholesky factor of the
     #: covariance), which sampling draws z from, ``latent_spread`` times as wide; None: z ~ N(0, I).
     #: Measured on Sounds: the posterior means spread ~4× wider than N(0, I), so prior samples fall

@@ -7,8 +7,9 @@ from pathlib import Path
 import torch
 from pydantic import Field
 
-from loom.core.training import Trainer, TrainerOptions, warmup_cosine
+from loom.core.training import TrainerOptions
 from loom.plugins.common.nn import sound_config
+from loom.plugins.common.training import SavedModelTrainer, warmup_cosine
 
 from .model import ConditionalVAE, VAEConfig
 
@@ -27,15 +28,13 @@ class VAEOptions(TrainerOptions):
     )
 
 
-class VAETrainer(Trainer):
+class VAETrainer(SavedModelTrainer):
     family = "vae"
-    image_size = 64
     Options = VAEOptions
 
     def __init__(self, options: VAEOptions, generator: torch.Generator) -> None:
         super().__init__(options, generator)
-        cfg = self.model_config(options)
-        self.model = ConditionalVAE(cfg).to(memory_format=torch.channels_last).train()
+        self.model = ConditionalVAE(self.model_config(options)).to(memory_format=torch.channels_last).train()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=options.lr, weight_decay=0.0)
 
     def model_config(self, options: VAEOptions) -> VAEConfig:
@@ -56,19 +55,6 @@ class VAETrainer(Trainer):
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
         self.opt.step()
         return {"loss": loss.item(), **parts}
-
-    def state(self) -> dict:
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict()}
-
-    def load_state(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["opt"])
-
-    def load_generator(self, folder: Path) -> None:
-        self.model.load_state_dict(ConditionalVAE.from_folder(folder).state_dict())
-
-    def export(self, folder: Path, training: dict) -> None:
-        self.model.save(folder, training)
 
     def sample(self, tokens, mask, pooled, generators):
         self.model.eval()

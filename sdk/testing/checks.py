@@ -249,6 +249,22 @@ class Subject:
         caps = getattr(self.cls, "capabilities", None)
         return caps if isinstance(caps, Capabilities) else Capabilities()
 
+    def requires(self, flag: str, why: str = "") -> Capabilities:
+        """Its capabilities, once it is known to declare ``flag`` true; Skipped (saying so, then
+        ``why``) when it declares it false."""
+        caps = self.capabilities
+        if not getattr(caps, flag):
+            raise Skipped(f"it declares capabilities.{flag} = False{why}")
+        return caps
+
+    def compare(self, a: Data, b: Data, what: str, hint: str = "") -> None:
+        """Failed when outputs ``a`` and ``b`` differ by more than its declared tolerance, the
+        message saying that ``what`` differ by how much (then ``hint``)."""
+        tolerance = self.capabilities.tolerance
+        diff = difference(a, b)
+        if diff > tolerance:
+            raise Failed(f"{what} differ by {diff:.3g} (tolerance {tolerance}){hint}")
+
     def build(self, **overrides: Any) -> Component:
         return self.cls({**self.config, **overrides})
 
@@ -466,35 +482,26 @@ def check_call_output(s: Subject) -> None:
 @check("seed_determinism", "the same inputs with the same seed give the same output (twice in one "
        "component, and in a second component built from the same config)")
 def check_seed_determinism(s: Subject) -> None:
-    caps = s.capabilities
-    if not caps.deterministic:
-        raise Skipped("it declares capabilities.deterministic = False")
+    s.requires("deterministic")
     inputs = s.inputs(3)
     component = s.loaded()
     first = s.call(component, inputs, seed=11)
     again = s.call(component, inputs, seed=11)
-    diff = difference(first, again)
-    if diff > caps.tolerance:
-        raise Failed(f"two calls with seed 11 gave outputs that differ by {diff:.3g} (tolerance {caps.tolerance})")
+    s.compare(first, again, "two calls with seed 11 gave outputs that")
     other = s.build()
     try:
         other.load()
     except Exception as err:
         raise Skipped(f"loading a second component raised {type(err).__name__}: {err} (check 'load_idempotent' reports it)") from None
-    diff = difference(first, s.call(other, inputs, seed=11))
-    if diff > caps.tolerance:
-        raise Failed(f"two components built from the same config gave outputs for seed 11 that differ by {diff:.3g} "
-                     f"(tolerance {caps.tolerance}); is something drawn from the global RNG in setup()?")
+    s.compare(first, s.call(other, inputs, seed=11), "two components built from the same config gave outputs for seed 11 that",
+              "; is something drawn from the global RNG in setup()?")
 
 
 @check("batch_invariance", "an item gives the same output alone and at any position inside a batch, "
        "given its own seed (within capabilities.tolerance)")
 def check_batch_invariance(s: Subject) -> None:
-    caps = s.capabilities
-    if not caps.batchable:
-        raise Skipped("it declares capabilities.batchable = False")
-    if not caps.deterministic:
-        raise Skipped("it declares capabilities.deterministic = False, so outputs cannot be compared")
+    s.requires("batchable")
+    caps = s.requires("deterministic", ", so outputs cannot be compared")
     component = s.loaded()
     pool = s.inputs(4)
     probe = pool.take([0])
@@ -508,18 +515,13 @@ def check_batch_invariance(s: Subject) -> None:
             seeds = [100 + i for i in range(size)]
             seeds[position] = 5
             out = s.call(component, pool.take(order), seed=seeds)
-            diff = difference(alone, out.take([position]))
-            if diff > caps.tolerance:
-                raise Failed(f"an item's output alone and at position {position} of a batch of {size} differ by "
-                             f"{diff:.3g} (tolerance {caps.tolerance})")
+            s.compare(alone, out.take([position]), f"an item's output alone and at position {position} of a batch of {size}")
 
 
 @check("weights_round_trip", "save_weights(folder) writes a folder that the config option "
        "capabilities.weights_option reads back into a component with the same outputs")
 def check_weights_round_trip(s: Subject) -> None:
-    caps = s.capabilities
-    if not caps.has_weights:
-        raise Skipped("it declares capabilities.has_weights = False")
+    caps = s.requires("has_weights")
     if not caps.weights_option:
         raise Skipped("it declares no weights folder format (capabilities.weights_option is None)")
     if caps.weights_option not in s.cls.Config.model_fields:
@@ -534,9 +536,7 @@ def check_weights_round_trip(s: Subject) -> None:
             after = copy(inputs, seed=3)
         except Exception as err:
             raise Failed(f"saving its weights and loading them back raised {type(err).__name__}: {err}") from None
-    diff = difference(before, after)
-    if diff > caps.tolerance:
-        raise Failed(f"outputs before saving and after loading the saved folder differ by {diff:.3g} (tolerance {caps.tolerance})")
+    s.compare(before, after, "outputs before saving and after loading the saved folder")
 
 
 @check("progress", "a call reports progress through progress(finished), with counts that rise to the batch size")
