@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from loom.core.data import Data
 from loom.core.errors import ConfigError, InputError
-from loom.outputs import FORMATS, OutputFormat
+from loom.outputs import FORMATS, OutputFormat, format_for
 
 
 # -- items ---------------------------------------------------------------------------------------
@@ -55,16 +55,16 @@ def item_spec(base: dict, params: Mapping | None) -> dict:
 
 # -- writing outputs -----------------------------------------------------------------------------
 def writer_for(output_type: type[Data]) -> OutputFormat:
-    """The format a job writes a chain's output type in (the first suffix of its entry in
-    :data:`loom.outputs.FORMATS`), or an error saying what can be written."""
-    for fmt in FORMATS:
-        if issubclass(output_type, fmt.data_type):
-            return fmt
-    kinds = ", ".join(f"{f.data_type.kind} ({f.suffix[1:].upper()})" for f in FORMATS)
-    raise InputError(
-        f"batch jobs cannot write {output_type.kind} outputs yet (they write {kinds}); "
-        f"end the chain in a step that gives {' or '.join(f.data_type.kind for f in FORMATS)}"
-    )
+    """The format a job writes a chain's output type in (a job writes each format's first suffix:
+    see :data:`loom.outputs.FORMATS`), or an error saying what a job can write."""
+    try:
+        return format_for(output_type)
+    except InputError:
+        kinds = ", ".join(f"{f.data_type.kind} ({f.suffix[1:].upper()})" for f in FORMATS)
+        raise InputError(
+            f"batch jobs cannot write {output_type.kind} outputs yet (they write {kinds}); "
+            f"end the chain in a step that gives {' or '.join(f.data_type.kind for f in FORMATS)}"
+        ) from None
 
 
 def item_record(result, index: int) -> dict:

@@ -199,8 +199,7 @@ def run_spec(spec: str, output_dir: str, prompts, prompts_file, seed, file_forma
         raise InputError("no prompts: give --prompt TEXT (repeatable) or --prompts FILE")
     pipeline = loom.pipeline_for(spec)
     out = Path(output_dir)
-    fmt = format_for(pipeline.output_type)
-    suffix = fmt.suffix if file_format is None else "." + file_format
+    suffix = format_for(pipeline.output_type).suffix if file_format is None else "." + file_format
     format_for(pipeline.output_type, out / f"0001{suffix}")  # the suffix fits, before any weights load
     result = pipeline.run(texts, seed, progress=not quiet)
     out.mkdir(parents=True, exist_ok=True)
