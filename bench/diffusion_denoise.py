@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import torch
 
-from loom.core import Pipeline
+from loom.chains import Pipeline
 from loom.plugins.diffusion import shapes
 from loom.plugins.shapes import ShapesDataset, ShapesEval, parse_caption
 

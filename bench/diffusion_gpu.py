@@ -110,7 +110,7 @@ def main() -> None:
                  "nothing was measured. On a CPU, run bench/diffusion_overhead.py instead.")
     from diffusers import StableDiffusionPipeline
 
-    from loom.core import Pipeline
+    from loom.chains import Pipeline
 
     if args.variants in ("default", "all"):
         names = DEFAULT_VARIANTS if args.variants == "default" else list(VARIANTS)

@@ -31,7 +31,7 @@ def main() -> None:
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from loom.core import Pipeline
+    from loom.chains import Pipeline
     from loom.plugins.diffusion import SCHEDULERS
     from loom.plugins.diffusion.tiny import build_tiny_pipeline
 

@@ -41,7 +41,6 @@ from .plugins import (
     Registry,
     discover,
     get_registry,
-    reset_registry,
 )
 from .world import World
 
@@ -50,5 +49,5 @@ __all__ = [
     "Embedding", "Encoder", "Generator", "Image", "InputError", "Latent", "LoomError", "PLUGIN_API", "Pipeline",
     "PipelineSpec", "PluginError", "PluginInfo", "Postprocessor", "ProvenanceError", "Registry",
     "Result", "SpecError", "StepSpec", "Text", "TypeMismatchError", "UnknownComponentError",
-    "UnknownWorldError", "WeightsError", "World", "discover", "get_registry", "hookimpl", "hookspec", "reset_registry",
+    "UnknownWorldError", "WeightsError", "World", "discover", "get_registry", "hookimpl", "hookspec",
 ]

@@ -37,25 +37,6 @@ class Data:
         """Join batches of this type, in order."""
         raise NotImplementedError
 
-    def digest(self, index: int) -> str:
-        """SHA-256 of item ``index`` alone (as ``take([index])`` holds it): every field, tensors by
-        their shape and float32 values. Provenance records keep it for inputs that are not text,
-        so that ``loom reproduce`` can check that an input given again is the one recorded."""
-        import hashlib
-        from dataclasses import fields
-
-        item = self.take([index])
-        h = hashlib.sha256(self.kind.encode())
-        for f in fields(item):  # type: ignore[arg-type]
-            value = getattr(item, f.name)
-            h.update(f.name.encode())
-            if hasattr(value, "detach"):
-                array = value.detach().float().contiguous().cpu().numpy()
-                h.update(repr(tuple(array.shape)).encode() + array.tobytes())
-            else:
-                h.update(repr(value).encode())
-        return h.hexdigest()
-
 
 def _take_tensor(t, indices):
     import torch
@@ -187,17 +168,6 @@ class Image(Data):
     @classmethod
     def concat(cls, parts):
         return cls(_cat(p.pixels for p in parts))
-
-    @classmethod
-    def from_numpy(cls, arrays) -> "Image":
-        """From H×W×3 uint8 arrays (or one B×H×W×3 array)."""
-        import numpy as np
-        import torch
-
-        batch = np.stack(list(arrays)) if not isinstance(arrays, np.ndarray) else arrays
-        if batch.ndim == 3:
-            batch = batch[None]
-        return cls(torch.from_numpy(batch.astype(np.float32) / 255.0).permute(0, 3, 1, 2).contiguous())
 
     def to_numpy(self):
         """B×H×W×3 uint8, rounded the same way every time so saved pixels are reproducible."""

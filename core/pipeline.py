@@ -1,6 +1,6 @@
 """Pipelines: a chain of components, type-checked when built and run on batches.
 
-A chain is built from a :class:`PipelineSpec` (from Python, YAML or JSON). Building it resolves
+A chain is built from a :class:`PipelineSpec` (from Python; ``loom.Pipeline`` reads YAML and JSON). Building it resolves
 every component name, validates every config and checks that each step takes what the step
 before it gives, all before any weights load; any mistake raises a :class:`~loom.core.errors.LoomError`
 naming the step, what it got and what it accepts.
@@ -8,11 +8,9 @@ naming the step, what it got and what it accepts.
 
 from __future__ import annotations
 
-import datetime as _dt
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -21,10 +19,6 @@ from .data import Data, Image, Text
 from .errors import InputError, SpecError, TypeMismatchError, UnknownComponentError
 from .plugins import ComponentEntry, Registry, get_registry
 from .seeding import item_seeds
-
-#: Version of the provenance record's layout.
-RECORD_VERSION = 1
-
 
 class StepSpec(BaseModel):
     """One step: a registered component name (or ``plugin:name``) and its options."""
@@ -51,24 +45,10 @@ class PipelineSpec(BaseModel):
     steps: list[StepSpec] = Field(min_length=1)
 
     @classmethod
-    def load(cls, source: "str | Path | Mapping | PipelineSpec") -> "PipelineSpec":
-        """From a spec object, a mapping, a path to a .yaml/.yml/.json file, or YAML/JSON text."""
+    def load(cls, source: "Mapping | PipelineSpec", where: str = "spec") -> "PipelineSpec":
+        """A spec from a spec object or a mapping (``loom.Pipeline`` also reads YAML and JSON)."""
         if isinstance(source, PipelineSpec):
             return source
-        where = "spec"
-        if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and Path(source).suffix.lower() in {".yaml", ".yml", ".json"}):
-            path = Path(source)
-            where = str(path)
-            if not path.is_file():
-                raise SpecError(f"spec file {str(path)!r} does not exist")
-            source = path.read_text(encoding="utf-8")
-        if isinstance(source, str):
-            import yaml  # YAML is a superset of JSON, so one parser reads both
-
-            try:
-                source = yaml.safe_load(source)
-            except yaml.YAMLError as err:
-                raise SpecError(f"{where}: not valid YAML or JSON: {err}") from None
         if not isinstance(source, Mapping):
             raise SpecError(f"{where}: a spec is a mapping with a 'steps' list, got {type(source).__name__}")
         try:
@@ -79,7 +59,8 @@ class PipelineSpec(BaseModel):
 
 @dataclass
 class Result:
-    """What a run gives: the last step's output batch and the provenance record of the run."""
+    """What a run gives: the last step's output batch and what the run recorded (its
+    :meth:`Pipeline.provenance`)."""
 
     output: Data
     provenance: dict
@@ -94,20 +75,18 @@ class Result:
             raise InputError(f"this pipeline gives {self.output.kind}, not images")
         return self.output.to_pil()
 
+    #: The provenance entries that hold one value per item.
+    PER_ITEM: ClassVar[tuple[str, ...]] = ("inputs", "input_sha256", "seeds")
+
     def record(self, index: int) -> dict:
         """The provenance record of item ``index`` alone: enough to regenerate it exactly."""
-        rec = dict(self.provenance)
-        rec["inputs"] = [self.provenance["inputs"][index]]
-        if "input_sha256" in rec:
-            rec["input_sha256"] = [rec["input_sha256"][index]]
-        rec["seeds"] = [self.provenance["seeds"][index]]
-        rec["item"] = index
-        rec["batch_size"] = len(self.output)
-        return rec
+        rec = {k: [v[index]] if k in self.PER_ITEM else v for k, v in self.provenance.items()}
+        return {**rec, "item": index, "batch_size": len(self.output)}
 
 
 class Pipeline:
-    """A type-checked chain of components. Build with :meth:`from_spec` or :meth:`from_steps`."""
+    """A type-checked chain of components, built with :meth:`from_spec`. ``loom.Pipeline`` (the
+    SDK's) adds specs from files, ``from_steps``, progress bars and the replayable provenance record."""
 
     def __init__(self, spec: PipelineSpec, components: list[Component], entries: list[ComponentEntry], registry: Registry):
         self.spec = spec
@@ -118,7 +97,7 @@ class Pipeline:
 
     # -- building -----------------------------------------------------------------------------
     @classmethod
-    def from_spec(cls, spec: "PipelineSpec | Mapping | str | Path", registry: Registry | None = None) -> "Pipeline":
+    def from_spec(cls, spec: "PipelineSpec | Mapping", registry: Registry | None = None) -> "Pipeline":
         """Resolve, validate and type-check a spec. Loads no weights."""
         spec = PipelineSpec.load(spec)
         registry = registry or get_registry()
@@ -144,18 +123,6 @@ class Pipeline:
         )
         return cls(resolved, components, entries, registry)
 
-    @classmethod
-    def from_steps(cls, *steps: "str | tuple[str, Mapping]", name: str | None = None, registry: Registry | None = None) -> "Pipeline":
-        """``Pipeline.from_steps("text-encoder", ("vae", {"temperature": 0.8}), "resize")``."""
-        spec = []
-        for s in steps:
-            if isinstance(s, str):
-                spec.append({"component": s})
-            else:
-                component, config = s
-                spec.append({"component": component, "config": dict(config)})
-        return cls.from_spec({"name": name, "steps": spec}, registry)
-
     @property
     def input_type(self) -> type[Data]:
         return self.entries[0].cls.input_type
@@ -165,16 +132,15 @@ class Pipeline:
         return self.entries[-1].cls.output_type
 
     # -- running ------------------------------------------------------------------------------
-    def load(self, progress: bool = True) -> "Pipeline":
-        """Load every component's weights now (otherwise the first run does)."""
-        from tqdm.auto import tqdm
-
+    def load(self, progress: "Callable[[float, float, str], None] | None" = None) -> "Pipeline":
+        """Load every component's weights now (otherwise the first run does). ``progress`` is told
+        ``(loaded, total, step)`` as each component starts loading."""
         start = time.perf_counter()
         todo = [(s, c) for s, c in zip(self.spec.steps, self.components) if not c.loaded]
-        with tqdm(todo, desc="loading", unit="step", disable=not progress or not todo, delay=1.0, leave=False) as bar:
-            for step, component in bar:
-                bar.set_postfix_str(step.component)
-                component.load()
+        for done, (step, component) in enumerate(todo):
+            if progress:
+                progress(done, len(todo), step.component)
+            component.load()
         self.load_seconds += time.perf_counter() - start
         return self
 
@@ -195,81 +161,46 @@ class Pipeline:
                     raise InputError(f"prompt {i + 1} is empty: give some text to generate from")
         return data
 
-    def run(self, inputs: Any, seed: Any = None, *, progress: bool = True) -> Result:
+    def run(self, inputs: Any, seed: Any = None, *, progress: Any = None, loading: Any = None) -> Result:
         """Run the chain on a batch (a prompt, a list of prompts, or a data batch).
 
         ``seed``: an int (item *i* gets ``seed + i``), one int per item, or None for a random
         seed that is recorded in the result's provenance. The same input and seed give the same
-        output alone or in any batch.
+        output alone or in any batch. ``progress``, when callable, is told ``(done, total, note)``
+        as work finishes: ``done`` of items × steps, in fractions of an item where a component
+        reports finer work; ``loading`` is passed to :meth:`load`.
         """
-        from tqdm.auto import tqdm
-
         data = given = self._coerce(inputs)
-        n = len(data)
+        n, total = len(data), len(data) * len(self.components)
+        report = progress if callable(progress) else (lambda done, total, note: None)
         seeds = item_seeds(seed, n)
-        self.load(progress=progress)
+        self.load(loading)
         self.registry.notify("loom_pipeline_start", pipeline=self, inputs=data, seeds=seeds)
         timings = []
-        total = n * len(self.components)
-        with tqdm(total=total, desc="generating", unit="item", disable=not progress, delay=1.0, leave=False) as bar:
-            for index, (step, component) in enumerate(zip(self.spec.steps, self.components)):
-                start = time.perf_counter()
-                done = 0.0
+        for index, (step, component) in enumerate(zip(self.spec.steps, self.components)):
+            start = time.perf_counter()
 
-                def advance(finished: float, _base=index * n) -> None:
-                    nonlocal done
-                    if finished > done:  # whole items and finer work both move the bar, never back
-                        done = finished
-                        # set, not added: fractions of an item summed drift (a bar at 3.000000000000001/3)
-                        bar.n = round(_base + finished, 6)
-                        bar.update(0)
+            def work(units: int, of: int, unit: str, _step=step, _index=index) -> None:
+                report(_index * n + n * units / max(of, 1), total, f"{_step.component}: {unit} {units}/{of}")
+                self.registry.notify("loom_step_progress", pipeline=self, step=_step, index=_index, done=units, total=of, unit=unit)
 
-                def work(units: int, total: int, unit: str, _step=step, _index=index) -> None:
-                    advance(n * units / max(total, 1))
-                    bar.set_postfix_str(f"{_step.component}: {unit} {units}/{total}", refresh=False)
-                    self.registry.notify(
-                        "loom_step_progress", pipeline=self, step=_step, index=_index, done=units, total=total, unit=unit
-                    )
-
-                bar.set_postfix_str(step.component)
-                data = component(data, seeds, progress=advance, work=work)
-                seconds = time.perf_counter() - start
-                timings.append(round(seconds, 4))
-                self.registry.notify("loom_step_end", pipeline=self, step=step, index=index, output=data, seconds=seconds)
-        result = Result(output=data, provenance=self._record(given, seeds, timings))
+            report(index * n, total, step.component)
+            items = lambda done, _index=index, _name=step.component: report(_index * n + done, total, _name)  # noqa: E731
+            data = component(data, seeds, progress=items, work=work)
+            seconds = time.perf_counter() - start
+            timings.append(round(seconds, 4))
+            self.registry.notify("loom_step_end", pipeline=self, step=step, index=index, output=data, seconds=seconds)
+        result = Result(output=data, provenance=self.provenance(given, seeds, timings))
         self.registry.notify("loom_pipeline_end", pipeline=self, result=result)
         return result
 
-    def _record(self, data: Data, seeds: list[int], timings: list[float]) -> dict:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            loom_version = version("loom")
-        except PackageNotFoundError:  # running from a source tree
-            loom_version = "unknown"
+    def provenance(self, inputs: Data, seeds: list[int], timings: list[float]) -> dict:
+        """What a run records in its :class:`Result`: the inputs (text; None for other kinds), the
+        seeds and the timings. ``loom.Pipeline`` records everything a file needs to replay the run."""
         return {
-            "loom_record": RECORD_VERSION,
-            "loom_version": loom_version,
-            "spec": self.spec.model_dump(mode="json"),
-            "components": [
-                {
-                    "step": i + 1,
-                    "component": e.name,
-                    "plugin": e.plugin,
-                    "plugin_version": e.plugin_version,
-                    "class": f"{e.cls.__module__}.{e.cls.__qualname__}",
-                }
-                for i, e in enumerate(self.entries)
-            ],
-            "inputs": list(data.items) if isinstance(data, Text) else [None] * len(data),
-            # a non-text input is not kept (audio is large); its digest lets `loom reproduce
-            # --input FILE` check that the input given again is the same
-            **({} if isinstance(data, Text) else {
-                "input_kind": data.kind, "input_sha256": [data.digest(i) for i in range(len(data))],
-            }),
+            "inputs": list(inputs.items) if isinstance(inputs, Text) else [None] * len(inputs),
             "seeds": seeds,
             "timings": {"load_s": round(self.load_seconds, 4), "steps_s": timings, "run_s": round(sum(timings), 4)},
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
 
     def __repr__(self) -> str:

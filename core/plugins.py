@@ -171,10 +171,6 @@ class Registry:
         self._worlds[world.name] = (world, info.name)
         info.worlds.append(world.name)
 
-    def clashes(self) -> dict[str, list[str]]:
-        """Component names registered by more than one plugin, each with its qualified names."""
-        return {n: sorted(e.qualified_name for e in found) for n, found in sorted(self._by_name.items()) if len(found) > 1}
-
     # -- lookup -------------------------------------------------------------------------------
     def get(self, name: str) -> ComponentEntry:
         """The component called ``name`` (or ``plugin:name``)."""
@@ -268,9 +264,3 @@ def get_registry() -> Registry:
     if _registry is None:
         _registry = discover()
     return _registry
-
-
-def reset_registry() -> None:
-    """Forget the process-wide registry, so the next use discovers plugins again."""
-    global _registry
-    _registry = None

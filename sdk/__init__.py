@@ -20,7 +20,6 @@ __version__ = "0.1.0"
 _EXPORTS = {
     # the contract
     "hookimpl": "loom.core.hookspecs",
-    "Pipeline": "loom.core.pipeline",
     "PipelineSpec": "loom.core.pipeline",
     "Result": "loom.core.pipeline",
     "Text": "loom.core.data",
@@ -38,6 +37,7 @@ _EXPORTS = {
     "LoomError": "loom.core.errors",
     "get_registry": "loom.core.plugins",
     # the app developer's calls
+    "Pipeline": "loom.chains",
     "generate": "loom.api",
     "default_spec": "loom.api",
     "pipeline_for": "loom.api",

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from loom.core import Audio, Data, Image, InputError, Pipeline, PipelineSpec, ProvenanceError, Result, Text
+from loom.chains import Pipeline, read_spec
+from loom.core import Audio, Data, Image, InputError, ProvenanceError, Result, Text
 from loom.outputs import AudioFormat, check_output_path, read_audio, read_record, write
+from loom.records import digest
 
 #: The generator ``loom generate`` uses when none is named.
 DEFAULT_GENERATOR = "vae"
@@ -69,7 +71,7 @@ def _component_class(name: str, registry=None):
 
 def pipeline_for(spec: Any) -> Pipeline:
     """A built pipeline for ``spec``, cached per process so weights load once."""
-    spec = PipelineSpec.load(spec)
+    spec = read_spec(spec)
     key = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
     if key not in _pipelines:
         _pipelines[key] = Pipeline.from_spec(spec)
@@ -170,7 +172,7 @@ def _given_inputs(source: "str | Path", record: dict, inputs: Any) -> Data:
     if len(data) != len(digests):
         raise ProvenanceError(f"{str(source)!r} was made from {len(digests)} input item(s); {len(data)} given")
     for i, want in enumerate(digests):
-        if data.digest(i) != want:
+        if digest(data, i) != want:
             raise ProvenanceError(
                 f"input {i + 1} is not the one {str(source)!r} was made from (its SHA-256 differs from the recorded "
                 f"{want[:12]}…); give the same file, unchanged"

@@ -78,7 +78,7 @@ def item_record(result, index: int) -> dict:
 
 def expected_record(pipeline, item: Item) -> dict:
     """What an output's record must hold for it to count as this item's output on resume."""
-    from loom.core.pipeline import RECORD_VERSION
+    from loom.records import RECORD_VERSION
 
     return {
         "loom_record": RECORD_VERSION,
@@ -127,7 +127,7 @@ class ItemRunner:
         """The (cached, unloaded until run) pipeline for items with ``params``."""
         key = params_key(params)
         if key not in self._pipelines:
-            from loom.core.pipeline import Pipeline
+            from loom.chains import Pipeline
 
             spec = item_spec(self.spec, params)
             if self.registry is None:

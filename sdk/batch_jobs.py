@@ -192,14 +192,13 @@ def chain_spec(chain: Any = None, registry=None) -> dict:
     name or trained folder, which gets the default chain (``loom.api.default_spec``; ``registry``
     says what the generator gives and takes)."""
     from loom.api import default_spec
+    from loom.chains import is_spec_file, read_spec
     from loom.core.pipeline import PipelineSpec
 
     if chain is None:
         return default_spec(registry=registry)
-    if isinstance(chain, (Mapping, PipelineSpec)):
-        return PipelineSpec.load(chain).model_dump(mode="json")
-    if isinstance(chain, (str, Path)) and Path(chain).suffix.lower() in {".yaml", ".yml", ".json"}:
-        return PipelineSpec.load(Path(chain)).model_dump(mode="json")
+    if isinstance(chain, (Mapping, PipelineSpec)) or is_spec_file(chain):
+        return read_spec(chain).model_dump(mode="json")
     if isinstance(chain, (str, Path)):
         return default_spec(str(chain), registry=registry)
     raise InputError(f"chain must be a spec file, a spec mapping or a generator name, got {type(chain).__name__}")

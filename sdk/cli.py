@@ -49,7 +49,7 @@ def plugins(ctx, as_json: bool, check: bool) -> None:
     if check:
         for dist in sorted({p.distribution for p in registry.plugins.values() if p.distribution}):
             conflicts[dist] = requirement_problems(dist)
-    clashes = registry.clashes()
+    clashes = _clashes(registry)
     problems = any(not p.ok for p in registry.plugins.values()) or any(conflicts.values())
     if as_json:
         rows = [
@@ -132,6 +132,14 @@ def _loom_version() -> str:
     except PackageNotFoundError:  # running from a source tree
         return "(source tree)"
 
+
+
+def _clashes(registry) -> dict[str, list[str]]:
+    """Component names registered by more than one plugin, each with its qualified names."""
+    by_name: dict[str, list[str]] = {}
+    for entry in registry.components():
+        by_name.setdefault(entry.name, []).append(entry.qualified_name)
+    return {name: sorted(names) for name, names in sorted(by_name.items()) if len(names) > 1}
 
 @main.command("new-plugin")
 @click.argument("name")

@@ -52,7 +52,8 @@ def world_pipeline(world, generator: str | None = None, options: dict | None = N
     ``temperature``); ``registry`` holds the components (default: the installed plugins). An
     InputError when the chain does not give what the world's checker grades."""
     from loom.api import default_spec, pipeline_for
-    from loom.core import DATA_TYPES, InputError, Pipeline, get_registry
+    from loom.chains import Pipeline
+    from loom.core import DATA_TYPES, InputError, get_registry
     from loom.core.world import MODALITIES
 
     world = _world(world)

@@ -98,7 +98,7 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
 
 
 def test_wrong_encoder_embeddings_are_refused():
-    from loom.core import Pipeline
+    from loom.chains import Pipeline
 
     with pytest.raises(InputError, match="trained on embeddings from 'all-MiniLM-L6-v2'"):
         spec = {"steps": [{"component": "text-encoder", "config": {"model": "all-MiniLM-L6-v2"}}, {"component": "vae"}]}

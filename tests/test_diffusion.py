@@ -13,12 +13,12 @@ from fakes import ctrl_c_at
 from safetensors.torch import load_file
 
 import loom
+from loom.chains import Pipeline
 from loom.core import (
     ConfigError,
     Embedding,
     InputError,
     Latent,
-    Pipeline,
     Registry,
     Text,
     WeightsError,
@@ -184,7 +184,7 @@ def test_denoising_steps_reach_the_progress_hook_and_bar(tiny_sd):
 
     registry = discover(env={"LOOM_PLUGINS": "diffusion"})
     registry.add_plugin(Watcher(), "watcher")
-    pipeline = Pipeline.from_steps(
+    pipeline = loom.Pipeline.from_steps(
         ("sd-text-encoder", {"model": folder}), ("sd-denoiser", {"model": folder, "steps": 3, **SIZE}),
         ("sd-vae-decode", {"model": folder}), registry=registry,
     )

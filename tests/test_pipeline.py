@@ -12,6 +12,8 @@ from loom.core import (
     UnknownComponentError,
     hookimpl,
 )
+from loom.chains import Pipeline as AppPipeline
+from loom.chains import read_spec
 from loom.core.errors import InputError
 
 GOOD = {"steps": [{"component": "hash-encoder"}, {"component": "noise", "config": {"size": 6}}, {"component": "invert"}]}
@@ -84,7 +86,7 @@ def test_audio_step_after_image_rejected(registry):
 )
 def test_malformed_specs(registry, spec, pattern):
     with pytest.raises(SpecError, match=pattern):
-        Pipeline.from_spec(spec, registry)
+        AppPipeline.from_spec(spec, registry)
 
 
 def test_spec_from_yaml_and_json_files(registry, tmp_path):
@@ -92,14 +94,17 @@ def test_spec_from_yaml_and_json_files(registry, tmp_path):
     yml.write_text("steps:\n  - component: hash-encoder\n  - component: noise\n    config: {size: 4}\n")
     js = tmp_path / "chain.json"
     js.write_text(json.dumps({"steps": [{"component": "hash-encoder"}, {"component": "noise", "config": {"size": 4}}]}))
-    a, b = Pipeline.from_spec(yml, registry), Pipeline.from_spec(js, registry)
-    assert a.spec == b.spec
+    a, b = AppPipeline.from_spec(yml, registry), AppPipeline.from_spec(str(js), registry)
+    assert a.spec == b.spec == AppPipeline.from_spec(yml.read_text(), registry).spec
     with pytest.raises(SpecError, match="does not exist"):
-        PipelineSpec.load(tmp_path / "missing.yaml")
+        read_spec(tmp_path / "missing.yaml")
+    # the engine takes specs as data only; reading files is the app layer's
+    with pytest.raises(SpecError, match="a spec is a mapping.*got PosixPath"):
+        Pipeline.from_spec(yml, registry)
 
 
 def test_from_steps_matches_spec(registry):
-    p = Pipeline.from_steps("hash-encoder", ("noise", {"size": 6}), "invert", registry=registry)
+    p = AppPipeline.from_steps("hash-encoder", ("noise", {"size": 6}), "invert", registry=registry)
     assert p.spec == Pipeline.from_spec(GOOD, registry).spec
 
 
@@ -117,7 +122,10 @@ def test_seed_gives_same_item_alone_or_in_any_batch_position(registry):
 
 
 def test_result_provenance(registry):
-    pipeline = Pipeline.from_spec(GOOD, registry)
+    engine = Pipeline.from_spec(GOOD, registry).run(["a", "b"], seed=5)
+    # the engine keeps the facts of the run; the app layer's pipeline adds the replayable record
+    assert set(engine.provenance) == {"inputs", "seeds", "timings"} and engine.provenance["seeds"] == [5, 6]
+    pipeline = AppPipeline.from_spec(GOOD, registry)
     result = pipeline.run(["a", "b"], seed=5, progress=False)
     rec = result.provenance
     assert rec["seeds"] == [5, 6] and rec["inputs"] == ["a", "b"]

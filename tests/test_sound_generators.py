@@ -12,7 +12,8 @@ from click.testing import CliRunner
 import loom
 from loom.api import DEFAULT_SOUND_GENERATOR
 from loom.cli import main
-from loom.core import Audio, Pipeline, TypeMismatchError, WeightsError, get_registry
+from loom.chains import Pipeline
+from loom.core import Audio, TypeMismatchError, WeightsError, get_registry
 from loom.plugins.common.mel import MelImage
 
 SOUND_FAMILIES = ["vae-sound", "gan-sound"]

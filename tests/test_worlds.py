@@ -12,17 +12,15 @@ from fakes import Invert
 
 from loom.cli import main
 from loom.core import InputError, PluginError, Registry, UnknownWorldError, World, discover, get_registry, hookimpl
-from loom.core.plugins import reset_registry
 
 
 @pytest.fixture
-def dot():
+def dot(monkeypatch):
     """The installed plugins and the dot world, as the process-wide registry; forgotten afterwards."""
-    reset_registry()
+    monkeypatch.setattr("loom.core.plugins._registry", None)
     info = get_registry().add_plugin(dot_world, "dot", "loom-dot", "0.1")
     assert info.ok and info.worlds == ["dot"], info.errors
-    yield get_registry()
-    reset_registry()
+    return get_registry()
 
 
 def test_loom_worlds_come_from_entry_points_and_import_no_torch():
