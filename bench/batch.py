@@ -57,15 +57,29 @@ def pss_bytes(pid: int) -> int:
 
 def run_engine(engine: str, prompts_file: Path, out: Path, args) -> dict:
     loom_cmd = shutil.which("loom", path=str(Path(sys.executable).parent)) or "loom"
-    cmd = [loom_cmd, "batch", "vae", "--prompts", str(prompts_file), "-o", str(out), "--batch-size", str(args.batch_size), "-q"]
+    cmd = [
+        loom_cmd,
+        "batch",
+        "vae",
+        "--prompts",
+        str(prompts_file),
+        "-o",
+        str(out),
+        "--batch-size",
+        str(args.batch_size),
+        "-q",
+    ]
     if engine == "ray":
         cmd += ["--engine", "ray", "--workers", str(args.workers)]  # 1 CPU and 1 torch thread each
     env = {
-        **os.environ, "HF_HUB_OFFLINE": "1",
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
         # the same CPU budget for both: the local process gets as many torch threads as Ray has workers
         "OMP_NUM_THREADS": str(args.workers if engine == "local" else 1),
         # Ray on loopback only, no auth token file, no usage stats (see shared/ENVIRONMENT.md)
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
     }
     peak, first_seen, stop = [0], [None], threading.Event()
     start = time.perf_counter()
@@ -90,7 +104,9 @@ def run_engine(engine: str, prompts_file: Path, out: Path, args) -> dict:
     done = sorted(r["timings"]["done_s"] for r in rows if r["status"] == "ok")
     steady = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else float("nan")
     return {
-        "engine": f"local, {args.workers} torch threads" if engine == "local" else f"ray, {args.workers} workers × 1 thread",
+        "engine": f"local, {args.workers} torch threads"
+        if engine == "local"
+        else f"ray, {args.workers} workers × 1 thread",
         "images": len(done),
         "wall_s": wall,
         "images_per_s": len(done) / wall,
@@ -121,13 +137,19 @@ def main() -> None:
         same = all(
             (Path(tmp) / "local" / p.name).read_bytes() == p.read_bytes() for p in (Path(tmp) / "ray").glob("*.png")
         )
-    print(f"\n{args.items} items, default chain (text-encoder → vae → 256 px), batch size {args.batch_size}, "
-          f"{os.cpu_count()} CPUs; outputs byte-identical across engines: {same}\n")
-    print("| engine | images/s (whole command) | images/s after first output | time to first output | wall time | peak memory (PSS, all processes) |")
+    print(
+        f"\n{args.items} items, default chain (text-encoder → vae → 256 px), batch size {args.batch_size}, "
+        f"{os.cpu_count()} CPUs; outputs byte-identical across engines: {same}\n"
+    )
+    print(
+        "| engine | images/s (whole command) | images/s after first output | time to first output | wall time | peak memory (PSS, all processes) |"
+    )
     print("|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['engine']} | {r['images_per_s']:.1f} | {r['images_per_s_after_first']:.1f} | {r['first_output_s']:.1f} s "
-              f"| {r['wall_s']:.1f} s | {r['peak_memory_mib']:.0f} MiB |")
+        print(
+            f"| {r['engine']} | {r['images_per_s']:.1f} | {r['images_per_s_after_first']:.1f} | {r['first_output_s']:.1f} s "
+            f"| {r['wall_s']:.1f} s | {r['peak_memory_mib']:.0f} MiB |"
+        )
 
 
 if __name__ == "__main__":

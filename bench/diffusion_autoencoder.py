@@ -45,7 +45,9 @@ objects = (held_out - held_out[:, :, :1, :1]).abs().amax(1) > 0.1
 every = 50 if args.images == 8 else 100
 torch.manual_seed(0)
 draw = torch.Generator().manual_seed(0)
-ae = build_autoencoder({"block_out_channels": [int(c) for c in args.widths.split(",")], "latent_channels": args.latent_channels})
+ae = build_autoencoder(
+    {"block_out_channels": [int(c) for c in args.widths.split(",")], "latent_channels": args.latent_channels}
+)
 opt = torch.optim.Adam(ae.parameters(), args.lr)
 for step in range(1, args.steps + 1):
     x = pool if args.images == 8 else pool[torch.randint(args.images, (32,), generator=draw)]
@@ -58,4 +60,7 @@ for step in range(1, args.steps + 1):
         if args.images != 8:
             with torch.no_grad():
                 error = (ae.decode(ae.encode(held_out).latent_dist.mode()).sample - held_out).abs()
-        print(f"step {step}: L1 {error.mean().item():.4f}, on object pixels {error.mean(1)[objects].mean().item():.4f}", flush=True)
+        print(
+            f"step {step}: L1 {error.mean().item():.4f}, on object pixels {error.mean(1)[objects].mean().item():.4f}",
+            flush=True,
+        )

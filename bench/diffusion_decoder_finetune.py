@@ -24,8 +24,11 @@ from loom.plugins.diffusion import shapes
 from loom.plugins.shapes import ShapesDataset
 
 folder = sys.argv[1]
-steps, lr, edge_weight = (int(sys.argv[2]) if len(sys.argv) > 2 else 1500, float(sys.argv[3]) if len(sys.argv) > 3 else 1e-4,
-                          float(sys.argv[4]) if len(sys.argv) > 4 else 20.0)
+steps, lr, edge_weight = (
+    int(sys.argv[2]) if len(sys.argv) > 2 else 1500,
+    float(sys.argv[3]) if len(sys.argv) > 3 else 1e-4,
+    float(sys.argv[4]) if len(sys.argv) > 4 else 20.0,
+)
 m = shapes.ShapesDiffusionModel.from_folder(folder)
 vae = m.vae
 if vae is None:

@@ -27,8 +27,12 @@ CEILING_IMAGES, CEILING_PROMPTS = ShapesDataset(seed=99).arrays(0, 200)
 def autoencoder_ceiling(m):
     """ShapesEval report on a latent model's reconstructions of the 200 ceiling images."""
     with torch.no_grad():
-        rec = torch.cat([m.unfold(m.fold(torch.from_numpy(CEILING_IMAGES[i:i + 50]).permute(0, 3, 1, 2).float() / 255))
-                         for i in range(0, 200, 50)]).clamp(0, 1)
+        rec = torch.cat(
+            [
+                m.unfold(m.fold(torch.from_numpy(CEILING_IMAGES[i : i + 50]).permute(0, 3, 1, 2).float() / 255))
+                for i in range(0, 200, 50)
+            ]
+        ).clamp(0, 1)
     imgs = (rec.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
     return ShapesEval().evaluate_many(list(imgs), CEILING_PROMPTS)
 
@@ -50,12 +54,24 @@ def main() -> None:
         with torch.no_grad():
             v = m(xt, tt, e.tokens, e.mask, e.pooled)
         a, s = ac[t].sqrt(), (1 - ac[t]).sqrt()
-        print(t, "model x0 mse", ((a * xt - s * v - x0) ** 2).mean().item(), "input mse", ((xt / a - x0) ** 2).mean().item())
+        print(
+            t,
+            "model x0 mse",
+            ((a * xt - s * v - x0) ** 2).mean().item(),
+            "input mse",
+            ((xt / a - x0) ** 2).mean().item(),
+        )
     if m.vae is None:
         for t in [200, 500, 800]:
             noise = torch.randn(x0.shape, generator=g)
             xt = sched.add_noise(x0, noise, torch.full((8,), t))
-            y = (xt / ac[t].sqrt()).view(8, 3, 16, 16, 16).mean(2, keepdim=True).expand(8, 3, 16, 16, 16).reshape(x0.shape)
+            y = (
+                (xt / ac[t].sqrt())
+                .view(8, 3, 16, 16, 16)
+                .mean(2, keepdim=True)
+                .expand(8, 3, 16, 16, 16)
+                .reshape(x0.shape)
+            )
             print(t, "patch-mean mse", ((y - x0) ** 2).mean().item())
     else:
         report = autoencoder_ceiling(m)

@@ -43,9 +43,18 @@ def main() -> None:
         if cls_name:
             raw.scheduler = getattr(diffusers, cls_name).from_config(raw.scheduler.config, **options)
         raw.set_progress_bar_config(disable=True)
-        loom = Pipeline.from_steps(("stable-diffusion", {
-            "model": folder, "scheduler": args.scheduler, "steps": args.steps, "width": args.size, "height": args.size,
-        })).load(progress=False)
+        loom = Pipeline.from_steps(
+            (
+                "stable-diffusion",
+                {
+                    "model": folder,
+                    "scheduler": args.scheduler,
+                    "steps": args.steps,
+                    "width": args.size,
+                    "height": args.size,
+                },
+            )
+        ).load(progress=False)
 
         # Loom's own work is what a run takes outside the diffusers call it makes: timed directly,
         # it is free of the machine's run-to-run noise that the medians carry
@@ -69,8 +78,14 @@ def main() -> None:
         component.pipe = Timed(component.pipe)
 
         def run_raw():
-            return raw(prompt, num_inference_steps=args.steps, width=args.size, height=args.size,
-                       generator=[torch.Generator().manual_seed(seed)], output_type="pt").images
+            return raw(
+                prompt,
+                num_inference_steps=args.steps,
+                width=args.size,
+                height=args.size,
+                generator=[torch.Generator().manual_seed(seed)],
+                output_type="pt",
+            ).images
 
         def run_loom():
             return loom.run(prompt, seed=seed, progress=False).output.pixels
@@ -85,15 +100,21 @@ def main() -> None:
                 times[name].append(time.perf_counter() - start)
 
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"tiny SD pipeline ({tokenizer} tokenizer), {args.size}x{args.size}, {args.steps} steps, {args.scheduler}, "
-          f"1 image, {args.repeats} interleaved repeats, torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    print(
+        f"tiny SD pipeline ({tokenizer} tokenizer), {args.size}x{args.size}, {args.steps} steps, {args.scheduler}, "
+        f"1 image, {args.repeats} interleaved repeats, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+    )
     for name, m in med.items():
-        print(f"  {name:<14} median {m * 1000:8.1f} ms   (min {min(times[name]) * 1000:.1f}, max {max(times[name]) * 1000:.1f})")
+        print(
+            f"  {name:<14} median {m * 1000:8.1f} ms   (min {min(times[name]) * 1000:.1f}, max {max(times[name]) * 1000:.1f})"
+        )
     ratio = med["loom"] / med["raw diffusers"]
     print(f"  ratio loom / raw diffusers: {ratio:.3f} ({(ratio - 1) * 100:+.1f}% overhead; goal ≤ +2%)")
     own = statistics.median(t - i for t, i in zip(times["loom"], inner))
-    print(f"  Loom's own work per run (outside the diffusers call): median {own * 1000:.2f} ms "
-          f"= {own / med['raw diffusers'] * 100:.2f}% of a raw run")
+    print(
+        f"  Loom's own work per run (outside the diffusers call): median {own * 1000:.2f} ms "
+        f"= {own / med['raw diffusers'] * 100:.2f}% of a raw run"
+    )
     print(f"  max abs pixel difference: {diff:.2e}")
     if diff > 1e-4:
         sys.exit("Loom's image differs from diffusers' by more than 1e-4")

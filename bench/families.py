@@ -29,10 +29,20 @@ import time
 from pathlib import Path
 
 WORLDS = {
-    "shapes": {"families": "vae,gan,ar,diffusion", "batch": 32, "what": "prompt", "output": "per image (64 px)",
-               "prompt": "a small red circle in the top left on a blue background number {i}"},
-    "sounds": {"families": "vae-sound,gan-sound", "batch": 16, "what": "caption", "output": "per clip (1.5 s)",
-               "prompt": "three rising high beeps, take {i}"},
+    "shapes": {
+        "families": "vae,gan,ar,diffusion",
+        "batch": 32,
+        "what": "prompt",
+        "output": "per image (64 px)",
+        "prompt": "a small red circle in the top left on a blue background number {i}",
+    },
+    "sounds": {
+        "families": "vae-sound,gan-sound",
+        "batch": 16,
+        "what": "caption",
+        "output": "per clip (1.5 s)",
+        "prompt": "three rising high beeps, take {i}",
+    },
 }
 
 
@@ -70,15 +80,18 @@ def main() -> None:
         rows[row] = {
             "eval": report,
             **chain_totals(training),
-            "weights_mb": sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e6,  # UNet + autoencoder for diffusion
+            "weights_mb": sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+            / 1e6,  # UNet + autoencoder for diffusion
             "seconds_per_output": [],
         }
     if not rows:
         return
 
     prompts = [world["prompt"].format(i=i) for i in range(world["batch"])]
-    pipelines = {row: loom.pipeline_for(loom.default_spec(name, size=None, complete=complete))
-                 for row, name, _, complete in families}
+    pipelines = {
+        row: loom.pipeline_for(loom.default_spec(name, size=None, complete=complete))
+        for row, name, _, complete in families
+    }
     clip_seconds = None
     for p in pipelines.values():
         out = p.run(prompts[:8], seed=0, progress=False).output  # warm up: weights loaded, first-call costs paid
@@ -91,8 +104,10 @@ def main() -> None:
             rows[name]["seconds_per_output"].append((time.perf_counter() - start) / len(prompts))
 
     fastest = min(statistics.median(r["seconds_per_output"]) for r in rows.values())
-    print(f"{evaluate.__name__} on {args.n} fresh {world['what']}s per split; {torch.get_num_threads()} CPU threads, "
-          f"torch {torch.__version__}\n")
+    print(
+        f"{evaluate.__name__} on {args.n} fresh {world['what']}s per split; {torch.get_num_threads()} CPU threads, "
+        f"torch {torch.__version__}\n"
+    )
     print_summary(rows, world, fastest, clip_seconds)
     print()
     print_attributes(rows, world)
@@ -109,16 +124,29 @@ def print_summary(rows: dict, world: dict, fastest: float, clip_seconds: "float 
     training, time and size; then chance."""
     shapes = clip_seconds is None
     objects = ["one object", "two objects"] if shapes else []
-    head = ["templated", *objects, "seen / unseen", "underspecified", "seen / unseen", "diversity",
-            "training", world["output"], "weights"]
+    head = [
+        "templated",
+        *objects,
+        "seen / unseen",
+        "underspecified",
+        "seen / unseen",
+        "diversity",
+        "training",
+        world["output"],
+        "weights",
+    ]
     print("| family | " + " | ".join(head) + " |")
     print("|---|" + "---|" * len(head))
     for name, r in rows.items():
         e, per = r["eval"], statistics.median(r["seconds_per_output"])
         cells = [f"**{_rate(e['templated'])}**"]
         cells += [_rate(e["templated"].get(k)) for k in ("one_object", "two_objects")] if shapes else []
-        cells += [f"{_rate(e['templated']['seen'])} / {_rate(e['templated']['unseen'])}", f"**{_rate(e['underspecified'])}**",
-                  f"{_rate(e['underspecified']['seen'])} / {_rate(e['underspecified']['unseen'])}", f"{e['diversity']['diversity']:.2f}"]
+        cells += [
+            f"{_rate(e['templated']['seen'])} / {_rate(e['templated']['unseen'])}",
+            f"**{_rate(e['underspecified'])}**",
+            f"{_rate(e['underspecified']['seen'])} / {_rate(e['underspecified']['unseen'])}",
+            f"{e['diversity']['diversity']:.2f}",
+        ]
         train = f"{r['train_minutes']:.0f} min, {r['train_steps']} steps" if r["train_minutes"] else "?"
         ratio = f"{per / clip_seconds:.3f}× real time" if clip_seconds else f"{per / fastest:.1f}×"
         cells += [train, f"{per * 1000:.1f} ms ({ratio})", f"{r['weights_mb']:.1f} MB"]
@@ -132,11 +160,13 @@ def print_attributes(rows: dict, world: dict) -> None:
     """Per attribute on the templated prompts, chance last."""
     first = next(iter(rows.values()))["eval"]["templated"]
     attrs = list(first["per_attribute"])
-    print(f"| family (templated) | " + " | ".join(attrs) + f" | whole {world['what']} |")
+    print("| family (templated) | " + " | ".join(attrs) + f" | whole {world['what']} |")
     print("|---|" + "---|" * len(attrs) + "---|")
     for name, r in rows.items():
         t = r["eval"]["templated"]
-        print(f"| {name} | " + " | ".join(f"{t['per_attribute'][a]:.3f}" for a in attrs) + f" | {t['whole_prompt']:.3f} |")
+        print(
+            f"| {name} | " + " | ".join(f"{t['per_attribute'][a]:.3f}" for a in attrs) + f" | {t['whole_prompt']:.3f} |"
+        )
     chance = first["chance"]
     print("| chance | " + " | ".join(f"{chance[a]:.3f}" for a in attrs) + f" | {chance['whole_prompt']:.4f} |")
 

@@ -76,9 +76,19 @@ def main() -> None:
             decoded.append(codec.decode(mel, length=clips.shape[-1]))
         seconds = (time.process_time() - start) / len(clips)
         report = evaluator.evaluate_many(list(torch.cat(decoded).numpy()), captions, settings.sample_rate)
-        shown = {k: v for k, v in settings.model_dump().items() if k in ("sample_rate", "n_mels", "hop_length", "griffin_lim_iterations")}
-        rows.append({"settings": json.dumps(shown), "shape": f"{settings.n_mels}×{tuple(mel.shape)[-1]}", "decode_s": seconds,
-                     **report.to_dict()})
+        shown = {
+            k: v
+            for k, v in settings.model_dump().items()
+            if k in ("sample_rate", "n_mels", "hop_length", "griffin_lim_iterations")
+        }
+        rows.append(
+            {
+                "settings": json.dumps(shown),
+                "shape": f"{settings.n_mels}×{tuple(mel.shape)[-1]}",
+                "decode_s": seconds,
+                **report.to_dict(),
+            }
+        )
         print(f"done: {shown}", flush=True)
 
     chance = truth.chance

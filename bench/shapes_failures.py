@@ -28,9 +28,16 @@ for score, (text, target) in zip(report.scores, sample_prompts(args.n, EVAL_SEED
     if not score.correct:
         wrong[score.objects] += 1
         asked_in_wrong.update(kinds)
-        print(text, score.attributes, "detected:", [(d.get("shape"), d.get("size")) for d in score.detected if d.get("shape")])
-print(f"wrong: {sum(wrong.values())} of {sum(prompts.values())} prompts; by objects named: "
-      + ", ".join(f"{k}: {wrong[k]} of {prompts[k]}" for k in sorted(prompts)))
+        print(
+            text,
+            score.attributes,
+            "detected:",
+            [(d.get("shape"), d.get("size")) for d in score.detected if d.get("shape")],
+        )
+print(
+    f"wrong: {sum(wrong.values())} of {sum(prompts.values())} prompts; by objects named: "
+    + ", ".join(f"{k}: {wrong[k]} of {prompts[k]}" for k in sorted(prompts))
+)
 print("(shape, size): asked in all prompts / in wrong prompts")
 for kind in sorted(asked):
     print(f"  {kind}: {asked[kind]} / {asked_in_wrong[kind]}")

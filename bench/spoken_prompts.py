@@ -27,8 +27,9 @@ def espeak_audio(texts, voice):
 
     clips = []
     for text in texts:
-        wav = subprocess.run(["espeak-ng", "-v", voice, "-s", "160", "-p", "50", "--stdout", text],
-                             check=True, capture_output=True).stdout
+        wav = subprocess.run(
+            ["espeak-ng", "-v", voice, "-s", "160", "-p", "50", "--stdout", text], check=True, capture_output=True
+        ).stdout
         data, rate = soundfile.read(io.BytesIO(wav), dtype="float32")
         clips.append(data)
     return Audio.from_clips(clips, rate)
@@ -65,8 +66,14 @@ def main() -> None:
     def score(pipeline, inputs):
         images = []
         for start in range(0, len(texts), 32):
-            chunk = inputs.take(range(start, min(start + 32, len(texts)))) if not isinstance(inputs, list) else inputs[start : start + 32]
-            images.extend(pipeline.run(chunk, image_seeds[start : start + len(chunk)], progress=False).output.to_numpy())
+            chunk = (
+                inputs.take(range(start, min(start + 32, len(texts))))
+                if not isinstance(inputs, list)
+                else inputs[start : start + 32]
+            )
+            images.extend(
+                pipeline.run(chunk, image_seeds[start : start + len(chunk)], progress=False).output.to_numpy()
+            )
         return ShapesEval().evaluate_many(images, scenes)
 
     rows = {"typed": (score(pipeline_for(default_spec(args.generator, size=None)), texts), None)}
@@ -104,23 +111,36 @@ def main() -> None:
         rows[name] = (score(spoken, audio), heard[name])
 
     attributes = list(rows["typed"][0].per_attribute)
-    print(f"{len(texts)} fresh prompts (sample_prompts seed {EVAL_SEED if args.seed is None else args.seed}), "
-          f"generator {args.generator!r}, image seeds 0..{len(texts) - 1}")
-    print(f"{'prompt':48s} " + " ".join(f"{a:>10s}" for a in attributes) + f" {'whole':>7s} {'words ok':>9s} {'WER':>6s}")
+    print(
+        f"{len(texts)} fresh prompts (sample_prompts seed {EVAL_SEED if args.seed is None else args.seed}), "
+        f"generator {args.generator!r}, image seeds 0..{len(texts) - 1}"
+    )
+    print(
+        f"{'prompt':48s} " + " ".join(f"{a:>10s}" for a in attributes) + f" {'whole':>7s} {'words ok':>9s} {'WER':>6s}"
+    )
     for name, (report, h) in rows.items():
-        cells = " ".join(f"{report.per_attribute[a]:10.3f}" if report.per_attribute[a] is not None else f"{'-':>10s}"
-                         for a in attributes)
+        cells = " ".join(
+            f"{report.per_attribute[a]:10.3f}" if report.per_attribute[a] is not None else f"{'-':>10s}"
+            for a in attributes
+        )
         extra = f" {h['exact']:9.3f} {h['wer']:6.3f}" if h else ""
         print(f"{name:48s} {cells} {report.whole_prompt:7.3f}{extra}")
     chance = rows["typed"][0].chance
-    print(f"{'chance':48s} " + " ".join(f"{chance[a]:10.3f}" if chance[a] is not None else f"{'-':>10s}" for a in attributes)
-          + f" {chance['whole_prompt']:7.3f}")
+    print(
+        f"{'chance':48s} "
+        + " ".join(f"{chance[a]:10.3f}" if chance[a] is not None else f"{'-':>10s}" for a in attributes)
+        + f" {chance['whole_prompt']:7.3f}"
+    )
     print(f"first prompt: {texts[0]!r}")
     for name, h in heard.items():
         print(f"  heard ({name}): {h['example']!r}")
-        print(f"  recogniser (transcribe): {h['real_time']:.4f} s (wall, one thread) per second of audio "
-              f"({1 / h['real_time']:.0f}x faster than real time; clips average {h['clip_seconds']:.2f} s)")
-    print(f"TTS (speech, seeded noise): {tts_seconds:.2f} s per clip; noise 0 (one session): {tts_quiet_seconds:.2f} s per clip")
+        print(
+            f"  recogniser (transcribe): {h['real_time']:.4f} s (wall, one thread) per second of audio "
+            f"({1 / h['real_time']:.0f}x faster than real time; clips average {h['clip_seconds']:.2f} s)"
+        )
+    print(
+        f"TTS (speech, seeded noise): {tts_seconds:.2f} s per clip; noise 0 (one session): {tts_quiet_seconds:.2f} s per clip"
+    )
 
 
 if __name__ == "__main__":

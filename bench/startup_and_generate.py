@@ -70,8 +70,15 @@ def against(rev: str, repeats: int, env: dict) -> None:
         for i in range(repeats):
             for name, tree_env in trees.items():
                 out = f"{tmp}/{i}-{len(cold[name])}.png"
-                cold[name].append(wall([sys.executable, "-c", GENERATE, "generate", "a red circle", "-o", out, "--seed", "1", "-q"], tree_env))
-                res = subprocess.run([sys.executable, "-c", WARM, "8"], check=True, capture_output=True, text=True, env=tree_env)
+                cold[name].append(
+                    wall(
+                        [sys.executable, "-c", GENERATE, "generate", "a red circle", "-o", out, "--seed", "1", "-q"],
+                        tree_env,
+                    )
+                )
+                res = subprocess.run(
+                    [sys.executable, "-c", WARM, "8"], check=True, capture_output=True, text=True, env=tree_env
+                )
                 warm[name].append(float(res.stdout.strip().splitlines()[-1]))
     for label, runs, unit in (("cold loom generate", cold, "s"), ("warm, one image", warm, "ms")):
         scale = 1000 if unit == "ms" else 1
@@ -101,8 +108,25 @@ def main() -> None:
     print(f"loom plugins          {pl * 1000:7.0f} ms   ({pl / p:.2f}× python -c pass)")
 
     with tempfile.TemporaryDirectory() as tmp:
-        cold = [wall([loom_cmd, "generate", "a red circle on a blue background", "-o", f"{tmp}/c{i}.png", "--seed", "1", "-q"], env) for i in range(2)]
-    print(f"cold loom generate    {statistics.median(cold):7.2f} s    (fresh process, 1 image; runs: {', '.join(f'{c:.2f}' for c in cold)})")
+        cold = [
+            wall(
+                [
+                    loom_cmd,
+                    "generate",
+                    "a red circle on a blue background",
+                    "-o",
+                    f"{tmp}/c{i}.png",
+                    "--seed",
+                    "1",
+                    "-q",
+                ],
+                env,
+            )
+            for i in range(2)
+        ]
+    print(
+        f"cold loom generate    {statistics.median(cold):7.2f} s    (fresh process, 1 image; runs: {', '.join(f'{c:.2f}' for c in cold)})"
+    )
 
     import loom
 
@@ -118,7 +142,9 @@ def main() -> None:
     pipeline.run(prompts, seed=0, progress=False)
     batched = (time.perf_counter() - start) / len(prompts)
     print(f"warm, one at a time   {statistics.median(singles) * 1000:7.1f} ms / image")
-    print(f"warm, batch of 32     {batched * 1000:7.1f} ms / image   ({statistics.median(singles) / batched:.2f}× faster than one at a time)")
+    print(
+        f"warm, batch of 32     {batched * 1000:7.1f} ms / image   ({statistics.median(singles) / batched:.2f}× faster than one at a time)"
+    )
 
 
 if __name__ == "__main__":

@@ -12,14 +12,7 @@
 Nothing here imports torch at import time.
 """
 
-from .component import (
-    Capabilities,
-    Component,
-    ComponentConfig,
-    Encoder,
-    Generator,
-    Postprocessor,
-)
+from .component import Capabilities, Component, ComponentConfig, Encoder, Generator, Postprocessor
 from .data import DATA_TYPES, Audio, Data, Embedding, Image, Latent, Text
 from .errors import (
     ConfigError,
@@ -35,15 +28,10 @@ from .errors import (
 )
 from .hookspecs import PLUGIN_API, hookimpl, hookspec
 from .pipeline import Pipeline, PipelineSpec, Result, StepSpec
-from .plugins import (
-    ComponentEntry,
-    PluginInfo,
-    Registry,
-    discover,
-    get_registry,
-)
+from .plugins import ComponentEntry, PluginInfo, Registry, discover, get_registry
 from .world import World
 
+# fmt: off
 __all__ = [
     "Audio", "Capabilities", "Component", "ComponentConfig", "ComponentEntry", "ConfigError", "DATA_TYPES", "Data",
     "Embedding", "Encoder", "Generator", "Image", "InputError", "Latent", "LoomError", "PLUGIN_API", "Pipeline",
@@ -51,3 +39,4 @@ __all__ = [
     "Result", "SpecError", "StepSpec", "Text", "TypeMismatchError", "UnknownComponentError",
     "UnknownWorldError", "WeightsError", "World", "discover", "get_registry", "hookimpl", "hookspec",
 ]
+# fmt: on

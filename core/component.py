@@ -167,9 +167,7 @@ class Component:
         progress through :meth:`report_progress` (e.g. denoising steps)."""
         name = type(self).__name__
         if not isinstance(inputs, self.input_type):
-            raise LoomError(
-                f"{name} takes {self.input_type.kind}, got {type(inputs).__name__}"
-            )
+            raise LoomError(f"{name} takes {self.input_type.kind}, got {type(inputs).__name__}")
         self.load()
         n = len(inputs)
         seeds = item_seeds(seed, n)

@@ -126,10 +126,7 @@ class Embedding(Data):
             # a field survives a join only when every part has it
             optional[name] = None if any(v is None for v in values) else _cat(values)
         return cls(
-            tokens=_cat(p.tokens for p in parts),
-            mask=_cat(p.mask for p in parts),
-            encoder=parts[0].encoder,
-            **optional,
+            tokens=_cat(p.tokens for p in parts), mask=_cat(p.mask for p in parts), encoder=parts[0].encoder, **optional
         )
 
 
@@ -203,10 +200,10 @@ class Audio(Data):
         if self.lengths is not None:
             self.lengths = [int(n) for n in self.lengths]
             if len(self.lengths) != int(self.waveforms.shape[0]):
-                raise ValueError(f"Audio.lengths holds {len(self.lengths)} lengths for {int(self.waveforms.shape[0])} waveforms")
+                raise ValueError(f"Audio.lengths holds {len(self.lengths)} lengths for {len(self)} waveforms")
             total = int(self.waveforms.shape[-1])
             if any(not 0 <= n <= total for n in self.lengths):
-                raise ValueError(f"Audio.lengths {self.lengths} must each lie between 0 and the {total} samples of the tensor")
+                raise ValueError(f"Audio.lengths {self.lengths} must each lie between 0 and the {total} samples")
             if self.lengths and all(n == total for n in self.lengths):
                 self.lengths = None  # no item is shorter than T: the plain form
 

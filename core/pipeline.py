@@ -20,6 +20,7 @@ from .errors import InputError, SpecError, TypeMismatchError, UnknownComponentEr
 from .plugins import ComponentEntry, Registry, get_registry
 from .seeding import item_seeds
 
+
 class StepSpec(BaseModel):
     """One step: a registered component name (or ``plugin:name``) and its options."""
 
@@ -29,15 +30,8 @@ class StepSpec(BaseModel):
 
 
 class PipelineSpec(BaseModel):
-    """A chain of steps. As YAML::
-
-        steps:
-          - component: text-encoder
-          - component: vae
-            config: {temperature: 0.8}
-          - component: resize
-            config: {size: 256}
-    """
+    """A chain of steps: ``{"steps": [{"component": "text-encoder"}, {"component": "vae",
+    "config": {"temperature": 0.8}}]}`` (``loom.Pipeline`` also reads it from YAML or JSON)."""
 
     model_config = ConfigDict(extra="forbid")
     version: Literal[1] = 1
@@ -88,7 +82,9 @@ class Pipeline:
     """A type-checked chain of components, built with :meth:`from_spec`. ``loom.Pipeline`` (the
     SDK's) adds specs from files, ``from_steps``, progress bars and the replayable provenance record."""
 
-    def __init__(self, spec: PipelineSpec, components: list[Component], entries: list[ComponentEntry], registry: Registry):
+    def __init__(
+        self, spec: PipelineSpec, components: list[Component], entries: list[ComponentEntry], registry: Registry
+    ):
         self.spec = spec
         self.components = components
         self.entries = entries
@@ -104,24 +100,16 @@ class Pipeline:
         entries, components = [], []
         for i, step in enumerate(spec.steps, start=1):
             entry = _resolve(registry, step, i)
-            where = f"step {i} ({step.component!r})"
-            config = validate_config(entry.cls, step.config, where)
+            config = validate_config(entry.cls, step.config, f"step {i} ({step.component!r})")
             if entries:
-                prev, prev_entry = spec.steps[i - 2], entries[-1]
-                if not issubclass(prev_entry.cls.output_type, entry.cls.input_type):
-                    takers = [e.name for e in registry.components() if issubclass(prev_entry.cls.output_type, e.cls.input_type)]
-                    raise TypeMismatchError(
-                        f"{where} takes {entry.cls.input_type.kind}, but step {i - 1} ({prev.component!r}) gives "
-                        f"{prev_entry.cls.output_type.kind}; components that take {prev_entry.cls.output_type.kind}: "
-                        f"{', '.join(takers) or 'none'}"
-                    )
+                _check_fits(registry, spec, entries[-1], entry, i)
             entries.append(entry)
             components.append(entry.cls(config))
-        resolved = PipelineSpec(
-            name=spec.name,
-            steps=[StepSpec(component=s.component, config=c.config.model_dump(mode="json")) for s, c in zip(spec.steps, components)],
-        )
-        return cls(resolved, components, entries, registry)
+        steps = [
+            StepSpec(component=s.component, config=c.config.model_dump(mode="json"))
+            for s, c in zip(spec.steps, components)
+        ]
+        return cls(PipelineSpec(name=spec.name, steps=steps), components, entries, registry)
 
     @property
     def input_type(self) -> type[Data]:
@@ -145,10 +133,11 @@ class Pipeline:
         return self
 
     def _coerce(self, inputs: Any) -> Data:
+        prompts = [inputs] if isinstance(inputs, str) else inputs
         if isinstance(inputs, Data):
             data = inputs
-        elif self.input_type is Text and (isinstance(inputs, str) or (isinstance(inputs, Sequence) and all(isinstance(x, str) for x in inputs))):
-            data = Text(inputs)
+        elif self.input_type is Text and isinstance(prompts, Sequence) and all(isinstance(x, str) for x in prompts):
+            data = Text(list(prompts))
         else:
             raise InputError(f"this pipeline takes {self.input_type.kind} input, got {type(inputs).__name__}")
         if not isinstance(data, self.input_type):
@@ -171,28 +160,36 @@ class Pipeline:
         reports finer work; ``loading`` is passed to :meth:`load`.
         """
         data = given = self._coerce(inputs)
-        n, total = len(data), len(data) * len(self.components)
-        report = progress if callable(progress) else (lambda done, total, note: None)
-        seeds = item_seeds(seed, n)
+        seeds = item_seeds(seed, len(data))
         self.load(loading)
         self.registry.notify("loom_pipeline_start", pipeline=self, inputs=data, seeds=seeds)
         timings = []
-        for index, (step, component) in enumerate(zip(self.spec.steps, self.components)):
+        for index, step in enumerate(self.spec.steps):
             start = time.perf_counter()
-
-            def work(units: int, of: int, unit: str, _step=step, _index=index) -> None:
-                report(_index * n + n * units / max(of, 1), total, f"{_step.component}: {unit} {units}/{of}")
-                self.registry.notify("loom_step_progress", pipeline=self, step=_step, index=_index, done=units, total=of, unit=unit)
-
-            report(index * n, total, step.component)
-            items = lambda done, _index=index, _name=step.component: report(_index * n + done, total, _name)  # noqa: E731
-            data = component(data, seeds, progress=items, work=work)
+            data = self._run_step(index, data, seeds, progress if callable(progress) else _silent)
             seconds = time.perf_counter() - start
             timings.append(round(seconds, 4))
             self.registry.notify("loom_step_end", pipeline=self, step=step, index=index, output=data, seconds=seconds)
         result = Result(output=data, provenance=self.provenance(given, seeds, timings))
         self.registry.notify("loom_pipeline_end", pipeline=self, result=result)
         return result
+
+    def _run_step(self, index: int, data: Data, seeds: list[int], report: Callable[[float, float, str], None]) -> Data:
+        """Step ``index`` on ``data``, telling ``report`` and the ``loom_step_progress`` hook how far it is."""
+        step, n = self.spec.steps[index], len(data)
+        base, total = index * n, n * len(self.components)
+
+        def work(done: int, of: int, unit: str) -> None:
+            report(base + n * done / max(of, 1), total, f"{step.component}: {unit} {done}/{of}")
+            self.registry.notify(
+                "loom_step_progress", pipeline=self, step=step, index=index, done=done, total=of, unit=unit
+            )
+
+        def items(done: int) -> None:
+            report(base + done, total, step.component)
+
+        items(0)
+        return self.components[index](data, seeds, progress=items, work=work)
 
     def provenance(self, inputs: Data, seeds: list[int], timings: list[float]) -> dict:
         """What a run records in its :class:`Result`: the inputs (text; None for other kinds), the
@@ -214,3 +211,18 @@ def _resolve(registry: Registry, step: StepSpec, i: int) -> ComponentEntry:
     except UnknownComponentError as err:
         raise UnknownComponentError(f"step {i}: {err}") from None
 
+
+def _silent(done: float, total: float, note: str) -> None:
+    """Progress told to nobody."""
+
+
+def _check_fits(registry: Registry, spec: PipelineSpec, before: ComponentEntry, after: ComponentEntry, i: int) -> None:
+    """A TypeMismatchError unless step ``i`` takes what step ``i - 1`` gives."""
+    steps, gives, takes = spec.steps, before.cls.output_type, after.cls.input_type
+    if issubclass(gives, takes):
+        return
+    takers = ", ".join(e.name for e in registry.components() if issubclass(gives, e.cls.input_type)) or "none"
+    raise TypeMismatchError(
+        f"step {i} ({steps[i - 1].component!r}) takes {takes.kind}, but step {i - 1} ({steps[i - 2].component!r}) "
+        f"gives {gives.kind}; components that take {gives.kind}: {takers}"
+    )

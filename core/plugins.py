@@ -84,10 +84,6 @@ class ComponentEntry:
     def qualified_name(self) -> str:
         return f"{self.plugin}:{self.name}"
 
-    @property
-    def role(self) -> str:
-        return self.cls.role
-
 
 class Registry:
     """The loaded plugins and the components and worlds they registered, by name."""
@@ -101,12 +97,13 @@ class Registry:
         self._managers: dict[str, pluggy.PluginManager] = {}
 
     # -- loading ------------------------------------------------------------------------------
-    def add_plugin(self, plugin: Any, name: str, distribution: str | None = None, version: str | None = None) -> PluginInfo:
+    def add_plugin(
+        self, plugin: Any, name: str, distribution: str | None = None, version: str | None = None
+    ) -> PluginInfo:
         """Register a plugin object (a module or any object with hook implementations) and
         collect the components and worlds it registers. Errors are recorded on the returned PluginInfo."""
-        info = self.plugins.setdefault(
-            name, PluginInfo(name=name, source=getattr(plugin, "__name__", repr(plugin)), distribution=distribution, version=version)
-        )
+        source = getattr(plugin, "__name__", repr(plugin))
+        info = self.plugins.setdefault(name, PluginInfo(name, source, distribution, version))
         asked = getattr(plugin, API_ATTRIBUTE, None)
         if asked is not None:
             info.api = str(asked)
@@ -137,7 +134,9 @@ class Registry:
     def _register(self, info: PluginInfo, name: str, cls: Any, aliases: Iterable[str] = ()) -> None:
         where = f"plugin {info.name!r}"
         if not isinstance(cls, type) or not issubclass(cls, Component) or cls.role not in ROLES:
-            raise PluginError(f"{where}: {cls!r} registered as {name!r} is not an Encoder, Generator or Postprocessor subclass")
+            raise PluginError(
+                f"{where}: {cls!r} registered as {name!r} is not an Encoder, Generator or Postprocessor subclass"
+            )
         for t in (cls.input_type, cls.output_type):
             if not (isinstance(t, type) and issubclass(t, Data)) or t is Data:
                 raise PluginError(f"{where}: {cls.__name__} declares {t!r} as a data type; use a loom.core.data type")
@@ -165,9 +164,13 @@ class Registry:
         if not isinstance(world.name, str) or not _NAME.match(world.name):
             raise PluginError(f"{where}: world name {world.name!r} must be lower-case letters, digits, '-' or '_'")
         if world.modality not in MODALITIES:
-            raise PluginError(f"{where}: world {world.name!r} has modality {world.modality!r}; use one of {', '.join(MODALITIES)}")
+            raise PluginError(
+                f"{where}: world {world.name!r} has modality {world.modality!r}; use one of {', '.join(MODALITIES)}"
+            )
         if world.name in self._worlds:
-            raise PluginError(f"{where}: world {world.name!r} is already registered by plugin {self._worlds[world.name][1]!r}")
+            raise PluginError(
+                f"{where}: world {world.name!r} is already registered by plugin {self._worlds[world.name][1]!r}"
+            )
         self._worlds[world.name] = (world, info.name)
         info.worlds.append(world.name)
 
@@ -194,8 +197,8 @@ class Registry:
         raise UnknownComponentError(msg)
 
     def components(self, role: str | None = None) -> list[ComponentEntry]:
-        entries = sorted(self._entries.values(), key=lambda e: (e.role, e.name))
-        return [e for e in entries if role is None or e.role == role]
+        entries = sorted(self._entries.values(), key=lambda e: (e.cls.role, e.name))
+        return [e for e in entries if role is None or e.cls.role == role]
 
     def world(self, name: str) -> World:
         """The world called ``name``, or an error naming the registered ones."""
@@ -203,8 +206,8 @@ class Registry:
             return self._worlds[name][0]
         hint = difflib.get_close_matches(name, list(self._worlds), n=1)
         raise UnknownWorldError(
-            f"no world named {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-            + f"; registered worlds: {', '.join(sorted(self._worlds)) or 'none'} (run `loom plugins`)"
+            f"no world named {name!r}{f' (did you mean {hint[0]!r}?)' if hint else ''}; "
+            f"registered worlds: {', '.join(sorted(self._worlds)) or 'none'} (run `loom plugins`)"
         )
 
     def worlds(self) -> dict[str, World]:
@@ -246,10 +249,8 @@ def discover(env: dict | None = None) -> Registry:
             plugin = ep.load()
         except Exception as err:
             last = traceback.extract_tb(err.__traceback__)[-1]
-            registry.plugins[ep.name] = PluginInfo(
-                name=ep.name, source=ep.value, distribution=dist_name, version=version,
-                errors=[f"import failed: {type(err).__name__}: {err} ({last.filename}:{last.lineno})"],
-            )
+            error = f"import failed: {type(err).__name__}: {err} ({last.filename}:{last.lineno})"
+            registry.plugins[ep.name] = PluginInfo(ep.name, ep.value, dist_name, version, errors=[error])
             continue
         registry.add_plugin(plugin, ep.name, dist_name, version)
     return registry

@@ -53,7 +53,9 @@ class World:
         """Named tests of one item's score; a report gives each subset's whole-prompt rate."""
         return {}
 
-    def evaluate(self, pipeline: Any, prompts: list[str], seeds: list[int], batch_size: int = 32, progress: bool = True) -> Any:
+    def evaluate(
+        self, pipeline: Any, prompts: list[str], seeds: list[int], batch_size: int = 32, progress: bool = True
+    ) -> Any:
         """The checker's report on what ``pipeline`` makes for ``prompts`` (item i seeded
         ``seeds[i]``, ``batch_size`` items a run). The report has ``scores`` (one per prompt, each
         with ``correct``), ``prompts`` and ``to_dict()``: ``n``, ``whole_prompt``, and per

@@ -56,8 +56,12 @@ class Resample(Postprocessor):
             return inputs
         options = {}
         if self.config.quality == "best":
-            options = {"lowpass_filter_width": 64, "rolloff": 0.9475937167399596, "resampling_method": "sinc_interp_kaiser",
-                       "beta": 14.769656459379492}
+            options = {
+                "lowpass_filter_width": 64,
+                "rolloff": 0.9475937167399596,
+                "resampling_method": "sinc_interp_kaiser",
+                "beta": 14.769656459379492,
+            }
         g = math.gcd(old, new)
         clips = []
         for i in range(len(inputs)):
@@ -122,10 +126,12 @@ def _k_weighting(rate: int) -> list[tuple[list[float], list[float]]]:
     f0, gain, q = 1681.974450955533, 3.999843853973347, 0.7071752369554196
     k = math.tan(math.pi * f0 / rate)
     vh = 10.0 ** (gain / 20.0)
-    vb = vh ** 0.4996667741545416
+    vb = vh**0.4996667741545416
     a0 = 1.0 + k / q + k * k
-    shelf = ([(vh + vb * k / q + k * k) / a0, 2.0 * (k * k - vh) / a0, (vh - vb * k / q + k * k) / a0],
-             [1.0, 2.0 * (k * k - 1.0) / a0, (1.0 - k / q + k * k) / a0])
+    shelf = (
+        [(vh + vb * k / q + k * k) / a0, 2.0 * (k * k - vh) / a0, (vh - vb * k / q + k * k) / a0],
+        [1.0, 2.0 * (k * k - 1.0) / a0, (1.0 - k / q + k * k) / a0],
+    )
     f0, q = 38.13547087602444, 0.5003270373238773
     k = math.tan(math.pi * f0 / rate)
     a0 = 1.0 + k / q + k * k
@@ -170,7 +176,9 @@ class TrimSilence(Postprocessor):
     description = "audio → audio without leading and trailing silence"
 
     class Config(ComponentConfig):
-        threshold_db: float = Field(-40.0, ge=-120.0, le=0.0, description="silence: this far below the item's peak (dB)")
+        threshold_db: float = Field(
+            -40.0, ge=-120.0, le=0.0, description="silence: this far below the item's peak (dB)"
+        )
         keep_ms: float = Field(5.0, ge=0.0, le=10000.0, description="silence kept before and after the sound (ms)")
 
     input_type = Audio

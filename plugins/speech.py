@@ -21,15 +21,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from loom.core import (
-    Audio,
-    Capabilities,
-    ComponentConfig,
-    Generator,
-    Text,
-    WeightsError,
-    hookimpl,
-)
+from loom.core import Audio, Capabilities, ComponentConfig, Generator, Text, WeightsError, hookimpl
 
 #: The plugin API this plugin is written for (see loom.core.hookspecs).
 LOOM_PLUGIN_API = "1.2"
@@ -108,8 +100,9 @@ class Speech(Generator):
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
         with _seed_lock:
             onnxruntime.set_seed(seed)
-            session = onnxruntime.InferenceSession(self.model_bytes, sess_options=options,
-                                                   providers=["CPUExecutionProvider"])
+            session = onnxruntime.InferenceSession(
+                self.model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
+            )
         return dataclasses.replace(self.voice, session=session)
 
     def speak(self, text: str, seed: int):
@@ -119,7 +112,8 @@ class Speech(Generator):
         import torch
 
         syn = piper.SynthesisConfig(
-            length_scale=self.config.length_scale, noise_scale=self.config.noise_scale,
+            length_scale=self.config.length_scale,
+            noise_scale=self.config.noise_scale,
             noise_w_scale=self.config.noise_w,
         )
         chunks = [c.audio_float_array for c in self._voice_for(seed).synthesize(text, syn_config=syn)]

@@ -12,15 +12,7 @@ import warnings
 
 from pydantic import Field
 
-from loom.core import (
-    Capabilities,
-    ComponentConfig,
-    Embedding,
-    Encoder,
-    Text,
-    WeightsError,
-    hookimpl,
-)
+from loom.core import Capabilities, ComponentConfig, Embedding, Encoder, Text, WeightsError, hookimpl
 
 #: The plugin API this plugin is written for (see loom.core.hookspecs).
 LOOM_PLUGIN_API = "1.0"

@@ -33,8 +33,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     args = parser.parse_args()
 
-    import loom
     from PIL import Image, ImageDraw
+
+    import loom
 
     families = args.families.split(",")
     columns = [(p, s) for p in PROMPTS for s in range(args.seeds)]

@@ -50,14 +50,14 @@ def main() -> None:
         f"""# How these {family} weights were made
 
 ```bash
-{training['command']}
+{training["command"]}
 ```
 {resumed}
-- seed {training['seed']}, {training['steps']} steps, data: `{json.dumps(training['data'])}`
-- options: `{json.dumps(training['options'])}`
-- loss (first key of the family's losses) from {training['first_loss']} to {training['final_loss']}
-- {training['minutes']} minutes on {training['machine']}
-- shipped from `{run}` with `python scripts/ship.py {family} {run}{f" --to {to}" if to else ""}` at commit {commit or '?'}:
+- seed {training["seed"]}, {training["steps"]} steps, data: `{json.dumps(training["data"])}`
+- options: `{json.dumps(training["options"])}`
+- loss (first key of the family's losses) from {training["first_loss"]} to {training["final_loss"]}
+- {training["minutes"]} minutes on {training["machine"]}
+- shipped from `{run}` with `python scripts/ship.py {family} {run}{f" --to {to}" if to else ""}` at commit {commit or "?"}:
   float16 weights, {size:.1f} MB
 
 Quality: {quality} (numbers in README.md).
@@ -84,7 +84,11 @@ def _fill_start(start: dict | None) -> bool:
         if "unet_from" not in start and config.is_file():
             record = json.loads(config.read_text()).get("training") or {}
             # the folder's record is the start only if it is the same run at the same step
-            if record.get("unet_from") and record.get("command") == start.get("command") and record.get("steps") == start.get("step"):
+            if (
+                record.get("unet_from")
+                and record.get("command") == start.get("command")
+                and record.get("steps") == start.get("step")
+            ):
                 start["unet_from"] = record["unet_from"]
                 changed = True
         start = start.get("init_from")
@@ -98,8 +102,10 @@ def _picked(run: Path) -> str:
         return ""
     record = json.loads(picked.read_text())
     scores = ", ".join(f"{name} {score:.3f}" for name, score in record["whole"].items())
-    return (f"\nchosen among the run's snapshots with `loom eval snapshots {record['run']} -n {record['n']} --seed {record['seed']}` "
-            f"(validation prompts, not the evaluation ones); whole-prompt scores: {scores}\n")
+    return (
+        f"\nchosen among the run's snapshots with `loom eval snapshots {record['run']} -n {record['n']} --seed {record['seed']}` "
+        f"(validation prompts, not the evaluation ones); whole-prompt scores: {scores}\n"
+    )
 
 
 def _origin(start: dict | None, lead: str | None = None, step: str = "step") -> str:
@@ -112,15 +118,18 @@ def _origin(start: dict | None, lead: str | None = None, step: str = "step") -> 
     # a shipped folder is overwritten by the next ship: say what it held
     if lead is None:
         lead = "started from the weights (no optimiser state) of " if start.get("weights_only") else "started from "
-    return (f"\n{lead}`{start['folder']}` at its step {start[step]} (seed {start['seed']}{took}), made by\n\n"
-            f"```bash\n{start['command']}\n```\n{_resumes(start.get('resumed'))}" + _origins(start))
+    return (
+        f"\n{lead}`{start['folder']}` at its step {start[step]} (seed {start['seed']}{took}), made by\n\n"
+        f"```bash\n{start['command']}\n```\n{_resumes(start.get('resumed'))}" + _origins(start)
+    )
 
 
 def _origins(record: dict) -> str:
     """How a run's starting weights were made: the UNet a diffusion run took with -O unet_init
     (``unet_from``, which keeps the training record's ``steps``), then its --init start."""
-    return (_origin(record.get("unet_from"), lead="its UNet started from the UNet of ", step="steps")
-            + _origin(record.get("init_from")))
+    return _origin(record.get("unet_from"), lead="its UNet started from the UNet of ", step="steps") + _origin(
+        record.get("init_from")
+    )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,9 @@ def generator_step(generator: str | None) -> dict:
             raise InputError(f"{generator!r} is a folder but holds no config.json: it is not a trained Loom generator")
         family = json.loads(config.read_text()).get("family")
         if not family:
-            raise InputError(f"{str(config)!r} names no model family ('family' key): it is not a trained Loom generator")
+            raise InputError(
+                f"{str(config)!r} names no model family ('family' key): it is not a trained Loom generator"
+            )
         return {"component": family, "config": {"weights": str(folder.resolve())}}
     return {"component": generator}
 
@@ -101,8 +103,12 @@ def read_spoken_prompts(prompt_audio: Any) -> Audio:
         import torchaudio
 
         rate = clips[0].sample_rate
-        clips = [c if c.sample_rate == rate else Audio(torchaudio.functional.resample(c.waveforms, c.sample_rate, rate), rate)
-                 for c in clips]
+        clips = [
+            c
+            if c.sample_rate == rate
+            else Audio(torchaudio.functional.resample(c.waveforms, c.sample_rate, rate), rate)
+            for c in clips
+        ]
     return Audio.concat([Audio(c.waveforms.mean(1, keepdim=True), c.sample_rate) for c in clips])
 
 

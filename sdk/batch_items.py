@@ -89,8 +89,14 @@ def expected_record(pipeline, item: Item) -> dict:
 
 
 # -- running items (the same code on every engine) -------------------------------------------------
-def manifest_row(item: Item, status: str, output: str | None = None, error: str | None = None, timings: dict | None = None,
-                 worker: str | None = None) -> dict:
+def manifest_row(
+    item: Item,
+    status: str,
+    output: str | None = None,
+    error: str | None = None,
+    timings: dict | None = None,
+    worker: str | None = None,
+) -> dict:
     """The manifest row of ``item`` (the columns :mod:`loom.batch_jobs` documents), on every engine."""
     return {
         "id": item.id,

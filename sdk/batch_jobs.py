@@ -81,9 +81,10 @@ _JSONL_SUFFIXES = {".jsonl", ".ndjson"}
 _KEYS = ("prompt", "seed", "id", "params")
 
 
-
 # -- prompts files --------------------------------------------------------------------------------
-def read_items(prompts: "str | Path | Sequence[str | Mapping]", seeds: "int | str | Sequence[int] | None" = 0) -> list[Item]:
+def read_items(
+    prompts: "str | Path | Sequence[str | Mapping]", seeds: "int | str | Sequence[int] | None" = 0
+) -> list[Item]:
     """The items of a prompts file (plain text or JSONL) or of a list of prompts / JSONL-like dicts.
 
     ``seeds``: a base (item *i* gets ``seeds + i``), one seed per item (a list, or ``"3,8,1"``), or
@@ -108,9 +109,13 @@ def read_items(prompts: "str | Path | Sequence[str | Mapping]", seeds: "int | st
                     ) from None
                 entries.append((f"{where} line {number}", value))
         else:
-            entries = [(f"{where} line {n}", line.strip()) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+            entries = [
+                (f"{where} line {n}", line.strip()) for n, line in enumerate(text.splitlines(), start=1) if line.strip()
+            ]
         if not entries:
-            raise InputError(f"prompts file {where!r} holds no prompts (one prompt a line, or one JSON object a line for .jsonl)")
+            raise InputError(
+                f"prompts file {where!r} holds no prompts (one prompt a line, or one JSON object a line for .jsonl)"
+            )
     elif isinstance(prompts, Sequence):
         entries = [(f"prompt {n}", value) for n, value in enumerate(prompts, start=1)]
         if not entries:
@@ -123,12 +128,12 @@ def read_items(prompts: "str | Path | Sequence[str | Mapping]", seeds: "int | st
     for position, (where, value) in enumerate(entries):
         item = _item(value, where, position, seed_list[position])
         if item.id in seen:
-            raise InputError(f"{where}: id {item.id!r} is already used by {seen[item.id]}; ids name the output files, so each must be unique")
+            raise InputError(
+                f"{where}: id {item.id!r} is already used by {seen[item.id]}; ids name the output files, so each must be unique"
+            )
         seen[item.id] = where
         items.append(item)
     return items
-
-
 
 
 def _seed_list(seeds: Any, count: int) -> list[int]:
@@ -142,7 +147,9 @@ def _seed_list(seeds: Any, count: int) -> list[int]:
         try:
             seeds = [int(s) for s in text.split(",")] if "," in text else int(text)
         except ValueError:
-            raise InputError(f"seeds {seeds!r}: give a base seed (e.g. 0) or one seed per item separated by commas") from None
+            raise InputError(
+                f"seeds {seeds!r}: give a base seed (e.g. 0) or one seed per item separated by commas"
+            ) from None
     return item_seeds(seeds, count)
 
 
@@ -162,9 +169,11 @@ def _item(value: Any, where: str, position: int, seed: int) -> Item:
         raise InputError(f"{where}: expected a prompt string or an object with a 'prompt', got {type(value).__name__}")
     unknown = [k for k in value if k not in _KEYS]
     if unknown:
-        raise InputError(f"{where}: unknown key {unknown[0]!r}; a line may hold {', '.join(_KEYS)} (only 'prompt' is required)")
+        raise InputError(
+            f"{where}: unknown key {unknown[0]!r}; a line may hold {', '.join(_KEYS)} (only 'prompt' is required)"
+        )
     if "prompt" not in value:
-        raise InputError(f"{where}: no 'prompt' key; every line needs one, e.g. {{\"prompt\": \"a red circle\"}}")
+        raise InputError(f'{where}: no \'prompt\' key; every line needs one, e.g. {{"prompt": "a red circle"}}')
     prompt = value["prompt"]
     if not isinstance(prompt, str):
         raise InputError(f"{where}: 'prompt' must be a string, got {prompt!r}")
@@ -179,11 +188,10 @@ def _item(value: Any, where: str, position: int, seed: int) -> Item:
     if params is not None:
         if not isinstance(params, Mapping) or not all(isinstance(v, Mapping) for v in params.values()):
             raise InputError(
-                f"{where}: 'params' must map a step's component name to its options, e.g. {{\"vae\": {{\"temperature\": 0.8}}}}"
+                f'{where}: \'params\' must map a step\'s component name to its options, e.g. {{"vae": {{"temperature": 0.8}}}}'
             )
         params = {str(k): dict(v) for k, v in params.items()} or None
     return Item(id=item_id, prompt=prompt, seed=seed, params=params)
-
 
 
 # -- chains --------------------------------------------------------------------------------------
@@ -202,7 +210,6 @@ def chain_spec(chain: Any = None, registry=None) -> dict:
     if isinstance(chain, (str, Path)):
         return default_spec(str(chain), registry=registry)
     raise InputError(f"chain must be a spec file, a spec mapping or a generator name, got {type(chain).__name__}")
-
 
 
 # -- the job -------------------------------------------------------------------------------------
@@ -262,7 +269,7 @@ def remove_temp_files(out_dir: Path, names: set[str]) -> int:
     :func:`loom.core.files.atomic_path` makes: ``.NAME.RANDOM.tmp``). Returns how many."""
     removed = 0
     for path in out_dir.glob(".*.tmp"):
-        name = path.name[1:-len(".tmp")].rpartition(".")[0]
+        name = path.name[1 : -len(".tmp")].rpartition(".")[0]
         if name in names:
             path.unlink(missing_ok=True)
             removed += 1
@@ -277,12 +284,22 @@ def write_manifest(path: Path, rows: list[dict]) -> Path:
         pa, pq = _pyarrow()
         table = pa.Table.from_pylist(
             [{**r, "params": json.dumps(r["params"]) if r["params"] is not None else None} for r in rows],
-            schema=pa.schema([
-                ("id", pa.string()), ("prompt", pa.string()), ("seed", pa.int64()), ("params", pa.string()),
-                ("output", pa.string()), ("status", pa.string()), ("error", pa.string()),
-                ("timings", pa.struct([("run_s", pa.float64()), ("write_s", pa.float64()), ("done_s", pa.float64())])),
-                ("worker", pa.string()),
-            ]),
+            schema=pa.schema(
+                [
+                    ("id", pa.string()),
+                    ("prompt", pa.string()),
+                    ("seed", pa.int64()),
+                    ("params", pa.string()),
+                    ("output", pa.string()),
+                    ("status", pa.string()),
+                    ("error", pa.string()),
+                    (
+                        "timings",
+                        pa.struct([("run_s", pa.float64()), ("write_s", pa.float64()), ("done_s", pa.float64())]),
+                    ),
+                    ("worker", pa.string()),
+                ]
+            ),
         )
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
@@ -310,7 +327,9 @@ def _pyarrow():
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
-        raise InputError("a Parquet manifest needs pyarrow: pip install pyarrow (or 'loom[ray]', which brings it)") from None
+        raise InputError(
+            "a Parquet manifest needs pyarrow: pip install pyarrow (or 'loom[ray]', which brings it)"
+        ) from None
     return pa, pq
 
 
@@ -344,8 +363,15 @@ def batch(
     (local engine only; Ray workers discover plugins through entry points).
     """
     job = BatchJob(
-        engine=engine, address=address, batch_size=batch_size, workers=workers, worker_cpus=worker_cpus,
-        worker_gpus=worker_gpus, manifest=manifest, progress=progress, registry=registry,
+        engine=engine,
+        address=address,
+        batch_size=batch_size,
+        workers=workers,
+        worker_cpus=worker_cpus,
+        worker_gpus=worker_gpus,
+        manifest=manifest,
+        progress=progress,
+        registry=registry,
     )
     job.check_options()
     job.read_items(chain, prompts, seeds, out)
@@ -445,17 +471,29 @@ class BatchJob:
         local = self.engine == "local"
         if self.todo and local:
             self.runner.load()  # before the bar starts, so that it shows the rate of making items
-        self.bar = tqdm(total=len(self.todo), desc=f"batch ({self.engine})", unit="item",
-                        disable=not self.progress or not self.todo, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=len(self.todo),
+            desc=f"batch ({self.engine})",
+            unit="item",
+            disable=not self.progress or not self.todo,
+            dynamic_ncols=True,
+        )
         try:
             if self.todo and local:
                 for start in range(0, len(self.todo), self.batch_size):
-                    self.take(self.runner.run(self.todo[start:start + self.batch_size]))
+                    self.take(self.runner.run(self.todo[start : start + self.batch_size]))
             elif self.todo:
                 run_on_ray(
-                    self.todo, self.spec, self.out_dir, batch_size=self.batch_size, address=self.address,
-                    workers=self.workers, worker_cpus=self.worker_cpus, worker_gpus=self.worker_gpus,
-                    started=self.started_wall, on_rows=self.take,
+                    self.todo,
+                    self.spec,
+                    self.out_dir,
+                    batch_size=self.batch_size,
+                    address=self.address,
+                    workers=self.workers,
+                    worker_cpus=self.worker_cpus,
+                    worker_gpus=self.worker_gpus,
+                    started=self.started_wall,
+                    on_rows=self.take,
                 )
         finally:
             self.bar.close()
@@ -477,11 +515,17 @@ class BatchJob:
             self.rows.setdefault(item.id, manifest_row(item, "pending"))
         ordered = [self.rows[item.id] for item in self.items]
         write_manifest(self.manifest_file, ordered)
-        removed = self.temp_files_removed + remove_temp_files(self.out_dir, self.names)  # a killed Ray worker's leftovers
+        removed = self.temp_files_removed + remove_temp_files(
+            self.out_dir, self.names
+        )  # a killed Ray worker's leftovers
         done = [r["timings"]["done_s"] for r in ordered if r["status"] == "ok" and r["timings"]]
         return BatchReport(
-            out_dir=self.out_dir, manifest=self.manifest_file, engine=self.engine, rows=ordered,
-            seconds=time.perf_counter() - self.started, first_output_s=min(done) if done else None,
+            out_dir=self.out_dir,
+            manifest=self.manifest_file,
+            engine=self.engine,
+            rows=ordered,
+            seconds=time.perf_counter() - self.started,
+            first_output_s=min(done) if done else None,
             temp_files_removed=removed,
         )
 

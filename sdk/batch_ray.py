@@ -146,12 +146,24 @@ def _quiet_ray_data() -> None:
     context.enable_auto_log_stats = False
 
 
-def _written_items(ray, items: Sequence[Item], spec: dict, out_dir: Path, batch_size: int, size: int,
-                   worker_cpus: float, worker_gpus: float, started: float):
+def _written_items(
+    ray,
+    items: Sequence[Item],
+    spec: dict,
+    out_dir: Path,
+    batch_size: int,
+    size: int,
+    worker_cpus: float,
+    worker_gpus: float,
+    started: float,
+):
     """The Ray dataset of ``items`` mapped through a pool of ``size`` :class:`RayItemWriter` actors."""
     from ray.data import ActorPoolStrategy
 
-    rows = [{"id": i.id, "prompt": i.prompt, "seed": i.seed, "params": json.dumps(i.params) if i.params else ""} for i in items]
+    rows = [
+        {"id": i.id, "prompt": i.prompt, "seed": i.seed, "params": json.dumps(i.params) if i.params else ""}
+        for i in items
+    ]
     return ray.data.from_items(rows).map_batches(
         RayItemWriter,
         batch_size=batch_size,
@@ -159,7 +171,12 @@ def _written_items(ray, items: Sequence[Item], spec: dict, out_dir: Path, batch_
         compute=ActorPoolStrategy(size=size),
         num_cpus=worker_cpus,
         num_gpus=worker_gpus or None,
-        fn_constructor_kwargs={"spec": spec, "out_dir": str(out_dir), "started": started, "threads": int(max(1, worker_cpus))},
+        fn_constructor_kwargs={
+            "spec": spec,
+            "out_dir": str(out_dir),
+            "started": started,
+            "threads": int(max(1, worker_cpus)),
+        },
     )
 
 

@@ -1,6 +1,13 @@
 """Chains as an app uses them: the engine's :class:`loom.core.Pipeline`, plus specs read from
 YAML or JSON (a file or text) or listed as steps, progress bars on the terminal while weights
-load and items generate, and the replayable provenance record of every run (:mod:`loom.records`). ``loom.Pipeline`` is this class; plugins and the engine never need it.
+load and items generate, and the replayable provenance record of every run (:mod:`loom.records`). A spec in YAML::
+
+    steps:
+      - component: text-encoder
+      - component: vae
+        config: {temperature: 0.8}
+      - component: resize
+        config: {size: 256} ``loom.Pipeline`` is this class; plugins and the engine never need it.
 """
 
 from __future__ import annotations
@@ -8,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from loom.core import Pipeline as Engine
 from loom.core import Data, PipelineSpec, Registry, Result, SpecError
+from loom.core import Pipeline as Engine
 from loom.records import run_record
 
 #: The file suffixes a spec file may have (YAML is a superset of JSON, so one parser reads both).
@@ -75,7 +82,9 @@ class Pipeline(Engine):
     records each run's replayable provenance."""
 
     @classmethod
-    def from_steps(cls, *steps: "str | tuple[str, Mapping]", name: str | None = None, registry: Registry | None = None) -> "Pipeline":
+    def from_steps(
+        cls, *steps: "str | tuple[str, Mapping]", name: str | None = None, registry: Registry | None = None
+    ) -> "Pipeline":
         """``Pipeline.from_steps("text-encoder", ("vae", {"temperature": 0.8}), "resize")``."""
         spec = [{"component": s} if isinstance(s, str) else {"component": s[0], "config": dict(s[1])} for s in steps]
         return cls.from_spec({"name": name, "steps": spec}, registry)
@@ -97,7 +106,9 @@ class Pipeline(Engine):
         with Bar("loading", "step", bool(progress)) as bar:
             return super().load(bar)
 
-    def run(self, inputs: Any, seed: Any = None, *, progress: "bool | Callable[[float, float, str], None]" = True) -> Result:
+    def run(
+        self, inputs: Any, seed: Any = None, *, progress: "bool | Callable[[float, float, str], None]" = True
+    ) -> Result:
         """Run the chain on a batch (see :meth:`loom.core.Pipeline.run`); ``progress``: show
         bars (the default), not (False), or a callable told ``(done, total, note)``."""
         if callable(progress):

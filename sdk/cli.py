@@ -56,7 +56,9 @@ def plugins(ctx, as_json: bool, check: bool) -> None:
             {**vars(p), **({"requirement_problems": conflicts.get(p.distribution, [])} if check else {})}
             for p in registry.plugins.values()
         ]
-        click.echo(json.dumps(rows if not check else {"plugin_api": PLUGIN_API, "plugins": rows, "clashes": clashes}, indent=2))
+        click.echo(
+            json.dumps(rows if not check else {"plugin_api": PLUGIN_API, "plugins": rows, "clashes": clashes}, indent=2)
+        )
         if check and problems:
             ctx.exit(1)
         return
@@ -70,7 +72,9 @@ def plugins(ctx, as_json: bool, check: bool) -> None:
         status = click.style("ok", fg="green") if info.ok else click.style("FAILED", fg="red")
         click.echo(f"{info.name}{dist}: {status}")
         if check:
-            click.echo(f"  plugin API: {info.api or f'not stated (set LOOM_PLUGIN_API = {PLUGIN_API!r} in its module)'}")
+            click.echo(
+                f"  plugin API: {info.api or f'not stated (set LOOM_PLUGIN_API = {PLUGIN_API!r} in its module)'}"
+            )
             if info.distribution:
                 found = conflicts.get(info.distribution, [])
                 click.echo("  requirements: " + ("met" if not found else click.style("; ".join(found), fg="red")))
@@ -83,7 +87,10 @@ def plugins(ctx, as_json: bool, check: bool) -> None:
             )
         for name in info.worlds:
             world = registry.world(name)
-            click.echo(f"  {name:<16} {'world':<13} {world.modality}" + (f", graded by {world.checker}" if world.checker else ""))
+            click.echo(
+                f"  {name:<16} {'world':<13} {world.modality}"
+                + (f", graded by {world.checker}" if world.checker else "")
+            )
         for err in info.errors:
             click.secho(f"  error: {err}", fg="red")
     for name, qualified in clashes.items():
@@ -123,7 +130,6 @@ def requirement_problems(distribution: str) -> list[str]:
     return problems
 
 
-
 def _loom_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -133,7 +139,6 @@ def _loom_version() -> str:
         return "(source tree)"
 
 
-
 def _clashes(registry) -> dict[str, list[str]]:
     """Component names registered by more than one plugin, each with its qualified names."""
     by_name: dict[str, list[str]] = {}
@@ -141,11 +146,17 @@ def _clashes(registry) -> dict[str, list[str]]:
         by_name.setdefault(entry.name, []).append(entry.qualified_name)
     return {name: sorted(names) for name, names in sorted(by_name.items()) if len(names) > 1}
 
+
 @main.command("new-plugin")
 @click.argument("name")
 @click.argument("directory", required=False, type=click.Path(file_okay=False))
-@click.option("--kind", type=click.Choice(["encoder", "generator", "postprocessor"]), default="postprocessor",
-              show_default=True, help="The component the package starts with.")
+@click.option(
+    "--kind",
+    type=click.Choice(["encoder", "generator", "postprocessor"]),
+    default="postprocessor",
+    show_default=True,
+    help="The component the package starts with.",
+)
 def new_plugin(name: str, directory, kind: str) -> None:
     """Write a ready plugin package NAME (in DIRECTORY, default ./loom-NAME): pyproject with the
     entry point and plugin API version, one component, a conformance test, a README."""
@@ -158,19 +169,41 @@ def new_plugin(name: str, directory, kind: str) -> None:
 
 @main.command()
 @click.argument("prompt", required=False)
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="File to write: .png for an image chain, .wav or .flac for an audio chain.")
-@click.option("--prompt-audio", "prompt_audio", default=None, type=click.Path(dir_okay=False),
-              help="A spoken prompt (WAV or FLAC) instead of PROMPT, heard by the spoken-prompt encoder.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="File to write: .png for an image chain, .wav or .flac for an audio chain.",
+)
+@click.option(
+    "--prompt-audio",
+    "prompt_audio",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="A spoken prompt (WAV or FLAC) instead of PROMPT, heard by the spoken-prompt encoder.",
+)
 @click.option("--seed", type=int, default=None, help="Seed (default: random; recorded in the file).")
-@click.option("--generator", "generator", default=None,
-              help="Generator name or trained folder (default: vae; gan-sound for a .wav or .flac output).")
+@click.option(
+    "--generator",
+    "generator",
+    default=None,
+    help="Generator name or trained folder (default: vae; gan-sound for a .wav or .flac output).",
+)
 @click.option("-n", "--count", type=click.IntRange(1, 10000), default=1, help="Outputs to make (seeds seed..seed+n-1).")
-@click.option("--size", type=click.IntRange(8, 8192), default=256, help="Longer side of an image in pixels (images only).")
-@click.option("--complete/--as-typed", default=True, show_default=True,
-              help="Rewrite the prompt into a full caption first, for a generator that reads only those (vae, gan).")
+@click.option(
+    "--size", type=click.IntRange(8, 8192), default=256, help="Longer side of an image in pixels (images only)."
+)
+@click.option(
+    "--complete/--as-typed",
+    default=True,
+    show_default=True,
+    help="Rewrite the prompt into a full caption first, for a generator that reads only those (vae, gan).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def generate(prompt, output: str, prompt_audio, seed, generator, count: int, size: int, complete: bool, quiet: bool) -> None:
+def generate(
+    prompt, output: str, prompt_audio, seed, generator, count: int, size: int, complete: bool, quiet: bool
+) -> None:
     """Generate from PROMPT with GENERATOR: images as PNG, sounds as WAV or FLAC (the file type
     follows the chain's output); each file embeds its provenance record. With --prompt-audio the
     prompt is spoken: spoken-prompt encoder → GENERATOR → resize."""
@@ -180,8 +213,17 @@ def generate(prompt, output: str, prompt_audio, seed, generator, count: int, siz
 
     if (prompt is None) == (prompt_audio is None):
         raise InputError("give a PROMPT or --prompt-audio FILE (one of them)")
-    result = loom.generate(prompt, seed, generator=generator, size=size, progress=not quiet, prompt_audio=prompt_audio,
-                           complete=complete, output=output, count=count)
+    result = loom.generate(
+        prompt,
+        seed,
+        generator=generator,
+        size=size,
+        progress=not quiet,
+        prompt_audio=prompt_audio,
+        complete=complete,
+        output=output,
+        count=count,
+    )
     for path in output_paths(output, len(result)):
         click.echo(str(path))
 
@@ -190,10 +232,17 @@ def generate(prompt, output: str, prompt_audio, seed, generator, count: int, siz
 @click.argument("spec", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False), help="Folder for the outputs.")
 @click.option("-p", "--prompt", "prompts", multiple=True, help="A prompt (repeatable).")
-@click.option("--prompts", "prompts_file", type=click.Path(exists=True, dir_okay=False), help="File with one prompt a line.")
+@click.option(
+    "--prompts", "prompts_file", type=click.Path(exists=True, dir_okay=False), help="File with one prompt a line."
+)
 @click.option("--seed", type=int, default=None, help="Base seed (prompt i gets seed+i).")
-@click.option("--format", "file_format", type=click.Choice(["png", "wav", "flac"]), default=None,
-              help="Output file type (default: png for an image chain, wav for an audio chain).")
+@click.option(
+    "--format",
+    "file_format",
+    type=click.Choice(["png", "wav", "flac"]),
+    default=None,
+    help="Output file type (default: png for an image chain, wav for an audio chain).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def run_spec(spec: str, output_dir: str, prompts, prompts_file, seed, file_format, quiet: bool) -> None:
     """Run the chain in SPEC (YAML or JSON) on prompts; writes DIR/0001.png (or .wav for an
@@ -217,26 +266,76 @@ def run_spec(spec: str, output_dir: str, prompts, prompts_file, seed, file_forma
 
 @main.command("batch")
 @click.argument("chain", metavar="SPEC_OR_GENERATOR")
-@click.option("--prompts", "prompts_file", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="One prompt a line, or .jsonl: {\"prompt\", \"seed\", \"id\", \"params\"} a line.")
-@click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False), help="Folder for outputs and manifest.")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="This process, or Ray Data (pip install 'loom[ray]').")
+@click.option(
+    "--prompts",
+    "prompts_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help='One prompt a line, or .jsonl: {"prompt", "seed", "id", "params"} a line.',
+)
+@click.option(
+    "-o", "--output-dir", required=True, type=click.Path(file_okay=False), help="Folder for outputs and manifest."
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="This process, or Ray Data (pip install 'loom[ray]').",
+)
 @click.option("--address", default=None, help="Ray cluster to join (default: start one for the job, stop it after).")
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True,
-              help="Items per run of the chain and per Ray task (outputs do not depend on it).")
-@click.option("--seeds", "--seed", "seeds", default="0", show_default=True,
-              help="Base seed (item i gets BASE+i) or one seed per item, comma-separated; a JSONL seed wins.")
-@click.option("--workers", type=click.IntRange(1), default=None, help="Ray workers (default: one per CPU of the cluster).")
-@click.option("--worker-cpus", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-              help="CPUs per Ray worker (also its torch threads).")
-@click.option("--worker-gpus", type=click.FloatRange(min=0), default=0.0, show_default=True, help="GPUs per Ray worker.")
-@click.option("--manifest", type=click.Choice(["jsonl", "parquet"]), default="jsonl", show_default=True,
-              help="Manifest format (parquet needs pyarrow).")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=32,
+    show_default=True,
+    help="Items per run of the chain and per Ray task (outputs do not depend on it).",
+)
+@click.option(
+    "--seeds",
+    "--seed",
+    "seeds",
+    default="0",
+    show_default=True,
+    help="Base seed (item i gets BASE+i) or one seed per item, comma-separated; a JSONL seed wins.",
+)
+@click.option(
+    "--workers", type=click.IntRange(1), default=None, help="Ray workers (default: one per CPU of the cluster)."
+)
+@click.option(
+    "--worker-cpus",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="CPUs per Ray worker (also its torch threads).",
+)
+@click.option(
+    "--worker-gpus", type=click.FloatRange(min=0), default=0.0, show_default=True, help="GPUs per Ray worker."
+)
+@click.option(
+    "--manifest",
+    type=click.Choice(["jsonl", "parquet"]),
+    default="jsonl",
+    show_default=True,
+    help="Manifest format (parquet needs pyarrow).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
-def batch_job(ctx, chain, prompts_file, output_dir, engine, address, batch_size, seeds, workers, worker_cpus,
-              worker_gpus, manifest, quiet) -> None:
+def batch_job(
+    ctx,
+    chain,
+    prompts_file,
+    output_dir,
+    engine,
+    address,
+    batch_size,
+    seeds,
+    workers,
+    worker_cpus,
+    worker_gpus,
+    manifest,
+    quiet,
+) -> None:
     """Run SPEC_OR_GENERATOR (a YAML/JSON chain, or a generator name or folder) on every prompt
     in a file: DIR/ID.png (DIR/ID.wav for an audio chain) each with its provenance record, and
     DIR/manifest.jsonl with one row per item. Rerun the same command to resume: valid outputs are
@@ -247,8 +346,18 @@ def batch_job(ctx, chain, prompts_file, output_dir, engine, address, batch_size,
     from loom.batch_jobs import EXIT_ITEMS_FAILED, batch
 
     report = batch(
-        chain, prompts_file, output_dir, engine=engine, address=address, batch_size=batch_size, seeds=seeds,
-        workers=workers, worker_cpus=worker_cpus, worker_gpus=worker_gpus, manifest=manifest, progress=not quiet,
+        chain,
+        prompts_file,
+        output_dir,
+        engine=engine,
+        address=address,
+        batch_size=batch_size,
+        seeds=seeds,
+        workers=workers,
+        worker_cpus=worker_cpus,
+        worker_gpus=worker_gpus,
+        manifest=manifest,
+        progress=not quiet,
     )
     for row in [r for r in report.rows if r["status"] == "failed"][:10]:
         click.secho(f"failed {row['id']}: {row['error']}", fg="red", err=True)
@@ -264,10 +373,20 @@ def batch_job(ctx, chain, prompts_file, output_dir, engine, address, batch_size,
 
 @main.command()
 @click.argument("source", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="File to write (.png for images, .wav or .flac for sounds).")
-@click.option("--input", "inputs", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="The audio SOURCE was made from (a spoken prompt's WAV or FLAC): records keep only its digest.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="File to write (.png for images, .wav or .flac for sounds).",
+)
+@click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The audio SOURCE was made from (a spoken prompt's WAV or FLAC): records keep only its digest.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def reproduce(source: str, output: str, inputs: tuple[str, ...], quiet: bool) -> None:
     """Regenerate SOURCE (a PNG, WAV or FLAC file Loom wrote) from its embedded record:
@@ -280,23 +399,41 @@ def reproduce(source: str, output: str, inputs: tuple[str, ...], quiet: bool) ->
 
 @main.command()
 @click.argument("family")
-@click.option("--data", default="shapes", show_default=True,
-              help="A world (shapes, sounds, or a plugin's: see `loom plugins`) or a folder of images with captions.")
+@click.option(
+    "--data",
+    default="shapes",
+    show_default=True,
+    help="A world (shapes, sounds, or a plugin's: see `loom plugins`) or a folder of images with captions.",
+)
 @click.option("--steps", type=click.IntRange(1), default=None, help="Steps in total (default 3000 unless --minutes).")
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop after this long.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder (default loom-FAMILY).")
-@click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None, help="Continue the run in this folder.")
-@click.option("--init", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Start a new run from this run's checkpoint, or from the weights of a trained folder (fine-tune).")
+@click.option(
+    "--resume", type=click.Path(exists=True, file_okay=False), default=None, help="Continue the run in this folder."
+)
+@click.option(
+    "--init",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Start a new run from this run's checkpoint, or from the weights of a trained folder (fine-tune).",
+)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Images per step (family default if unset).")
 @click.option("--lr", type=float, default=None, help="Peak learning rate (family default if unset).")
 @click.option("-O", "--option", "extra", multiple=True, metavar="KEY=VALUE", help="A family option (repeatable).")
-@click.option("--checkpoint-every", default=500, show_default=True, type=click.IntRange(1), help="Steps between checkpoints.")
-@click.option("--keep-every", type=click.IntRange(1), default=None,
-              help="Also keep the generator every N steps in snapshots/step-N (choose one with loom eval snapshots).")
+@click.option(
+    "--checkpoint-every", default=500, show_default=True, type=click.IntRange(1), help="Steps between checkpoints."
+)
+@click.option(
+    "--keep-every",
+    type=click.IntRange(1),
+    default=None,
+    help="Also keep the generator every N steps in snapshots/step-N (choose one with loom eval snapshots).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def train(family, data, steps, minutes, out, resume, init, seed, batch_size, lr, extra, checkpoint_every, keep_every, quiet) -> None:
+def train(
+    family, data, steps, minutes, out, resume, init, seed, batch_size, lr, extra, checkpoint_every, keep_every, quiet
+) -> None:
     """Train generator FAMILY (vae, ...) on a world (--data shapes, sounds, ...) or a folder of captioned images.
 
     A folder holds images with a same-name .txt caption each, or a metadata.jsonl with
@@ -321,8 +458,19 @@ def train(family, data, steps, minutes, out, resume, init, seed, batch_size, lr,
         raise InputError("--resume keeps the run's own options; leave out --batch-size, --lr and --option")
     command = shlex.join(["loom", *sys.argv[1:]])
     folder = loom.train(
-        family, data, steps=steps, minutes=minutes, out=out, resume=resume, init=init, seed=seed, options=options or None,
-        checkpoint_every=checkpoint_every, keep_every=keep_every, progress=not quiet, command=command,
+        family,
+        data,
+        steps=steps,
+        minutes=minutes,
+        out=out,
+        resume=resume,
+        init=init,
+        seed=seed,
+        options=options or None,
+        checkpoint_every=checkpoint_every,
+        keep_every=keep_every,
+        progress=not quiet,
+        command=command,
     )
     click.echo(f"wrote {folder}; generate with --generator {folder}")
 
@@ -376,14 +524,26 @@ def evaluate() -> None:
 
 
 @click.command("WORLD")
-@click.option("--generator", default=None,
-              help="Generator name or trained folder (default: vae for an image world, gan-sound for a sound world).")
+@click.option(
+    "--generator",
+    default=None,
+    help="Generator name or trained folder (default: vae for an image world, gan-sound for a sound world).",
+)
 @click.option("--prompts", "prompts_file", type=click.Path(exists=True, dir_okay=False), help="One prompt a line.")
 @click.option("-n", "count", default=200, show_default=True, type=click.IntRange(1), help="Fresh prompts per split.")
-@click.option("--split", type=click.Choice(["all", *SPLITS]), default="all", show_default=True,
-              help="Score one split of fresh prompts only.")
-@click.option("--complete/--as-typed", default=True, show_default=True,
-              help="Through the generator's prompt completion, as `loom generate` runs it, or on prompts as typed.")
+@click.option(
+    "--split",
+    type=click.Choice(["all", *SPLITS]),
+    default="all",
+    show_default=True,
+    help="Score one split of fresh prompts only.",
+)
+@click.option(
+    "--complete/--as-typed",
+    default=True,
+    show_default=True,
+    help="Through the generator's prompt completion, as `loom generate` runs it, or on prompts as typed.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def eval_world(ctx, generator, prompts_file, count, split, complete, as_json) -> None:
@@ -400,9 +560,15 @@ def eval_world(ctx, generator, prompts_file, count, split, complete, as_json) ->
     prompts = read_prompts(prompts_file) if prompts_file else None
     one = {} if split == "all" else {"split": split, "n": count}
     word = world.prompt_word
-    echo_world(world.checker, generator + ("" if complete else f", {word}s as typed"), prompts or one, as_json, f"whole {word}",
-               lambda: evaluate_world(world, generator, prompts=prompts, progress=not as_json, complete=complete, **one),
-               lambda: world_report(world, generator, n=count, progress=not as_json, complete=complete))
+    echo_world(
+        world.checker,
+        generator + ("" if complete else f", {word}s as typed"),
+        prompts or one,
+        as_json,
+        f"whole {word}",
+        lambda: evaluate_world(world, generator, prompts=prompts, progress=not as_json, complete=complete, **one),
+        lambda: world_report(world, generator, n=count, progress=not as_json, complete=complete),
+    )
 
 
 def echo_world(checker: str, name: str, prompts, as_json: bool, whole: str, scored, report) -> None:
@@ -429,15 +595,22 @@ def echo_splits(title: str, data: dict, whole: str) -> None:
                 click.echo(f"    {key.replace('_', ' '):<11} {sub['whole_prompt']:.3f}  ({sub['n']} prompts)")
     div = data["diversity"]
     spreads = ", ".join(f"{a} {v:.3f}" for a, v in div["per_attribute"].items())
-    click.echo(f"diversity of what {div['prompts']} prompts leave open, {div['seeds']} seeds each: "
-               f"{div['diversity']:.3f} (least even of {spreads}; 1.0 = as even as the world, 0 = always the same)")
+    click.echo(
+        f"diversity of what {div['prompts']} prompts leave open, {div['seeds']} seeds each: "
+        f"{div['diversity']:.3f} (least even of {spreads}; 1.0 = as even as the world, 0 = always the same)"
+    )
 
 
 @evaluate.command("snapshots")
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("-n", "count", default=200, show_default=True, type=click.IntRange(1), help="Validation prompts to draw.")
-@click.option("--seed", default=VALIDATION_SEED, show_default=True, type=int,
-              help="Seed of the validation prompts (not the evaluation seed).")
+@click.option(
+    "--seed",
+    default=VALIDATION_SEED,
+    show_default=True,
+    type=int,
+    help="Seed of the validation prompts (not the evaluation seed).",
+)
 def eval_snapshots(run, count, seed) -> None:
     """Choose among the snapshots a run kept (loom train --keep-every) on validation prompts.
 
@@ -449,8 +622,10 @@ def eval_snapshots(run, count, seed) -> None:
 
     click.echo(f"whole-prompt score on {count} validation prompts (seed {seed}):")
     result = evaluate_snapshots(run, n=count, seed=seed)
-    click.echo(f"best: {result['best']} ({result['whole'][Path(result['best']).name]:.3f}); "
-               f"measure it with `loom eval {result['world']} --generator {result['best']}`")
+    click.echo(
+        f"best: {result['best']} ({result['whole'][Path(result['best']).name]:.3f}); "
+        f"measure it with `loom eval {result['world']} --generator {result['best']}`"
+    )
 
 
 def read_prompts(path: str) -> list[str]:

@@ -57,9 +57,7 @@ def read_captioned_folder(folder: Path) -> list[tuple[Path, str]]:
                 entry = json.loads(line)
                 name, text = entry["file_name"], entry["text"]
             except (json.JSONDecodeError, KeyError, TypeError):
-                raise InputError(
-                    f"{metadata}: line {n} is not a JSON object with 'file_name' and 'text'"
-                ) from None
+                raise InputError(f"{metadata}: line {n} is not a JSON object with 'file_name' and 'text'") from None
             path = folder / name
             if not path.is_file():
                 raise InputError(f"{metadata}: line {n} names {name!r}, which is not in {str(folder)!r}")

@@ -45,7 +45,9 @@ def default_generator(world) -> str:
     return DEFAULT_SOUND_GENERATOR if _world(world).modality == "sounds" else DEFAULT_GENERATOR
 
 
-def world_pipeline(world, generator: str | None = None, options: dict | None = None, registry=None, complete: bool = True):
+def world_pipeline(
+    world, generator: str | None = None, options: dict | None = None, registry=None, complete: bool = True
+):
     """The default chain around ``generator`` (default: :func:`default_generator`), no resize:
     its prompt completion first unless ``complete`` is False, then a text encoder unless it takes
     Text itself. ``options`` override the generator's config (sampling settings such as
@@ -113,8 +115,15 @@ def evaluate_world(
 
 
 def world_report(
-    world, generator: str | None = None, n: int = 200, seed: int = EVAL_SEED, progress: bool = True,
-    options: dict | None = None, registry=None, diversity_seeds: int = DIVERSITY_SEEDS, complete: bool = True,
+    world,
+    generator: str | None = None,
+    n: int = 200,
+    seed: int = EVAL_SEED,
+    progress: bool = True,
+    options: dict | None = None,
+    registry=None,
+    diversity_seeds: int = DIVERSITY_SEEDS,
+    complete: bool = True,
 ) -> dict:
     """Everything ``loom eval WORLD`` reports: each split on ``n`` prompts (see :func:`_report`)
     and how evenly the generator spreads what the world's prompts leave open."""
@@ -122,8 +131,12 @@ def world_report(
     generator = generator or default_generator(world)
     pipeline = world_pipeline(world, generator, options, registry, complete)
     out = _report(
-        lambda **kw: evaluate_world(world, pipeline=pipeline, **kw), n, seed, progress,
-        unseen=world.is_unseen, subsets=world.subsets(),
+        lambda **kw: evaluate_world(world, pipeline=pipeline, **kw),
+        n,
+        seed,
+        progress,
+        unseen=world.is_unseen,
+        subsets=world.subsets(),
     )
     out["diversity"] = world.diversity(pipeline, diversity_seeds, progress=progress)
     return {"generator": generator, **out}
@@ -168,44 +181,98 @@ def sounds_prompts(n: int, seed: int = EVAL_SEED, split: str = "templated", comb
 
 
 def evaluate_shapes(
-    generator: str | None = None, prompts: list[str] | None = None, n: int = 200, seed: int = EVAL_SEED,
-    image_seed: int = 0, batch_size: int = 32, progress: bool = True, options: dict | None = None,
-    split: str = "templated", combinations: str = "any", pipeline=None, complete: bool = True,
+    generator: str | None = None,
+    prompts: list[str] | None = None,
+    n: int = 200,
+    seed: int = EVAL_SEED,
+    image_seed: int = 0,
+    batch_size: int = 32,
+    progress: bool = True,
+    options: dict | None = None,
+    split: str = "templated",
+    combinations: str = "any",
+    pipeline=None,
+    complete: bool = True,
 ):
     """ShapesEval report for ``generator``: :func:`evaluate_world` of the Shapes world."""
     return evaluate_world(
-        "shapes", generator, prompts, n=n, seed=seed, output_seed=image_seed, batch_size=batch_size, progress=progress,
-        options=options, split=split, combinations=combinations, pipeline=pipeline, complete=complete,
+        "shapes",
+        generator,
+        prompts,
+        n=n,
+        seed=seed,
+        output_seed=image_seed,
+        batch_size=batch_size,
+        progress=progress,
+        options=options,
+        split=split,
+        combinations=combinations,
+        pipeline=pipeline,
+        complete=complete,
     )
 
 
 def evaluate_sounds(
-    generator: str, prompts: list[str] | None = None, n: int = 200, seed: int = EVAL_SEED, clip_seed: int = 0,
-    batch_size: int = 32, progress: bool = True, registry=None, split: str = "templated",
-    combinations: str = "any", pipeline=None, complete: bool = True,
+    generator: str,
+    prompts: list[str] | None = None,
+    n: int = 200,
+    seed: int = EVAL_SEED,
+    clip_seed: int = 0,
+    batch_size: int = 32,
+    progress: bool = True,
+    registry=None,
+    split: str = "templated",
+    combinations: str = "any",
+    pipeline=None,
+    complete: bool = True,
 ):
     """SoundsEval report for the Audio generator ``generator`` (a registered name or trained
     folder): :func:`evaluate_world` of the Sounds world."""
     return evaluate_world(
-        "sounds", generator, prompts, n=n, seed=seed, output_seed=clip_seed, batch_size=batch_size, progress=progress,
-        registry=registry, split=split, combinations=combinations, pipeline=pipeline, complete=complete,
+        "sounds",
+        generator,
+        prompts,
+        n=n,
+        seed=seed,
+        output_seed=clip_seed,
+        batch_size=batch_size,
+        progress=progress,
+        registry=registry,
+        split=split,
+        combinations=combinations,
+        pipeline=pipeline,
+        complete=complete,
     )
 
 
 def shapes_report(
-    generator: str | None = None, n: int = 200, seed: int = EVAL_SEED, progress: bool = True,
-    options: dict | None = None, diversity_seeds: int = DIVERSITY_SEEDS, complete: bool = True,
+    generator: str | None = None,
+    n: int = 200,
+    seed: int = EVAL_SEED,
+    progress: bool = True,
+    options: dict | None = None,
+    diversity_seeds: int = DIVERSITY_SEEDS,
+    complete: bool = True,
 ) -> dict:
     """Everything ``loom eval shapes`` reports: :func:`world_report` of the Shapes world."""
-    return world_report("shapes", generator, n, seed, progress, options=options, diversity_seeds=diversity_seeds, complete=complete)
+    return world_report(
+        "shapes", generator, n, seed, progress, options=options, diversity_seeds=diversity_seeds, complete=complete
+    )
 
 
 def sounds_report(
-    generator: str, n: int = 200, seed: int = EVAL_SEED, progress: bool = True, registry=None,
-    diversity_seeds: int = DIVERSITY_SEEDS, complete: bool = True,
+    generator: str,
+    n: int = 200,
+    seed: int = EVAL_SEED,
+    progress: bool = True,
+    registry=None,
+    diversity_seeds: int = DIVERSITY_SEEDS,
+    complete: bool = True,
 ) -> dict:
     """Everything ``loom eval sounds`` reports: :func:`world_report` of the Sounds world."""
-    return world_report("sounds", generator, n, seed, progress, registry=registry, diversity_seeds=diversity_seeds, complete=complete)
+    return world_report(
+        "sounds", generator, n, seed, progress, registry=registry, diversity_seeds=diversity_seeds, complete=complete
+    )
 
 
 def _shapes_pipeline(generator: str | None, options: dict | None, complete: bool = True):
@@ -254,13 +321,17 @@ def evaluate_snapshots(run: "str | Path", n: int = 200, seed: int = VALIDATION_S
 
     run = Path(run)
     if seed == EVAL_SEED:
-        raise InputError(f"--seed {seed} is the evaluation seed; choose snapshots on other prompts (default {VALIDATION_SEED})")
+        raise InputError(
+            f"--seed {seed} is the evaluation seed; choose snapshots on other prompts (default {VALIDATION_SEED})"
+        )
     candidates = sorted(p for p in (run / SNAPSHOTS).glob("step-*") if (p / "config.json").is_file())
     if not candidates:
         raise InputError(f"{str(run)!r} holds no snapshots; train with `loom train ... --keep-every N` to keep them")
     final = run / "config.json"
     # the final export, unless a snapshot of the same step already holds it
-    if final.is_file() and f"step-{json.loads(final.read_text())['training']['steps']:06d}" not in {c.name for c in candidates}:
+    if final.is_file() and f"step-{json.loads(final.read_text())['training']['steps']:06d}" not in {
+        c.name for c in candidates
+    }:
         candidates.append(run)
     world = _run_world(json.loads(candidates[0].joinpath("config.json").read_text()))
     picked = run / SNAPSHOTS / "picked.json"
@@ -270,14 +341,20 @@ def evaluate_snapshots(run: "str | Path", n: int = 200, seed: int = VALIDATION_S
     for folder in candidates:
         again = folder.parent.name == SNAPSHOTS and folder.name in kept
         # the mean of the splits: a snapshot is chosen for templated and underspecified prompts alike
-        scores[folder.name] = kept[folder.name] if again else sum(
-            evaluate_world(world, str(folder), n=n, seed=seed, progress=False, split=split).to_dict()["whole_prompt"]
-            for split in SPLITS
-        ) / len(SPLITS)
+        scores[folder.name] = (
+            kept[folder.name]
+            if again
+            else sum(
+                evaluate_world(world, str(folder), n=n, seed=seed, progress=False, split=split).to_dict()[
+                    "whole_prompt"
+                ]
+                for split in SPLITS
+            )
+            / len(SPLITS)
+        )
         if progress:
             print(f"  {folder.name:<12} {scores[folder.name]:.3f}" + ("  (scored before)" if again else ""))
     best = max(reversed(candidates), key=lambda f: scores[f.name])  # a tie goes to the later one
-    result = {"run": str(run), "world": world.name, "n": n, "seed": seed,
-              "whole": scores, "best": str(best)}
+    result = {"run": str(run), "world": world.name, "n": n, "seed": seed, "whole": scores, "best": str(best)}
     write_json_atomic(picked, result)
     return result

@@ -72,7 +72,11 @@ class PngFormat(OutputFormat):
     def problem(self, data: Image, index: int) -> str | None:
         import torch
 
-        return None if bool(torch.isfinite(data.pixels[index]).all()) else "the chain's output holds NaN or infinite values"
+        return (
+            None
+            if bool(torch.isfinite(data.pixels[index]).all())
+            else "the chain's output holds NaN or infinite values"
+        )
 
     def write(self, data: Image, index: int, path: Path, record: dict | None) -> Path:
         return save_png(data.take([index]).to_pil()[0], path, record)
@@ -95,7 +99,9 @@ class AudioFormat(OutputFormat):
     def problem(self, data: Audio, index: int) -> str | None:
         import torch
 
-        return None if bool(torch.isfinite(data.clip(index)).all()) else "the chain's output holds NaN or infinite values"
+        return (
+            None if bool(torch.isfinite(data.clip(index)).all()) else "the chain's output holds NaN or infinite values"
+        )
 
     def write(self, data: Audio, index: int, path: Path, record: dict | None) -> Path:
         return save_audio(pcm16(data, index), data.sample_rate, path, record)
@@ -182,10 +188,14 @@ def save_audio(pcm, sample_rate: int, path: "str | Path", record: dict | None = 
     path = Path(path)
     fmt = AUDIO_FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise InputError(f"cannot write {str(path)!r}: audio outputs are WAV or FLAC files, use a name ending in .wav or .flac")
+        raise InputError(
+            f"cannot write {str(path)!r}: audio outputs are WAV or FLAC files, use a name ending in .wav or .flac"
+        )
     pcm = np.asarray(pcm)
     if pcm.dtype != np.int16 or pcm.ndim != 2:
-        raise InputError(f"cannot write {str(path)!r}: expected a length×channels int16 array, got {pcm.dtype} {pcm.shape}")
+        raise InputError(
+            f"cannot write {str(path)!r}: expected a length×channels int16 array, got {pcm.dtype} {pcm.shape}"
+        )
     text = None if record is None else _record_json(record)
     with atomic_path(path) as tmp:
         with soundfile.SoundFile(tmp, "w", int(sample_rate), pcm.shape[1], "PCM_16", format=fmt) as f:
@@ -233,7 +243,9 @@ def wav_chunks(path: "str | Path") -> dict[str, list[tuple[int, int]]]:
             f.seek(offset)
             cid, size = struct.unpack("<4sI", f.read(8))
             if offset + 8 + size > total:
-                raise ProvenanceError(f"{str(path)!r} is truncated: its {cid.decode('latin-1')!r} chunk runs past the end of the file")
+                raise ProvenanceError(
+                    f"{str(path)!r} is truncated: its {cid.decode('latin-1')!r} chunk runs past the end of the file"
+                )
             chunks.setdefault(cid.decode("latin-1"), []).append((offset + 8, size))
             offset += 8 + size + (size % 2)
     if total - offset > 1:  # one stray pad byte is tolerated
@@ -270,7 +282,8 @@ def _flac_comment(path: Path) -> str | None:
 
 
 def _png_text(path: Path) -> str | None:
-    from PIL import Image as PILImage, UnidentifiedImageError
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
 
     try:
         with PILImage.open(path) as im:

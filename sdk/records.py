@@ -50,16 +50,23 @@ def run_record(pipeline, inputs: Data, facts: dict) -> dict:
         "loom_version": loom_version(),
         "spec": pipeline.spec.model_dump(mode="json"),
         "components": [
-            {"step": i + 1, "component": e.name, "plugin": e.plugin, "plugin_version": e.plugin_version,
-             "class": f"{e.cls.__module__}.{e.cls.__qualname__}"}
+            {
+                "step": i + 1,
+                "component": e.name,
+                "plugin": e.plugin,
+                "plugin_version": e.plugin_version,
+                "class": f"{e.cls.__module__}.{e.cls.__qualname__}",
+            }
             for i, e in enumerate(pipeline.entries)
         ],
         "inputs": facts["inputs"],
         # a non-text input is not kept (audio is large); its digest lets `loom reproduce
         # --input FILE` check that the input given again is the same
-        **({} if isinstance(inputs, Text) else {
-            "input_kind": inputs.kind, "input_sha256": [digest(inputs, i) for i in range(len(inputs))],
-        }),
+        **(
+            {}
+            if isinstance(inputs, Text)
+            else {"input_kind": inputs.kind, "input_sha256": [digest(inputs, i) for i in range(len(inputs))]}
+        ),
         "seeds": facts["seeds"],
         "timings": facts["timings"],
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

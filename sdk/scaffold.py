@@ -12,7 +12,7 @@ from loom.core.hookspecs import PLUGIN_API
 KINDS = ("encoder", "generator", "postprocessor")
 _NAME = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$")
 
-PYPROJECT = '''[build-system]
+PYPROJECT = """[build-system]
 requires = ["setuptools>=69"]
 build-backend = "setuptools.build_meta"
 
@@ -35,7 +35,7 @@ test = ["pytest>=8"]
 
 [tool.setuptools]
 packages = ["{module}"]
-'''
+"""
 
 HEADER = '''"""{title}
 
@@ -47,12 +47,12 @@ from __future__ import annotations
 
 '''
 
-FOOTER = '''
+FOOTER = """
 
 @loom.hookimpl
 def loom_register_components(register):
     register("{name}", {cls})
-'''
+"""
 
 POSTPROCESSOR = '''from typing import Literal
 
@@ -180,7 +180,7 @@ from loom.testing import conformance_tests
 test_conformance = conformance_tests({module})
 '''
 
-README = '''# {dist}
+README = """# {dist}
 
 A [Loom](https://github.com/) plugin: the `{name}` {kind} ({types}). Written for Loom plugin API {api}.
 
@@ -193,7 +193,7 @@ pytest                      # Loom's conformance kit: one test per (component, c
 Next steps: replace the body of `run()` in `{module}/__init__.py` with your model (load weights in
 `setup()`, never at import), keep `Config` and `capabilities` honest, and rerun `pytest`. To
 publish: `python -m build` and upload the wheel; users `pip install {dist}`.
-'''
+"""
 
 TEMPLATES = {
     "postprocessor": (POSTPROCESSOR, "Image → Image"),
@@ -205,7 +205,9 @@ TEMPLATES = {
 def write_plugin(name: str, kind: str = "postprocessor", directory: "str | Path | None" = None) -> Path:
     """Write the package for plugin ``name`` (its component has the same name) and return its folder."""
     if not _NAME.match(name):
-        raise InputError(f"plugin name {name!r} must be lower-case letters, digits and '-', starting with a letter (e.g. 'blur')")
+        raise InputError(
+            f"plugin name {name!r} must be lower-case letters, digits and '-', starting with a letter (e.g. 'blur')"
+        )
     if kind not in KINDS:
         raise InputError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
     name = name.removeprefix("loom-") or name
@@ -217,10 +219,14 @@ def write_plugin(name: str, kind: str = "postprocessor", directory: "str | Path 
         raise InputError(f"{str(folder)!r} already exists and is not empty; choose another folder")
     body, types = TEMPLATES[kind]
     major, minor = PLUGIN_API.split(".")
-    fill = dict(name=name, dist=dist, module=module, cls=cls, kind=kind, types=types, api=PLUGIN_API, major=major, minor=minor)
+    fill = dict(
+        name=name, dist=dist, module=module, cls=cls, kind=kind, types=types, api=PLUGIN_API, major=major, minor=minor
+    )
     files = {
         "pyproject.toml": PYPROJECT.format(**fill),
-        f"{module}/__init__.py": HEADER.format(title=f"The {name} {kind} for Loom ({types}).") + body.format(**fill) + FOOTER.format(**fill),
+        f"{module}/__init__.py": HEADER.format(title=f"The {name} {kind} for Loom ({types}).")
+        + body.format(**fill)
+        + FOOTER.format(**fill),
         f"tests/test_{module}.py": TEST.format(**fill),
         "README.md": README.format(**fill),
     }

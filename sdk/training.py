@@ -91,7 +91,9 @@ def trainer_class(family: str) -> type[Trainer]:
     target = getattr(entry.cls, "trainer", None)
     if target is None:
         trainable = sorted(e.name for e in registry.components("generator") if getattr(e.cls, "trainer", None))
-        raise InputError(f"{family!r} cannot be trained: it declares no trainer (trainable: {', '.join(trainable) or 'none'})")
+        raise InputError(
+            f"{family!r} cannot be trained: it declares no trainer (trainable: {', '.join(trainable) or 'none'})"
+        )
     if isinstance(target, str):
         module, _, attr = target.partition(":")
         target = getattr(importlib.import_module(module), attr)
@@ -113,10 +115,13 @@ def training_data(family: str, cls: type[Trainer], data: str, pool: int | None, 
         return world.training_data(cls.shape(), pool, seed, progress)
     fitting = " or ".join(n for n, w in worlds.items() if w.modality == cls.modality)
     if cls.modality != "images":  # only an image family reads a folder
-        raise InputError(f"{family!r} trains on {cls.modality}: give --data {fitting or '(no world installed)'} (got --data {data!r})")
+        raise InputError(
+            f"{family!r} trains on {cls.modality}: give --data {fitting or '(no world installed)'} (got --data {data!r})"
+        )
     if world is not None:
         families = sorted(
-            e.name for e in registry.components("generator")
+            e.name
+            for e in registry.components("generator")
             if getattr(e.cls, "trainer", None) and e.cls.output_type.kind == MODALITIES[world.modality]
         )
         raise InputError(
@@ -189,9 +194,21 @@ def train(
     import torch
 
     run = TrainingRun(
-        family, data, steps=steps, minutes=minutes, out=out, resume=resume, init=init, seed=seed,
-        options=options, pool=pool, checkpoint_every=checkpoint_every, keep_every=keep_every,
-        progress=progress, command=command, on_step=on_step,
+        family,
+        data,
+        steps=steps,
+        minutes=minutes,
+        out=out,
+        resume=resume,
+        init=init,
+        seed=seed,
+        options=options,
+        pool=pool,
+        checkpoint_every=checkpoint_every,
+        keep_every=keep_every,
+        progress=progress,
+        command=command,
+        on_step=on_step,
     )
     # Subnormal floats appear as images' flat regions saturate and make CPU steps ~4× slower.
     torch.set_flush_denormal(True)
@@ -262,7 +279,9 @@ class TrainingRun:
         self.resume_checkpoint = _checkpoint_folder(folder)
         record = json.loads((self.resume_checkpoint / "progress.json").read_text())
         if record["family"] != self.family:
-            raise InputError(f"{str(folder)!r} is a {record['family']!r} run; resume it with `loom train {record['family']} --resume {folder}`")
+            raise InputError(
+                f"{str(folder)!r} is a {record['family']!r} run; resume it with `loom train {record['family']} --resume {folder}`"
+            )
         if self.out is not None and Path(self.out).resolve() != folder.resolve():
             raise InputError("--resume continues in the folder it names; leave out --out")
         self.folder, self.previous = folder, record
@@ -281,7 +300,9 @@ class TrainingRun:
         if self.init is not None:
             self.init_checkpoint, self.init_record = _init_source(Path(self.init))
             if self.init_record["family"] != self.family:
-                raise InputError(f"--init {str(self.init)!r} is a {self.init_record['family']!r} run, not {self.family!r}")
+                raise InputError(
+                    f"--init {str(self.init)!r} is a {self.init_record['family']!r} run, not {self.family!r}"
+                )
         self.folder = Path(self.out or f"loom-{self.family}")
         if (self.folder / "config.json").exists() or (self.folder / CHECKPOINT).exists():
             raise InputError(
@@ -295,7 +316,9 @@ class TrainingRun:
         Bad data fails here, before the output folder is touched."""
         self.dataset = training_data(self.family, self.trainer_type, self.data, self.pool, self.seed, self.progress)
         self.pool = getattr(self.dataset, "pool", self.pool)
-        self.tokens, self.mask, self.pooled = encode_captions(self.dataset.captions, progress=self.progress, cache=cache_dir())
+        self.tokens, self.mask, self.pooled = encode_captions(
+            self.dataset.captions, progress=self.progress, cache=cache_dir()
+        )
         self.sample_text = encode_captions(self.dataset.sample_prompts(), progress=False)
 
     # -- build --------------------------------------------------------------------------------
@@ -362,7 +385,9 @@ class TrainingRun:
         total = self.steps if self.steps else None
         with (
             _StopFlag() as stop,
-            tqdm(total=total, initial=self.done, desc=f"training {self.family}", unit="step", disable=not self.progress) as bar,
+            tqdm(
+                total=total, initial=self.done, desc=f"training {self.family}", unit="step", disable=not self.progress
+            ) as bar,
         ):
             while self.fraction() < 1.0 and not stop.requested:
                 parts = self.step()
@@ -373,7 +398,10 @@ class TrainingRun:
                 self._after_step(parts)
             self.checkpoint()
         if stop.requested:
-            print(f"stopped at step {self.done}; continue with: loom train {self.family} --resume {self.folder}", file=sys.stderr)
+            print(
+                f"stopped at step {self.done}; continue with: loom train {self.family} --resume {self.folder}",
+                file=sys.stderr,
+            )
 
     def step(self) -> dict:
         """One optimisation step on a random batch; its losses are added to the run's."""
@@ -436,11 +464,22 @@ class TrainingRun:
     def progress_record(self) -> dict:
         """The checkpoint's ``progress.json``: what ``resume`` and ``init`` read back."""
         return {
-            "family": self.family, "command": self.command, "resumed": self.resumed, "init_from": self.init_from,
-            **self.trainer.origins(), "seed": self.seed, "data": self.data, "pool": self.pool,
-            "options": self.opts.model_dump(), "keep_every": self.keep_every,
-            "planned_steps": self.steps, "planned_minutes": self.minutes, "step": self.done, "seconds": self.seconds(),
-            "numpy_rng": self.rng.bit_generator.state, "losses": self.losses,
+            "family": self.family,
+            "command": self.command,
+            "resumed": self.resumed,
+            "init_from": self.init_from,
+            **self.trainer.origins(),
+            "seed": self.seed,
+            "data": self.data,
+            "pool": self.pool,
+            "options": self.opts.model_dump(),
+            "keep_every": self.keep_every,
+            "planned_steps": self.steps,
+            "planned_minutes": self.minutes,
+            "step": self.done,
+            "seconds": self.seconds(),
+            "numpy_rng": self.rng.bit_generator.state,
+            "losses": self.losses,
         }
 
     def record(self) -> dict:
@@ -484,12 +523,18 @@ def _init_source(folder: Path) -> "tuple[Path | None, dict]":
         return ckpt, json.loads((ckpt / "progress.json").read_text())
     config = folder / "config.json"
     if not config.is_file():
-        raise InputError(f"--init {str(folder)!r} holds neither a training checkpoint ({CHECKPOINT}/) nor a trained generator "
-                         "(config.json); give a folder `loom train` wrote")
+        raise InputError(
+            f"--init {str(folder)!r} holds neither a training checkpoint ({CHECKPOINT}/) nor a trained generator "
+            "(config.json); give a folder `loom train` wrote"
+        )
     raw = json.loads(config.read_text())
     training = raw.get("training") or {}
-    return None, {"family": raw.get("family"), **training, "step": training.get("steps"),
-                  "seconds": 60 * (training.get("minutes") or 0)}
+    return None, {
+        "family": raw.get("family"),
+        **training,
+        "step": training.get("steps"),
+        "seconds": 60 * (training.get("minutes") or 0),
+    }
 
 
 def _checkpoint_folder(folder: Path) -> Path:
@@ -573,4 +618,3 @@ def _write_loss_curve(losses: list[dict], path: Path, title: str) -> None:
     d.text((w - 60, h - m + 6), str(len(losses)), fill="black")
     with atomic_path(path) as tmp:
         im.save(tmp, format="PNG")
-

@@ -9,17 +9,7 @@ from types import SimpleNamespace
 
 from pydantic import Field
 
-from loom.core import (
-    Audio,
-    ComponentConfig,
-    Embedding,
-    Encoder,
-    Generator,
-    InputError,
-    Registry,
-    Text,
-    hookimpl,
-)
+from loom.core import Audio, ComponentConfig, Embedding, Encoder, Generator, InputError, Registry, Text, hookimpl
 
 #: Every setup() call, by class name: tests check that rejecting a chain loads nothing.
 LOADED: list[str] = []

@@ -75,7 +75,9 @@ class DotReport:
     def to_dict(self) -> dict:
         stated = [s.attributes["colour"] for s in self.scores if s.attributes["colour"] is not None]
         n = len(self.scores)
-        chance = sum(1 / len(COLOURS) if s.attributes["colour"] is not None else 1.0 for s in self.scores) / n if n else None
+        chance = (
+            sum(1 / len(COLOURS) if s.attributes["colour"] is not None else 1.0 for s in self.scores) / n if n else None
+        )
         return {
             "n": n,
             "whole_prompt": sum(s.correct for s in self.scores) / n if n else 0.0,

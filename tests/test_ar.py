@@ -134,8 +134,15 @@ def test_init_from_a_trained_folder_without_its_checkpoint_loads_its_weights(tmp
     for name in ("config.json", "model.safetensors"):
         shutil.copy(source / name, shipped / name)
     # both learning rates ~0: the export shows where the run started
-    tuned = loom.train("ar", steps=2, pool=16, out=tmp_path / "tuned", init=shipped, progress=False,
-                       options={**options, "lr": 1e-12, "tokenizer_lr": 1e-12})
+    tuned = loom.train(
+        "ar",
+        steps=2,
+        pool=16,
+        out=tmp_path / "tuned",
+        init=shipped,
+        progress=False,
+        options={**options, "lr": 1e-12, "tokenizer_lr": 1e-12},
+    )
     a, b = load_file(source / "model.safetensors"), load_file(tuned / "model.safetensors")
     differ = sorted(k for k in a if not torch.equal(a[k], b[k]))
     # the codebook follows the data by moving averages, not by the learning rate

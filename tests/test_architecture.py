@@ -13,8 +13,9 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 LINT = Path(sys.executable).with_name("lint-imports")
@@ -39,7 +40,11 @@ def _lint(src: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(src)}
     return subprocess.run(
         [str(LINT), str(ROOT / "pyproject.toml"), "--no-cache"],
-        cwd=src, env=env, capture_output=True, text=True, timeout=300,
+        cwd=src,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 

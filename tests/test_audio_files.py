@@ -20,11 +20,11 @@ import loom
 import loom.api
 import loom.core.plugins
 from loom.batch_jobs import batch, read_manifest
-from loom.cli import main
 from loom.chains import Pipeline
-from loom.records import digest
+from loom.cli import main
 from loom.core import Audio, InputError, ProvenanceError, Text, TypeMismatchError
 from loom.outputs import pcm16, read_audio, read_record, save_audio, write
+from loom.records import digest
 
 
 @pytest.fixture
@@ -132,15 +132,20 @@ def test_mixed_modality_chains_build_and_run(registry):
 
     speech_to_image = Pipeline.from_steps("speak", "listen", ("noise", {"size": 4}), registry=registry)
     result = speech_to_image.run(["a red circle", "a blue square on the left"], seed=3, progress=False)
-    assert result.output.pixels.shape == (2, 3, 4, 4) and result.provenance["inputs"] == ["a red circle", "a blue square on the left"]
+    assert result.output.pixels.shape == (2, 3, 4, 4) and result.provenance["inputs"] == [
+        "a red circle",
+        "a blue square on the left",
+    ]
 
 
 @pytest.mark.parametrize(
     ("steps", "message"),
     [
-        (["truth-sounds", "resize"],
-         r"step 2 \('resize'\) takes Image, but step 1 \('truth-sounds'\) gives Audio; components that take Audio: "
-         r"listen, fade, loudness, quieter, resample, trim"),
+        (
+            ["truth-sounds", "resize"],
+            r"step 2 \('resize'\) takes Image, but step 1 \('truth-sounds'\) gives Audio; components that take Audio: "
+            r"listen, fade, loudness, quieter, resample, trim",
+        ),
         (["hash-encoder", "noise", "fade"], r"step 3 \('fade'\) takes Audio, but step 2 \('noise'\) gives Image"),
         (["speak", "noise"], r"step 2 \('noise'\) takes Embedding, but step 1 \('speak'\) gives Audio"),
         (["speak", "listen", "trim"], r"step 3 \('trim'\) takes Audio, but step 2 \('listen'\) gives Embedding"),
@@ -154,8 +159,11 @@ def test_a_mismatched_step_is_named_before_anything_loads(registry, steps, messa
 
 def test_the_default_chain_follows_the_generators_types(registry):
     assert loom.default_spec("truth-sounds") == {"steps": [{"component": "truth-sounds"}]}
-    assert loom.default_spec("noise")["steps"] == [{"component": "text-encoder"}, {"component": "noise"},
-                                                   {"component": "resize", "config": {"size": 256}}]
+    assert loom.default_spec("noise")["steps"] == [
+        {"component": "text-encoder"},
+        {"component": "noise"},
+        {"component": "resize", "config": {"size": 256}},
+    ]
     assert loom.default_spec("nope")["steps"][1] == {"component": "nope"}  # the chain then names the unknown step
 
 
@@ -166,8 +174,20 @@ def test_the_default_chain_follows_the_generators_types(registry):
 def test_generate_writes_audio_and_reproduce_gives_identical_samples(registry, tmp_path, suffix):
     out, again = tmp_path / f"clip{suffix}", tmp_path / f"again{suffix}"
     runner = CliRunner()
-    res = runner.invoke(main, ["generate", "a deep steady buzz beeping twice", "--generator", "seeded-tone",
-                               "-o", str(out), "--seed", "7", "-q"])
+    res = runner.invoke(
+        main,
+        [
+            "generate",
+            "a deep steady buzz beeping twice",
+            "--generator",
+            "seeded-tone",
+            "-o",
+            str(out),
+            "--seed",
+            "7",
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
     record = read_record(out)
     assert record["inputs"] == ["a deep steady buzz beeping twice"] and record["seeds"] == [7]
@@ -175,17 +195,31 @@ def test_generate_writes_audio_and_reproduce_gives_identical_samples(registry, t
     res = runner.invoke(main, ["reproduce", str(out), "-o", str(again), "-q"])
     assert res.exit_code == 0, res.output
     assert np.array_equal(samples(out), samples(again)) and len(samples(out)) == 2000
-    res = runner.invoke(main, ["generate", "a deep steady buzz beeping twice", "--generator", "seeded-tone",
-                               "-o", str(tmp_path / f"other{suffix}"), "--seed", "8", "-q"])
+    res = runner.invoke(
+        main,
+        [
+            "generate",
+            "a deep steady buzz beeping twice",
+            "--generator",
+            "seeded-tone",
+            "-o",
+            str(tmp_path / f"other{suffix}"),
+            "--seed",
+            "8",
+            "-q",
+        ],
+    )
     assert not np.array_equal(samples(out), samples(tmp_path / f"other{suffix}"))  # the seed matters
 
 
 def test_a_large_record_survives_wav_and_replays(registry, tmp_path):
     spec = tmp_path / "chain.yaml"
-    spec.write_text(json.dumps({"steps": [{"component": "seeded-tone", "config": {"note": "n" * 20_000}},
-                                          {"component": "fade"}]}))
-    res = CliRunner().invoke(main, ["run", str(spec), "-p", "three high falling buzzes", "-o", str(tmp_path / "out"),
-                                    "--seed", "4", "-q"])
+    spec.write_text(
+        json.dumps({"steps": [{"component": "seeded-tone", "config": {"note": "n" * 20_000}}, {"component": "fade"}]})
+    )
+    res = CliRunner().invoke(
+        main, ["run", str(spec), "-p", "three high falling buzzes", "-o", str(tmp_path / "out"), "--seed", "4", "-q"]
+    )
     assert res.exit_code == 0, res.output
     wav = tmp_path / "out" / "0001.wav"
     assert read_record(wav)["spec"]["steps"][0]["config"]["note"] == "n" * 20_000
@@ -196,13 +230,19 @@ def test_a_large_record_survives_wav_and_replays(registry, tmp_path):
 
 def test_the_output_suffix_must_fit_the_chains_output(registry, tmp_path):
     runner = CliRunner()
-    res = runner.invoke(main, ["generate", "two low rising buzzes", "--generator", "truth-sounds", "-o", str(tmp_path / "x.png"), "-q"])
+    res = runner.invoke(
+        main, ["generate", "two low rising buzzes", "--generator", "truth-sounds", "-o", str(tmp_path / "x.png"), "-q"]
+    )
     assert res.exit_code == 1
     assert "this chain gives Audio, written as WAV or FLAC files; use a name ending in .wav or .flac" in res.output
     res = runner.invoke(main, ["generate", "a red circle", "--generator", "noise", "-o", str(tmp_path / "x.wav"), "-q"])
-    assert res.exit_code == 1 and "this chain gives Image, written as PNG files; use a name ending in .png" in res.output
+    assert (
+        res.exit_code == 1 and "this chain gives Image, written as PNG files; use a name ending in .png" in res.output
+    )
     assert LOADED == [] and fakes.LOADED == []  # refused before any weights load
-    res = runner.invoke(main, ["generate", "two low rising buzzes", "--generator", "truth-sounds", "-o", str(tmp_path / "x.wav"), "-q"])
+    res = runner.invoke(
+        main, ["generate", "two low rising buzzes", "--generator", "truth-sounds", "-o", str(tmp_path / "x.wav"), "-q"]
+    )
     assert res.exit_code == 0, res.output
     res = runner.invoke(main, ["reproduce", str(tmp_path / "x.wav"), "-o", str(tmp_path / "y.png"), "-q"])
     assert res.exit_code == 1 and "use a name ending in .wav or .flac" in res.output
@@ -216,19 +256,49 @@ def test_the_output_suffix_must_fit_the_chains_output(registry, tmp_path):
 def test_run_writes_wav_or_flac_for_an_audio_spec(registry, tmp_path):
     spec = tmp_path / "chain.yaml"
     spec.write_text("steps:\n  - component: truth-sounds\n  - component: loudness\n    config: {target_db: -20}\n")
-    res = CliRunner().invoke(main, ["run", str(spec), "-p", "two low rising buzzes", "-p", "one shrill hiss, steady",
-                                    "-o", str(tmp_path / "out"), "--seed", "1", "-q"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "run",
+            str(spec),
+            "-p",
+            "two low rising buzzes",
+            "-p",
+            "one shrill hiss, steady",
+            "-o",
+            str(tmp_path / "out"),
+            "--seed",
+            "1",
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0001.wav", "0002.wav"]
-    res = CliRunner().invoke(main, ["run", str(spec), "-p", "two low rising buzzes", "-o", str(tmp_path / "flac"),
-                                    "--format", "flac", "--seed", "1", "-q"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "run",
+            str(spec),
+            "-p",
+            "two low rising buzzes",
+            "-o",
+            str(tmp_path / "flac"),
+            "--format",
+            "flac",
+            "--seed",
+            "1",
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert np.array_equal(samples(tmp_path / "flac" / "0001.flac"), samples(tmp_path / "out" / "0001.wav"))
 
 
 def test_eval_sounds_scores_a_ground_truth_generator(registry):
     # the ground-truth fake renders full captions only: the templated split
-    res = CliRunner().invoke(main, ["eval", "sounds", "--generator", "truth-sounds", "-n", "40", "--split", "templated", "--json"])
+    res = CliRunner().invoke(
+        main, ["eval", "sounds", "--generator", "truth-sounds", "-n", "40", "--split", "templated", "--json"]
+    )
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert data["n"] == 40 and data["whole_prompt"] >= 0.97, data
@@ -244,10 +314,16 @@ def test_eval_sounds_scores_a_ground_truth_generator(registry):
 def test_eval_sounds_reads_a_prompts_file(registry, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("two low rising buzzes\nthree beeps\n")
-    res = CliRunner().invoke(main, ["eval", "sounds", "--generator", "truth-sounds", "--prompts", str(prompts), "--json"])
-    assert res.exit_code == 1 and "does not state the sound's" in res.output  # the ground-truth fake needs full captions
+    res = CliRunner().invoke(
+        main, ["eval", "sounds", "--generator", "truth-sounds", "--prompts", str(prompts), "--json"]
+    )
+    assert (
+        res.exit_code == 1 and "does not state the sound's" in res.output
+    )  # the ground-truth fake needs full captions
     prompts.write_text("two low rising buzzes\na single medium steady pure tone\n")
-    res = CliRunner().invoke(main, ["eval", "sounds", "--generator", "truth-sounds", "--prompts", str(prompts), "--json"])
+    res = CliRunner().invoke(
+        main, ["eval", "sounds", "--generator", "truth-sounds", "--prompts", str(prompts), "--json"]
+    )
     assert res.exit_code == 0 and json.loads(res.output)["whole_prompt"] == 1.0
 
 

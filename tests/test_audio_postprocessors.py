@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from loom.core import Audio, ConfigError, InputError, Postprocessor
-from loom.plugins.audio_postprocessors import Fade, Loudness, Resample, TrimSilence, measure
 from loom.outputs import write
+from loom.plugins.audio_postprocessors import Fade, Loudness, Resample, TrimSilence, measure
 from loom.testing import check_component, conformance_tests
 
 test_audio_postprocessors_conform = conformance_tests("audio-postprocessors")
@@ -54,8 +54,8 @@ def test_resample_keeps_each_items_own_length():
 def test_trim_removes_leading_and_trailing_silence_item_by_item():
     rate = 8000
     quiet = torch.zeros(2000)
-    a = padded(quiet, tone(500.0, 0.25, rate), quiet[:500])           # 2000 + 2000 + 500
-    b = padded(quiet[:300], tone(500.0, 0.5, rate), quiet)            # 300 + 4000 + 2000
+    a = padded(quiet, tone(500.0, 0.25, rate), quiet[:500])  # 2000 + 2000 + 500
+    b = padded(quiet[:300], tone(500.0, 0.5, rate), quiet)  # 300 + 4000 + 2000
     audio = Audio.from_clips([a[None], b[None]], rate)
     out = TrimSilence(keep_ms=0.0)(audio, seed=0)
     assert out.lengths is not None and abs(out.lengths[0] - 2000) <= 2 and abs(out.lengths[1] - 4000) <= 2
@@ -101,8 +101,11 @@ def test_fade_longer_than_the_clip_still_reaches_zero_at_both_ends():
 @pytest.mark.parametrize(("method", "target"), [("lufs", -23.0), ("lufs", -16.0), ("rms", -20.0), ("peak", -6.0)])
 def test_loudness_hits_its_target(method, target):
     rate = 16000
-    clips = [tone(440.0, 1.0, rate, amplitude=0.05)[None], tone(1000.0, 0.2, rate, amplitude=0.3)[None],
-             torch.stack([tone(200.0, 0.6, rate, 0.1), tone(300.0, 0.6, rate, 0.02)])[0:1]]
+    clips = [
+        tone(440.0, 1.0, rate, amplitude=0.05)[None],
+        tone(1000.0, 0.2, rate, amplitude=0.3)[None],
+        torch.stack([tone(200.0, 0.6, rate, 0.1), tone(300.0, 0.6, rate, 0.02)])[0:1],
+    ]
     out = Loudness(target_db=target, method=method)(Audio.from_clips(clips, rate), seed=0)
     for i in range(3):
         assert measure(out.clip(i), rate, method) == pytest.approx(target, abs=0.05), i
@@ -113,7 +116,9 @@ def test_loudness_stops_at_the_peak_ceiling_and_leaves_silence_alone():
     rate = 16000
     spiky = torch.zeros(1, rate)
     spiky[0, 100] = 0.5  # very quiet on average, one loud sample
-    out = Loudness(target_db=-10.0, peak_ceiling_db=-1.0)(Audio(torch.stack([spiky, torch.zeros(1, rate)]), rate), seed=0)
+    out = Loudness(target_db=-10.0, peak_ceiling_db=-1.0)(
+        Audio(torch.stack([spiky, torch.zeros(1, rate)]), rate), seed=0
+    )
     assert float(out.waveforms[0].abs().max()) == pytest.approx(10 ** (-1 / 20), abs=1e-6)
     assert float(out.waveforms[1].abs().max()) == 0.0
 
@@ -150,11 +155,17 @@ def test_a_chain_of_postprocessors_writes_each_item_at_its_own_length(tmp_path):
     import soundfile
 
     rate = 8000
-    clips = [padded(torch.zeros(800), tone(400.0, 0.3, rate), torch.zeros(1600))[None],
-             padded(torch.zeros(100), tone(400.0, 0.1, rate), torch.zeros(100))[None]]
+    clips = [
+        padded(torch.zeros(800), tone(400.0, 0.3, rate), torch.zeros(1600))[None],
+        padded(torch.zeros(100), tone(400.0, 0.1, rate), torch.zeros(100))[None],
+    ]
     audio = Audio.from_clips(clips, rate)
-    for step in (TrimSilence(keep_ms=0.0), Fade(fade_in_ms=5.0, fade_out_ms=5.0), Loudness(target_db=-20.0, method="rms"),
-                 Resample(rate=16000)):
+    for step in (
+        TrimSilence(keep_ms=0.0),
+        Fade(fade_in_ms=5.0, fade_out_ms=5.0),
+        Loudness(target_db=-20.0, method="rms"),
+        Resample(rate=16000),
+    ):
         audio = step(audio, seed=0)
     assert audio.sample_rate == 16000 and audio.lengths is not None
     for i in range(2):

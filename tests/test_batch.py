@@ -22,18 +22,7 @@ from pydantic import Field
 import loom
 from loom.batch_jobs import EXIT_ITEMS_FAILED, batch, read_items, read_manifest, writer_for
 from loom.cli import main
-from loom.core import (
-    Audio,
-    ComponentConfig,
-    Embedding,
-    Encoder,
-    Generator,
-    Image,
-    InputError,
-    Registry,
-    Text,
-    hookimpl,
-)
+from loom.core import Audio, ComponentConfig, Embedding, Encoder, Generator, Image, InputError, Registry, Text, hookimpl
 from loom.outputs import read_record
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "white"]
@@ -78,35 +67,44 @@ def test_plain_text_prompts_get_position_ids_and_seeds(tmp_path):
     f = write_lines(tmp_path / "p.txt", ["  first prompt ", "", "second prompt", "   ", "third"])
     items = read_items(f)
     assert [(i.id, i.prompt, i.seed) for i in items] == [
-        ("000001", "first prompt", 0), ("000002", "second prompt", 1), ("000003", "third", 2)]
+        ("000001", "first prompt", 0),
+        ("000002", "second prompt", 1),
+        ("000003", "third", 2),
+    ]
     assert [i.seed for i in read_items(f, seeds=100)] == [100, 101, 102]
     assert [i.seed for i in read_items(f, seeds="5,9,2")] == [5, 9, 2]
 
 
 def test_jsonl_prompts_with_own_seeds_ids_and_params(tmp_path):
-    f = write_lines(tmp_path / "p.jsonl", [
-        json.dumps({"prompt": "a", "seed": 77, "id": "first"}),
-        "",
-        json.dumps({"prompt": "b"}),
-        json.dumps({"prompt": "c", "params": {"vae": {"temperature": 0.5}}}),
-    ])
+    f = write_lines(
+        tmp_path / "p.jsonl",
+        [
+            json.dumps({"prompt": "a", "seed": 77, "id": "first"}),
+            "",
+            json.dumps({"prompt": "b"}),
+            json.dumps({"prompt": "c", "params": {"vae": {"temperature": 0.5}}}),
+        ],
+    )
     items = read_items(f, seeds=10)
     assert [(i.id, i.seed) for i in items] == [("first", 77), ("000002", 11), ("000003", 12)]
     assert items[2].params == {"vae": {"temperature": 0.5}} and items[0].params is None
 
 
-@pytest.mark.parametrize("line, message", [
-    ('{"prompt": "a", ', "line 2: not valid JSON"),
-    ('["a"]', "line 2: expected a prompt string or an object"),
-    ('{"text": "a"}', "line 2: unknown key 'text'; a line may hold prompt, seed, id, params"),
-    ('{"seed": 3}', "line 2: no 'prompt' key"),
-    ('{"prompt": 5}', "line 2: 'prompt' must be a string"),
-    ('{"prompt": "a", "seed": -1}', "line 2: seed -1 is not an integer between 0 and 2\\*\\*63-1"),
-    ('{"prompt": "a", "seed": "3"}', "line 2: seed '3' is not an integer"),
-    ('{"prompt": "a", "id": "../x"}', "line 2: id '../x' cannot name a file"),
-    ('{"prompt": "a", "id": "one"}', "line 2: id 'one' is already used by .*line 1"),
-    ('{"prompt": "a", "params": {"vae": 0.5}}', "line 2: 'params' must map a step's component name"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"prompt": "a", ', "line 2: not valid JSON"),
+        ('["a"]', "line 2: expected a prompt string or an object"),
+        ('{"text": "a"}', "line 2: unknown key 'text'; a line may hold prompt, seed, id, params"),
+        ('{"seed": 3}', "line 2: no 'prompt' key"),
+        ('{"prompt": 5}', "line 2: 'prompt' must be a string"),
+        ('{"prompt": "a", "seed": -1}', "line 2: seed -1 is not an integer between 0 and 2\\*\\*63-1"),
+        ('{"prompt": "a", "seed": "3"}', "line 2: seed '3' is not an integer"),
+        ('{"prompt": "a", "id": "../x"}', "line 2: id '../x' cannot name a file"),
+        ('{"prompt": "a", "id": "one"}', "line 2: id 'one' is already used by .*line 1"),
+        ('{"prompt": "a", "params": {"vae": 0.5}}', "line 2: 'params' must map a step's component name"),
+    ],
+)
 def test_bad_prompts_file_line_names_the_line(tmp_path, line, message):
     f = write_lines(tmp_path / "p.jsonl", [json.dumps({"prompt": "ok", "id": "one"}), line])
     with pytest.raises(InputError, match=message):
@@ -202,8 +200,12 @@ def fake_registry():
         register("beep", Beep)
 
     registry = Registry()
-    registry.add_plugin(SimpleNamespace(loom_register_components=loom_register_components, __name__="batchfakes"),
-                        "batchfakes", "batchfakes", "1.0")
+    registry.add_plugin(
+        SimpleNamespace(loom_register_components=loom_register_components, __name__="batchfakes"),
+        "batchfakes",
+        "batchfakes",
+        "1.0",
+    )
     return registry
 
 
@@ -231,8 +233,13 @@ def test_output_type_without_a_writer_is_refused_before_anything_runs(tmp_path, 
 
 
 def test_a_chain_ending_in_audio_writes_wav(tmp_path, fake_registry):
-    report = batch({"steps": [{"component": "mark"}, {"component": "beep"}]}, ["a", "b"], tmp_path, registry=fake_registry,
-                   progress=False)
+    report = batch(
+        {"steps": [{"component": "mark"}, {"component": "beep"}]},
+        ["a", "b"],
+        tmp_path,
+        registry=fake_registry,
+        progress=False,
+    )
     assert report.made == 2 and writer_for(Audio).suffix == ".wav"
     assert sorted(p.name for p in tmp_path.glob("*.wav")) == ["000001.wav", "000002.wav"]
     assert read_record(tmp_path / "000002.wav")["inputs"] == ["b"]
@@ -260,8 +267,10 @@ def test_outputs_are_byte_identical_across_batch_sizes_and_order(reference, tmp_
         assert digests(tmp_path / f"b{size}") == ref, f"batch size {size} changed some output's bytes"
     order = list(range(20))
     random.Random(3).shuffle(order)
-    shuffled = write_lines(tmp_path / "shuffled.jsonl",
-                           [json.dumps({"prompt": PROMPTS[k], "seed": k, "id": f"{k + 1:06d}"}) for k in order])
+    shuffled = write_lines(
+        tmp_path / "shuffled.jsonl",
+        [json.dumps({"prompt": PROMPTS[k], "seed": k, "id": f"{k + 1:06d}"}) for k in order],
+    )
     batch("vae", shuffled, tmp_path / "shuffled", batch_size=7, progress=False)
     assert digests(tmp_path / "shuffled") == ref, "running in another order changed some output's bytes"
     # the same pixels and the same record (a batch output's record holds no timings)
@@ -281,10 +290,10 @@ def test_rerun_skips_valid_outputs_and_redoes_missing_truncated_stale_ones(refer
     out = tmp_path / "out"
     first = batch("vae", prompts, out, batch_size=8, progress=False)
     assert first.made == 20
-    (out / "000002.png").unlink()                                   # missing
+    (out / "000002.png").unlink()  # missing
     data = (out / "000003.png").read_bytes()
-    (out / "000003.png").write_bytes(data[: len(data) // 2])        # truncated
-    (out / "000004.png").write_bytes(data[:-1])                     # only the end chunk cut
+    (out / "000003.png").write_bytes(data[: len(data) // 2])  # truncated
+    (out / "000004.png").write_bytes(data[:-1])  # only the end chunk cut
     (out / "000005.png").write_bytes((ref_dir / "000006.png").read_bytes())  # another item's output
     fd, left = tempfile.mkstemp(prefix=".000007.png.", suffix=".tmp", dir=out)  # as a killed write leaves it
     os.close(fd)
@@ -305,7 +314,7 @@ def test_rerun_skips_valid_outputs_and_redoes_missing_truncated_stale_ones(refer
 @pytest.mark.slow
 def test_bad_items_are_recorded_and_the_job_goes_on_with_exit_status_3(reference, tmp_path):
     lines = [json.dumps({"prompt": p}) for p in PROMPTS[:5]]
-    lines[1] = json.dumps({"prompt": "   "})                                         # the chain rejects it
+    lines[1] = json.dumps({"prompt": "   "})  # the chain rejects it
     lines[3] = json.dumps({"prompt": PROMPTS[3], "params": {"vae": {"temperature": 9}}})  # an invalid option
     lines.append(json.dumps({"prompt": PROMPTS[5], "params": {"gan": {"temperature": 1}}}))  # no such step
     f = write_lines(tmp_path / "p.jsonl", lines)
@@ -324,7 +333,9 @@ def test_bad_items_are_recorded_and_the_job_goes_on_with_exit_status_3(reference
 
 @pytest.mark.slow
 def test_params_change_the_output_and_its_record_replays(reference, tmp_path):
-    f = write_lines(tmp_path / "p.jsonl", [json.dumps({"prompt": PROMPTS[0], "seed": 0, "params": {"vae": {"temperature": 0.0}}})])
+    f = write_lines(
+        tmp_path / "p.jsonl", [json.dumps({"prompt": PROMPTS[0], "seed": 0, "params": {"vae": {"temperature": 0.0}}})]
+    )
     report = batch("vae", f, tmp_path / "out", progress=False)
     assert report.made == 1
     path = tmp_path / "out" / "000001.png"
@@ -385,7 +396,10 @@ def test_fixed_micro_batch_is_what_makes_outputs_identical(monkeypatch):
     pipeline = loom.pipeline_for(loom.default_spec())
 
     def pixels(size: int):
-        runs = [pipeline.run(PROMPTS[s:s + size], list(range(s, min(s + size, 20))), progress=False) for s in range(0, 20, size)]
+        runs = [
+            pipeline.run(PROMPTS[s : s + size], list(range(s, min(s + size, 20))), progress=False)
+            for s in range(0, 20, size)
+        ]
         return torch.cat([r.output.pixels for r in runs])
 
     assert torch.equal(pixels(20), pixels(1)) and torch.equal(pixels(20), pixels(7))

@@ -126,7 +126,9 @@ def listening() -> set[str]:
 LOOPBACK = ("0100007F:", "0000000000000000FFFF00000100007F:", "00000000000000000000000001000000:")
 
 
-def test_ray_engine_starts_own_cluster_on_loopback_gives_local_bytes_and_stops_it(local_reference, tmp_path, monkeypatch):
+def test_ray_engine_starts_own_cluster_on_loopback_gives_local_bytes_and_stops_it(
+    local_reference, tmp_path, monkeypatch
+):
     _, ref_dir = local_reference
     prompts = write_jsonl(tmp_path / "p.jsonl", PROMPTS[:20], extra=[{"prompt": " ", "id": "empty"}])
     assert not ray.is_initialized()
@@ -214,9 +216,23 @@ def test_cli_joins_a_running_cluster_by_address(local_reference, tmp_path):
     port = free_port()
     ray_cmd = str(Path(sys.executable).parent / "ray")
     head = subprocess.Popen(
-        [ray_cmd, "start", "--head", "--block", "--port", str(port), "--node-ip-address", "127.0.0.1", "--num-cpus", "2",
-         "--include-dashboard", "false", "--disable-usage-stats"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            ray_cmd,
+            "start",
+            "--head",
+            "--block",
+            "--port",
+            str(port),
+            "--node-ip-address",
+            "127.0.0.1",
+            "--num-cpus",
+            "2",
+            "--include-dashboard",
+            "false",
+            "--disable-usage-stats",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.time() + 120
@@ -226,8 +242,24 @@ def test_cli_joins_a_running_cluster_by_address(local_reference, tmp_path):
                     break
             time.sleep(0.5)
         prompts = write_jsonl(tmp_path / "p.jsonl", PROMPTS[:6])
-        res = CliRunner().invoke(main, ["batch", "vae", "--prompts", str(prompts), "-o", str(tmp_path / "out"),
-                                        "--engine", "ray", "--address", f"127.0.0.1:{port}", "--workers", "1", "-q"])
+        res = CliRunner().invoke(
+            main,
+            [
+                "batch",
+                "vae",
+                "--prompts",
+                str(prompts),
+                "-o",
+                str(tmp_path / "out"),
+                "--engine",
+                "ray",
+                "--address",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "1",
+                "-q",
+            ],
+        )
         assert res.exit_code == 0, res.output
         assert "6 items: 6 made, 0 failed, 0 skipped (ray" in res.output
         assert not ray.is_initialized(), "the driver disconnects after the job"

@@ -40,17 +40,35 @@ SPOKEN = "a large red circle in the center on a blue background"
 #: name -> (CLI arguments with {d} for the output folder, the file it writes)
 COMMANDS = {
     "vae": (["generate", IMAGE, "--seed", "3", "-o", "{d}/vae.png"], "vae.png"),
-    "vae-as-typed": (["generate", IMAGE, "--seed", "3", "--as-typed", "-o", "{d}/vae-as-typed.png"], "vae-as-typed.png"),
+    "vae-as-typed": (
+        ["generate", IMAGE, "--seed", "3", "--as-typed", "-o", "{d}/vae-as-typed.png"],
+        "vae-as-typed.png",
+    ),
     "gan": (["generate", IMAGE, "--seed", "3", "--generator", "gan", "-o", "{d}/gan.png"], "gan.png"),
     "ar": (["generate", IMAGE, "--seed", "3", "--generator", "ar", "-o", "{d}/ar.png"], "ar.png"),
-    "diffusion": (["generate", IMAGE, "--seed", "3", "--generator", "diffusion", "-o", "{d}/diffusion.png"], "diffusion.png"),
+    "diffusion": (
+        ["generate", IMAGE, "--seed", "3", "--generator", "diffusion", "-o", "{d}/diffusion.png"],
+        "diffusion.png",
+    ),
     "gan-sound": (["generate", SOUND, "--seed", "3", "-o", "{d}/gan-sound.wav"], "gan-sound.wav"),
-    "vae-sound": (["generate", SOUND, "--seed", "3", "--generator", "vae-sound", "-o", "{d}/vae-sound.flac"], "vae-sound.flac"),
+    "vae-sound": (
+        ["generate", SOUND, "--seed", "3", "--generator", "vae-sound", "-o", "{d}/vae-sound.flac"],
+        "vae-sound.flac",
+    ),
     "speech": (["generate", SPOKEN, "--seed", "3", "--generator", "speech", "-o", "{d}/speech.wav"], "speech.wav"),
-    "spoken-prompt": (["generate", "--prompt-audio", "{d}/speech.wav", "--seed", "3", "-o", "{d}/spoken.png"], "spoken.png"),
+    "spoken-prompt": (
+        ["generate", "--prompt-audio", "{d}/speech.wav", "--seed", "3", "-o", "{d}/spoken.png"],
+        "spoken.png",
+    ),
     "reproduce": (["reproduce", "{d}/gan.png", "-o", "{d}/gan-again.png"], "gan-again.png"),
-    "run": (["run", "{d}/chain.yaml", "-p", IMAGE, "-p", "a small green box at the top", "--seed", "5", "-o", "{d}/run"], "run/0002.png"),
-    "batch": (["batch", "gan", "--prompts", "{d}/prompts.txt", "-o", "{d}/batch", "--batch-size", "2", "--seed", "7"], "batch/000003.png"),
+    "run": (
+        ["run", "{d}/chain.yaml", "-p", IMAGE, "-p", "a small green box at the top", "--seed", "5", "-o", "{d}/run"],
+        "run/0002.png",
+    ),
+    "batch": (
+        ["batch", "gan", "--prompts", "{d}/prompts.txt", "-o", "{d}/batch", "--batch-size", "2", "--seed", "7"],
+        "batch/000003.png",
+    ),
 }
 CHAIN = "steps:\n  - component: text-encoder\n  - component: gan\n  - component: resize\n    config: {size: 96}\n"
 
@@ -97,7 +115,9 @@ def recorded(outputs) -> dict:
         DIGESTS.write_text(json.dumps({"machine": machine(), "digests": measured(outputs)}, indent=1) + "\n")
     saved = json.loads(DIGESTS.read_text())
     if saved["machine"] != machine():
-        pytest.skip(f"digests recorded on {saved['machine']!r}, this is {machine()!r}; record with LOOM_RECORD_DIGESTS=1")
+        pytest.skip(
+            f"digests recorded on {saved['machine']!r}, this is {machine()!r}; record with LOOM_RECORD_DIGESTS=1"
+        )
     return saved["digests"]
 
 

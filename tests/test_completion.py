@@ -31,7 +31,9 @@ def test_a_completed_shapes_prompt_keeps_what_was_said_and_states_everything(see
 def test_what_a_shapes_prompt_leaves_open_is_spread_as_the_world_spreads_it():
     from loom.plugins.common.report import spread
 
-    drawn = [shapes.parse_caption(shapes.world.complete_prompt("a red circle", np.random.default_rng(s))) for s in range(400)]
+    drawn = [
+        shapes.parse_caption(shapes.world.complete_prompt("a red circle", np.random.default_rng(s))) for s in range(400)
+    ]
     positions = [d.objects[0].position for d in drawn]
     backgrounds = [d.background for d in drawn]
     assert spread(positions, shapes.world_distribution("position")) > 0.95
@@ -68,10 +70,16 @@ def test_the_completion_components_keep_the_component_contract():
 
 
 def test_the_default_chain_completes_prompts_only_for_generators_that_ask_for_it():
-    first = {g: default_spec(g)["steps"][0]["component"] for g in ("vae", "gan", "ar", "diffusion", "gan-sound", "vae-sound")}
+    first = {
+        g: default_spec(g)["steps"][0]["component"] for g in ("vae", "gan", "ar", "diffusion", "gan-sound", "vae-sound")
+    }
     assert first == {
-        "vae": "complete-shapes-prompt", "gan": "complete-shapes-prompt", "ar": "text-encoder",
-        "diffusion": "text-encoder", "gan-sound": "complete-sounds-prompt", "vae-sound": "complete-sounds-prompt",
+        "vae": "complete-shapes-prompt",
+        "gan": "complete-shapes-prompt",
+        "ar": "text-encoder",
+        "diffusion": "text-encoder",
+        "gan-sound": "complete-sounds-prompt",
+        "vae-sound": "complete-sounds-prompt",
     }
     assert default_spec("vae", complete=False)["steps"][0]["component"] == "text-encoder"
 

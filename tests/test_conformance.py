@@ -126,7 +126,8 @@ def test_check_plugin_reports_registration_failures():
 
 
 def test_conformance_tests_make_one_pytest_item_per_check(tmp_path):
-    (tmp_path / "test_plugin.py").write_text(textwrap.dedent("""
+    (tmp_path / "test_plugin.py").write_text(
+        textwrap.dedent("""
         import conformance_fakes
         from loom.testing import conformance_tests
 
@@ -139,11 +140,16 @@ def test_conformance_tests_make_one_pytest_item_per_check(tmp_path):
 
         test_fakes = conformance_tests(conformance_fakes, only=["data_types", "seed_determinism", "weights_round_trip"])
         test_broken = conformance_tests(BrokenPlugin(), only=["seed_determinism"])
-    """))
+    """)
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rfs", "-p", "no:cacheprovider", str(tmp_path / "test_plugin.py")],
-        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
     )
     text = out.stdout + out.stderr
     assert out.returncode == 1, text
@@ -172,13 +178,21 @@ def tiny_folder(family: str, root: Path) -> str:
     mod = importlib.import_module(f"loom.plugins.{family}.model")
     common = dict(image_size=16, text_dim=EXAMPLE_TEXT_DIM, encoder=EXAMPLE_ENCODER)
     if family == "vae":
-        model = mod.ConditionalVAE(mod.VAEConfig(**common, latent_dim=4, cond_dim=16, width=16, queries=2, channels=[16, 8]))
+        model = mod.ConditionalVAE(
+            mod.VAEConfig(**common, latent_dim=4, cond_dim=16, width=16, queries=2, channels=[16, 8])
+        )
     elif family == "gan":
-        model = mod.GANGenerator(mod.GANConfig(**common, noise_dim=4, cond_dim=16, width=16, queries=2, channels=[16, 8],
-                                               d_channels=[8, 8, 8, 8]))
+        model = mod.GANGenerator(
+            mod.GANConfig(
+                **common, noise_dim=4, cond_dim=16, width=16, queries=2, channels=[16, 8], d_channels=[8, 8, 8, 8]
+            )
+        )
     else:
-        model = mod.ARModel(mod.ARConfig(**common, codebook=16, code_dim=8, vq_channels=[8, 8, 8], d_model=16, layers=1,
-                                         heads=2, queries=2))
+        model = mod.ARModel(
+            mod.ARConfig(
+                **common, codebook=16, code_dim=8, vq_channels=[8, 8, 8], d_model=16, layers=1, heads=2, queries=2
+            )
+        )
     model.save(root / family)
     return str(root / family)
 
@@ -190,8 +204,17 @@ def tiny_sound_folder(family: str, root: Path) -> str:
 
     mod = importlib.import_module(f"loom.plugins.{family}.model")
     layout = MelImage(settings=MelSettings(n_mels=16, griffin_lim_iterations=4), samples=1024, frames=8)
-    common = dict(family=f"{family}-sound", sample_shape=[1, 16, 8], mel=layout.model_dump(), text_dim=EXAMPLE_TEXT_DIM,
-                  encoder=EXAMPLE_ENCODER, cond_dim=16, width=16, queries=2, channels=[16, 8])
+    common = dict(
+        family=f"{family}-sound",
+        sample_shape=[1, 16, 8],
+        mel=layout.model_dump(),
+        text_dim=EXAMPLE_TEXT_DIM,
+        encoder=EXAMPLE_ENCODER,
+        cond_dim=16,
+        width=16,
+        queries=2,
+        channels=[16, 8],
+    )
     if family == "vae":
         model = mod.ConditionalVAE(mod.VAEConfig(**common, latent_dim=4))
     else:
@@ -229,12 +252,29 @@ def test_the_example_plugin_passes_its_own_conformance_tests(tmp_path):
     root = TESTS.parent / "docs" / "example-plugin"
     site = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site), str(root)],
-        check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(root),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests")],
-        env={**os.environ, "PYTHONPATH": str(site)}, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "13 passed, 1 skipped" in out.stdout  # 12 conformance items (1 skipped: no weights) + the plugin's own test

@@ -49,8 +49,18 @@ def test_png_provenance_round_trip_via_reproduce(tmp_path):
     assert res.exit_code == 0, res.output
     record = read_record(out)
     assert record["inputs"] == [PROMPTS[0]] and record["seeds"] == [7]
-    assert [s["component"] for s in record["spec"]["steps"]] == ["complete-shapes-prompt", "text-encoder", "vae", "resize"]
-    assert {c["plugin"] for c in record["components"]} == {"prompt-completion", "text-encoder", "vae", "image-postprocessors"}
+    assert [s["component"] for s in record["spec"]["steps"]] == [
+        "complete-shapes-prompt",
+        "text-encoder",
+        "vae",
+        "resize",
+    ]
+    assert {c["plugin"] for c in record["components"]} == {
+        "prompt-completion",
+        "text-encoder",
+        "vae",
+        "image-postprocessors",
+    }
     assert record["timings"]["steps_s"] and record["loom_version"]
     res = runner.invoke(main, ["reproduce", str(out), "-o", str(again), "-q"])
     assert res.exit_code == 0, res.output
@@ -59,7 +69,9 @@ def test_png_provenance_round_trip_via_reproduce(tmp_path):
 
 
 def test_generate_count_writes_one_file_per_seed(tmp_path):
-    res = CliRunner().invoke(main, ["generate", PROMPTS[1], "-o", str(tmp_path / "img.png"), "--seed", "3", "-n", "3", "-q", "--size", "64"])
+    res = CliRunner().invoke(
+        main, ["generate", PROMPTS[1], "-o", str(tmp_path / "img.png"), "--seed", "3", "-n", "3", "-q", "--size", "64"]
+    )
     assert res.exit_code == 0, res.output
     files = sorted(tmp_path.glob("img-*.png"))
     assert [f.name for f in files] == ["img-1.png", "img-2.png", "img-3.png"]
@@ -77,7 +89,9 @@ def test_cli_errors_are_one_clear_line(tmp_path):
     assert res.exit_code == 1 and "use a name ending in .png" in res.output
     res = runner.invoke(main, ["generate", "a red circle", "-o", str(tmp_path / "x.png"), "--generator", "nope", "-q"])
     assert res.exit_code == 1 and "no component named 'nope'" in res.output
-    res = runner.invoke(main, ["generate", "a red circle", "-o", str(tmp_path / "x.png"), "--generator", str(tmp_path), "-q"])
+    res = runner.invoke(
+        main, ["generate", "a red circle", "-o", str(tmp_path / "x.png"), "--generator", str(tmp_path), "-q"]
+    )
     assert res.exit_code == 1 and "holds no config.json" in res.output
     assert not list(tmp_path.glob("x*")) and not list(tmp_path.glob(".*tmp"))
 

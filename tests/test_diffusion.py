@@ -14,17 +14,7 @@ from safetensors.torch import load_file
 
 import loom
 from loom.chains import Pipeline
-from loom.core import (
-    ConfigError,
-    Embedding,
-    InputError,
-    Latent,
-    Registry,
-    Text,
-    WeightsError,
-    discover,
-    hookimpl,
-)
+from loom.core import ConfigError, Embedding, InputError, Latent, Registry, Text, WeightsError, discover, hookimpl
 from loom.plugins.diffusion import SCHEDULERS, SDDenoiser, SDTextEncoder, SDVAEDecode, StableDiffusion
 
 PROMPTS = ["a photo of a cat", "a red circle on a blue background"]
@@ -42,8 +32,15 @@ def raw_diffusers(folder, scheduler, prompts, seeds, steps, guidance_scale=7.5, 
         pipe.scheduler = getattr(diffusers, cls_name).from_config(pipe.scheduler.config, **options)
     pipe.set_progress_bar_config(disable=True)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
-    return pipe(prompts, negative_prompt=negative_prompt, num_inference_steps=steps, guidance_scale=guidance_scale,
-                generator=gens, output_type="pt", **size).images
+    return pipe(
+        prompts,
+        negative_prompt=negative_prompt,
+        num_inference_steps=steps,
+        guidance_scale=guidance_scale,
+        generator=gens,
+        output_type="pt",
+        **size,
+    ).images
 
 
 @pytest.mark.parametrize("scheduler", ["ddim", "euler", "dpm++2m", "euler-ancestral"])
@@ -93,13 +90,23 @@ def test_an_sdxl_folder_equals_diffusers_in_one_step_and_in_three(tmp_path):
     build_tiny_xl_pipeline(folder)
     config = {"model": folder, "steps": 3, "guidance_scale": 5.0, "scheduler": "euler", **SIZE}
     one = Pipeline.from_steps(("stable-diffusion", config)).run(PROMPTS, seed=1, progress=False).output.pixels
-    three = Pipeline.from_steps(
-        ("sd-text-encoder", {"model": folder}), ("sd-denoiser", config), ("sd-vae-decode", {"model": folder}),
-    ).run(PROMPTS, seed=1, progress=False).output.pixels
+    three = (
+        Pipeline.from_steps(
+            ("sd-text-encoder", {"model": folder}), ("sd-denoiser", config), ("sd-vae-decode", {"model": folder})
+        )
+        .run(PROMPTS, seed=1, progress=False)
+        .output.pixels
+    )
     raw = StableDiffusionXLPipeline.from_pretrained(folder)
     raw.set_progress_bar_config(disable=True)
-    peer = raw(PROMPTS, num_inference_steps=3, guidance_scale=5.0, generator=[torch.Generator().manual_seed(s) for s in (1, 2)],
-               output_type="pt", **SIZE).images
+    peer = raw(
+        PROMPTS,
+        num_inference_steps=3,
+        guidance_scale=5.0,
+        generator=[torch.Generator().manual_seed(s) for s in (1, 2)],
+        output_type="pt",
+        **SIZE,
+    ).images
     assert (one - three).abs().max() <= 1e-6
     assert (one - peer.float()).abs().max() <= 1e-4
 
@@ -117,7 +124,9 @@ def test_text_encoder_carries_negative_embeddings(tiny_sd):
 def test_an_item_is_the_same_alone_and_in_a_batch(tiny_sd):
     folder, _ = tiny_sd
     for batch_size in (1, 2):
-        pipeline = Pipeline.from_steps(("stable-diffusion", {"model": folder, "steps": 2, "batch_size": batch_size, **SIZE}))
+        pipeline = Pipeline.from_steps(
+            ("stable-diffusion", {"model": folder, "steps": 2, "batch_size": batch_size, **SIZE})
+        )
         batch = pipeline.run(["x", PROMPTS[0], "y"], seed=[4, 9, 5], progress=False).output.pixels
         alone = pipeline.run([PROMPTS[0]], seed=[9], progress=False).output.pixels
         assert (batch[1] - alone[0]).abs().max() <= 1e-6
@@ -149,7 +158,10 @@ def test_cli_reports_a_missing_model_in_one_line(tmp_path):
     spec.write_text("steps:\n  - component: stable-diffusion\n    config: {model: someone/absent}\n")
     res = CliRunner().invoke(main, ["run", str(spec), "-p", "a cat", "-o", str(tmp_path / "out"), "-q"])
     assert res.exit_code == 1
-    assert res.output.startswith("error: diffusers model 'someone/absent' is not on this machine") and "Traceback" not in res.output
+    assert (
+        res.output.startswith("error: diffusers model 'someone/absent' is not on this machine")
+        and "Traceback" not in res.output
+    )
 
 
 def test_an_unknown_scheduler_is_a_config_error_before_anything_loads(monkeypatch):
@@ -185,8 +197,10 @@ def test_denoising_steps_reach_the_progress_hook_and_bar(tiny_sd):
     registry = discover(env={"LOOM_PLUGINS": "diffusion"})
     registry.add_plugin(Watcher(), "watcher")
     pipeline = loom.Pipeline.from_steps(
-        ("sd-text-encoder", {"model": folder}), ("sd-denoiser", {"model": folder, "steps": 3, **SIZE}),
-        ("sd-vae-decode", {"model": folder}), registry=registry,
+        ("sd-text-encoder", {"model": folder}),
+        ("sd-denoiser", {"model": folder, "steps": 3, **SIZE}),
+        ("sd-vae-decode", {"model": folder}),
+        registry=registry,
     )
     pipeline.run(PROMPTS, seed=0, progress=False)
     # two items run one at a time (batch_size 1): 3 steps each, counted over the whole batch
@@ -249,8 +263,13 @@ def test_the_diffusion_plugin_passes_the_conformance_kit(tiny_sd, tmp_path):
 
     report = check_plugin(
         "diffusion",
-        configs={"stable-diffusion": fast, "sd-text-encoder": {"model": folder}, "sd-denoiser": fast,
-                 "sd-vae-decode": {"model": folder}, "diffusion": {"weights": shapes_folder, "steps": 2}},
+        configs={
+            "stable-diffusion": fast,
+            "sd-text-encoder": {"model": folder},
+            "sd-denoiser": fast,
+            "sd-vae-decode": {"model": folder},
+            "diffusion": {"weights": shapes_folder, "steps": 2},
+        },
         inputs={"sd-denoiser": embeddings, "sd-vae-decode": latents},
     )
     assert not report.failures, str(report)
@@ -260,8 +279,16 @@ def test_the_diffusion_plugin_passes_the_conformance_kit(tiny_sd, tmp_path):
 # -- the Shapes diffusion family --------------------------------------------------------------
 
 # a tiny autoencoder (64×64 → 16×16×4) that trains for the first half of the run, then the UNet
-TINY_OPTIONS = {"batch_size": 8, "lr": 2e-3, "channels": [32, 32], "attention_head_dim": 8, "sample_steps": 2,
-                "autoencoder_channels": [8, 8, 8], "latent_channels": 4, "autoencoder_share": 0.5}
+TINY_OPTIONS = {
+    "batch_size": 8,
+    "lr": 2e-3,
+    "channels": [32, 32],
+    "attention_head_dim": 8,
+    "sample_steps": 2,
+    "autoencoder_channels": [8, 8, 8],
+    "latent_channels": 4,
+    "autoencoder_share": 0.5,
+}
 TINY_AUTOENCODER = {"block_out_channels": [8, 8, 8], "latent_channels": 4, "shift": 0.1, "scale": 2.0}
 
 
@@ -269,8 +296,9 @@ def tiny_shapes_folder(root, text_dim=384, encoder="all-MiniLM-L6-v2", autoencod
     from loom.plugins.diffusion import shapes
 
     torch.manual_seed(0)
-    cfg = shapes.ShapesDiffusionConfig(block_out_channels=[32, 32], attention_head_dim=8, text_dim=text_dim, encoder=encoder,
-                                       autoencoder=autoencoder)
+    cfg = shapes.ShapesDiffusionConfig(
+        block_out_channels=[32, 32], attention_head_dim=8, text_dim=text_dim, encoder=encoder, autoencoder=autoencoder
+    )
     return str(shapes.ShapesDiffusionModel(cfg).save(root / "shapes-diffusion"))
 
 
@@ -280,8 +308,12 @@ def test_the_shapes_generator_samples_from_a_folder_per_item(tmp_path, autoencod
 
     folder = tiny_shapes_folder(tmp_path, autoencoder=autoencoder)
     gen = torch.Generator().manual_seed(0)
-    emb = Embedding(tokens=torch.randn(3, 6, 384, generator=gen), mask=torch.ones(3, 6), encoder="all-MiniLM-L6-v2",
-                    pooled=torch.randn(3, 384, generator=gen))
+    emb = Embedding(
+        tokens=torch.randn(3, 6, 384, generator=gen),
+        mask=torch.ones(3, 6),
+        encoder="all-MiniLM-L6-v2",
+        pooled=torch.randn(3, 384, generator=gen),
+    )
     for scheduler in ("dpm++2m", "euler-ancestral"):
         component = ShapesDiffusion(weights=folder, steps=3, scheduler=scheduler)
         batch = component(emb, seed=[1, 2, 3])
@@ -322,8 +354,17 @@ def test_train_diffusion_is_found_by_family():
 @pytest.mark.slow
 def test_a_few_steps_lower_the_loss_and_write_a_folder_that_generates(tmp_path):
     seen = []
-    out = loom.train("diffusion", steps=60, seed=3, out=tmp_path / "diffusion", checkpoint_every=25, pool=96,
-                     options=TINY_OPTIONS, progress=False, on_step=lambda step, losses: seen.append(dict(losses)))
+    out = loom.train(
+        "diffusion",
+        steps=60,
+        seed=3,
+        out=tmp_path / "diffusion",
+        checkpoint_every=25,
+        pool=96,
+        options=TINY_OPTIONS,
+        progress=False,
+        on_step=lambda step, losses: seen.append(dict(losses)),
+    )
     config = json.loads((out / "config.json").read_text())
     training = config["training"]
     assert config["family"] == "diffusion" and training["steps"] == 60
@@ -360,7 +401,12 @@ def test_registry_lists_the_diffusion_components():
     registry = discover(env={"LOOM_PLUGINS": "diffusion"})
     assert registry.plugins["diffusion"].ok, registry.plugins["diffusion"].errors
     assert registry.plugins["diffusion"].components == [
-        "stable-diffusion", "sd-text-encoder", "sd-denoiser", "sd-vae-decode", "diffusion"]
+        "stable-diffusion",
+        "sd-text-encoder",
+        "sd-denoiser",
+        "sd-vae-decode",
+        "diffusion",
+    ]
     kinds = {e.name: (e.cls.input_type.kind, e.cls.output_type.kind) for e in registry.components()}
     assert kinds["sd-denoiser"] == ("Embedding", "Latent") and kinds["sd-vae-decode"] == ("Latent", "Image")
     assert isinstance(registry, Registry)
@@ -376,11 +422,21 @@ def test_a_one_width_autoencoder_is_refused_before_training(tmp_path):
 def test_init_from_a_trained_latent_model_trains_only_its_unet(tmp_path):
     source = loom.train("diffusion", steps=4, out=tmp_path / "source", pool=96, options=TINY_OPTIONS, progress=False)
     with pytest.raises(InputError, match="autoencoder_share=0"):
-        loom.train("diffusion", steps=2, out=tmp_path / "again", init=source, pool=96, options=TINY_OPTIONS, progress=False)
+        loom.train(
+            "diffusion", steps=2, out=tmp_path / "again", init=source, pool=96, options=TINY_OPTIONS, progress=False
+        )
     assert not (tmp_path / "again").exists()  # refused before anything was written
     seen = []
-    tuned = loom.train("diffusion", steps=2, out=tmp_path / "tuned", init=source, pool=96, progress=False,
-                       options={**TINY_OPTIONS, "autoencoder_share": 0.0}, on_step=lambda step, losses: seen.append(dict(losses)))
+    tuned = loom.train(
+        "diffusion",
+        steps=2,
+        out=tmp_path / "tuned",
+        init=source,
+        pool=96,
+        progress=False,
+        options={**TINY_OPTIONS, "autoencoder_share": 0.0},
+        on_step=lambda step, losses: seen.append(dict(losses)),
+    )
     assert [next(iter(s)) for s in seen] == ["loss", "loss"]
     # the frozen autoencoder and its latent statistics come along unchanged
     assert (tuned / "autoencoder.safetensors").read_bytes() == (source / "autoencoder.safetensors").read_bytes()
@@ -392,26 +448,50 @@ def test_init_from_a_trained_latent_model_trains_only_its_unet(tmp_path):
 def test_init_from_a_trained_folder_without_its_checkpoint_loads_its_weights(tmp_path):
     import shutil
 
-    source = loom.train("diffusion", steps=4, out=tmp_path / "source", pool=96, options=TINY_OPTIONS, progress=False,
-                        command="loom train diffusion first")
+    source = loom.train(
+        "diffusion",
+        steps=4,
+        out=tmp_path / "source",
+        pool=96,
+        options=TINY_OPTIONS,
+        progress=False,
+        command="loom train diffusion first",
+    )
     # what ships: the generator's files, no checkpoint/ (so no optimiser state)
     shipped = tmp_path / "shipped"
     shipped.mkdir()
     for name in ("config.json", "model.safetensors", "autoencoder.safetensors"):
         shutil.copy(source / name, shipped / name)
     # lr ~0: the exported weights show where the run started
-    tuned = loom.train("diffusion", steps=1, out=tmp_path / "tuned", init=shipped, pool=96, progress=False,
-                       options={**TINY_OPTIONS, "autoencoder_share": 0.0, "lr": 1e-12})
+    tuned = loom.train(
+        "diffusion",
+        steps=1,
+        out=tmp_path / "tuned",
+        init=shipped,
+        pool=96,
+        progress=False,
+        options={**TINY_OPTIONS, "autoencoder_share": 0.0, "lr": 1e-12},
+    )
     for name in ("model.safetensors", "autoencoder.safetensors"):
         # values, not bytes: a zero weight nudged by 1e-12 exports as float16 -0.0
         a, b = load_file(source / name), load_file(tuned / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
-    assert json.loads((tuned / "config.json").read_text())["autoencoder"] == json.loads((source / "config.json").read_text())["autoencoder"]
+    assert (
+        json.loads((tuned / "config.json").read_text())["autoencoder"]
+        == json.loads((source / "config.json").read_text())["autoencoder"]
+    )
     chain = json.loads((tuned / "config.json").read_text())["training"]["init_from"]
     assert chain["weights_only"] is True and chain["command"] == "loom train diffusion first" and chain["step"] == 4
     with pytest.raises(InputError, match="does not fit these options"):
-        loom.train("diffusion", steps=1, out=tmp_path / "wider", init=shipped, pool=96, progress=False,
-                   options={**TINY_OPTIONS, "autoencoder_share": 0.0, "channels": [16, 16]})
+        loom.train(
+            "diffusion",
+            steps=1,
+            out=tmp_path / "wider",
+            init=shipped,
+            pool=96,
+            progress=False,
+            options={**TINY_OPTIONS, "autoencoder_share": 0.0, "channels": [16, 16]},
+        )
     assert not (tmp_path / "wider").exists()
 
 
@@ -434,23 +514,56 @@ def test_unet_init_starts_a_new_autoencoder_run_from_a_trained_unet(tmp_path):
     # files alone), not as its own: its UNet came from the start
     shutil.copytree(new, tmp_path / "copied", ignore=shutil.ignore_patterns("checkpoint"))
     for start in (new, tmp_path / "copied"):
-        onward = loom.train("diffusion", steps=1, out=tmp_path / f"onward-{start.name}", init=start, pool=96, progress=False,
-                            options={**TINY_OPTIONS, "autoencoder_channels": [8, 16, 16], "autoencoder_share": 0.0})
+        onward = loom.train(
+            "diffusion",
+            steps=1,
+            out=tmp_path / f"onward-{start.name}",
+            init=start,
+            pool=96,
+            progress=False,
+            options={**TINY_OPTIONS, "autoencoder_channels": [8, 16, 16], "autoencoder_share": 0.0},
+        )
         record = json.loads((onward / "config.json").read_text())["training"]
         assert "unet_from" not in record and record["init_from"]["unet_from"] == config["training"]["unet_from"], start
     # it also wins over the UNet of an --init run (one trained on its own), and a UNet that does not
     # fit is refused before any writing
-    other = loom.train("diffusion", steps=2, seed=5, out=tmp_path / "other", pool=96, progress=False,
-                       options={**TINY_OPTIONS, "autoencoder_channels": [8, 16, 16]})
+    other = loom.train(
+        "diffusion",
+        steps=2,
+        seed=5,
+        out=tmp_path / "other",
+        pool=96,
+        progress=False,
+        options={**TINY_OPTIONS, "autoencoder_channels": [8, 16, 16]},
+    )
     assert not all(torch.equal(a[k], v) for k, v in load_file(other / "model.safetensors").items())
-    again = loom.train("diffusion", steps=1, out=tmp_path / "again", init=other, pool=96, progress=False,
-                       options={**options, "autoencoder_share": 0.0})
+    again = loom.train(
+        "diffusion",
+        steps=1,
+        out=tmp_path / "again",
+        init=other,
+        pool=96,
+        progress=False,
+        options={**options, "autoencoder_share": 0.0},
+    )
     c = load_file(again / "model.safetensors")
     assert all(torch.equal(a[k], c[k]) for k in a)
     with pytest.raises(InputError, match="unet_init.*does not fit"):
-        loom.train("diffusion", steps=1, out=tmp_path / "wide", pool=96, progress=False,
-                   options={**options, "channels": [16, 16]})
+        loom.train(
+            "diffusion",
+            steps=1,
+            out=tmp_path / "wide",
+            pool=96,
+            progress=False,
+            options={**options, "channels": [16, 16]},
+        )
     with pytest.raises(InputError, match="not a trained diffusion model folder"):
-        loom.train("diffusion", steps=1, out=tmp_path / "none", pool=96, progress=False,
-                   options={**options, "unet_init": str(tmp_path / "missing")})
+        loom.train(
+            "diffusion",
+            steps=1,
+            out=tmp_path / "none",
+            pool=96,
+            progress=False,
+            options={**options, "unet_init": str(tmp_path / "missing")},
+        )
     assert not (tmp_path / "wide").exists() and not (tmp_path / "none").exists()

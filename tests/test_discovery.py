@@ -7,19 +7,18 @@ from pathlib import Path
 import pytest
 from fakes import Invert, fake_plugin
 
-from loom.core import (
-    Pipeline,
-    PluginError,
-    Registry,
-    UnknownComponentError,
-    discover,
-    hookimpl,
-)
+from loom.core import Pipeline, PluginError, Registry, UnknownComponentError, discover, hookimpl
 
 ROOT = Path(__file__).resolve().parents[1]
-FIRST_PARTY = {"text-encoder": ["text-encoder"], "vae": ["vae", "vae-sound"], "gan": ["gan", "gan-sound"], "ar": ["ar"], "image-postprocessors": ["resize"],
-               "audio-postprocessors": ["resample", "loudness", "trim", "fade"],
-               "prompt-completion": ["complete-shapes-prompt", "complete-sounds-prompt"]}
+FIRST_PARTY = {
+    "text-encoder": ["text-encoder"],
+    "vae": ["vae", "vae-sound"],
+    "gan": ["gan", "gan-sound"],
+    "ar": ["ar"],
+    "image-postprocessors": ["resize"],
+    "audio-postprocessors": ["resample", "loudness", "trim", "fade"],
+    "prompt-completion": ["complete-shapes-prompt", "complete-sounds-prompt"],
+}
 
 
 def test_first_party_plugins_come_from_entry_points():
@@ -79,7 +78,9 @@ def test_broken_plugins_are_reported_and_the_rest_work(broken_plugins):
     assert not bad.ok and "is not an Encoder, Generator or Postprocessor" in bad.errors[0]
     for name in FIRST_PARTY:
         assert registry.plugins[name].ok
-    Pipeline.from_spec({"steps": [{"component": "text-encoder"}, {"component": "vae"}, {"component": "resize"}]}, registry)
+    Pipeline.from_spec(
+        {"steps": [{"component": "text-encoder"}, {"component": "vae"}, {"component": "resize"}]}, registry
+    )
     with pytest.raises(UnknownComponentError, match="plugins that failed to load: broken-import, bad-register"):
         registry.get("oops")
 
@@ -137,13 +138,28 @@ def test_register_validates_names():
 def test_example_plugin_installs_is_discovered_and_runs(tmp_path, monkeypatch):
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target),
-         str(ROOT / "docs" / "example-plugin")],
-        check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(ROOT / "docs" / "example-plugin"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     out = subprocess.run(
-        [sys.executable, "-m", "loom.cli", "plugins"], env={**os.environ, "PYTHONPATH": str(target)},
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "loom.cli", "plugins"],
+        env={**os.environ, "PYTHONPATH": str(target)},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert "example-frame (loom-example-plugin 0.1.0): ok" in out.stdout, out.stdout + out.stderr
     assert "frame" in out.stdout
@@ -152,8 +168,13 @@ def test_example_plugin_installs_is_discovered_and_runs(tmp_path, monkeypatch):
     registry = discover(env={})
     registry.add_plugin(fake_plugin(), "fakes")
     pipeline = Pipeline.from_spec(
-        {"steps": [{"component": "hash-encoder"}, {"component": "noise", "config": {"size": 16}},
-                   {"component": "frame", "config": {"width": 2, "colour": "black"}}]},
+        {
+            "steps": [
+                {"component": "hash-encoder"},
+                {"component": "noise", "config": {"size": 16}},
+                {"component": "frame", "config": {"width": 2, "colour": "black"}},
+            ]
+        },
         registry,
     )
     px = pipeline.run(["x", "y"], seed=3, progress=False).output.to_numpy()

@@ -29,7 +29,13 @@ def peak_hz(wave: torch.Tensor, rate: int) -> float:
 def test_settings_are_validated_and_count_frames():
     s = MelSettings()
     assert s.frames(24000) == 24000 // s.hop_length + 1 and s.samples(s.frames(24000)) <= 24000
-    for bad in ({"hop_length": 4096, "n_fft": 1024}, {"f_max": 9000.0}, {"floor_db": 70.0}, {"n_mels": 2}, {"colour": 1}):
+    for bad in (
+        {"hop_length": 4096, "n_fft": 1024},
+        {"f_max": 9000.0},
+        {"floor_db": 70.0},
+        {"n_mels": 2},
+        {"colour": 1},
+    ):
         with pytest.raises(ValueError):
             MelSettings(**bad)
     assert MelCodec({"n_mels": 40}).settings.n_mels == 40

@@ -3,20 +3,14 @@ import json
 import pytest
 from fakes import LOADED, fake_registry
 
-from loom.core import (
-    ConfigError,
-    Pipeline,
-    PipelineSpec,
-    SpecError,
-    TypeMismatchError,
-    UnknownComponentError,
-    hookimpl,
-)
 from loom.chains import Pipeline as AppPipeline
 from loom.chains import read_spec
+from loom.core import ConfigError, Pipeline, SpecError, TypeMismatchError, UnknownComponentError, hookimpl
 from loom.core.errors import InputError
 
-GOOD = {"steps": [{"component": "hash-encoder"}, {"component": "noise", "config": {"size": 6}}, {"component": "invert"}]}
+GOOD = {
+    "steps": [{"component": "hash-encoder"}, {"component": "noise", "config": {"size": 6}}, {"component": "invert"}]
+}
 
 
 @pytest.fixture
@@ -52,7 +46,9 @@ def test_invalid_config_value_names_step_option_and_value(registry):
 
 def test_unknown_config_option_is_rejected(registry):
     spec = {"steps": [{"component": "hash-encoder", "config": {"dimm": 3}}, {"component": "noise"}]}
-    with pytest.raises(ConfigError, match=r"(?s)step 1 \('hash-encoder'\): unknown option 'dimm'.*accepted options: dim"):
+    with pytest.raises(
+        ConfigError, match=r"(?s)step 1 \('hash-encoder'\): unknown option 'dimm'.*accepted options: dim"
+    ):
         Pipeline.from_spec(spec, registry)
 
 

@@ -22,7 +22,6 @@ from loom.core.plugins import api_problem
 RECORDED = Path(__file__).with_name("plugin_api.json")
 
 
-
 def api_surface() -> dict:
     """The plugin API's signatures, as plugins rely on them: each hook's arguments, each data
     type's fields, and the names a component or world subclass defines or uses. Recorded per API version
@@ -43,6 +42,7 @@ def api_surface() -> dict:
     world = sorted(n for n in vars(World) if not n.startswith("_"))
     return {"hooks": hooks, "data": data, "component": component, "world": world}
 
+
 def test_hook_specs_change_only_compatibly_within_a_major_version():
     recorded = json.loads(RECORDED.read_text())
     current = api_surface()
@@ -55,12 +55,20 @@ def test_hook_specs_change_only_compatibly_within_a_major_version():
             if hook not in current["hooks"]:
                 broken.append(f"hook {hook} (in API {version}) was removed")
             else:
-                broken += [f"hook {hook} lost argument {a!r} (in API {version})" for a in args if a not in current["hooks"][hook]]
+                broken += [
+                    f"hook {hook} lost argument {a!r} (in API {version})"
+                    for a in args
+                    if a not in current["hooks"][hook]
+                ]
         for kind, names in surface["data"].items():
             have = current["data"].get(kind, [])
             broken += [f"data type {kind} lost field {n!r} (in API {version})" for n in names if n not in have]
-        broken += [f"Component lost {n!r} (in API {version})" for n in surface["component"] if n not in current["component"]]
-        broken += [f"World lost {n!r} (in API {version})" for n in surface.get("world", []) if n not in current["world"]]
+        broken += [
+            f"Component lost {n!r} (in API {version})" for n in surface["component"] if n not in current["component"]
+        ]
+        broken += [
+            f"World lost {n!r} (in API {version})" for n in surface.get("world", []) if n not in current["world"]
+        ]
     assert not broken, (
         f"incompatible plugin API change without a major version bump (PLUGIN_API is {PLUGIN_API}): {'; '.join(broken)}. "
         "Keep the old names (deprecate them with a warning first) or bump the major version."
@@ -121,15 +129,29 @@ def test_a_plugin_for_another_api_is_refused_by_name_and_the_rest_load():
 def troubled_plugins(tmp_path, monkeypatch):
     """Installed plugins: one for a future API, one that pins another torch, and one that
     registers a name the example plugin also registers."""
-    write_dist(tmp_path, "loom-future", "3.1", {"future": "future_plugin"}, {"future_plugin": """
+    write_dist(
+        tmp_path,
+        "loom-future",
+        "3.1",
+        {"future": "future_plugin"},
+        {
+            "future_plugin": """
         import loom
         LOOM_PLUGIN_API = "2.0"
 
         @loom.hookimpl
         def loom_register_components(register):
             raise AssertionError("a refused plugin is never asked to register")
-    """})
-    write_dist(tmp_path, "loom-old-torch", "0.2", {"old-torch": "old_torch_plugin"}, {"old_torch_plugin": """
+    """
+        },
+    )
+    write_dist(
+        tmp_path,
+        "loom-old-torch",
+        "0.2",
+        {"old-torch": "old_torch_plugin"},
+        {
+            "old_torch_plugin": """
         import loom
         from loom.core import Image, Postprocessor
         LOOM_PLUGIN_API = "1.0"
@@ -141,10 +163,14 @@ def troubled_plugins(tmp_path, monkeypatch):
         @loom.hookimpl
         def loom_register_components(register):
             register("resize", Resize)
-    """})
+    """
+        },
+    )
     metadata = tmp_path / "loom_old_torch-0.2.dist-info" / "METADATA"
-    metadata.write_text(metadata.read_text() + "Requires-Dist: torch==1.13.1\nRequires-Dist: not-installed-xyz>=1\n"
-                        'Requires-Dist: pytest; extra == "test"\n')
+    metadata.write_text(
+        metadata.read_text() + "Requires-Dist: torch==1.13.1\nRequires-Dist: not-installed-xyz>=1\n"
+        'Requires-Dist: pytest; extra == "test"\n'
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     return tmp_path
 

@@ -22,23 +22,47 @@ def test_new_plugin_packages_install_are_discovered_and_pass_their_tests(tmp_pat
         folders.append(tmp_path / kind)
     site = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site),
-         *map(str, folders)],
-        check=True, capture_output=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            *map(str, folders),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
-    listing = subprocess.run([sys.executable, "-m", "loom.cli", "plugins", "--check"], env=env, capture_output=True,
-                             text=True, timeout=120)
-    for kind, types in [("encoder", "Text → Embedding"), ("generator", "Embedding → Image"), ("postprocessor", "Image → Image")]:
-        assert f"my-{kind} (loom-my-{kind} 0.1.0): ok\n  plugin API: {PLUGIN_API}\n  requirements: met\n  my-{kind}" in listing.stdout, (
-            listing.stdout + listing.stderr
-        )
+    listing = subprocess.run(
+        [sys.executable, "-m", "loom.cli", "plugins", "--check"], env=env, capture_output=True, text=True, timeout=120
+    )
+    for kind, types in [
+        ("encoder", "Text → Embedding"),
+        ("generator", "Embedding → Image"),
+        ("postprocessor", "Image → Image"),
+    ]:
+        assert (
+            f"my-{kind} (loom-my-{kind} 0.1.0): ok\n  plugin API: {PLUGIN_API}\n  requirements: met\n  my-{kind}"
+            in listing.stdout
+        ), listing.stdout + listing.stderr
         assert types in listing.stdout
 
     # the packages' own tests, as their authors run them, against the installed packages
     tests = [str(f / "tests") for f in folders]
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "36 passed, 3 skipped" in out.stdout  # per component: 11 checks + "registers"; no weights to round-trip
     assert "loom conformance: 3 component(s), 39 checks: 36 passed, 0 failed, 3 skipped" in out.stdout

@@ -23,15 +23,15 @@ from loom.plugins.shapes import (
     DIVERSITY_PROMPTS,
     EVALUATION_FRAMES,
     HELD_OUT,
-    TRAINING_FRAMES,
-    UNDERSPECIFIED_KINDS,
     OBJECT_COLOURS,
     ONE_OBJECT_TEMPLATES,
     POSITION_PHRASES,
     POSITIONS,
     SHAPES,
     SIZES,
+    TRAINING_FRAMES,
     TWO_OBJECT_TEMPLATES,
+    UNDERSPECIFIED_KINDS,
     PartialShape,
     PromptSpec,
     Scene,
@@ -48,9 +48,9 @@ from loom.plugins.shapes import (
     sample_scene,
     sample_training_scene,
     sample_underspecified_prompts,
+    world,
     world_distribution,
 )
-from loom.plugins.shapes import world
 
 
 def scenes(n: int, seed: int, two_object_prob: float = 0.5) -> list[Scene]:
@@ -365,11 +365,7 @@ def test_everyday_captions_parse_to_their_scene_at_the_stated_rates():
     # A full caption states everything; the rest state each attribute at its own rate, so the
     # rate over the everyday captions alone is (overall - FULL) / (1 - FULL).
     full = world.FULL_CAPTION_SHARE
-    expected = {
-        **world.STATE_RATES,
-        "colour": 1 - world.ONLY_SHAPE_RATE,
-        "shape": 1 - world.ONLY_COLOUR_RATE,
-    }
+    expected = {**world.STATE_RATES, "colour": 1 - world.ONLY_SHAPE_RATE, "shape": 1 - world.ONLY_COLOUR_RATE}
     for a, rate in expected.items():
         overall = stated[a] / (n if a == "background" else n_objects)
         everyday = (overall - full) / (1 - full)
@@ -442,9 +438,7 @@ def test_underspecified_split_ground_truth():
     texts = [text for text, _ in pairs]
     ev = ShapesEval()
     report = ev.evaluate_many(images, texts)
-    assert report.whole_prompt >= 0.99, [
-        (t, s.detected) for t, s in zip(texts, report.scores) if not s.correct
-    ][:3]
+    assert report.whole_prompt >= 0.99, [(t, s.detected) for t, s in zip(texts, report.scores) if not s.correct][:3]
 
     kinds = Counter()
     for text, scene in pairs:
@@ -515,7 +509,11 @@ def test_extra_object_makes_a_prompt_wrong():
     for two in scenes(20, seed=12, two_object_prob=1.0):
         one = Scene(two.background, two.objects[:1])
         o = one.objects[0]
-        for prompt in (caption(one, rng), f"a {o.colour} {o.shape}", f"a {o.size} {o.shape} on a {one.background} background"):
+        for prompt in (
+            caption(one, rng),
+            f"a {o.colour} {o.shape}",
+            f"a {o.size} {o.shape} on a {one.background} background",
+        ):
             right = ev.evaluate(render(one, 64, rng), prompt)
             assert right.correct and right.extra == 0, (prompt, right.detected)
             crowded = ev.evaluate(render(two, 64, rng), prompt)
@@ -555,7 +553,9 @@ def test_subset_rate_and_shapes_prompts():
     one = subset_rate(report, lambda s: s.objects == 1)
     two = subset_rate(report, lambda s: s.objects == 2)
     assert one["n"] + two["n"] == 20
-    assert one["whole_prompt"] == pytest.approx(sum(c for c, s in zip(correct, report.scores) if s.objects == 1) / one["n"])
+    assert one["whole_prompt"] == pytest.approx(
+        sum(c for c, s in zip(correct, report.scores) if s.objects == 1) / one["n"]
+    )
     assert subset_rate(report, lambda s: False) == {"n": 0, "whole_prompt": None}
 
     assert shapes_prompts(30, 4) == sample_prompts(30, 4)
@@ -612,7 +612,9 @@ def test_shapes_report_layout(untrained_vae):
 def test_seen_and_unseen_splits_hold_one_and_two_objects_in_the_same_mix(sample):
     """Seen against unseen compares combinations, not how many prompts have two objects (whole
     draws kept when they pass made the unseen templated split 69% two-object, the seen one 44%)."""
-    share = {c: sum(len(s.objects) == 2 for _, s in sample(400, 11, combinations=c)) / 400 for c in ("any", "seen", "unseen")}
+    share = {
+        c: sum(len(s.objects) == 2 for _, s in sample(400, 11, combinations=c)) / 400 for c in ("any", "seen", "unseen")
+    }
     assert abs(share["seen"] - share["any"]) < 0.07 and abs(share["unseen"] - share["any"]) < 0.07, share
     unseen = sample(50, 11, combinations="unseen")
     assert all(any(map(is_held_out, parse_caption(t).objects)) for t, _ in unseen)

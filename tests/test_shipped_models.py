@@ -104,8 +104,12 @@ def test_evaluation_passes_generator_options_to_its_step(tmp_path):
 
     # an empty weights folder instead of the shipped one: the error names it, so the option arrived
     with pytest.raises(LoomError, match=str(tmp_path)):
-        evaluate_shapes("gan", prompts=["a red circle on a blue background"], options={"weights": str(tmp_path)}, progress=False)
-    report = evaluate_shapes("gan", prompts=["a red circle on a blue background"] * 2, options={"temperature": 0.0}, progress=False)
+        evaluate_shapes(
+            "gan", prompts=["a red circle on a blue background"], options={"weights": str(tmp_path)}, progress=False
+        )
+    report = evaluate_shapes(
+        "gan", prompts=["a red circle on a blue background"] * 2, options={"temperature": 0.0}, progress=False
+    )
     assert report.n == 2 and len(report.scores) == 2
 
 

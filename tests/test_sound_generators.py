@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 import loom
 from loom.api import DEFAULT_SOUND_GENERATOR
-from loom.cli import main
 from loom.chains import Pipeline
+from loom.cli import main
 from loom.core import Audio, TypeMismatchError, WeightsError, get_registry
 from loom.plugins.common.mel import MelImage
 
@@ -35,7 +35,9 @@ def test_an_image_step_after_a_sound_generator_is_refused_before_anything_loads(
         raise AssertionError("weights loaded before the chain was checked")
 
     monkeypatch.setattr(cls, "setup", refuse)
-    with pytest.raises(TypeMismatchError, match=rf"step 3 \('resize'\) takes Image, but step 2 \('{family}'\) gives Audio"):
+    with pytest.raises(
+        TypeMismatchError, match=rf"step 3 \('resize'\) takes Image, but step 2 \('{family}'\) gives Audio"
+    ):
         Pipeline.from_steps("text-encoder", family, "resize")
 
 
@@ -45,9 +47,13 @@ def test_a_folder_of_the_other_family_is_refused_when_the_chain_is_built(tmp_pat
     (folder / "config.json").write_text(json.dumps({"family": "vae"}))
     (folder / "model.safetensors").write_bytes(b"")
     with pytest.raises(Exception, match=r"holds a 'vae' model, not a 'vae-sound' one"):
-        Pipeline.from_spec({"steps": [{"component": "text-encoder"}, {"component": "vae-sound", "config": {"weights": str(folder)}}]})
+        Pipeline.from_spec(
+            {"steps": [{"component": "text-encoder"}, {"component": "vae-sound", "config": {"weights": str(folder)}}]}
+        )
     with pytest.raises(WeightsError, match="not a trained gan-sound folder"):
-        Pipeline.from_spec({"steps": [{"component": "text-encoder"}, {"component": "gan-sound", "config": {"weights": str(tmp_path)}}]})
+        Pipeline.from_spec(
+            {"steps": [{"component": "text-encoder"}, {"component": "gan-sound", "config": {"weights": str(tmp_path)}}]}
+        )
 
 
 def test_mel_images_round_trip_a_sounds_clip():
@@ -99,7 +105,11 @@ def test_cli_generate_writes_a_wav_with_provenance_that_reproduces(tmp_path):
     res = runner.invoke(main, ["generate", "three rising high beeps", "-o", str(out), "-q"])
     assert res.exit_code == 0, res.output
     record = loom.read_record(out)
-    assert [s["component"] for s in record["spec"]["steps"]] == ["complete-sounds-prompt", "text-encoder", DEFAULT_SOUND_GENERATOR]
+    assert [s["component"] for s in record["spec"]["steps"]] == [
+        "complete-sounds-prompt",
+        "text-encoder",
+        DEFAULT_SOUND_GENERATOR,
+    ]
     samples, rate = soundfile.read(out)
     assert rate == 16000 and samples.shape == (24000,)
     res = runner.invoke(main, ["reproduce", str(out), "-o", str(again), "-q"])
@@ -114,7 +124,9 @@ def test_an_untrained_sound_generator_scores_near_chance_through_loom_eval(tmp_p
     templated (chance 0.012), 0.167 underspecified (chance 0.180)."""
     from loom.evaluation import evaluate_sounds
 
-    out = loom.train("gan-sound", "sounds", steps=1, pool=16, out=tmp_path / "u", options={"batch_size": 8}, progress=False)
+    out = loom.train(
+        "gan-sound", "sounds", steps=1, pool=16, out=tmp_path / "u", options={"batch_size": 8}, progress=False
+    )
     for split in ("templated", "underspecified"):
         report = evaluate_sounds(str(out), n=30, split=split, progress=False)
         assert report.whole_prompt <= max(0.1, 2 * report.chance["whole_prompt"]), (split, report.to_dict())

@@ -49,8 +49,8 @@ from loom.plugins.sounds import (
     sample_sound,
     sample_training_sound,
     sample_underspecified_prompts,
+    world,
 )
-from loom.plugins.sounds import world
 
 VALUES = {"pitch": PITCHES, "timbre": TIMBRES, "count": COUNTS, "motion": MOTIONS}
 
@@ -213,7 +213,8 @@ def test_sample_prompts_of_any_combination_are_unchanged():
     assert sample_prompts(200) == sample_prompts(200, 1234, "any") == original_sample_prompts(200, 1234)
     assert sample_prompts(50, seed=0) == original_sample_prompts(50, 0)
     assert sample_prompts(2)[0] == (
-        "a single medium-pitched rising buzzer", Sound(pitch="medium", timbre="buzz", count=1, motion="rising")
+        "a single medium-pitched rising buzzer",
+        Sound(pitch="medium", timbre="buzz", count=1, motion="rising"),
     )
 
 
@@ -433,7 +434,9 @@ def test_eval_accepts_any_clip_form_rate_and_prompt_form():
         assert evaluator.evaluate(render(s, rate, np.random.default_rng(2)), s, rate).correct, rate
     partial = evaluator.evaluate(clip, "two beeps", SAMPLE_RATE)
     assert partial.attributes == {"pitch": None, "timbre": None, "count": True, "motion": None} and partial.correct
-    report = evaluator.evaluate_many(Audio(torch.from_numpy(np.stack([clip, clip]))[:, None], SAMPLE_RATE), [s, "three beeps"])
+    report = evaluator.evaluate_many(
+        Audio(torch.from_numpy(np.stack([clip, clip]))[:, None], SAMPLE_RATE), [s, "three beeps"]
+    )
     assert report.n == 2 and report.whole_prompt == 0.5 and report.per_attribute["count"] == 0.5
     with pytest.raises(ValueError, match="got 1 clips for 2 prompts"):
         evaluator.evaluate_many([clip], [s, s])

@@ -69,8 +69,20 @@ def test_config_is_checked_before_anything_loads(tmp_path):
 def test_cli_speaks_with_provenance_and_reproduces(tmp_path):
     runner = CliRunner()
     said, again = tmp_path / "said.wav", tmp_path / "again.wav"
-    res = runner.invoke(main, ["generate", "a red circle on a blue background", "--generator", "speech",
-                               "-o", str(said), "--seed", "3", "-q"])
+    res = runner.invoke(
+        main,
+        [
+            "generate",
+            "a red circle on a blue background",
+            "--generator",
+            "speech",
+            "-o",
+            str(said),
+            "--seed",
+            "3",
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert read_record(said)["spec"]["steps"][0]["component"] == "speech"
     res = runner.invoke(main, ["reproduce", str(said), "-o", str(again), "-q"])
@@ -102,8 +114,10 @@ def test_a_few_training_steps_lower_the_loss(tmp_path):
     speech = Speech(noise_scale=0, noise_w=0)
     texts = [c for c, _ in sample_prompts(4, seed=3)]
     audio = speech(Text(texts), seed=0)
-    part = {"mels": [net.features(audio.clip(i))[0] for i in range(len(audio))],
-            "labels": [[VOCABULARY.index(w) + 1 for w in words(t)] for t in texts]}
+    part = {
+        "mels": [net.features(audio.clip(i))[0] for i in range(len(audio))],
+        "labels": [[VOCABULARY.index(w) + 1 for w in words(t)] for t in texts],
+    }
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     ctc = torch.nn.CTCLoss(zero_infinity=True)
     losses = []
@@ -121,8 +135,11 @@ def test_a_few_training_steps_lower_the_loss(tmp_path):
 def test_shipped_encoder_hears_piper_prompts(speech, encoder):
     texts = [c for c, _ in sample_prompts(12, seed=77)]
     heard = encoder.transcribe(speech(Text(texts), seed=0))
-    same = [h.replace(",", "").replace("centre", "center").split() == t.replace(",", "").replace(";", "").replace("centre", "center").split()
-            for h, t in zip(heard, texts)]
+    same = [
+        h.replace(",", "").replace("centre", "center").split()
+        == t.replace(",", "").replace(";", "").replace("centre", "center").split()
+        for h, t in zip(heard, texts)
+    ]
     # measured: 97 of 100 fresh Piper prompts heard word for word (bench/spoken_prompts.py)
     assert np.mean(same) >= 10 / 12, list(zip(heard, texts))
     # a prompt heard right gives exactly the typed prompt's embedding
@@ -144,10 +161,15 @@ def test_spoken_prompts_draw_what_was_said(speech, tmp_path):
     audio = speech(Text(texts), seed=0)
     result = loom.generate(prompt_audio=audio, seed=0, size=None, progress=False)
     report = ShapesEval().evaluate_many(result.output.to_numpy(), scenes)
-    typed = ShapesEval().evaluate_many(loom.generate(texts, seed=0, size=None, progress=False).output.to_numpy(), scenes)
+    typed = ShapesEval().evaluate_many(
+        loom.generate(texts, seed=0, size=None, progress=False).output.to_numpy(), scenes
+    )
     # measured on 100 prompts: spoken 0.86, typed 0.85 (bench/spoken_prompts.py); a prompt heard right
     # gives the typed prompt's embedding, so only a misheard one can differ
-    assert report.whole_prompt >= typed.whole_prompt - 1 / 8 and report.whole_prompt >= 0.5, (report.to_dict(), typed.to_dict())
+    assert report.whole_prompt >= typed.whole_prompt - 1 / 8 and report.whole_prompt >= 0.5, (
+        report.to_dict(),
+        typed.to_dict(),
+    )
     # the CLI: a spoken prompt from a file, through the same chain
     said = tmp_path / "said.wav"
     write(audio, 0, said)

@@ -14,7 +14,13 @@ def tiny_bert(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(model_folder("all-MiniLM-L6-v2"))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
     torch.manual_seed(0)
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -42,7 +48,10 @@ def test_missing_model_says_where_it_looked_without_hanging(tmp_path):
 
 @pytest.mark.slow
 def test_default_encoder_puts_paraphrases_close():
-    emb = TextEncoder()(Text(["a circle in the top left", "a circle in the upper left corner", "a large blue square at the bottom"]), seed=0)
+    emb = TextEncoder()(
+        Text(["a circle in the top left", "a circle in the upper left corner", "a large blue square at the bottom"]),
+        seed=0,
+    )
     p = emb.pooled
     assert emb.encoder == "all-MiniLM-L6-v2" and emb.tokens.shape == (3, 64, 384)
     assert float(p[0] @ p[1]) > float(p[0] @ p[2]) + 0.1

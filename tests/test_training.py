@@ -58,11 +58,21 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, family):
 def test_init_starts_a_new_run_from_an_earlier_runs_checkpoint(tmp_path):
     source = loom.train("vae", steps=40, seed=3, out=tmp_path / "source", command="loom train vae first", **TINY)
     # lr ~0: one step leaves the weights where they started, so the export shows the start
-    tuned = loom.train("vae", steps=1, seed=5, out=tmp_path / "tuned", init=source, pool=96, progress=False,
-                       options={"batch_size": 8, "prior_weight": 0.5, "lr": 1e-12})
+    tuned = loom.train(
+        "vae",
+        steps=1,
+        seed=5,
+        out=tmp_path / "tuned",
+        init=source,
+        pool=96,
+        progress=False,
+        options={"batch_size": 8, "prior_weight": 0.5, "lr": 1e-12},
+    )
     a, b = load_file(source / "model.safetensors"), load_file(tuned / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    fresh = loom.train("vae", steps=1, seed=5, out=tmp_path / "fresh", pool=96, progress=False, options={"batch_size": 8, "lr": 1e-12})
+    fresh = loom.train(
+        "vae", steps=1, seed=5, out=tmp_path / "fresh", pool=96, progress=False, options={"batch_size": 8, "lr": 1e-12}
+    )
     assert not all(torch.equal(a[k], v) for k, v in load_file(fresh / "model.safetensors").items())
     training = json.loads((tuned / "config.json").read_text())["training"]
     assert training["steps"] == 1 and training["seed"] == 5 and training["options"]["prior_weight"] == 0.5
@@ -70,14 +80,24 @@ def test_init_starts_a_new_run_from_an_earlier_runs_checkpoint(tmp_path):
     # and resuming the fine-tune keeps that record, as does a fine-tune of the fine-tune
     loom.train("vae", steps=2, resume=tuned, progress=False)
     assert json.loads((tuned / "config.json").read_text())["training"]["init_from"]["step"] == 40
-    again = loom.train("vae", steps=1, out=tmp_path / "again", init=tuned, pool=96, progress=False, options={"batch_size": 8})
+    again = loom.train(
+        "vae", steps=1, out=tmp_path / "again", init=tuned, pool=96, progress=False, options={"batch_size": 8}
+    )
     chain = json.loads((again / "config.json").read_text())["training"]["init_from"]
     assert chain["step"] == 2 and chain["init_from"]["command"] == "loom train vae first"
     # each run's minutes travel with it, so a fine-tune's training time can be added up (bench/families.py)
     assert chain["minutes"] >= 0 and chain["init_from"]["minutes"] > 0
 
     with pytest.raises(InputError, match="does not fit these options"):
-        loom.train("vae", steps=1, out=tmp_path / "wider", init=source, pool=96, progress=False, options={"batch_size": 8, "latent_dim": 16})
+        loom.train(
+            "vae",
+            steps=1,
+            out=tmp_path / "wider",
+            init=source,
+            pool=96,
+            progress=False,
+            options={"batch_size": 8, "latent_dim": 16},
+        )
     assert not (tmp_path / "wider").exists()
     with pytest.raises(InputError, match="is a 'vae' run, not 'gan'"):
         loom.train("gan", steps=1, out=tmp_path / "gan", init=source, **TINY)
@@ -107,16 +127,24 @@ def test_init_from_a_bare_generator_folder_or_says_what_it_needs(tmp_path):
     # a bare generator folder (a shipped default) starts a run from its weights, for vae and gan
     shutil.copy(source / "config.json", bare / "config.json")
     shutil.copy(source / "model.safetensors", bare / "model.safetensors")
-    tuned = loom.train("vae", steps=1, out=tmp_path / "b", init=bare, pool=96, progress=False,
-                       options={"batch_size": 8, "lr": 1e-12})
+    tuned = loom.train(
+        "vae", steps=1, out=tmp_path / "b", init=bare, pool=96, progress=False, options={"batch_size": 8, "lr": 1e-12}
+    )
     a, b = load_file(bare / "model.safetensors"), load_file(tuned / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     gan = loom.train("gan", steps=1, out=tmp_path / "gan", **TINY)
     (tmp_path / "gan-bare").mkdir()
     for name in ("config.json", "model.safetensors"):
         shutil.copy(gan / name, tmp_path / "gan-bare" / name)
-    tuned = loom.train("gan", steps=1, out=tmp_path / "gan-tuned", init=tmp_path / "gan-bare", pool=96,
-                       progress=False, options={"batch_size": 8, "lr": 1e-12, "ema": 0.0})
+    tuned = loom.train(
+        "gan",
+        steps=1,
+        out=tmp_path / "gan-tuned",
+        init=tmp_path / "gan-bare",
+        pool=96,
+        progress=False,
+        options={"batch_size": 8, "lr": 1e-12, "ema": 0.0},
+    )
     a, b = load_file(gan / "model.safetensors"), load_file(tuned / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -147,7 +175,9 @@ def test_eval_snapshots_picks_the_best_on_validation_prompts_and_never_on_the_ev
         def to_dict(self):
             return {"whole_prompt": self.score}
 
-    def fake_eval(world, generator, n, seed, progress, split):  # a score per folder and split, to see which one is chosen
+    def fake_eval(
+        world, generator, n, seed, progress, split
+    ):  # a score per folder and split, to see which one is chosen
         assert world.name == "shapes"  # the world the run trained on
         name = generator.rsplit("/", 1)[-1]
         if split == "templated":
@@ -179,7 +209,10 @@ def test_eval_snapshots_picks_the_best_on_validation_prompts_and_never_on_the_ev
     refused = CliRunner().invoke(main, ["eval", "snapshots", str(out), "--seed", str(evaluation.EVAL_SEED)])
     assert refused.exit_code != 0 and "is the evaluation seed" in refused.output
     bare = loom.train("vae", steps=1, out=tmp_path / "bare", **TINY)
-    assert "train with `loom train ... --keep-every N`" in CliRunner().invoke(main, ["eval", "snapshots", str(bare)]).output
+    assert (
+        "train with `loom train ... --keep-every N`"
+        in CliRunner().invoke(main, ["eval", "snapshots", str(bare)]).output
+    )
 
 
 def test_a_trained_folder_is_never_overwritten_by_a_new_run(tmp_path):
@@ -251,7 +284,9 @@ def test_bad_data_names_the_file_and_touches_nothing(tmp_path):
 def test_cli_train_reports_bad_data_in_one_line(tmp_path):
     data = write_folder(tmp_path / "data")
     (data / "img0.txt").unlink()
-    res = CliRunner().invoke(main, ["train", "vae", "--data", str(data), "--steps", "1", "--out", str(tmp_path / "o"), "-q"])
+    res = CliRunner().invoke(
+        main, ["train", "vae", "--data", str(data), "--steps", "1", "--out", str(tmp_path / "o"), "-q"]
+    )
     assert res.exit_code == 1 and "img0.png' has no caption" in res.output
     res = CliRunner().invoke(main, ["train", "resize", "--steps", "1", "-q"])
     assert res.exit_code == 1 and "'resize' cannot be trained" in res.output and "vae" in res.output
@@ -307,9 +342,8 @@ def test_an_interrupted_sound_run_resumes_to_the_same_weights_and_latent_fit(tmp
 
 
 def test_sounds_data_are_log_mel_images_in_the_unit_range():
-    from loom.plugins.sounds import SoundsData
     from loom.plugins.common.mel import MelCodec
-    from loom.plugins.sounds import SoundsDataset
+    from loom.plugins.sounds import SoundsData, SoundsDataset
 
     data = SoundsData((1, 64, 96), pool=4, seed=5)
     assert data.pixels.shape == (4, 64, 96, 1) and data.pixels.dtype == np.uint8
@@ -323,10 +357,14 @@ def test_data_that_does_not_fit_the_family_is_refused_before_anything_is_written
     out = tmp_path / "out"
     with pytest.raises(InputError, match=r"'vae-sound' trains on sounds: give --data sounds"):
         loom.train("vae-sound", "shapes", steps=1, out=out, progress=False)
-    with pytest.raises(InputError, match=r"'gan' trains on images .* train a sound family on --data sounds \(gan-sound, vae-sound\)"):
+    with pytest.raises(
+        InputError, match=r"'gan' trains on images .* train a sound family on --data sounds \(gan-sound, vae-sound\)"
+    ):
         loom.train("gan", "sounds", steps=1, out=out, progress=False)
     assert not out.exists()
-    res = CliRunner().invoke(main, ["train", "vae-sound", "--data", str(tmp_path), "--steps", "1", "--out", str(out), "-q"])
+    res = CliRunner().invoke(
+        main, ["train", "vae-sound", "--data", str(tmp_path), "--steps", "1", "--out", str(out), "-q"]
+    )
     assert res.exit_code == 1 and "give --data sounds" in res.output
 
 
@@ -342,13 +380,19 @@ def test_ship_to_a_folder_stages_a_run_and_leaves_the_default_alone(tmp_path):
     default = Path(get_registry().get("vae").cls.default_weights) / "model.safetensors"
     before = default.read_bytes()
     staged = tmp_path / "staged"
-    done = subprocess.run([sys.executable, str(root / "scripts" / "ship.py"), "vae", str(run), "--to", str(staged)],
-                          capture_output=True, text=True, cwd=root)
+    done = subprocess.run(
+        [sys.executable, str(root / "scripts" / "ship.py"), "vae", str(run), "--to", str(staged)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
     assert done.returncode == 0, done.stderr
     assert default.read_bytes() == before
     record = (staged / "TRAINING.md").read_text()
     assert "loom train vae tiny" in record and f"--to {staged}" in record
-    result = loom.generate("a red circle on a blue background", seed=0, generator=str(staged), size=None, progress=False)
+    result = loom.generate(
+        "a red circle on a blue background", seed=0, generator=str(staged), size=None, progress=False
+    )
     assert result.output.pixels.shape == (1, 3, 64, 64)
 
 
@@ -357,7 +401,9 @@ def _load_script(folder: str, name: str):
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), Path(__file__).resolve().parents[1] / folder / name)
+    spec = importlib.util.spec_from_file_location(
+        name.removesuffix(".py"), Path(__file__).resolve().parents[1] / folder / name
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -365,16 +411,35 @@ def _load_script(folder: str, name: str):
 
 def test_ship_names_the_origin_of_every_part_of_a_start(tmp_path):
     ship = _load_script("scripts", "ship.py")
-    unet_from = {"folder": "plugins/diffusion/weights", "command": "loom train diffusion --out runs/ldm", "seed": 1, "steps": 900, "minutes": 120}
+    unet_from = {
+        "folder": "plugins/diffusion/weights",
+        "command": "loom train diffusion --out runs/ldm",
+        "seed": 1,
+        "steps": 900,
+        "minutes": 120,
+    }
     # a start written before init_from kept origins: its folder's record (same command, same step) supplies it
     staged = tmp_path / "staged"
     staged.mkdir()
-    (staged / "config.json").write_text(json.dumps({"training": {"command": "loom train diffusion -O unet_init=x", "steps": 40, "unet_from": unet_from}}))
-    start = {"folder": str(staged), "command": "loom train diffusion -O unet_init=x", "seed": 7, "step": 40, "minutes": 3}
+    (staged / "config.json").write_text(
+        json.dumps(
+            {"training": {"command": "loom train diffusion -O unet_init=x", "steps": 40, "unet_from": unet_from}}
+        )
+    )
+    start = {
+        "folder": str(staged),
+        "command": "loom train diffusion -O unet_init=x",
+        "seed": 7,
+        "step": 40,
+        "minutes": 3,
+    }
     assert ship._fill_start(start) and start["unet_from"] == unet_from
     text = ship._origin(start)
     assert f"started from `{staged}` at its step 40" in text
-    assert "its UNet started from the UNet of `plugins/diffusion/weights` at its step 900" in text and "loom train diffusion --out runs/ldm" in text
+    assert (
+        "its UNet started from the UNet of `plugins/diffusion/weights` at its step 900" in text
+        and "loom train diffusion --out runs/ldm" in text
+    )
     # another run's record in that folder is not taken for the start's
     other = {**start, "step": 41}
     other.pop("unet_from")

@@ -28,19 +28,25 @@ def test_loom_worlds_come_from_entry_points_and_import_no_torch():
     assert registry.plugins["shapes"].worlds == ["shapes"] and registry.plugins["shapes"].api == "1.3"
     assert registry.plugins["sounds"].worlds == ["sounds"]
     assert {n: (w.modality, w.checker) for n, w in registry.worlds().items()} == {
-        "shapes": ("images", "ShapesEval"), "sounds": ("sounds", "SoundsEval")
+        "shapes": ("images", "ShapesEval"),
+        "sounds": ("sounds", "SoundsEval"),
     }
     assert list(discover(env={"LOOM_PLUGINS": "vae"}).worlds()) == []
 
 
 def test_an_unknown_world_is_one_clear_line(dot):
-    with pytest.raises(UnknownWorldError, match=r"^no world named 'dots' \(did you mean 'dot'\?\); registered worlds: dot, shapes, sounds"):
+    with pytest.raises(
+        UnknownWorldError,
+        match=r"^no world named 'dots' \(did you mean 'dot'\?\); registered worlds: dot, shapes, sounds",
+    ):
         dot.world("dots")
     with pytest.raises(UnknownWorldError, match="registered worlds: none"):
         Registry().world("shapes")
     res = CliRunner().invoke(main, ["eval", "nowhere", "-n", "2"])
     assert res.exit_code == 1
-    assert res.output == "error: no world named 'nowhere'; registered worlds: dot, shapes, sounds (run `loom plugins`)\n"
+    assert (
+        res.output == "error: no world named 'nowhere'; registered worlds: dot, shapes, sounds (run `loom plugins`)\n"
+    )
 
 
 def test_a_world_is_checked_when_registered():
@@ -66,7 +72,9 @@ def test_a_world_is_checked_when_registered():
     assert "modality 'smells'; use one of images, sounds" in registry.add_plugin(plugin(Smell()), "b").errors[0]
     assert "is not a loom.core.World instance" in registry.add_plugin(plugin(Invert), "c").errors[0]
     again = registry.add_plugin(plugin(dot_world.DotWorld()), "d")
-    assert again.errors == ["loom_register_worlds failed: PluginError: plugin 'd': world 'dot' is already registered by plugin 'dot'"]
+    assert again.errors == [
+        "loom_register_worlds failed: PluginError: plugin 'd': world 'dot' is already registered by plugin 'dot'"
+    ]
     assert registry.world("dot") is not None and list(registry.worlds()) == ["dot"]
     assert isinstance(PluginError("x"), Exception)
 
@@ -86,24 +94,36 @@ def test_families_and_worlds_must_fit(dot, tmp_path):
 
     with pytest.raises(InputError, match=r"'vae-sound' trains on sounds: give --data sounds \(got --data 'dot'\)"):
         training_data("vae-sound", trainer_class("vae-sound"), "dot", None, 0)
-    with pytest.raises(InputError, match=r"'vae' trains on images \(--data dot or shapes or a folder of captioned images\), not sounds"):
+    with pytest.raises(
+        InputError, match=r"'vae' trains on images \(--data dot or shapes or a folder of captioned images\), not sounds"
+    ):
         training_data("vae", trainer_class("vae"), "sounds", None, 0)
-    assert training_data("vae", trainer_class("vae"), "dot", 6, 0).describe() == {"data": "dot", "pool": 6, "data_seed": 0}
+    assert training_data("vae", trainer_class("vae"), "dot", 6, 0).describe() == {
+        "data": "dot",
+        "pool": 6,
+        "data_seed": 0,
+    }
 
 
 @pytest.mark.slow
 def test_a_plugins_world_trains_a_family_and_grades_it_through_the_cli(dot, tmp_path):
     out = tmp_path / "dot-vae"
-    res = CliRunner().invoke(main, ["train", "vae", "--data", "dot", "--steps", "3", "--batch-size", "4", "--out", str(out), "-q"])
+    res = CliRunner().invoke(
+        main, ["train", "vae", "--data", "dot", "--steps", "3", "--batch-size", "4", "--out", str(out), "-q"]
+    )
     assert res.exit_code == 0, res.output
     config = json.loads((out / "config.json").read_text())
     assert config["family"] == "vae" and config["training"]["data"] == {"data": "dot", "pool": 24, "data_seed": 0}
 
     # as typed: the vae family's prompt completion rewrites prompts into Shapes captions
-    res = CliRunner().invoke(main, ["eval", "dot", "--generator", str(out), "--as-typed", "-n", "4", "--split", "templated", "--json"])
+    res = CliRunner().invoke(
+        main, ["eval", "dot", "--generator", str(out), "--as-typed", "-n", "4", "--split", "templated", "--json"]
+    )
     assert res.exit_code == 0, res.output
     scored = json.loads(res.output)
-    assert scored["n"] == 4 and 0.0 <= scored["whole_prompt"] <= 1.0 and scored["chance"]["colour"] == pytest.approx(1 / 3)
+    assert (
+        scored["n"] == 4 and 0.0 <= scored["whole_prompt"] <= 1.0 and scored["chance"]["colour"] == pytest.approx(1 / 3)
+    )
 
     res = CliRunner().invoke(main, ["eval", "dot", "--generator", str(out), "--as-typed", "-n", "2"])
     assert res.exit_code == 0, res.output
@@ -112,7 +132,11 @@ def test_a_plugins_world_trains_a_family_and_grades_it_through_the_cli(dot, tmp_
     assert "diversity of what 1 prompts leave open, 32 seeds each: " in res.output
 
     res = CliRunner().invoke(main, ["eval", "sounds", "--generator", str(out), "-n", "2"])
-    assert res.exit_code == 1 and "gives Image, not Audio: SoundsEval scores sound generators (for image generators use `loom eval dot|shapes`)" in res.output
+    assert (
+        res.exit_code == 1
+        and "gives Image, not Audio: SoundsEval scores sound generators (for image generators use `loom eval dot|shapes`)"
+        in res.output
+    )
 
 
 def test_loom_plugins_lists_worlds(dot):

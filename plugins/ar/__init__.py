@@ -18,6 +18,7 @@ from loom.plugins.common import TrainedConfig, TrainedGenerator
 
 LOOM_PLUGIN_API = "1.0"
 
+
 class ARGenerator(TrainedGenerator):
     """Samples image tokens with a transformer and decodes them with the VQ-VAE tokenizer."""
 

@@ -45,8 +45,12 @@ class ResBlock(nn.Module):
     def __init__(self, ch: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.GroupNorm(8, ch), nn.SiLU(), nn.Conv2d(ch, ch, 3, padding=1),
-            nn.GroupNorm(8, ch), nn.SiLU(), nn.Conv2d(ch, ch, 3, padding=1),
+            nn.GroupNorm(8, ch),
+            nn.SiLU(),
+            nn.Conv2d(ch, ch, 3, padding=1),
+            nn.GroupNorm(8, ch),
+            nn.SiLU(),
+            nn.Conv2d(ch, ch, 3, padding=1),
         )
 
     def forward(self, x):
@@ -72,7 +76,11 @@ class VQTokenizer(nn.Module):
             enc += [nn.Conv2d(a, b, 4, stride=2, padding=1), ResBlock(b)]
         enc += [nn.GroupNorm(8, chans[-1]), nn.SiLU(), nn.Conv2d(chans[-1], cfg.code_dim, 1)]
         self.encoder = nn.Sequential(*enc)
-        dec: list[nn.Module] = [nn.Conv2d(cfg.code_dim, chans[-1], 3, padding=1), ResBlock(chans[-1]), ResBlock(chans[-1])]
+        dec: list[nn.Module] = [
+            nn.Conv2d(cfg.code_dim, chans[-1], 3, padding=1),
+            ResBlock(chans[-1]),
+            ResBlock(chans[-1]),
+        ]
         for i in range(len(chans) - 1, 0, -1):
             dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(chans[i], chans[i - 1], 3, padding=1)]
             dec += [ResBlock(chans[i - 1])] if i > 1 else [nn.SiLU()]
@@ -288,7 +296,8 @@ class ARModel(SavedModel):
         self.prior = TokenTransformer(cfg)
 
     @torch.no_grad()
-    def generate(self, tokens, mask, pooled, generators, temperature: float = 1.0, top_k: int = 16,
-                 guidance_scale: float = 1.0):
+    def generate(
+        self, tokens, mask, pooled, generators, temperature: float = 1.0, top_k: int = 16, guidance_scale: float = 1.0
+    ):
         codes = self.prior.sample(tokens, mask, pooled, generators, temperature, top_k, guidance_scale=guidance_scale)
         return self.tokenizer.decode(codes)

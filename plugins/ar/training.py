@@ -21,17 +21,29 @@ class AROptions(TrainerOptions):
     lr: float = Field(6e-4, gt=0, description="peak learning rate of the transformer")
     tokenizer_lr: float = Field(1e-3, gt=0, description="peak learning rate of the VQ-VAE")
     tokenizer_fraction: float = Field(
-        0.2, ge=0, lt=1, description="share of the run spent on the tokenizer (0 to keep the tokenizer an --init brings)")
-    cond_dropout: float = Field(0.1, ge=0.0, le=1.0, description="share of captions replaced by the empty condition (for guidance)")
+        0.2,
+        ge=0,
+        lt=1,
+        description="share of the run spent on the tokenizer (0 to keep the tokenizer an --init brings)",
+    )
+    cond_dropout: float = Field(
+        0.1, ge=0.0, le=1.0, description="share of captions replaced by the empty condition (for guidance)"
+    )
     guidance_scale: float = Field(2.0, ge=1.0, description="classifier-free guidance of the sample grid")
     edge_weight: float = Field(
-        20.0, ge=0.0,
-        description="extra weight of the tokenizer's loss on pixels near an edge (plain MSE blurred shapes into blobs)")
+        20.0,
+        ge=0.0,
+        description="extra weight of the tokenizer's loss on pixels near an edge (plain MSE blurred shapes into blobs)",
+    )
     vq_channels: list[int] = Field(
-        default_factory=lambda: list(_ARCH.vq_channels), min_length=2,
-        description="tokenizer widths at full resolution and after each halving: three give a 16×16 token grid, four 8×8")
+        default_factory=lambda: list(_ARCH.vq_channels),
+        min_length=2,
+        description="tokenizer widths at full resolution and after each halving: three give a 16×16 token grid, four 8×8",
+    )
     codebook: int = Field(_ARCH.codebook, ge=2, description="tokenizer codebook entries")
-    d_model: int = Field(_ARCH.d_model, ge=8, multiple_of=4, description="transformer width (a multiple of its 4 heads)")
+    d_model: int = Field(
+        _ARCH.d_model, ge=8, multiple_of=4, description="transformer width (a multiple of its 4 heads)"
+    )
     layers: int = Field(_ARCH.layers, ge=1, description="transformer layers")
 
 
@@ -42,8 +54,13 @@ class ARTrainer(SavedModelTrainer):
 
     def __init__(self, options: AROptions, generator: torch.Generator) -> None:
         super().__init__(options, generator)
-        cfg = ARConfig(image_size=self.image_size, vq_channels=list(options.vq_channels), codebook=options.codebook,
-                       d_model=options.d_model, layers=options.layers)
+        cfg = ARConfig(
+            image_size=self.image_size,
+            vq_channels=list(options.vq_channels),
+            codebook=options.codebook,
+            d_model=options.d_model,
+            layers=options.layers,
+        )
         self.model = ARModel(cfg).train()
         self.opt_vq = torch.optim.Adam(self.model.tokenizer.parameters(), lr=options.tokenizer_lr)
         self.opt_prior = torch.optim.AdamW(self.model.prior.parameters(), lr=options.lr, weight_decay=0.01)
@@ -68,8 +85,9 @@ class ARTrainer(SavedModelTrainer):
         tokens, mask, pooled = batch.tokens, batch.mask, batch.pooled
         if drop.any():
             empty = empty_condition(tokens, mask, pooled)
-            tokens, mask, pooled = (torch.where(drop.view(-1, *[1] * (c.dim() - 1)), e, c)
-                                    for c, e in zip((tokens, mask, pooled), empty))
+            tokens, mask, pooled = (
+                torch.where(drop.view(-1, *[1] * (c.dim() - 1)), e, c) for c, e in zip((tokens, mask, pooled), empty)
+            )
         logits = self.model.prior(codes, tokens, mask, pooled)
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), codes.reshape(-1))
         self.opt_prior.zero_grad(set_to_none=True)

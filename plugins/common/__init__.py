@@ -17,16 +17,7 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from loom.core import (
-    Audio,
-    Capabilities,
-    ComponentConfig,
-    Embedding,
-    Generator,
-    Image,
-    InputError,
-    WeightsError,
-)
+from loom.core import Audio, Capabilities, ComponentConfig, Embedding, Generator, Image, InputError, WeightsError
 
 #: A trained folder: the model's config (with ``"family"``) and its weights.
 CONFIG_NAME = "config.json"
@@ -139,7 +130,11 @@ class TrainedGenerator(Generator):
         check_embeddings(inputs, self.model.cfg, self.family)
         dev = self.config.device
         return self.model.generate(
-            inputs.tokens.to(dev), inputs.mask.to(dev), inputs.pooled.to(dev), generators, self.config.temperature,
+            inputs.tokens.to(dev),
+            inputs.mask.to(dev),
+            inputs.pooled.to(dev),
+            generators,
+            self.config.temperature,
             **self.sampling_options(),
         )
 
@@ -160,7 +155,9 @@ class SoundOutput:
         from .mel import MelCodec, MelImage
 
         if not getattr(self.model.cfg, "mel", None):
-            raise WeightsError(f"{str(self.config.weights or self.default_weights)!r} holds no mel layout (\"mel\" in config.json)")
+            raise WeightsError(
+                f'{str(self.config.weights or self.default_weights)!r} holds no mel layout ("mel" in config.json)'
+            )
         self.layout = MelImage.model_validate(self.model.cfg.mel)
         self.codec = MelCodec(self.layout.settings)
 

@@ -52,7 +52,9 @@ class MelSettings(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> "MelSettings":
         if self.hop_length > self.n_fft:
-            raise ValueError(f"hop_length {self.hop_length} is longer than n_fft {self.n_fft}: frames would skip samples")
+            raise ValueError(
+                f"hop_length {self.hop_length} is longer than n_fft {self.n_fft}: frames would skip samples"
+            )
         if self.f_max is not None and not self.f_min < self.f_max <= self.sample_rate / 2:
             raise ValueError(f"f_max must lie in (f_min, sample_rate / 2], got {self.f_max}")
         if self.floor_db >= self.top_db:
@@ -94,13 +96,25 @@ class MelCodec:
             s = self.settings
             if name == "mel":
                 t = torchaudio.transforms.MelSpectrogram(
-                    sample_rate=s.sample_rate, n_fft=s.n_fft, hop_length=s.hop_length, f_min=s.f_min, f_max=s.f_max,
-                    n_mels=s.n_mels, power=2.0, mel_scale=s.mel_scale, center=True,
+                    sample_rate=s.sample_rate,
+                    n_fft=s.n_fft,
+                    hop_length=s.hop_length,
+                    f_min=s.f_min,
+                    f_max=s.f_max,
+                    n_mels=s.n_mels,
+                    power=2.0,
+                    mel_scale=s.mel_scale,
+                    center=True,
                 )
             else:
                 t = torchaudio.transforms.InverseMelScale(
-                    n_stft=s.n_fft // 2 + 1, n_mels=s.n_mels, sample_rate=s.sample_rate, f_min=s.f_min, f_max=s.f_max,
-                    mel_scale=s.mel_scale, driver="gelsd",
+                    n_stft=s.n_fft // 2 + 1,
+                    n_mels=s.n_mels,
+                    sample_rate=s.sample_rate,
+                    f_min=s.f_min,
+                    f_max=s.f_max,
+                    mel_scale=s.mel_scale,
+                    driver="gelsd",
                 )
             self._transforms[key] = t.to(device)
         return self._transforms[key]
@@ -138,8 +152,12 @@ class MelCodec:
             # one item at a time: the batched inverse mel scale and stft/istft round in ways that
             # depend on the batch and the CPU (~1e-7), and Griffin-Lim's momentum grows that to
             # ~1e-3, so a clip would change with its neighbours in a batch
-            return torch.cat([self.decode(log_mel[i:i + 1], length, None if generators is None else generators[i:i + 1])
-                              for i in range(len(log_mel))])
+            return torch.cat(
+                [
+                    self.decode(log_mel[i : i + 1], length, None if generators is None else generators[i : i + 1])
+                    for i in range(len(log_mel))
+                ]
+            )
         s = self.settings
         power = self.mel_power(log_mel)
         # InverseMelScale solves in float32 on the device; a least-squares solve per batch is cheap
@@ -230,9 +248,9 @@ def griffin_lim(magnitude, settings: MelSettings, length: int, generators):
 
     n_fft, hop = settings.n_fft, settings.hop_length
     window = torch.hann_window(n_fft, device=magnitude.device)
-    phase = torch.stack([
-        torch.rand(magnitude.shape[1:], generator=g, device=magnitude.device) for g in generators
-    ]) * (2 * math.pi)
+    phase = torch.stack([torch.rand(magnitude.shape[1:], generator=g, device=magnitude.device) for g in generators]) * (
+        2 * math.pi
+    )
     angles = torch.polar(torch.ones_like(magnitude), phase)
     previous = torch.zeros_like(angles)
     wave = None

@@ -43,10 +43,14 @@ class TextCondition(nn.Module):
     def __init__(self, text_dim: int, width: int, queries: int, cond_dim: int):
         super().__init__()
         self.proj = nn.Linear(text_dim, width)
-        self.layer = nn.TransformerEncoderLayer(width, nhead=4, dim_feedforward=width * 2, dropout=0.0, batch_first=True)
+        self.layer = nn.TransformerEncoderLayer(
+            width, nhead=4, dim_feedforward=width * 2, dropout=0.0, batch_first=True
+        )
         self.queries = nn.Parameter(torch.randn(queries, width) * 0.02)
         self.pool = nn.MultiheadAttention(width, num_heads=4, batch_first=True)
-        self.out = nn.Sequential(nn.Linear(queries * width + text_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))
+        self.out = nn.Sequential(
+            nn.Linear(queries * width + text_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim)
+        )
 
     def forward(self, tokens, mask, pooled) -> Condition:
         """(condition vector B×cond_dim, token states B×L×width, padding mask B×L)."""
@@ -103,8 +107,15 @@ class ConditionalDecoder(nn.Module):
     ``seed_shape`` (height, width) and ``out_channels`` default to the image families' 4×4 seed
     and RGB; a sound family decodes 1-channel log-mel spectrograms from a wider seed (4×6 → 64×96)."""
 
-    def __init__(self, noise_dim: int, cond_dim: int, width: int, channels: list[int],
-                 seed_shape: tuple[int, int] = (4, 4), out_channels: int = 3):
+    def __init__(
+        self,
+        noise_dim: int,
+        cond_dim: int,
+        width: int,
+        channels: list[int],
+        seed_shape: tuple[int, int] = (4, 4),
+        out_channels: int = 3,
+    ):
         super().__init__()
         self.channels = channels
         self.seed_shape = (int(seed_shape[0]), int(seed_shape[1]))
@@ -153,8 +164,12 @@ def sound_config(family: str, shape: tuple[int, int, int]) -> dict:
     waveforms (``mel``, a :class:`.mel.MelImage`)."""
     from .mel import MelImage
 
-    return {"family": family, "sample_shape": list(shape), "channels": list(SOUND_CHANNELS),
-            "mel": MelImage(frames=shape[2]).model_dump()}
+    return {
+        "family": family,
+        "sample_shape": list(shape),
+        "channels": list(SOUND_CHANNELS),
+        "mel": MelImage(frames=shape[2]).model_dump(),
+    }
 
 
 def sample_shape(cfg) -> tuple[int, int, int]:
@@ -172,7 +187,9 @@ def seed_shape(shape: tuple[int, int, int], doublings: int) -> tuple[int, int]:
     _, h, w = shape
     k = 2**doublings
     if h % k or w % k or h < k or w < k:
-        raise ValueError(f"a {h}×{w} sample does not fit {doublings} doublings: both sides must be positive multiples of {k}")
+        raise ValueError(
+            f"a {h}×{w} sample does not fit {doublings} doublings: both sides must be positive multiples of {k}"
+        )
     return h // k, w // k
 
 

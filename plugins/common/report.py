@@ -54,8 +54,9 @@ def summarise(scores: Sequence, chances: Sequence[dict], attributes: Sequence[st
     return EvalReport(per_attribute, whole, n, chance, list(scores))
 
 
-def spec_reader(parse_caption: Callable[[str], Any], example: type, from_example: Callable[[Any], Any],
-                spec: type) -> Callable[[Any], Any]:
+def spec_reader(
+    parse_caption: Callable[[str], Any], example: type, from_example: Callable[[Any], Any], spec: type
+) -> Callable[[Any], Any]:
     """A function that reads a prompt as the ``spec`` a checker grades against, the prompt given as
     a caption (read by ``parse_caption``), an ``example`` of the world (a Scene, a Sound: made a
     spec by ``from_example``) or a ``spec`` already; anything else is a TypeError naming the three."""
@@ -93,8 +94,15 @@ def spread(values: Sequence[Any], world: dict[Any, float]) -> float:
     return min(h / h_world, 1.0) * len(found) / total
 
 
-def run_in_batches(pipeline, texts: Sequence[str], seeds: Sequence[int], batch_size: int, progress: bool,
-                   desc: str = "evaluating", unit: str = "image"):
+def run_in_batches(
+    pipeline,
+    texts: Sequence[str],
+    seeds: Sequence[int],
+    batch_size: int,
+    progress: bool,
+    desc: str = "evaluating",
+    unit: str = "image",
+):
     """Yield ``pipeline``'s output batch for each ``batch_size`` of ``texts`` in turn (item i
     seeded ``seeds[i]``), with a progress bar counting ``unit`` s."""
     from tqdm.auto import tqdm

@@ -67,7 +67,9 @@ class SavedModel(nn.Module):
         model = cls(cls.config_class.model_validate(json.loads((folder / CONFIG_NAME).read_text())))
         for name, part in model.weight_files().items():
             if not (folder / name).is_file():
-                raise WeightsError(f"{str(folder)!r} has no {name}, which its config.json names; copy the whole trained folder")
+                raise WeightsError(
+                    f"{str(folder)!r} has no {name}, which its config.json names; copy the whole trained folder"
+                )
             part.load_state_dict(load_file(str(folder / name)))
         return model.to(device).eval()
 

@@ -20,7 +20,10 @@ class SavedModelTrainer(Trainer):
     optimisers: ClassVar[tuple[str, ...]] = ("opt",)
 
     def state(self) -> dict:
-        return {"model": self.model.state_dict(), **{name: getattr(self, name).state_dict() for name in self.optimisers}}
+        return {
+            "model": self.model.state_dict(),
+            **{name: getattr(self, name).state_dict() for name in self.optimisers},
+        }
 
     def load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])

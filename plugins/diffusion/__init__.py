@@ -58,8 +58,12 @@ def _runtime():
 class ModelOptions(ComponentConfig):
     """Where the diffusers pipeline comes from, and where it runs."""
 
-    model: str = Field(DEFAULT_MODEL, description="diffusers pipeline folder (with model_index.json) or a hub id in the HF cache")
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field("auto", description="auto: float16 on cuda, float32 on cpu")
+    model: str = Field(
+        DEFAULT_MODEL, description="diffusers pipeline folder (with model_index.json) or a hub id in the HF cache"
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="auto: float16 on cuda, float32 on cpu"
+    )
     device: str = Field("auto", description="auto (cuda if there is one), cpu, cuda, cuda:1, mps")
     download: bool = Field(False, description="fetch from the hub when not in the cache (never when HF_HUB_OFFLINE=1)")
 
@@ -73,11 +77,17 @@ class SamplingOptions(ComponentConfig):
     width: int | None = Field(None, ge=8, le=8192, description="pixels, a multiple of 8; default: the model's")
     height: int | None = Field(None, ge=8, le=8192, description="pixels, a multiple of 8; default: the model's")
     batch_size: int = Field(1, ge=1, le=64, description="items per denoising call (padded to a fixed shape)")
-    cpu_offload: Literal["none", "model", "sequential"] = Field("none", description="diffusers' CPU offload (needs accelerate and cuda)")
+    cpu_offload: Literal["none", "model", "sequential"] = Field(
+        "none", description="diffusers' CPU offload (needs accelerate and cuda)"
+    )
     # speed options
-    attention: Literal["sdpa", "eager"] = Field("sdpa", description="torch scaled_dot_product_attention, or the plain math")
+    attention: Literal["sdpa", "eager"] = Field(
+        "sdpa", description="torch scaled_dot_product_attention, or the plain math"
+    )
     channels_last: bool = Field(False, description="UNet in channels_last memory format")
-    compile_unet: Literal["none", "default", "reduce-overhead", "max-autotune"] = Field("none", description="torch.compile mode for the UNet")
+    compile_unet: Literal["none", "default", "reduce-overhead", "max-autotune"] = Field(
+        "none", description="torch.compile mode for the UNet"
+    )
     fuse_qkv: bool = Field(False, description="fused query/key/value projections in the UNet")
 
     @field_validator("width", "height")
@@ -181,7 +191,15 @@ class SDDenoiser(_Diffusers, Generator):
     capabilities = _CAPS
     input_type = Embedding
     output_type = Latent
-    skip = ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "safety_checker", "feature_extractor", "image_encoder")
+    skip = (
+        "text_encoder",
+        "text_encoder_2",
+        "tokenizer",
+        "tokenizer_2",
+        "safety_checker",
+        "feature_extractor",
+        "image_encoder",
+    )
 
     class Config(ModelOptions, SamplingOptions):
         pass
@@ -244,7 +262,9 @@ class ShapesDiffusion(Generator):
         weights: str | None = Field(None, description="trained folder; None for the shipped default")
         scheduler: SchedulerName = Field("dpm++2m", description="sampler")
         steps: int = Field(20, ge=1, le=1000, description="denoising steps")
-        guidance_scale: float = Field(SHAPES_GUIDANCE, ge=0.0, le=20.0, description="classifier-free guidance; ≤ 1 turns it off")
+        guidance_scale: float = Field(
+            SHAPES_GUIDANCE, ge=0.0, le=20.0, description="classifier-free guidance; ≤ 1 turns it off"
+        )
         device: str = "cpu"
 
         _weights_are_trained = weights_validator("diffusion")
@@ -273,8 +293,13 @@ class ShapesDiffusion(Generator):
         check_embeddings(inputs, self.model.cfg, "diffusion model")
         dev = self.config.device
         pixels = self.model.generate(
-            inputs.tokens.to(dev), inputs.mask.to(dev), inputs.pooled.to(dev), generators,
-            steps=self.config.steps, scheduler=self.config.scheduler, guidance_scale=self.config.guidance_scale,
+            inputs.tokens.to(dev),
+            inputs.mask.to(dev),
+            inputs.pooled.to(dev),
+            generators,
+            steps=self.config.steps,
+            scheduler=self.config.scheduler,
+            guidance_scale=self.config.guidance_scale,
             progress=self.report_progress,
         )
         return Image(pixels.float().cpu())

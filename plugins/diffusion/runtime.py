@@ -45,14 +45,22 @@ def resolve_model(model: str, download: bool = False) -> Path:
         if path.is_dir() and (path / "config.json").is_file():
             family = json.loads((path / "config.json").read_text()).get("family")
             if family == "diffusion":
-                hint = " It is a trained Loom diffusion folder: use the 'diffusion' component with weights: this folder."
+                hint = (
+                    " It is a trained Loom diffusion folder: use the 'diffusion' component with weights: this folder."
+                )
             else:
                 hint = " A single model's folder is not enough: the pipeline folder holds model_index.json and one subfolder per part."
         elif path.is_file():
-            hint = (" A single-file checkpoint (.safetensors/.ckpt) must first be converted to a pipeline folder, e.g. "
-                    "diffusers' StableDiffusionPipeline.from_single_file(path).save_pretrained(folder).")
-        raise WeightsError(f"{str(path.resolve())!r} is not a diffusers pipeline folder: it holds no model_index.json.{hint}")
-    looks_like_path = model.startswith((".", "/", "~")) or model.count("/") != 1 or model.endswith((".safetensors", ".ckpt"))
+            hint = (
+                " A single-file checkpoint (.safetensors/.ckpt) must first be converted to a pipeline folder, e.g. "
+                "diffusers' StableDiffusionPipeline.from_single_file(path).save_pretrained(folder)."
+            )
+        raise WeightsError(
+            f"{str(path.resolve())!r} is not a diffusers pipeline folder: it holds no model_index.json.{hint}"
+        )
+    looks_like_path = (
+        model.startswith((".", "/", "~")) or model.count("/") != 1 or model.endswith((".safetensors", ".ckpt"))
+    )
 
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
@@ -71,8 +79,10 @@ def resolve_model(model: str, download: bool = False) -> Path:
             try:
                 return Path(DiffusionPipeline.download(model))
             except Exception as err:  # network and hub errors come in many classes
-                raise WeightsError(f"downloading {model!r} from the Hugging Face hub failed: {type(err).__name__}: "
-                                   f"{str(err).splitlines()[0] if str(err) else ''}") from None
+                raise WeightsError(
+                    f"downloading {model!r} from the Hugging Face hub failed: {type(err).__name__}: "
+                    f"{str(err).splitlines()[0] if str(err) else ''}"
+                ) from None
     why = "HF_HUB_OFFLINE=1" if _offline() else "download: false"
     raise WeightsError(
         f"diffusers model {model!r} is not on this machine: Loom looked for a folder {str(path.resolve())!r} and "
@@ -133,7 +143,9 @@ def load_pipeline(config, device: str, skip=(), sampling=None, safety_checker: b
         if importlib.util.find_spec("accelerate") is None:
             raise ConfigError(f"cpu_offload: {offload} needs the 'accelerate' package: pip install accelerate")
         if not device.startswith("cuda"):
-            raise ConfigError(f"cpu_offload: {offload} moves parts to a GPU as they run; device is {device!r} (use cuda)")
+            raise ConfigError(
+                f"cpu_offload: {offload} moves parts to a GPU as they run; device is {device!r} (use cuda)"
+            )
     variant = None
     if sampling is not None:
         variant = (sampling.attention, sampling.channels_last, sampling.compile_unet, sampling.fuse_qkv)
@@ -188,7 +200,9 @@ def speed_up(unet, sampling):
     if sampling.channels_last:
         unet.to(memory_format=torch.channels_last)
     if sampling.compile_unet != "none":
-        unet = torch.compile(unet, mode=None if sampling.compile_unet == "default" else sampling.compile_unet, fullgraph=True)
+        unet = torch.compile(
+            unet, mode=None if sampling.compile_unet == "default" else sampling.compile_unet, fullgraph=True
+        )
     return unet
 
 
@@ -203,8 +217,12 @@ def _on_step(component, steps: int):
 def _sampling_kwargs(component, generators) -> dict:
     cfg = component.config
     return dict(
-        num_inference_steps=cfg.steps, guidance_scale=cfg.guidance_scale, height=cfg.height, width=cfg.width,
-        generator=list(generators), callback_on_step_end=_on_step(component, cfg.steps),
+        num_inference_steps=cfg.steps,
+        guidance_scale=cfg.guidance_scale,
+        height=cfg.height,
+        width=cfg.width,
+        generator=list(generators),
+        callback_on_step_end=_on_step(component, cfg.steps),
     )
 
 
@@ -212,7 +230,9 @@ def text_to_image(component, pipe, prompts: list[str], generators: list) -> Imag
     """The whole pipeline on prompts; item i's initial latents come from ``generators[i]``."""
     cfg = component.config
     negative = [cfg.negative_prompt] * len(prompts) if cfg.negative_prompt else None
-    out = pipe(prompt=list(prompts), negative_prompt=negative, output_type="pt", **_sampling_kwargs(component, generators))
+    out = pipe(
+        prompt=list(prompts), negative_prompt=negative, output_type="pt", **_sampling_kwargs(component, generators)
+    )
     return Image(out.images.float().cpu())
 
 
@@ -229,13 +249,14 @@ def encode(component, pipe, prompts: list[str]) -> Embedding:
     with torch.no_grad():
         if "pooled_prompt_embeds" in inspect.signature(pipe.encode_prompt).parameters:
             tokens, negative_tokens, pooled, negative_pooled = pipe.encode_prompt(
-                prompt=list(prompts), device=device, num_images_per_prompt=1, do_classifier_free_guidance=True,
+                prompt=list(prompts),
+                device=device,
+                num_images_per_prompt=1,
+                do_classifier_free_guidance=True,
                 negative_prompt=negative,
             )
         else:
-            tokens, negative_tokens = pipe.encode_prompt(
-                list(prompts), device, 1, True, negative_prompt=negative,
-            )
+            tokens, negative_tokens = pipe.encode_prompt(list(prompts), device, 1, True, negative_prompt=negative)
             pooled = negative_pooled = None
     # The UNet attends to every one of the 77 positions (padding included), so all count as real.
     mask = torch.ones(tokens.shape[:2])
@@ -244,8 +265,13 @@ def encode(component, pipe, prompts: list[str]) -> Embedding:
         return None if t is None else t.float().cpu()
 
     return Embedding(
-        tokens=out(tokens), mask=mask, encoder=f"diffusers:{cfg.model}", pooled=out(pooled),
-        negative_tokens=out(negative_tokens), negative_mask=mask.clone(), negative_pooled=out(negative_pooled),
+        tokens=out(tokens),
+        mask=mask,
+        encoder=f"diffusers:{cfg.model}",
+        pooled=out(pooled),
+        negative_tokens=out(negative_tokens),
+        negative_mask=mask.clone(),
+        negative_pooled=out(negative_pooled),
     )
 
 
@@ -268,8 +294,12 @@ def denoise(component, pipe, emb: Embedding, generators: list) -> Latent:
     kwargs = dict(prompt_embeds=emb.tokens, negative_prompt_embeds=emb.negative_tokens if guided else None)
     if _is_xl(pipe):
         if emb.pooled is None or (guided and emb.negative_pooled is None):
-            raise InputError(f"sd-denoiser: an SDXL UNet needs pooled embeddings, and the embeddings from {emb.encoder!r} carry none")
-        kwargs.update(pooled_prompt_embeds=emb.pooled, negative_pooled_prompt_embeds=emb.negative_pooled if guided else None)
+            raise InputError(
+                f"sd-denoiser: an SDXL UNet needs pooled embeddings, and the embeddings from {emb.encoder!r} carry none"
+            )
+        kwargs.update(
+            pooled_prompt_embeds=emb.pooled, negative_pooled_prompt_embeds=emb.negative_pooled if guided else None
+        )
     device = pipe._execution_device
     kwargs = {k: None if v is None else v.to(device) for k, v in kwargs.items()}
     out = pipe(output_type="latent", **kwargs, **_sampling_kwargs(component, generators))
@@ -292,7 +322,8 @@ def load_vae(config, device: str):
             cls = getattr(diffusers, index["vae"][1])
             try:
                 with quiet_loading():
-                    _parts[key] = cls.from_pretrained(str(folder), subfolder="vae", torch_dtype=dtype, local_files_only=True
+                    _parts[key] = cls.from_pretrained(
+                        str(folder), subfolder="vae", torch_dtype=dtype, local_files_only=True
                     ).to(device)
             except (OSError, ValueError) as err:
                 raise _wrap_load_error(folder, err) from None
@@ -310,7 +341,9 @@ def decode(component, latents: Latent) -> Image:
             f"got latents of space {latents.space!r}"
         )
     if latents.tensor.shape[1] != vae.config.latent_channels:
-        raise InputError(f"sd-vae-decode: this VAE takes {vae.config.latent_channels}-channel latents, got {latents.tensor.shape[1]}")
+        raise InputError(
+            f"sd-vae-decode: this VAE takes {vae.config.latent_channels}-channel latents, got {latents.tensor.shape[1]}"
+        )
     x = latents.tensor.to(vae.device, vae.dtype)
     cfg = vae.config
     upcast = _is_xl(component.pipeline_class) and vae.dtype == torch.float16 and getattr(cfg, "force_upcast", False)

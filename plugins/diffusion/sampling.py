@@ -26,10 +26,15 @@ SCHEDULERS: dict[str, tuple[str | None, dict]] = {
     "euler-ancestral": ("EulerAncestralDiscreteScheduler", {}),
     "heun": ("HeunDiscreteScheduler", {}),
     "dpm++2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "dpm++2m-karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
+    "dpm++2m-karras": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
+    ),
     "unipc": ("UniPCMultistepScheduler", {}),
 }
-SchedulerName = Literal["default", "ddim", "ddpm", "pndm", "euler", "euler-ancestral", "heun", "dpm++2m", "dpm++2m-karras", "unipc"]
+SchedulerName = Literal[
+    "default", "ddim", "ddpm", "pndm", "euler", "euler-ancestral", "heun", "dpm++2m", "dpm++2m-karras", "unipc"
+]
 
 
 def make_scheduler(current, name: str):

@@ -81,8 +81,12 @@ def build_autoencoder(spec: dict):
 
     widths = tuple(spec["block_out_channels"])
     return AutoencoderKL(
-        in_channels=3, out_channels=3, block_out_channels=widths, latent_channels=int(spec["latent_channels"]),
-        down_block_types=("DownEncoderBlock2D",) * len(widths), up_block_types=("UpDecoderBlock2D",) * len(widths),
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=widths,
+        latent_channels=int(spec["latent_channels"]),
+        down_block_types=("DownEncoderBlock2D",) * len(widths),
+        up_block_types=("UpDecoderBlock2D",) * len(widths),
         layers_per_block=int(spec.get("layers_per_block", 1)),
         norm_num_groups=int(spec.get("norm_num_groups") or norm_groups(list(widths))),
     )
@@ -93,7 +97,9 @@ def noise_schedule(cfg: ShapesDiffusionConfig):
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(
-        num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule, prediction_type=cfg.prediction_type,
+        num_train_timesteps=cfg.num_train_timesteps,
+        beta_schedule=cfg.beta_schedule,
+        prediction_type=cfg.prediction_type,
         clip_sample=False,
     )
 
@@ -114,13 +120,20 @@ class ShapesDiffusionModel(SavedModel):
         down = ["DownBlock2D"] + ["CrossAttnDownBlock2D"] * (n - 1)
         up = ["CrossAttnUpBlock2D"] * (n - 1) + ["UpBlock2D"]
         self.unet = UNet2DConditionModel(
-            sample_size=cfg.latent_size, in_channels=cfg.channels, out_channels=cfg.channels,
-            block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
-            down_block_types=tuple(down), up_block_types=tuple(up), mid_block_type="UNetMidBlock2DCrossAttn",
-            cross_attention_dim=cfg.text_dim, attention_head_dim=cfg.attention_head_dim,
+            sample_size=cfg.latent_size,
+            in_channels=cfg.channels,
+            out_channels=cfg.channels,
+            block_out_channels=tuple(cfg.block_out_channels),
+            layers_per_block=cfg.layers_per_block,
+            down_block_types=tuple(down),
+            up_block_types=tuple(up),
+            mid_block_type="UNetMidBlock2DCrossAttn",
+            cross_attention_dim=cfg.text_dim,
+            attention_head_dim=cfg.attention_head_dim,
             norm_num_groups=cfg.norm_num_groups or min(32, *cfg.block_out_channels),
             # the pooled sentence vector joins the timestep embedding
-            class_embed_type="projection", projection_class_embeddings_input_dim=cfg.text_dim,
+            class_embed_type="projection",
+            projection_class_embeddings_input_dim=cfg.text_dim,
         )
 
     def weight_files(self) -> dict[str, nn.Module]:
@@ -150,11 +163,22 @@ class ShapesDiffusionModel(SavedModel):
         return ae.get("shift", 0.0), ae.get("scale", 1.0)
 
     def forward(self, latents, t, tokens, mask, pooled):
-        return self.unet(latents, t, encoder_hidden_states=tokens, encoder_attention_mask=mask, class_labels=pooled).sample
+        return self.unet(
+            latents, t, encoder_hidden_states=tokens, encoder_attention_mask=mask, class_labels=pooled
+        ).sample
 
     @torch.no_grad()
-    def generate(self, tokens, mask, pooled, generators, steps: int = 20, scheduler: str = "dpm++2m",
-                 guidance_scale: float | None = None, progress=None):
+    def generate(
+        self,
+        tokens,
+        mask,
+        pooled,
+        generators,
+        steps: int = 20,
+        scheduler: str = "dpm++2m",
+        guidance_scale: float | None = None,
+        progress=None,
+    ):
         """Images (B×3×64×64 in [0, 1]) for the caption embeddings; item i's noise comes from
         ``generators[i]`` alone. With ``guidance_scale`` > 1, classifier-free guidance against
         the empty condition the model was trained with (zero tokens and pooled vector); None

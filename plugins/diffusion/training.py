@@ -37,29 +37,42 @@ _MODEL = ShapesDiffusionConfig()
 class DiffusionOptions(TrainerOptions):
     batch_size: int = Field(32, ge=1, description="images per step")
     lr: float = Field(3e-4, gt=0, description="peak learning rate")
-    prediction_type: Literal["v_prediction", "epsilon"] = Field(_MODEL.prediction_type, description="what the UNet predicts")
+    prediction_type: Literal["v_prediction", "epsilon"] = Field(
+        _MODEL.prediction_type, description="what the UNet predicts"
+    )
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="decay of the exported weight average")
-    cond_dropout: float = Field(0.1, ge=0.0, le=1.0, description="share of captions replaced by the empty condition (for guidance)")
-    channels: list[int] = Field(default_factory=lambda: list(_MODEL.block_out_channels), min_length=2, description="UNet widths, one per resolution")
+    cond_dropout: float = Field(
+        0.1, ge=0.0, le=1.0, description="share of captions replaced by the empty condition (for guidance)"
+    )
+    channels: list[int] = Field(
+        default_factory=lambda: list(_MODEL.block_out_channels),
+        min_length=2,
+        description="UNet widths, one per resolution",
+    )
     attention_head_dim: int = Field(_MODEL.attention_head_dim, ge=1, description="width of each attention head")
     sample_steps: int = Field(20, ge=1, description="denoising steps for the sample grid")
     autoencoder_channels: list[int] = Field(
         default_factory=lambda: [16, 32, 64],
-        description="AutoencoderKL widths, one per resolution (n widths: latents 2^(n-1) times smaller); [] diffuses folded pixels")
+        description="AutoencoderKL widths, one per resolution (n widths: latents 2^(n-1) times smaller); [] diffuses folded pixels",
+    )
     latent_channels: int = Field(8, ge=1, description="channels of the autoencoder's latents")
     autoencoder_share: float = Field(0.35, ge=0.0, lt=1.0, description="share of the run that trains the autoencoder")
     autoencoder_lr: float = Field(3e-4, gt=0, description="peak learning rate of the autoencoder")
     kl_weight: float = Field(1e-6, ge=0.0, description="weight of the autoencoder's KL term")
     edge_weight: float = Field(20.0, ge=0.0, description="extra L1 weight of the autoencoder on pixels near an edge")
     unet_init: str | None = Field(
-        None, description="a trained diffusion model folder whose UNet (same widths and latent channels) this run's UNet "
-                          "starts from, whatever autoencoder the run has: a new autoencoder need not mean a UNet from scratch")
+        None,
+        description="a trained diffusion model folder whose UNet (same widths and latent channels) this run's UNet "
+        "starts from, whatever autoencoder the run has: a new autoencoder need not mean a UNet from scratch",
+    )
 
     @field_validator("autoencoder_channels")
     @classmethod
     def _two_widths_or_none(cls, widths: list[int]) -> list[int]:
         if len(widths) == 1:
-            raise ValueError("give at least two widths (the autoencoder halves once per extra width), or [] to diffuse folded pixels")
+            raise ValueError(
+                "give at least two widths (the autoencoder halves once per extra width), or [] to diffuse folded pixels"
+            )
         return widths
 
 
@@ -70,12 +83,23 @@ class DiffusionTrainer(Trainer):
     def __init__(self, options: DiffusionOptions, generator: torch.Generator) -> None:
         super().__init__(options, generator)
         latent = bool(options.autoencoder_channels)
-        autoencoder = {"block_out_channels": list(options.autoencoder_channels), "latent_channels": options.latent_channels,
-                       "layers_per_block": 1, "norm_num_groups": norm_groups(list(options.autoencoder_channels))} if latent else None
+        autoencoder = (
+            {
+                "block_out_channels": list(options.autoencoder_channels),
+                "latent_channels": options.latent_channels,
+                "layers_per_block": 1,
+                "norm_num_groups": norm_groups(list(options.autoencoder_channels)),
+            }
+            if latent
+            else None
+        )
         cfg = ShapesDiffusionConfig(
-            image_size=self.image_size, block_out_channels=list(options.channels),
-            attention_head_dim=options.attention_head_dim, prediction_type=options.prediction_type,
-            autoencoder=autoencoder, norm_num_groups=norm_groups(list(options.channels)) if latent else None,
+            image_size=self.image_size,
+            block_out_channels=list(options.channels),
+            attention_head_dim=options.attention_head_dim,
+            prediction_type=options.prediction_type,
+            autoencoder=autoencoder,
+            norm_num_groups=norm_groups(list(options.channels)) if latent else None,
         )
         self.model = ShapesDiffusionModel(cfg).train()
         # the EMA follows the UNet; its autoencoder is copied in when the first phase ends
@@ -97,20 +121,27 @@ class DiffusionTrainer(Trainer):
 
         folder = Path(self.options.unet_init)
         if not (folder / "config.json").is_file():
-            raise InputError(f"unet_init {str(folder)!r} is not a trained diffusion model folder (no config.json there); "
-                             "name a folder that `loom train diffusion` wrote or the shipped plugins/diffusion/weights")
+            raise InputError(
+                f"unet_init {str(folder)!r} is not a trained diffusion model folder (no config.json there); "
+                "name a folder that `loom train diffusion` wrote or the shipped plugins/diffusion/weights"
+            )
         trained = ShapesDiffusionModel.from_folder(folder)
         unet = trained.unet.state_dict()
         # the folder (the shipped default, say) may be overwritten later: keep how its UNet was made
         record = trained.cfg.training or {}
-        self.unet_from = {"folder": str(folder), **{k: record.get(k) for k in ("command", "resumed", "init_from", "seed", "steps", "minutes")}}
+        self.unet_from = {
+            "folder": str(folder),
+            **{k: record.get(k) for k in ("command", "resumed", "init_from", "seed", "steps", "minutes")},
+        }
         for model in (self.model, self.ema):
             try:
                 model.unet.load_state_dict(unet)
             except RuntimeError as err:
                 first = str(err).strip().splitlines()[0]
-                raise InputError(f"unet_init {str(folder)!r}: its UNet does not fit this run's ({first}); give the same "
-                                 "channels, attention_head_dim and latent_channels as that model") from None
+                raise InputError(
+                    f"unet_init {str(folder)!r}: its UNet does not fit this run's ({first}); give the same "
+                    "channels, attention_head_dim and latent_channels as that model"
+                ) from None
 
     def step(self, batch, progress: float) -> dict[str, float]:
         if progress < self.share:
@@ -185,8 +216,12 @@ class DiffusionTrainer(Trainer):
             e.lerp_(p, 1 - decay)
 
     def state(self) -> dict:
-        state = {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
-                 "ema_steps": self.ema_steps}
+        state = {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "opt": self.opt.state_dict(),
+            "ema_steps": self.ema_steps,
+        }
         if self.opt_ae is not None:
             state["opt_ae"] = self.opt_ae.state_dict()
             state["autoencoder"] = dict(self.model.cfg.autoencoder)

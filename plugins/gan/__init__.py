@@ -19,6 +19,7 @@ from loom.plugins.common import SoundOutput, TrainedGenerator
 
 LOOM_PLUGIN_API = "1.0"
 
+
 class GANGenerator(TrainedGenerator):
     """Samples images from a conditional GAN given text embeddings (``temperature`` scales z)."""
 

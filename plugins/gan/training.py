@@ -104,8 +104,12 @@ class GANTrainer(Trainer):
 
     def state(self) -> dict:
         return {
-            "g": self.g.state_dict(), "d": self.d.state_dict(), "g_ema": self.g_ema.state_dict(),
-            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "ema_steps": self.ema_steps,
+            "g": self.g.state_dict(),
+            "d": self.d.state_dict(),
+            "g_ema": self.g_ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "ema_steps": self.ema_steps,
         }
 
     def load_state(self, state: dict) -> None:

@@ -89,6 +89,7 @@ class PromptScore:
             "detected": [dict(d) for d in self.detected],
         }
 
+
 def _to_array(image: Any) -> np.ndarray:
     """Any image as 64×64×3 uint8."""
     if isinstance(image, Image.Image):
@@ -162,9 +163,7 @@ _FRINGE = 3  # px around a region whose blended colours may still belong to it
 _PAD = _FRINGE + 1
 
 
-def _shape_coverage(
-    shape: str, cx: float, cy: float, extent: float, ys: np.ndarray, xs: np.ndarray
-) -> np.ndarray:
+def _shape_coverage(shape: str, cx: float, cy: float, extent: float, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """Fraction of each pixel a shape covers, from the sub-pixel centres ``ys`` and ``xs``."""
     y = ys[:, None] - cy
     x = xs[None, :] - cx
@@ -292,7 +291,9 @@ def _chance(spec: PromptSpec) -> dict[str, float | None]:
 
 
 def _agreement(o: Any, r: "_Region") -> int:
-    return sum(getattr(o, a) is not None and getattr(o, a) == getattr(r, a) for a in ("colour", "shape", "position", "size"))
+    return sum(
+        getattr(o, a) is not None and getattr(o, a) == getattr(r, a) for a in ("colour", "shape", "position", "size")
+    )
 
 
 def _best_assignment(objects: list, candidates: list["_Region"]) -> list["_Region | None"]:
@@ -397,13 +398,9 @@ class ShapesEval:
         regions = _Regions(classes, imgf, bg_rgb)
         matched, used = _match_objects(spec, regions, background, bg_class)
         attributes = _verdicts(spec, matched, background)
-        extra = sum(
-            id(r) not in used for k in range(len(_PALETTE_NAMES)) if k != bg_class for r in regions(k)
-        )
+        extra = sum(id(r) not in used for k in range(len(_PALETTE_NAMES)) if k != bg_class for r in regions(k))
         correct = extra == 0 and all(v is not False for v in attributes.values())
-        detected = [{"background": background}] + [
-            r.describe() if r is not None else {} for r in matched
-        ]
+        detected = [{"background": background}] + [r.describe() if r is not None else {} for r in matched]
         return PromptScore(
             attributes=attributes,
             objects=len(spec.objects),

@@ -71,7 +71,9 @@ class ShapesWorld(ProceduralWorld):
     def training_data(self, shape, pool, seed, progress=False) -> ShapesData:
         channels, height, width = shape
         if channels != 3 or height != width:
-            raise InputError(f"Shapes trains on square RGB images; this family trains on {channels}×{height}×{width} samples")
+            raise InputError(
+                f"Shapes trains on square RGB images; this family trains on {channels}×{height}×{width} samples"
+            )
         return ShapesData(width, pool=pool or 24000, seed=seed)
 
     def is_unseen(self, prompt):
@@ -90,9 +92,13 @@ class ShapesWorld(ProceduralWorld):
     def diversity(self, pipeline, seeds, progress=True, batch_size=32) -> dict:
         """:meth:`diversity_of` the images made for :data:`DIVERSITY_PROMPTS` over ``seeds`` seeds each."""
         texts = [p for p in DIVERSITY_PROMPTS for _ in range(seeds)]
-        batches = run_in_batches(pipeline, texts, [i % seeds for i in range(len(texts))], batch_size, progress, "diversity")
+        batches = run_in_batches(
+            pipeline, texts, [i % seeds for i in range(len(texts))], batch_size, progress, "diversity"
+        )
         images = [im for out in batches for im in out.to_numpy()]
-        return self.diversity_of([images[k * seeds : (k + 1) * seeds] for k in range(len(DIVERSITY_PROMPTS))], DIVERSITY_PROMPTS)
+        return self.diversity_of(
+            [images[k * seeds : (k + 1) * seeds] for k in range(len(DIVERSITY_PROMPTS))], DIVERSITY_PROMPTS
+        )
 
     def diversity_of(self, images: list, prompts) -> dict:
         """``images[k]``: the images made for one-object ``prompts[k]`` over many seeds. Per attribute
@@ -107,11 +113,18 @@ class ShapesWorld(ProceduralWorld):
             for attribute, values in per.items():
                 if (spec.background if attribute == "background" else getattr(spec.objects[0], attribute)) is not None:
                     continue  # stated, not open
-                found = [s.detected[0]["background"] if attribute == "background" else s.detected[1].get(attribute) for s in scores]
+                found = [
+                    s.detected[0]["background"] if attribute == "background" else s.detected[1].get(attribute)
+                    for s in scores
+                ]
                 values.append(spread(found, world_distribution(attribute, spec.objects[0].colour)))
         means = {a: sum(v) / len(v) for a, v in per.items() if v}
-        return {"prompts": len(images), "seeds": len(images[0]) if images else 0, "per_attribute": means,
-                "diversity": min(means.values()) if means else None}
+        return {
+            "prompts": len(images),
+            "seeds": len(images[0]) if images else 0,
+            "per_attribute": means,
+            "diversity": min(means.values()) if means else None,
+        }
 
 
 @hookimpl

@@ -199,9 +199,7 @@ def _article(word: str) -> str:
     return ("an " if word[0] in "aeiou" else "a ") + word
 
 
-def caption_with_template(
-    scene: Scene, rng: np.random.Generator, template: int | None = None
-) -> tuple[str, int]:
+def caption_with_template(scene: Scene, rng: np.random.Generator, template: int | None = None) -> tuple[str, int]:
     """Like :func:`caption`, also returning the index of the template used.
 
     Templates are indexed within :data:`ONE_OBJECT_TEMPLATES` or :data:`TWO_OBJECT_TEMPLATES`
@@ -254,8 +252,10 @@ _NO_SHAPE_WORDS = ("shape", "thing", "object", "one")
 
 def _everyday_positions() -> dict[str, tuple[str, ...]]:
     where = ("of the picture", "of the image")
-    out = {name: phrases + tuple(f"{p} {w}" for p in phrases[:1] for w in where)
-           for name, phrases in POSITION_PHRASES.items()}
+    out = {
+        name: phrases + tuple(f"{p} {w}" for p in phrases[:1] for w in where)
+        for name, phrases in POSITION_PHRASES.items()
+    }
     for v, alt in (("top", "upper"), ("bottom", "lower")):
         for h in ("left", "right"):
             out[f"{v} {h}"] += (f"in the {alt} {h}", f"{v} {h}", f"in the {v}-{h} corner")
@@ -268,8 +268,17 @@ EVERYDAY_POSITION_PHRASES = _everyday_positions()
 # Sentence frames around the whole description. Evaluation uses frames of its own, so the
 # underspecified split also measures phrasings no model trained on.
 TRAINING_FRAMES: tuple[str, ...] = (
-    "{}", "{}", "{}", "a picture of {}", "an image of {}", "there is {}", "draw {}", "{} please",
-    "show me {}", "i want {}", "{}.",
+    "{}",
+    "{}",
+    "{}",
+    "a picture of {}",
+    "an image of {}",
+    "there is {}",
+    "draw {}",
+    "{} please",
+    "show me {}",
+    "i want {}",
+    "{}.",
 )
 EVALUATION_FRAMES: tuple[str, ...] = ("{}", "could you make {}", "generate {}", "{}, thanks", "i would like {}")
 _JOINERS = (" and ", "; ", " next to ", " beside ", ", and ", " plus ")
@@ -302,9 +311,15 @@ def _object_phrase(o: ShapeSpec, stated: set[str], rng: np.random.Generator, alo
 def _with_background(text: str, background: str, closing: bool, rng: np.random.Generator) -> str:
     a_bg = _article(_pick(rng, _COLOUR_SYNONYMS.get(background, (background,))))
     bg = a_bg.split(" ", 1)[1]
-    forms = [f"{text} on {a_bg} background", f"{text} against {a_bg} backdrop", f"{text}, {bg} background",
-             f"{text} on a background of {bg}", f"{text}; the background is {bg}", f"{a_bg} background with {text}",
-             f"on {a_bg} background, {text}"]
+    forms = [
+        f"{text} on {a_bg} background",
+        f"{text} against {a_bg} backdrop",
+        f"{text}, {bg} background",
+        f"{text} on a background of {bg}",
+        f"{text}; the background is {bg}",
+        f"{a_bg} background with {text}",
+        f"on {a_bg} background, {text}",
+    ]
     if closing:  # a bare closing colour is read as the background only at the very end
         forms.append(f"{text} on {bg}")
     return _pick(rng, forms)
@@ -330,7 +345,13 @@ def describe(
 
 def _stated_by_rates(rng: np.random.Generator) -> set[str]:
     u = rng.random()
-    core = {"colour"} if u < ONLY_COLOUR_RATE else {"shape"} if u < ONLY_COLOUR_RATE + ONLY_SHAPE_RATE else {"colour", "shape"}
+    core = (
+        {"colour"}
+        if u < ONLY_COLOUR_RATE
+        else {"shape"}
+        if u < ONLY_COLOUR_RATE + ONLY_SHAPE_RATE
+        else {"colour", "shape"}
+    )
     return core | {a for a in ("size", "position") if rng.random() < STATE_RATES[a]}
 
 
@@ -469,6 +490,7 @@ def parse_caption(text: str) -> PromptSpec:
 # Rendering
 # --------------------------------------------------------------------------------------------
 
+
 def _supersample(size: int) -> int:
     # 4× anti-aliases small images well; past 128 px a pixel is small enough that 2× looks the
     # same and keeps a 256 px render from costing a 1024² canvas.
@@ -540,10 +562,7 @@ class ShapesDataset(SeededDataset[ShapesItem]):
         self.two_object_prob = float(two_object_prob)
 
     def __repr__(self) -> str:
-        return (
-            f"ShapesDataset(seed={self.seed}, size={self.size}, "
-            f"two_object_prob={self.two_object_prob})"
-        )
+        return f"ShapesDataset(seed={self.seed}, size={self.size}, two_object_prob={self.two_object_prob})"
 
     def item(self, i: int) -> ShapesItem:
         if i < 0:
@@ -552,7 +571,6 @@ class ShapesDataset(SeededDataset[ShapesItem]):
         scene = sample_scene(rng, self.two_object_prob)
         text = caption(scene, rng)
         return ShapesItem(render(scene, self.size, rng), text, scene)
-
 
 
 # A tag in the seed key keeps evaluation prompts out of every ShapesDataset stream, whose keys
@@ -614,9 +632,7 @@ def _two_object_stated(rng: np.random.Generator) -> set[str]:
     return {"colour", "shape", "position", "size"} - {_pick(rng, ("colour", "shape", "position", "size"))}
 
 
-def sample_underspecified_prompts(
-    n: int, seed: int = 1234, combinations: str = "any"
-) -> list[tuple[str, Scene]]:
+def sample_underspecified_prompts(n: int, seed: int = 1234, combinations: str = "any") -> list[tuple[str, Scene]]:
     """``n`` (caption, scene) pairs that each leave attributes unsaid (:data:`UNDERSPECIFIED_KINDS`,
     phrased with :data:`EVALUATION_FRAMES`), from a stream of their own; the scene is the one the
     caption was written from, so a ground-truth render shows one answer among those allowed.

@@ -51,9 +51,7 @@ _BUZZ_HARMONICS = 0.25
 _HISS_SPREAD = 0.16
 _MOTION_OCT = 0.5
 #: Pitch boundaries: halfway, in octaves, between neighbouring pitch centres.
-PITCH_BOUNDS: tuple[float, ...] = tuple(
-    math.sqrt(PITCH_HZ[a] * PITCH_HZ[b]) for a, b in zip(PITCHES, PITCHES[1:])
-)
+PITCH_BOUNDS: tuple[float, ...] = tuple(math.sqrt(PITCH_HZ[a] * PITCH_HZ[b]) for a, b in zip(PITCHES, PITCHES[1:]))
 
 
 @dataclass
@@ -68,6 +66,7 @@ class PromptScore:
 
     def to_dict(self) -> dict[str, Any]:
         return {"attributes": dict(self.attributes), "correct": self.correct, "detected": self.detected}
+
 
 # -- reading clips --------------------------------------------------------------------------------
 
@@ -144,7 +143,11 @@ class _Spectra:
     def __init__(self, x: np.ndarray, times: np.ndarray):
         padded = np.pad(x, _FRAME // 2)
         starts = np.clip(np.round(times * ANALYSIS_RATE).astype(int), 0, max(len(padded) - _FRAME, 0))
-        frames = padded[starts[:, None] + np.arange(_FRAME)[None, :]] if len(padded) >= _FRAME else np.zeros((len(times), _FRAME))
+        frames = (
+            padded[starts[:, None] + np.arange(_FRAME)[None, :]]
+            if len(padded) >= _FRAME
+            else np.zeros((len(times), _FRAME))
+        )
         self.power = (np.abs(np.fft.rfft(frames * self.window, axis=1)) ** 2)[:, self.band]
         # cumulative power over bins, so the power between two frequencies is one subtraction
         self.cumulative = np.concatenate([np.zeros((len(self.power), 1)), np.cumsum(self.power, axis=1)], axis=1)
@@ -202,14 +205,16 @@ def analyse(clip: Any, sample_rate: int = ANALYSIS_RATE) -> dict[str, Any]:
             times = np.arange(middle - 1, middle + 2) * step
         log2f, spread, harmonic = _Spectra(x, times).features()
         slope = float(np.polyfit(times, log2f, 1)[0])
-        beeps.append({
-            "start": round(start, 3),
-            "seconds": round(end - start, 3),
-            "hz": float(2 ** np.median(log2f)),
-            "harmonic_ratio": float(np.median(harmonic)),
-            "spread": float(np.median(spread)),
-            "glide": slope * (end - start),
-        })
+        beeps.append(
+            {
+                "start": round(start, 3),
+                "seconds": round(end - start, 3),
+                "hz": float(2 ** np.median(log2f)),
+                "harmonic_ratio": float(np.median(harmonic)),
+                "spread": float(np.median(spread)),
+                "glide": slope * (end - start),
+            }
+        )
     hz = float(2 ** np.median([math.log2(b["hz"]) for b in beeps]))
     harmonic = float(np.median([b["harmonic_ratio"] for b in beeps]))
     spread = float(np.median([b["spread"] for b in beeps]))
@@ -222,8 +227,14 @@ def analyse(clip: Any, sample_rate: int = ANALYSIS_RATE) -> dict[str, Any]:
         timbre = "tone"
     motion = "rising" if glide > _MOTION_OCT else "falling" if glide < -_MOTION_OCT else "steady"
     rounded = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in b.items()} for b in beeps]
-    return {"pitch": _classify_pitch(hz), "timbre": timbre, "count": len(beeps), "motion": motion,
-            "hz": round(hz, 1), "beeps": rounded}
+    return {
+        "pitch": _classify_pitch(hz),
+        "timbre": timbre,
+        "count": len(beeps),
+        "motion": motion,
+        "hz": round(hz, 1),
+        "beeps": rounded,
+    }
 
 
 _as_spec = spec_reader(parse_caption, Sound, PartialSound.from_sound, PartialSound)
@@ -253,7 +264,9 @@ class SoundsEval:
         correct = all(v is not False for v in attributes.values())
         return PromptScore(attributes, correct, found)
 
-    def evaluate_many(self, clips: Sequence[Any], prompts: Sequence[Any], sample_rate: int = ANALYSIS_RATE) -> EvalReport:
+    def evaluate_many(
+        self, clips: Sequence[Any], prompts: Sequence[Any], sample_rate: int = ANALYSIS_RATE
+    ) -> EvalReport:
         """Score each clip against its prompt. ``clips``: a list, an N×T array, or an Audio batch."""
         if hasattr(clips, "waveforms") and hasattr(clips, "sample_rate"):
             sample_rate = clips.sample_rate
@@ -322,10 +335,13 @@ def diversity(detections: Sequence[Sequence[Any]], prompts: Sequence[Any]) -> Di
     for found, prompt in zip(detections, prompts):
         spec = _as_spec(prompt)
         found = [getattr(d, "detected", d) for d in found]
-        per_prompt.append({
-            a: spread([d.get(a) if d.get(a) in DISTRIBUTION[a] else None for d in found], DISTRIBUTION[a])
-            for a in ATTRIBUTES if getattr(spec, a) is None
-        })
+        per_prompt.append(
+            {
+                a: spread([d.get(a) if d.get(a) in DISTRIBUTION[a] else None for d in found], DISTRIBUTION[a])
+                for a in ATTRIBUTES
+                if getattr(spec, a) is None
+            }
+        )
     per_attribute: dict[str, float | None] = {}
     for a in ATTRIBUTES:
         values = [p[a] for p in per_prompt if a in p]
@@ -337,6 +353,15 @@ def diversity(detections: Sequence[Sequence[Any]], prompts: Sequence[Any]) -> Di
 
 
 __all__ = [
-    "ANALYSIS_RATE", "ATTRIBUTES", "DIVERSITY_PROMPTS", "DiversityReport", "EvalReport", "PITCH_BOUNDS",
-    "PromptScore", "SoundsEval", "analyse", "diversity", "to_mono",
+    "ANALYSIS_RATE",
+    "ATTRIBUTES",
+    "DIVERSITY_PROMPTS",
+    "DiversityReport",
+    "EvalReport",
+    "PITCH_BOUNDS",
+    "PromptScore",
+    "SoundsEval",
+    "analyse",
+    "diversity",
+    "to_mono",
 ]

@@ -115,9 +115,12 @@ class SoundsWorld(ProceduralWorld):
         clips, rate = _clips(pipeline, texts, [i % seeds for i in range(len(texts))], 16, progress, "diversity")
         per_prompt = [clips[k * seeds : (k + 1) * seeds] for k in range(len(DIVERSITY_PROMPTS))]
         div = SoundsEval().diversity(per_prompt, DIVERSITY_PROMPTS, rate)
-        return {"prompts": len(DIVERSITY_PROMPTS), "seeds": seeds,
-                "per_attribute": {a: v for a, v in div.per_attribute.items() if v is not None},
-                "diversity": div.overall}
+        return {
+            "prompts": len(DIVERSITY_PROMPTS),
+            "seeds": seeds,
+            "per_attribute": {a: v for a, v in div.per_attribute.items() if v is not None},
+            "diversity": div.overall,
+        }
 
 
 @hookimpl

@@ -150,7 +150,11 @@ COUNT_DETERMINERS: dict[int, tuple[str, ...]] = {1: ("one", "a single"), 2: ("tw
 #: "beeping twice".
 COUNT_TIMES: dict[int, tuple[str, ...]] = {1: ("once",), 2: ("twice", "two times"), 3: ("three times", "thrice")}
 #: "3 beeps", "three beeps".
-COUNT_BEEPS: dict[int, tuple[str, ...]] = {1: ("1 beep", "one beep"), 2: ("2 beeps", "two beeps"), 3: ("3 beeps", "three beeps")}
+COUNT_BEEPS: dict[int, tuple[str, ...]] = {
+    1: ("1 beep", "one beep"),
+    2: ("2 beeps", "two beeps"),
+    3: ("3 beeps", "three beeps"),
+}
 MOTION_ADJECTIVES: dict[str, tuple[str, ...]] = {
     "steady": ("steady", "flat", "level"),
     "rising": ("rising", "upward", "ascending"),
@@ -236,7 +240,10 @@ _EVERYDAY_TIMBRE_NOUNS: dict[str, tuple[tuple[str, str], ...]] = {
 _PLAIN_NOUNS = (("beep", "beeps"), ("sound", "sounds"), ("blip", "blips"), ("bleep", "bleeps"))
 #: Uncountable forms, used only when the count is left open ("low buzzing").
 _MASS_NOUNS: dict[str | None, tuple[str, ...]] = {
-    "tone": ("sine",), "buzz": ("buzzing",), "hiss": ("hissing", "noise"), None: ("beeping",),
+    "tone": ("sine",),
+    "buzz": ("buzzing",),
+    "hiss": ("hissing", "noise"),
+    None: ("beeping",),
 }
 _EVERYDAY_MOTION_ADJECTIVES = {
     "steady": MOTION_ADJECTIVES["steady"] + ("constant",),
@@ -288,7 +295,7 @@ def _keywords(sound: Sound, stated: set[str], rng: np.random.Generator) -> str:
 
 
 def _noun_phrase(sound: Sound, stated: set[str], rng: np.random.Generator) -> str:
-    """"[count] [adjectives] noun [phrases]": "two deep rising buzzes", "a hiss, pitched high, twice"."""
+    """ "[count] [adjectives] noun [phrases]": "two deep rising buzzes", "a hiss, pitched high, twice"."""
     before, after = [], []
     if "pitch" in stated:
         if rng.random() < 0.65:
@@ -340,19 +347,14 @@ def _noun_phrase(sound: Sound, stated: set[str], rng: np.random.Generator) -> st
 
 
 def describe(
-    sound: Sound,
-    stated: "set[str] | Sequence[str]",
-    rng: np.random.Generator,
-    frames: Sequence[str] = TRAINING_FRAMES,
+    sound: Sound, stated: "set[str] | Sequence[str]", rng: np.random.Generator, frames: Sequence[str] = TRAINING_FRAMES
 ) -> str:
     """An everyday caption of ``sound`` stating exactly the attributes in ``stated`` (some of
     "pitch", "timbre", "count", "motion"; at least one), inside one of ``frames``."""
     stated = set(stated)
     unknown = stated - set(_ATTRIBUTES)
     if unknown or not stated:
-        raise ValueError(
-            f"describe states some of {', '.join(_ATTRIBUTES)} (at least one), got {sorted(stated)!r}"
-        )
+        raise ValueError(f"describe states some of {', '.join(_ATTRIBUTES)} (at least one), got {sorted(stated)!r}")
     keywords = len(stated) > 1 and rng.random() < 0.2  # a lone keyword ("deep") is no prompt
     text = _keywords(sound, stated, rng) if keywords else _noun_phrase(sound, stated, rng)
     frame = _pick(rng, frames)
@@ -405,16 +407,36 @@ class PartialSound:
         return Sound(self.pitch, self.timbre, self.count, self.motion)
 
 
-_PITCH_WORDS = {"low": "low", "deep": "low", "medium": "medium", "mid": "medium", "middle": "medium",
-                "high": "high", "shrill": "high"}
+_PITCH_WORDS = {
+    "low": "low",
+    "deep": "low",
+    "medium": "medium",
+    "mid": "medium",
+    "middle": "medium",
+    "high": "high",
+    "shrill": "high",
+}
 # In order of precedence: "buzzing tone" is a buzz, "hissing tone" a hiss.
 _TIMBRE_WORDS = (
     ("buzz", ("buzz", "buzzes", "buzzer", "buzzers", "buzzing", "buzzy")),
     ("hiss", ("hiss", "hisses", "hissing", "hissy", "noise", "noises", "noisy")),
     ("tone", ("tone", "tones", "sine", "pure", "whistle", "whistles")),
 )
-_COUNT_WORDS = {"1": 1, "one": 1, "single": 1, "once": 1, "2": 2, "two": 2, "twice": 2, "pair": 2, "double": 2,
-                "3": 3, "three": 3, "thrice": 3, "triple": 3}
+_COUNT_WORDS = {
+    "1": 1,
+    "one": 1,
+    "single": 1,
+    "once": 1,
+    "2": 2,
+    "two": 2,
+    "twice": 2,
+    "pair": 2,
+    "double": 2,
+    "3": 3,
+    "three": 3,
+    "thrice": 3,
+    "triple": 3,
+}
 _MOTION_WORDS = {
     "steady": "steady", "flat": "steady", "level": "steady", "constant": "steady", "holding": "steady",
     "rising": "rising", "rises": "rising", "up": "rising", "upward": "rising", "upwards": "rising", "ascending": "rising",
@@ -569,10 +591,7 @@ _SYNTHS = {"tone": _tone, "buzz": _buzz, "hiss": _hiss}
 
 
 def render(
-    sound: Sound,
-    sample_rate: int = SAMPLE_RATE,
-    rng: np.random.Generator | None = None,
-    duration: float = DURATION,
+    sound: Sound, sample_rate: int = SAMPLE_RATE, rng: np.random.Generator | None = None, duration: float = DURATION
 ) -> np.ndarray:
     """``sound`` as a mono float32 waveform of ``duration`` seconds, peak at the layout's amplitude.
 
@@ -645,7 +664,6 @@ class SoundsDataset(SeededDataset[SoundsItem]):
             sound = sample_sound(rng)
             text = caption(sound, rng)
         return SoundsItem(render(sound, self.sample_rate, rng, self.duration), text, sound, self.sample_rate)
-
 
 
 # Tags in the seed keys keep the dataset's items, the evaluation prompts and the underspecified
@@ -729,12 +747,53 @@ def complete_prompt(text: str, rng: np.random.Generator) -> str:
 
 
 __all__: Sequence[str] = (
-    "AMPLITUDE", "BEEP_SECONDS", "Beep", "COMBINATIONS", "COUNTS", "COUNT_BEEPS", "COUNT_DETERMINERS", "COUNT_TIMES",
-    "DISTRIBUTION", "DURATION", "EVALUATION_FRAMES", "FULL_CAPTION_SHARE", "GAP_SECONDS", "GLIDE", "HELD_OUT",
-    "HISS_BAND", "Layout", "MOTIONS", "MOTION_ADJECTIVES", "MOTION_PHRASES", "PITCHES", "PITCH_HZ", "PITCH_JITTER",
-    "PITCH_WORDS", "PartialSound", "SAMPLE_RATE", "STATE_RATES", "Sound", "SoundsDataset", "SoundsItem", "TEMPLATES",
-    "TIMBRES", "TIMBRE_WORDS", "TRAINING_FRAMES", "UNDERSPECIFIED_KINDS", "caption", "caption_with_template",
-    "complete_prompt", "complete_sound",
-    "describe", "everyday_caption", "is_held_out", "layout", "parse_caption", "render", "sample_prompts",
-    "sample_sound", "sample_training_sound", "sample_underspecified_prompts",
+    "AMPLITUDE",
+    "BEEP_SECONDS",
+    "Beep",
+    "COMBINATIONS",
+    "COUNTS",
+    "COUNT_BEEPS",
+    "COUNT_DETERMINERS",
+    "COUNT_TIMES",
+    "DISTRIBUTION",
+    "DURATION",
+    "EVALUATION_FRAMES",
+    "FULL_CAPTION_SHARE",
+    "GAP_SECONDS",
+    "GLIDE",
+    "HELD_OUT",
+    "HISS_BAND",
+    "Layout",
+    "MOTIONS",
+    "MOTION_ADJECTIVES",
+    "MOTION_PHRASES",
+    "PITCHES",
+    "PITCH_HZ",
+    "PITCH_JITTER",
+    "PITCH_WORDS",
+    "PartialSound",
+    "SAMPLE_RATE",
+    "STATE_RATES",
+    "Sound",
+    "SoundsDataset",
+    "SoundsItem",
+    "TEMPLATES",
+    "TIMBRES",
+    "TIMBRE_WORDS",
+    "TRAINING_FRAMES",
+    "UNDERSPECIFIED_KINDS",
+    "caption",
+    "caption_with_template",
+    "complete_prompt",
+    "complete_sound",
+    "describe",
+    "everyday_caption",
+    "is_held_out",
+    "layout",
+    "parse_caption",
+    "render",
+    "sample_prompts",
+    "sample_sound",
+    "sample_training_sound",
+    "sample_underspecified_prompts",
 )

@@ -21,16 +21,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from loom.core import (
-    Audio,
-    Capabilities,
-    ComponentConfig,
-    Embedding,
-    Encoder,
-    InputError,
-    Text,
-    hookimpl,
-)
+from loom.core import Audio, Capabilities, ComponentConfig, Embedding, Encoder, InputError, Text, hookimpl
 from loom.plugins.common import check_folder as check_trained_folder
 from loom.plugins.common import weights_validator
 
@@ -73,9 +64,12 @@ class SpokenPrompt(Encoder):
 
         from .model import Recogniser
 
-        self.recogniser = Recogniser.from_folder(check_folder(self.config.weights or DEFAULT_WEIGHTS), self.config.device)
-        self.text_encoder = TextEncoder(model=self.config.text_model, max_length=self.config.max_length,
-                                        device=self.config.device).load()
+        self.recogniser = Recogniser.from_folder(
+            check_folder(self.config.weights or DEFAULT_WEIGHTS), self.config.device
+        )
+        self.text_encoder = TextEncoder(
+            model=self.config.text_model, max_length=self.config.max_length, device=self.config.device
+        ).load()
 
     def save_weights(self, folder: "str | Path") -> Path:
         return self.recogniser.save(folder)

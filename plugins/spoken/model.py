@@ -48,7 +48,9 @@ class Recogniser(SavedModel):
 
         cfg = self.cfg
         if "_mel" not in self.__dict__:  # kept out of the state dict: it holds no learned weights
-            mel = torchaudio.transforms.MelSpectrogram(SAMPLE_RATE, n_fft=cfg.n_fft, hop_length=cfg.hop, n_mels=cfg.n_mels)
+            mel = torchaudio.transforms.MelSpectrogram(
+                SAMPLE_RATE, n_fft=cfg.n_fft, hop_length=cfg.hop, n_mels=cfg.n_mels
+            )
             object.__setattr__(self, "_mel", mel.to(waveforms.device))
         mel = torch.log(self.__dict__["_mel"](waveforms) + 1e-6)
         return normalise(mel)

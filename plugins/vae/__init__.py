@@ -16,6 +16,7 @@ from loom.plugins.common import SoundOutput, TrainedGenerator
 
 LOOM_PLUGIN_API = "1.0"
 
+
 class VAEGenerator(TrainedGenerator):
     """Samples images from a conditional VAE given text embeddings (``temperature`` scales z)."""
 

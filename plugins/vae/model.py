@@ -94,5 +94,7 @@ class ConditionalVAE(SavedModel):
         z = noise * temperature
         if self.cfg.latent_mean is not None:
             chol = torch.tensor(self.cfg.latent_chol, dtype=z.dtype, device=z.device)
-            z = torch.tensor(self.cfg.latent_mean, dtype=z.dtype, device=z.device) + self.cfg.latent_spread * (z @ chol.T)
+            z = torch.tensor(self.cfg.latent_mean, dtype=z.dtype, device=z.device) + self.cfg.latent_spread * (
+                z @ chol.T
+            )
         return self.decode(z, self.condition(tokens, mask, pooled))

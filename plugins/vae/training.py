@@ -24,7 +24,9 @@ class VAEOptions(TrainerOptions):
     )
     latent_dim: int = Field(_MODEL.latent_dim, ge=1, description="size of the latent z")
     recon_sigma: float = Field(
-        _MODEL.recon_sigma, gt=0, description="σ of the Gaussian likelihood: larger weighs the KL term more against reconstruction"
+        _MODEL.recon_sigma,
+        gt=0,
+        description="σ of the Gaussian likelihood: larger weighs the KL term more against reconstruction",
     )
 
 
@@ -39,7 +41,9 @@ class VAETrainer(SavedModelTrainer):
 
     def model_config(self, options: VAEOptions) -> VAEConfig:
         return VAEConfig(
-            prior_weight=options.prior_weight, prior_samples=options.prior_samples, latent_dim=options.latent_dim,
+            prior_weight=options.prior_weight,
+            prior_samples=options.prior_samples,
+            latent_dim=options.latent_dim,
             recon_sigma=options.recon_sigma,
             image_size=self.image_size,
         )
@@ -92,8 +96,11 @@ class VAESoundTrainer(VAETrainer):
 
     def model_config(self, options: VAESoundOptions) -> VAEConfig:
         return VAEConfig(
-            **sound_config(self.family, self.shape()), prior_weight=options.prior_weight, latent_dim=options.latent_dim,
-            recon_sigma=options.recon_sigma, latent_spread=options.latent_spread,
+            **sound_config(self.family, self.shape()),
+            prior_weight=options.prior_weight,
+            latent_dim=options.latent_dim,
+            recon_sigma=options.recon_sigma,
+            latent_spread=options.latent_spread,
         )
 
     def step(self, batch, progress: float) -> dict[str, float]:
@@ -106,8 +113,10 @@ class VAESoundTrainer(VAETrainer):
             self.latent_stats = {"mean": mean, "second": second}
         else:
             d = self.STATS_DECAY
-            self.latent_stats = {"mean": d * self.latent_stats["mean"] + (1 - d) * mean,
-                                 "second": d * self.latent_stats["second"] + (1 - d) * second}
+            self.latent_stats = {
+                "mean": d * self.latent_stats["mean"] + (1 - d) * mean,
+                "second": d * self.latent_stats["second"] + (1 - d) * second,
+            }
         return losses
 
     def state(self) -> dict:

@@ -34,6 +34,14 @@ from .checks import (
 )
 
 __all__ = [
-    "CHECKS", "EXAMPLE_ENCODER", "EXAMPLE_TEXT_DIM", "CheckResult", "ConformanceError", "Report",
-    "check_component", "check_plugin", "conformance_tests", "example_inputs",
+    "CHECKS",
+    "EXAMPLE_ENCODER",
+    "EXAMPLE_TEXT_DIM",
+    "CheckResult",
+    "ConformanceError",
+    "Report",
+    "check_component",
+    "check_plugin",
+    "conformance_tests",
+    "example_inputs",
 ]

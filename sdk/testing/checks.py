@@ -108,7 +108,9 @@ class Report:
         if self.failures:
             raise ConformanceError("\n".join(str(r) for r in self.failures))
         if not self.ok:
-            raise ConformanceError(f"no conformance check ran: {'; '.join(str(r) for r in self.skipped) or 'none selected'}")
+            raise ConformanceError(
+                f"no conformance check ran: {'; '.join(str(r) for r in self.skipped) or 'none selected'}"
+            )
         return self
 
     def __str__(self) -> str:
@@ -130,7 +132,12 @@ def example_inputs(data_type: type[Data], count: int, seed: int = 0) -> Data:
     import torch
 
     if issubclass(data_type, Text):
-        return Text([EXAMPLE_PROMPTS[i % len(EXAMPLE_PROMPTS)] + ("" if i < len(EXAMPLE_PROMPTS) else f" {i}") for i in range(count)])
+        return Text(
+            [
+                EXAMPLE_PROMPTS[i % len(EXAMPLE_PROMPTS)] + ("" if i < len(EXAMPLE_PROMPTS) else f" {i}")
+                for i in range(count)
+            ]
+        )
     gens = [torch.Generator().manual_seed(seed * 1000 + i) for i in range(count)]
     if issubclass(data_type, Embedding):
         length = 6
@@ -154,11 +161,15 @@ def malformed_inputs(good: Data) -> tuple[Data, str] | None:
     if isinstance(good, Embedding):
         pad = torch.zeros(*good.tokens.shape[:-1], 3)
         pooled = None if good.pooled is None else torch.cat([good.pooled, torch.zeros(len(good), 3)], dim=1)
-        return Embedding(torch.cat([good.tokens, pad], dim=-1), good.mask, good.encoder, pooled), "embeddings 3 wider than usual"
+        return Embedding(
+            torch.cat([good.tokens, pad], dim=-1), good.mask, good.encoder, pooled
+        ), "embeddings 3 wider than usual"
     if isinstance(good, Image):
         return Image(torch.cat([good.pixels, good.pixels[:, :1]], dim=1)), "images with 4 channels"
     if isinstance(good, Latent):
-        return Latent(torch.cat([good.tensor, good.tensor[:, :1]], dim=1), good.space), "latents with one channel too many"
+        return Latent(
+            torch.cat([good.tensor, good.tensor[:, :1]], dim=1), good.space
+        ), "latents with one channel too many"
     if isinstance(good, Audio):
         return Audio(good.waveforms[:, 0], good.sample_rate), "waveforms without a channel axis"
     return None
@@ -166,6 +177,7 @@ def malformed_inputs(good: Data) -> tuple[Data, str] | None:
 
 def layout_problem(data: Data) -> str | None:
     """What is wrong with a batch's layout (shapes, dtypes, ranges), or None."""
+
     def tensor(t):
         return hasattr(t, "shape") and hasattr(t, "dtype")
 
@@ -176,7 +188,11 @@ def layout_problem(data: Data) -> str | None:
             return f"Embedding.tokens must be a float B×L×D tensor, got shape {getattr(data.tokens, 'shape', None)}"
         if not tensor(data.mask) or tuple(data.mask.shape) != tuple(data.tokens.shape[:2]):
             return f"Embedding.mask must be B×L {tuple(data.tokens.shape[:2])}, got {getattr(data.mask, 'shape', None)}"
-        if data.pooled is not None and (not tensor(data.pooled) or tuple(data.pooled.shape) != (len(data), data.pooled.shape[-1]) or data.pooled.ndim != 2):
+        if data.pooled is not None and (
+            not tensor(data.pooled)
+            or tuple(data.pooled.shape) != (len(data), data.pooled.shape[-1])
+            or data.pooled.ndim != 2
+        ):
             return f"Embedding.pooled must be B×D or None, got shape {getattr(data.pooled, 'shape', None)}"
         if not isinstance(data.encoder, str) or not data.encoder:
             return "Embedding.encoder must name the encoder that made it"
@@ -201,7 +217,9 @@ def layout_problem(data: Data) -> str | None:
             return f"Audio.sample_rate must be a positive int, got {data.sample_rate!r}"
         if data.lengths is not None:
             if len(data.lengths) != len(data) or any(not 0 <= n <= w.shape[-1] for n in data.lengths):
-                return f"Audio.lengths must hold one length per item, each at most T = {w.shape[-1]}, got {data.lengths}"
+                return (
+                    f"Audio.lengths must hold one length per item, each at most T = {w.shape[-1]}, got {data.lengths}"
+                )
             for i, n in enumerate(data.lengths):
                 tail = w[i, :, n:]
                 if tail.numel() and float(tail.abs().max()) > 0:
@@ -234,8 +252,14 @@ class Subject:
     """One component class under test, with the config and inputs to test it on. The loaded
     component is shared by the checks that only call it, so weights load once per run."""
 
-    def __init__(self, cls: type[Component], name: str | None = None, config: dict | None = None,
-                 inputs: "Data | Callable[[int], Data] | None" = None, plugin: Any = None):
+    def __init__(
+        self,
+        cls: type[Component],
+        name: str | None = None,
+        config: dict | None = None,
+        inputs: "Data | Callable[[int], Data] | None" = None,
+        plugin: Any = None,
+    ):
         self.cls = cls
         self.name = name or cls.__name__
         self.config = dict(config or {})
@@ -318,8 +342,12 @@ def check(name: str, contract: str, calls: bool = True):
     return add
 
 
-@check("config_defaults", "Config is a pydantic ComponentConfig whose default values pass its own validation, "
-       "and the component builds from them (plus the options the test gives)", calls=False)
+@check(
+    "config_defaults",
+    "Config is a pydantic ComponentConfig whose default values pass its own validation, "
+    "and the component builds from them (plus the options the test gives)",
+    calls=False,
+)
 def check_config_defaults(s: Subject) -> None:
     from pydantic import BaseModel, ValidationError
 
@@ -327,18 +355,24 @@ def check_config_defaults(s: Subject) -> None:
     if not (isinstance(config_cls, type) and issubclass(config_cls, BaseModel)):
         raise Failed(f"its Config is {config_cls!r}, not a pydantic model")
     if not issubclass(config_cls, ComponentConfig):
-        raise Failed(f"its Config {config_cls.__name__} subclasses BaseModel but not loom.core.ComponentConfig (which rejects unknown options)")
+        raise Failed(
+            f"its Config {config_cls.__name__} subclasses BaseModel but not loom.core.ComponentConfig (which rejects unknown options)"
+        )
     values = {}
     for name, f in config_cls.model_fields.items():
         if f.is_required():
             if name not in s.config:
-                raise Failed(f"option {name!r} has no default and the test gave none (pass config={{{name!r}: ...}} to the kit)")
+                raise Failed(
+                    f"option {name!r} has no default and the test gave none (pass config={{{name!r}: ...}} to the kit)"
+                )
             continue
         values[name] = f.get_default(call_default_factory=True)
     try:
         config_cls.model_validate({**values, **s.config})
     except ValidationError as err:
-        raise Failed(f"its default config does not pass its own validation: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}") from None
+        raise Failed(
+            f"its default config does not pass its own validation: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}"
+        ) from None
     try:
         s.build()
     except Exception as err:
@@ -370,8 +404,12 @@ def bad_values(field_info) -> list[tuple[Any, str]]:
     return found
 
 
-@check("config_rejects_bad_values", "building the component with an unknown option, or with a value outside an "
-       "option's type, bounds or choices, raises loom.core.ConfigError", calls=False)
+@check(
+    "config_rejects_bad_values",
+    "building the component with an unknown option, or with a value outside an "
+    "option's type, bounds or choices, raises loom.core.ConfigError",
+    calls=False,
+)
 def check_config_rejects_bad_values(s: Subject) -> None:
     from pydantic import BaseModel
 
@@ -394,8 +432,12 @@ def check_config_rejects_bad_values(s: Subject) -> None:
         raise Failed(f"of {len(tries)} bad configs, " + "; ".join(problems))
 
 
-@check("data_types", "input_type and output_type are Loom data types (Text, Embedding, Latent, Image, Audio "
-       "or subclasses), so chains can be type-checked before anything loads", calls=False)
+@check(
+    "data_types",
+    "input_type and output_type are Loom data types (Text, Embedding, Latent, Image, Audio "
+    "or subclasses), so chains can be type-checked before anything loads",
+    calls=False,
+)
 def check_data_types(s: Subject) -> None:
     for attr in ("input_type", "output_type"):
         t = getattr(s.cls, attr, None)
@@ -403,8 +445,12 @@ def check_data_types(s: Subject) -> None:
             raise Failed(f"its {attr} is {t!r}, not one of the data types {', '.join(DATA_TYPES)}")
 
 
-@check("lazy_import", "importing and registering the plugin and building the component import no torch "
-       "(or other heavy library) and open no weights file: both belong in setup()", calls=False)
+@check(
+    "lazy_import",
+    "importing and registering the plugin and building the component import no torch "
+    "(or other heavy library) and open no weights file: both belong in setup()",
+    calls=False,
+)
 def check_lazy_import(s: Subject) -> None:
     module, qualname = s.cls.__module__, s.cls.__qualname__
     if "<locals>" in qualname or module == "__main__":
@@ -416,14 +462,17 @@ def check_lazy_import(s: Subject) -> None:
     try:
         out = subprocess.run(
             [sys.executable, "-m", "loom.testing.probe", json.dumps(job, default=str)],
-            capture_output=True, text=True, timeout=300, env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
         )
     except subprocess.TimeoutExpired:
         raise Failed("importing and building it in a fresh interpreter took over 5 minutes") from None
     lines = [line for line in out.stdout.splitlines() if line.startswith("LOOM-PROBE ")]
     if not lines:
         raise Failed(f"the import probe crashed: {(out.stderr or out.stdout).strip()[-500:]}")
-    report = json.loads(lines[-1][len("LOOM-PROBE "):])
+    report = json.loads(lines[-1][len("LOOM-PROBE ") :])
     problems = [f"imported {name} (first from {where})" for name, where in sorted(report["heavy"].items())]
     problems += [f"opened weights file {path!r}" for path in report["opened"]]
     if problems:
@@ -432,8 +481,7 @@ def check_lazy_import(s: Subject) -> None:
         raise Skipped(f"in a fresh interpreter, importing and building it raised {report['error']}")
 
 
-@check("load_idempotent", "load() runs setup() once however often it is called, returns the component, "
-       "and sets loaded")
+@check("load_idempotent", "load() runs setup() once however often it is called, returns the component, and sets loaded")
 def check_load_idempotent(s: Subject) -> None:
     component = s.build()
     calls = []
@@ -459,8 +507,10 @@ def check_load_idempotent(s: Subject) -> None:
         raise Failed(f"two load() calls ran setup() {len(calls)} times")
 
 
-@check("call_output", "a call returns the declared output type, one well-formed item per input, "
-       "for a single item and for a batch")
+@check(
+    "call_output",
+    "a call returns the declared output type, one well-formed item per input, for a single item and for a batch",
+)
 def check_call_output(s: Subject) -> None:
     component = s.loaded()
     out_type = s.cls.output_type
@@ -469,7 +519,9 @@ def check_call_output(s: Subject) -> None:
         try:
             out = component(inputs, seed=7)
         except Exception as err:
-            raise Failed(f"a call on {count} {s.cls.input_type.kind} item(s) raised {type(err).__name__}: {err}") from None
+            raise Failed(
+                f"a call on {count} {s.cls.input_type.kind} item(s) raised {type(err).__name__}: {err}"
+            ) from None
         if not isinstance(out, out_type):
             raise Failed(f"a call on {count} item(s) returned {type(out).__name__}, but it declares {out_type.kind}")
         if len(out) != count:
@@ -479,8 +531,11 @@ def check_call_output(s: Subject) -> None:
             raise Failed(f"a call on {count} item(s) returned a malformed batch: {problem}")
 
 
-@check("seed_determinism", "the same inputs with the same seed give the same output (twice in one "
-       "component, and in a second component built from the same config)")
+@check(
+    "seed_determinism",
+    "the same inputs with the same seed give the same output (twice in one "
+    "component, and in a second component built from the same config)",
+)
 def check_seed_determinism(s: Subject) -> None:
     s.requires("deterministic")
     inputs = s.inputs(3)
@@ -492,13 +547,22 @@ def check_seed_determinism(s: Subject) -> None:
     try:
         other.load()
     except Exception as err:
-        raise Skipped(f"loading a second component raised {type(err).__name__}: {err} (check 'load_idempotent' reports it)") from None
-    s.compare(first, s.call(other, inputs, seed=11), "two components built from the same config gave outputs for seed 11 that",
-              "; is something drawn from the global RNG in setup()?")
+        raise Skipped(
+            f"loading a second component raised {type(err).__name__}: {err} (check 'load_idempotent' reports it)"
+        ) from None
+    s.compare(
+        first,
+        s.call(other, inputs, seed=11),
+        "two components built from the same config gave outputs for seed 11 that",
+        "; is something drawn from the global RNG in setup()?",
+    )
 
 
-@check("batch_invariance", "an item gives the same output alone and at any position inside a batch, "
-       "given its own seed (within capabilities.tolerance)")
+@check(
+    "batch_invariance",
+    "an item gives the same output alone and at any position inside a batch, "
+    "given its own seed (within capabilities.tolerance)",
+)
 def check_batch_invariance(s: Subject) -> None:
     s.requires("batchable")
     caps = s.requires("deterministic", ", so outputs cannot be compared")
@@ -515,11 +579,16 @@ def check_batch_invariance(s: Subject) -> None:
             seeds = [100 + i for i in range(size)]
             seeds[position] = 5
             out = s.call(component, pool.take(order), seed=seeds)
-            s.compare(alone, out.take([position]), f"an item's output alone and at position {position} of a batch of {size}")
+            s.compare(
+                alone, out.take([position]), f"an item's output alone and at position {position} of a batch of {size}"
+            )
 
 
-@check("weights_round_trip", "save_weights(folder) writes a folder that the config option "
-       "capabilities.weights_option reads back into a component with the same outputs")
+@check(
+    "weights_round_trip",
+    "save_weights(folder) writes a folder that the config option "
+    "capabilities.weights_option reads back into a component with the same outputs",
+)
 def check_weights_round_trip(s: Subject) -> None:
     caps = s.requires("has_weights")
     if not caps.weights_option:
@@ -547,8 +616,10 @@ def check_progress(s: Subject) -> None:
         raise Failed(f"progress was called with {seen} for a batch of 3")
 
 
-@check("run_hooks", "in a pipeline, loom_pipeline_start, loom_step_end and loom_pipeline_end fire once each "
-       "with the step's output")
+@check(
+    "run_hooks",
+    "in a pipeline, loom_pipeline_start, loom_step_end and loom_pipeline_end fire once each with the step's output",
+)
 def check_run_hooks(s: Subject) -> None:
     from loom.core.pipeline import Pipeline
     from loom.core.plugins import Registry
@@ -582,17 +653,24 @@ def check_run_hooks(s: Subject) -> None:
     try:
         result = pipeline.run(s.inputs(2), seed=4, progress=False)
     except Exception as err:
-        raise Skipped(f"a one-step pipeline raised {type(err).__name__}: {err} (check 'call_output' reports calls)") from None
+        raise Skipped(
+            f"a one-step pipeline raised {type(err).__name__}: {err} (check 'call_output' reports calls)"
+        ) from None
     counts = {k: len(v) for k, v in fired.items()}
     if counts != {"start": 1, "step": 1, "end": 1}:
         raise Failed(f"hooks fired {counts} times in a one-step run")
     index, output = fired["step"][0]
     if index != 0 or output is not result.output or fired["start"][0] != [4, 5]:
-        raise Failed(f"loom_step_end got index {index} and {type(output).__name__}; loom_pipeline_start got seeds {fired['start'][0]}")
+        raise Failed(
+            f"loom_step_end got index {index} and {type(output).__name__}; loom_pipeline_start got seeds {fired['start'][0]}"
+        )
 
 
-@check("bad_input_errors", "a call on the wrong data type or an empty batch raises a LoomError, and a malformed "
-       "batch of the right type either works or raises a LoomError (never a bare library error)")
+@check(
+    "bad_input_errors",
+    "a call on the wrong data type or an empty batch raises a LoomError, and a malformed "
+    "batch of the right type either works or raises a LoomError (never a bare library error)",
+)
 def check_bad_input_errors(s: Subject) -> None:
     component = s.loaded()
     wrong_type = Image if not issubclass(s.cls.input_type, Image) else Text
@@ -629,20 +707,29 @@ def run_check(subject: Subject, c: Check) -> CheckResult:
 
     caps = subject.capabilities
     if c.calls and "cpu" not in caps.devices:
-        return result("skipped", f"it declares devices {list(caps.devices)} without cpu, and the kit calls components on cpu")
+        return result(
+            "skipped", f"it declares devices {list(caps.devices)} without cpu, and the kit calls components on cpu"
+        )
     try:
         c.run(subject)
     except Skipped as why:
         return result("skipped", str(why))
     except Failed as what:
-        return result("failed", f"component {subject.name!r} fails check {c.name!r}: {what}; the contract: {c.contract}")
+        return result(
+            "failed", f"component {subject.name!r} fails check {c.name!r}: {what}; the contract: {c.contract}"
+        )
     except Exception as err:
-        return result("failed", f"component {subject.name!r} fails check {c.name!r}: it raised {type(err).__name__}: {err}; "
-                                f"the contract: {c.contract}")
+        return result(
+            "failed",
+            f"component {subject.name!r} fails check {c.name!r}: it raised {type(err).__name__}: {err}; "
+            f"the contract: {c.contract}",
+        )
     return result("passed")
 
 
-def plugin_subjects(plugin: Any, configs: dict | None = None, inputs: dict | None = None) -> tuple[list[Subject], list[str], Any]:
+def plugin_subjects(
+    plugin: Any, configs: dict | None = None, inputs: dict | None = None
+) -> tuple[list[Subject], list[str], Any]:
     """The subjects for every component a plugin registers, the plugin's registration errors,
     and the plugin object. ``plugin``: a module or object with hooks, a module name, or the
     name of an installed plugin (entry point in the ``loom`` group)."""
@@ -660,17 +747,24 @@ def plugin_subjects(plugin: Any, configs: dict | None = None, inputs: dict | Non
     info = registry.add_plugin(plugin, name)
     configs, inputs = configs or {}, inputs or {}
     unknown = sorted((set(configs) | set(inputs)) - set(info.components))
-    errors = list(info.errors) + ([f"configs or inputs given for components it does not register: {unknown}"] if unknown else [])
+    errors = list(info.errors) + (
+        [f"configs or inputs given for components it does not register: {unknown}"] if unknown else []
+    )
     subjects = [
-        Subject(registry.get(f"{name}:{c}").cls, c, configs.get(c), inputs.get(c), plugin)
-        for c in info.components
+        Subject(registry.get(f"{name}:{c}").cls, c, configs.get(c), inputs.get(c), plugin) for c in info.components
     ]
     return subjects, errors, plugin
 
 
-def check_component(component: "type[Component] | str", config: dict | None = None, *,
-                    inputs: "Data | Callable[[int], Data] | None" = None, name: str | None = None,
-                    plugin: Any = None, only: "list[str] | None" = None) -> Report:
+def check_component(
+    component: "type[Component] | str",
+    config: dict | None = None,
+    *,
+    inputs: "Data | Callable[[int], Data] | None" = None,
+    name: str | None = None,
+    plugin: Any = None,
+    only: "list[str] | None" = None,
+) -> Report:
     """Run the conformance checks on one component, without pytest.
 
     ``component``: a component class, or a registered name (``plugin:name`` works). ``config``:
@@ -687,8 +781,9 @@ def check_component(component: "type[Component] | str", config: dict | None = No
     return run_checks(Subject(component, name, config, inputs, plugin), only)
 
 
-def check_plugin(plugin: Any, configs: dict | None = None, inputs: dict | None = None,
-                 only: "list[str] | None" = None) -> Report:
+def check_plugin(
+    plugin: Any, configs: dict | None = None, inputs: dict | None = None, only: "list[str] | None" = None
+) -> Report:
     """Run the conformance checks on every component a plugin registers, without pytest.
     ``configs`` and ``inputs`` map component names to what :func:`check_component` takes."""
     subjects, errors, _ = plugin_subjects(plugin, configs, inputs)
@@ -705,7 +800,12 @@ def registers_result(plugin_name: str, subjects: list[Subject], errors: list[str
     contract = "the plugin registers its components through loom_register_components without errors"
     if errors or not subjects:
         what = "; ".join(errors) if errors else "it registered no component"
-        return CheckResult(str(plugin_name), "registers", "failed", f"plugin {plugin_name!r} fails check 'registers': {what}; the contract: {contract}")
+        return CheckResult(
+            str(plugin_name),
+            "registers",
+            "failed",
+            f"plugin {plugin_name!r} fails check 'registers': {what}; the contract: {contract}",
+        )
     return CheckResult(str(plugin_name), "registers", "passed")
 
 
@@ -713,8 +813,9 @@ def registers_result(plugin_name: str, subjects: list[Subject], errors: list[str
 PYTEST_RESULTS: list[CheckResult] = []
 
 
-def conformance_tests(plugin: Any, configs: dict | None = None, inputs: dict | None = None,
-                      only: "list[str] | None" = None):
+def conformance_tests(
+    plugin: Any, configs: dict | None = None, inputs: dict | None = None, only: "list[str] | None" = None
+):
     """A pytest test function with one item per (component, check) of ``plugin``. Assign it to
     a ``test_`` name in a test module::
 
@@ -730,7 +831,12 @@ def conformance_tests(plugin: Any, configs: dict | None = None, inputs: dict | N
     plugin_name = plugin if isinstance(plugin, str) else getattr(plugin, "__name__", type(plugin).__name__)
     by_name = {c.name: c for c in CHECKS}
     cases = [pytest.param(None, "registers", id=f"{plugin_name}-registers")]
-    cases += [pytest.param(s, c.name, id=f"{s.name}-{c.name}") for s in subjects for c in CHECKS if only is None or c.name in only]
+    cases += [
+        pytest.param(s, c.name, id=f"{s.name}-{c.name}")
+        for s in subjects
+        for c in CHECKS
+        if only is None or c.name in only
+    ]
 
     @pytest.mark.parametrize(("subject", "check_name"), cases)
     def test_conformance(subject, check_name):
@@ -750,6 +856,17 @@ def conformance_tests(plugin: Any, configs: dict | None = None, inputs: dict | N
 
 
 __all__ = [
-    "CHECKS", "Check", "CheckResult", "ConformanceError", "Failed", "Report", "Skipped", "Subject",
-    "check_component", "check_plugin", "conformance_tests", "example_inputs", "run_checks",
+    "CHECKS",
+    "Check",
+    "CheckResult",
+    "ConformanceError",
+    "Failed",
+    "Report",
+    "Skipped",
+    "Subject",
+    "check_component",
+    "check_plugin",
+    "conformance_tests",
+    "example_inputs",
+    "run_checks",
 ]

@@ -11,7 +11,17 @@ import sys
 import traceback
 
 #: Libraries that belong in ``setup()``, never in import, registration or construction.
-HEAVY = ("torch", "torchaudio", "torchvision", "transformers", "diffusers", "safetensors", "tensorflow", "jax", "onnxruntime")
+HEAVY = (
+    "torch",
+    "torchaudio",
+    "torchvision",
+    "transformers",
+    "diffusers",
+    "safetensors",
+    "tensorflow",
+    "jax",
+    "onnxruntime",
+)
 #: Files that hold weights.
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".onnx", ".h5", ".msgpack")
 #: Printed before the JSON report, so that a plugin printing to stdout cannot garble it.
@@ -28,7 +38,8 @@ class ImportWatcher:
         top = fullname.partition(".")[0]
         if top in HEAVY and top not in self.first:
             frames = [
-                f for f in traceback.extract_stack()[:-1]
+                f
+                for f in traceback.extract_stack()[:-1]
                 if not f.filename.startswith("<") and "importlib" not in f.filename and f.filename != __file__
             ]
             self.first[top] = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"

@@ -3,10 +3,10 @@ then what is particular to this plugin."""
 
 import loom_example_plugin
 import torch
+from loom_example_plugin import Frame
+
 from loom.core import Image
 from loom.testing import conformance_tests
-
-from loom_example_plugin import Frame
 
 test_conformance = conformance_tests(loom_example_plugin, configs={"frame": {"width": 2}})
 
