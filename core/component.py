@@ -61,7 +61,7 @@ class Capabilities(BaseModel):
     modalities: tuple[str, ...] = ()
     #: Largest absolute difference tolerated where the contract says "the same output" (same
     #: seed twice; an item alone and inside a batch). 0 means identical.
-    tolerance: float = Field(0.0, ge=0.0)
+    tolerance: float = Field(default=0.0, ge=0.0)
 
 
 def describe_validation_error(err: ValidationError, where: str) -> str:
@@ -123,7 +123,7 @@ class Component:
     def setup(self) -> None:
         """Load weights and heavy libraries. Called once, before the first ``run``."""
 
-    def run(self, inputs: Data, generators: list) -> Data:
+    def run(self, inputs: Data, generators: list[Any]) -> Data:
         """Turn a batch of ``input_type`` into a batch of ``output_type`` of the same length."""
         raise NotImplementedError
 
@@ -174,7 +174,7 @@ class Component:
         gens = make_generators(seeds)
         size = self.micro_batch or max(n, 1)
         chunks = -(-n // size)
-        outputs = []
+        outputs: list[Data] = []
         for number, start in enumerate(range(0, n, size)):
             idx = list(range(start, min(start + size, n)))
             pad = size - len(idx) if self.micro_batch else 0
@@ -182,7 +182,7 @@ class Component:
             chunk_gens = [gens[i] for i in idx] + make_generators([0] * pad)
             if work is not None:
                 # every chunk has the same shape, so it reports the same total: scale to the batch
-                def listener(done, total, unit, _before=number):
+                def listener(done: int, total: int, unit: str, _before: int = number) -> None:
                     work(_before * total + done, chunks * total, unit)
 
                 self._work_listener = listener

@@ -12,7 +12,7 @@ contract stays fast; torch is imported where a tensor is actually made.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -38,13 +38,13 @@ class Data:
         raise NotImplementedError
 
 
-def _take_tensor(t, indices):
+def _take_tensor(t: torch.Tensor, indices: Iterable[int]) -> torch.Tensor:
     import torch
 
     return t.index_select(0, torch.as_tensor(list(indices), dtype=torch.long, device=t.device))
 
 
-def _cat(tensors):
+def _cat(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
     import torch
 
     return torch.cat(list(tensors), dim=0)
@@ -65,11 +65,11 @@ class Text(Data):
     def __len__(self) -> int:
         return len(self.items)
 
-    def take(self, indices):
+    def take(self, indices: Sequence[int]) -> Text:
         return Text([self.items[i] for i in indices])
 
     @classmethod
-    def concat(cls, parts):
+    def concat(cls, parts: Sequence[Any]) -> Text:
         return cls([s for p in parts for s in p.items])
 
 
@@ -102,9 +102,9 @@ class Embedding(Data):
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
 
-    def take(self, indices):
+    def take(self, indices: Sequence[int]) -> Embedding:
         indices = list(indices)
-        optional = {}
+        optional: dict[str, Any] = {}
         for name in self.OPTIONAL:
             value = getattr(self, name)
             optional[name] = None if value is None else _take_tensor(value, indices)
@@ -116,11 +116,11 @@ class Embedding(Data):
         )
 
     @classmethod
-    def concat(cls, parts):
+    def concat(cls, parts: Sequence[Any]) -> Embedding:
         encoders = {p.encoder for p in parts}
         if len(encoders) > 1:
             raise ValueError(f"cannot join embeddings from different encoders: {sorted(encoders)}")
-        optional = {}
+        optional: dict[str, Any] = {}
         for name in cls.OPTIONAL:
             values = [getattr(p, name) for p in parts]
             # a field survives a join only when every part has it
@@ -141,11 +141,11 @@ class Latent(Data):
     def __len__(self) -> int:
         return int(self.tensor.shape[0])
 
-    def take(self, indices):
+    def take(self, indices: Sequence[int]) -> Latent:
         return Latent(_take_tensor(self.tensor, indices), self.space)
 
     @classmethod
-    def concat(cls, parts):
+    def concat(cls, parts: Sequence[Any]) -> Latent:
         return cls(_cat(p.tensor for p in parts), parts[0].space)
 
 
@@ -159,14 +159,14 @@ class Image(Data):
     def __len__(self) -> int:
         return int(self.pixels.shape[0])
 
-    def take(self, indices):
+    def take(self, indices: Sequence[int]) -> Image:
         return Image(_take_tensor(self.pixels, indices))
 
     @classmethod
-    def concat(cls, parts):
+    def concat(cls, parts: Sequence[Any]) -> Image:
         return cls(_cat(p.pixels for p in parts))
 
-    def to_numpy(self):
+    def to_numpy(self) -> Any:
         """B×H×W×3 uint8, rounded the same way every time so saved pixels are reproducible."""
         import torch
 
@@ -218,7 +218,7 @@ class Audio(Data):
         """Item ``index`` as a C×length tensor (its own samples, without padding)."""
         return self.waveforms[index, :, : self.length(index)]
 
-    def take(self, indices):
+    def take(self, indices: Sequence[int]) -> Audio:
         indices = list(indices)
         if self.lengths is None:
             return Audio(_take_tensor(self.waveforms, indices), self.sample_rate)
@@ -227,7 +227,7 @@ class Audio(Data):
         return Audio(_take_tensor(self.waveforms, indices)[..., :longest], self.sample_rate, lengths)
 
     @classmethod
-    def concat(cls, parts):
+    def concat(cls, parts: Sequence[Any]) -> Audio:
         rates = {p.sample_rate for p in parts}
         if len(rates) > 1:
             raise ValueError(f"cannot join audio at different sample rates: {sorted(rates)}")
@@ -241,7 +241,7 @@ class Audio(Data):
         return cls(_cat(waveforms), parts[0].sample_rate, lengths)
 
     @classmethod
-    def from_clips(cls, clips: Sequence, sample_rate: int) -> "Audio":
+    def from_clips(cls, clips: Sequence[Any], sample_rate: int) -> "Audio":
         """From per-item clips (C×T or T arrays or tensors, lengths may differ): zero-padded to
         the longest, with ``lengths`` set when they differ."""
         import numpy as np

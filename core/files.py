@@ -11,7 +11,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from .errors import InputError
 
@@ -41,7 +41,7 @@ def atomic_path(path: "str | Path") -> Iterator[Path]:
         raise
 
 
-def write_json_atomic(path: "str | Path", data: dict) -> None:
+def write_json_atomic(path: "str | Path", data: dict[str, Any]) -> None:
     """Write ``data`` as JSON to ``path`` through a temporary file, so a reader never sees half of it."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")

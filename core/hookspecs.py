@@ -23,6 +23,8 @@ version that warns about it (``HookspecMarker(warn_on_impl=...)``).
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import pluggy
 
 hookspec = pluggy.HookspecMarker("loom")
@@ -38,7 +40,7 @@ PLUGIN_API = "1.3"
 
 
 @hookspec
-def loom_register_components(register):
+def loom_register_components(register: Callable[..., None]) -> None:
     """Register the components this plugin provides. Called once per process, when Loom
     first needs the registry (``loom plugins``, building a pipeline).
 
@@ -54,7 +56,7 @@ def loom_register_components(register):
 
 
 @hookspec
-def loom_register_worlds(register):
+def loom_register_worlds(register: Callable[..., None]) -> None:
     """Register the worlds this plugin provides: procedural data a generator family trains on
     (``loom train FAMILY --data NAME``) with a checker that grades generators on it
     (``loom eval NAME``). Called once per process, when Loom first needs the registry. Added in
@@ -70,7 +72,7 @@ def loom_register_worlds(register):
 
 
 @hookspec
-def loom_pipeline_start(pipeline, inputs, seeds):
+def loom_pipeline_start(pipeline: Any, inputs: Any, seeds: list[int]) -> None:
     """Called when a pipeline run begins, after its components are loaded.
 
     :param pipeline: the :class:`loom.core.Pipeline` being run (``pipeline.spec`` is its spec).
@@ -82,7 +84,7 @@ def loom_pipeline_start(pipeline, inputs, seeds):
 
 
 @hookspec
-def loom_step_end(pipeline, step, index, output, seconds):
+def loom_step_end(pipeline: Any, step: Any, index: int, output: Any, seconds: float) -> None:
     """Called after each step of a pipeline run has processed the whole batch.
 
     :param pipeline: the running :class:`loom.core.Pipeline`.
@@ -96,7 +98,7 @@ def loom_step_end(pipeline, step, index, output, seconds):
 
 
 @hookspec
-def loom_step_progress(pipeline, step, index, done, total, unit):
+def loom_step_progress(pipeline: Any, step: Any, index: int, done: int, total: int, unit: str) -> None:
     """Called while a step is still working through its batch, each time its component reports
     progress finer than whole items (e.g. after every denoising step of a diffusion model, from
     :meth:`loom.core.Component.report_progress`). Added in plugin API 1.1.
@@ -113,7 +115,7 @@ def loom_step_progress(pipeline, step, index, done, total, unit):
 
 
 @hookspec
-def loom_pipeline_end(pipeline, result):
+def loom_pipeline_end(pipeline: Any, result: Any) -> None:
     """Called when a pipeline run has finished.
 
     :param pipeline: the :class:`loom.core.Pipeline` that ran.

@@ -39,7 +39,7 @@ class PipelineSpec(BaseModel):
     steps: list[StepSpec] = Field(min_length=1)
 
     @classmethod
-    def load(cls, source: "Mapping | PipelineSpec", where: str = "spec") -> "PipelineSpec":
+    def load(cls, source: "Mapping[str, Any] | PipelineSpec", where: str = "spec") -> "PipelineSpec":
         """A spec from a spec object or a mapping (``loom.Pipeline`` also reads YAML and JSON)."""
         if isinstance(source, PipelineSpec):
             return source
@@ -57,13 +57,13 @@ class Result:
     :meth:`Pipeline.provenance`)."""
 
     output: Data
-    provenance: dict
+    provenance: dict[str, Any]
 
     def __len__(self) -> int:
         return len(self.output)
 
     @property
-    def images(self):
+    def images(self) -> list[Any]:
         """The outputs as PIL images (for chains that end in :class:`Image`)."""
         if not isinstance(self.output, Image):
             raise InputError(f"this pipeline gives {self.output.kind}, not images")
@@ -72,7 +72,7 @@ class Result:
     #: The provenance entries that hold one value per item.
     PER_ITEM: ClassVar[tuple[str, ...]] = ("inputs", "input_sha256", "seeds")
 
-    def record(self, index: int) -> dict:
+    def record(self, index: int) -> dict[str, Any]:
         """The provenance record of item ``index`` alone: enough to regenerate it exactly."""
         rec = {k: [v[index]] if k in self.PER_ITEM else v for k, v in self.provenance.items()}
         return {**rec, "item": index, "batch_size": len(self.output)}
@@ -93,11 +93,11 @@ class Pipeline:
 
     # -- building -----------------------------------------------------------------------------
     @classmethod
-    def from_spec(cls, spec: "PipelineSpec | Mapping", registry: Registry | None = None) -> "Pipeline":
+    def from_spec(cls, spec: "PipelineSpec | Mapping[str, Any]", registry: Registry | None = None) -> "Pipeline":
         """Resolve, validate and type-check a spec. Loads no weights."""
         spec = PipelineSpec.load(spec)
         registry = registry or get_registry()
-        entries, components = [], []
+        entries, components = list[ComponentEntry](), list[Component]()
         for i, step in enumerate(spec.steps, start=1):
             entry = _resolve(registry, step, i)
             config = validate_config(entry.cls, step.config, f"step {i} ({step.component!r})")
@@ -191,7 +191,7 @@ class Pipeline:
         items(0)
         return self.components[index](data, seeds, progress=items, work=work)
 
-    def provenance(self, inputs: Data, seeds: list[int], timings: list[float]) -> dict:
+    def provenance(self, inputs: Data, seeds: list[int], timings: list[float]) -> dict[str, Any]:
         """What a run records in its :class:`Result`: the inputs (text; None for other kinds), the
         seeds and the timings. ``loom.Pipeline`` records everything a file needs to replay the run."""
         return {

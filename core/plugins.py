@@ -15,7 +15,7 @@ import traceback
 import warnings
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, cast
 
 import pluggy
 
@@ -43,7 +43,7 @@ def api_problem(asked: Any, offered: str = PLUGIN_API) -> str | None:
     if match is None:
         return f"its {API_ATTRIBUTE} = {asked!r} is not a version like '1.0'"
     major, minor = (int(x) for x in match.groups())
-    have_major, have_minor = (int(x) for x in _API.match(offered).groups())
+    have_major, have_minor = (int(x) for x in cast("re.Match[str]", _API.match(offered)).groups())
     if major != have_major:
         return f"it was written for Loom plugin API {asked}, but this Loom offers plugin API {offered}"
     if minor > have_minor:
@@ -224,14 +224,14 @@ class Registry:
                 warnings.warn(f"plugin {name!r} failed in {hook}: {type(err).__name__}: {err}", stacklevel=2)
 
 
-def _selected(env: dict | os._Environ | None) -> set[str] | None:
+def _selected(env: Mapping[str, str] | None) -> set[str] | None:
     env = os.environ if env is None else env
     if ENV_VAR not in env:
         return None
     return {n.strip() for n in env[ENV_VAR].split(",") if n.strip()}
 
 
-def discover(env: dict | None = None) -> Registry:
+def discover(env: Mapping[str, str] | None = None) -> Registry:
     """A new registry holding every plugin installed under the ``loom`` entry-point group."""
     registry = Registry()
     wanted = _selected(env)

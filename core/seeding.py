@@ -40,7 +40,7 @@ def item_seeds(seed: Any, count: int) -> list[int]:
     return seeds
 
 
-def generators(seeds: Sequence[int], device: str = "cpu") -> list:
+def generators(seeds: Sequence[int], device: str = "cpu") -> list[Any]:
     """A ``torch.Generator`` per seed, on ``device``."""
     import torch
 

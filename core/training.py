@@ -108,19 +108,19 @@ class Trainer:
         what to change, when this family cannot go on from that state with these options.
         Optional: by default any state that loads is a valid start."""
 
-    def origins(self) -> dict[str, dict]:
+    def origins(self) -> dict[str, dict[str, Any]]:
         """Records of where parts of this run's starting weights came from other than ``--init``
         (a diffusion run's ``unet_from``), each under a key ending in ``_from``. The workflow puts
         them in the training record and the checkpoint, and a later run started from this one
         keeps them in its ``init_from``. Optional: by default there are none."""
         return {}
 
-    def export(self, folder: Path, training: dict) -> None:
+    def export(self, folder: Path, training: dict[str, Any]) -> None:
         """Write the generator into ``folder``: ``config.json`` (with ``"family"`` and the
         ``training`` record) and ``model.safetensors``. Write each file atomically."""
         raise NotImplementedError
 
-    def sample(self, tokens: Any, mask: Any, pooled: Any, generators: list) -> Any:
+    def sample(self, tokens: Any, mask: Any, pooled: Any, generators: list[Any]) -> Any:
         """Samples (B×C×H×W in [0, 1], of :meth:`shape`) for the given caption embeddings, one
         torch.Generator per item."""
         raise NotImplementedError

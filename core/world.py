@@ -62,7 +62,7 @@ class World:
         attribute and ``whole_prompt`` its ``per_attribute`` and ``chance`` rates."""
         raise NotImplementedError
 
-    def diversity(self, pipeline: Any, seeds: int, progress: bool = True) -> dict:
+    def diversity(self, pipeline: Any, seeds: int, progress: bool = True) -> dict[str, Any]:
         """How evenly ``pipeline`` spreads what the world's prompts leave open, over ``seeds``
         seeds a prompt: ``prompts``, ``seeds``, ``per_attribute`` (attribute → 0..1, 1.0 as even
         as the world) and ``diversity`` (the least even attribute)."""

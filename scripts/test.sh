@@ -1,12 +1,44 @@
 #!/usr/bin/env bash
-# Creates .venv (if missing), installs Loom with its test extra, runs the test suite.
+# The test command; CI runs it (.ci/run). Each check below makes it exit non-zero when it fails.
+#   bash scripts/test.sh          fresh .venv (removed and recreated), installed with constraints.txt; ruff,
+#                                 ruff format --check, mypy (strict on core/), the whole pytest suite
+#   bash scripts/test.sh --reuse  the same on the existing .venv (LOOM_REUSE_VENV=1 does the same)
+#   bash scripts/test.sh --fast   reuses .venv; lint, type check, pytest -m "not slow"
+# Other arguments go to pytest: bash scripts/test.sh --fast -x -k pipeline
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-    "$PYTHON" -m venv .venv
+reuse="${LOOM_REUSE_VENV:-0}"
+fast=0
+pytest_args=()
+for arg in "$@"; do
+    case "$arg" in
+        --reuse) reuse=1 ;;
+        --fast) fast=1 reuse=1 ;;
+        *) pytest_args+=("$arg") ;;
+    esac
+done
+
+if [ "$reuse" != 1 ]; then
+    rm -rf .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+# a reused .venv is (re)installed when it is missing or was installed from another pyproject.toml / constraints.txt
+stamp="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
+if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.loom-installed 2>/dev/null)" != "$stamp" ]; then
+    start=$SECONDS
+    [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -c constraints.txt -e '.[test]'
+    echo "$stamp" >.venv/.loom-installed
+    echo "installed .venv in $((SECONDS - start)) s"
+fi
+
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-exec .venv/bin/python -m pytest -q "$@"
+echo "== ruff check" && .venv/bin/ruff check .
+echo "== ruff format --check" && .venv/bin/ruff format --check .
+echo "== mypy (strict on core/, see [tool.mypy])" && .venv/bin/mypy
+echo "== pytest"
+if [ "$fast" = 1 ]; then
+    pytest_args=(-m "not slow" ${pytest_args[@]+"${pytest_args[@]}"})
+fi
+exec .venv/bin/python -m pytest -q --durations=25 ${pytest_args[@]+"${pytest_args[@]}"}

@@ -362,17 +362,7 @@ def batch(
     cluster's CPUs allow). ``manifest``: ``"jsonl"`` or ``"parquet"``. ``registry``: the plugins to use
     (local engine only; Ray workers discover plugins through entry points).
     """
-    job = BatchJob(
-        engine=engine,
-        address=address,
-        batch_size=batch_size,
-        workers=workers,
-        worker_cpus=worker_cpus,
-        worker_gpus=worker_gpus,
-        manifest=manifest,
-        progress=progress,
-        registry=registry,
-    )
+    job = BatchJob(engine, address, batch_size, workers, worker_cpus, worker_gpus, manifest, progress, registry)
     job.check_options()
     job.read_items(chain, prompts, seeds, out)
     job.plan()
@@ -483,18 +473,7 @@ class BatchJob:
                 for start in range(0, len(self.todo), self.batch_size):
                     self.take(self.runner.run(self.todo[start : start + self.batch_size]))
             elif self.todo:
-                run_on_ray(
-                    self.todo,
-                    self.spec,
-                    self.out_dir,
-                    batch_size=self.batch_size,
-                    address=self.address,
-                    workers=self.workers,
-                    worker_cpus=self.worker_cpus,
-                    worker_gpus=self.worker_gpus,
-                    started=self.started_wall,
-                    on_rows=self.take,
-                )
+                run_on_ray(self, on_rows=self.take)
         finally:
             self.bar.close()
             report = self.finish()

@@ -70,23 +70,15 @@ class RayItemWriter:
         }
 
 
-def run_on_ray(
-    items: Sequence[Item],
-    spec: dict,
-    out_dir: Path,
-    *,
-    batch_size: int,
-    address: str | None,
-    workers: int | None,
-    worker_cpus: float,
-    worker_gpus: float,
-    started: float,
-    on_rows,
-) -> None:
-    """Run ``items`` on Ray and pass each batch of finished manifest rows to ``on_rows``.
+def run_on_ray(job, on_rows) -> None:
+    """Run a batch job's items (``job.todo``, a :class:`loom.batch_jobs.BatchJob`) on Ray and pass
+    each batch of finished manifest rows to ``on_rows``.
 
-    Uses the Ray session already open in this process if there is one; otherwise joins ``address``
-    or, with no address, starts a local cluster for the job (on 127.0.0.1) and stops it after."""
+    Uses the Ray session already open in this process if there is one; otherwise joins
+    ``job.address`` or, with no address, starts a local cluster for the job (on 127.0.0.1) and
+    stops it after."""
+    items, address, batch_size = job.todo, job.address, job.batch_size
+    worker_cpus, worker_gpus = job.worker_cpus, job.worker_gpus
     ray = require_ray()
     own_session = not ray.is_initialized()
     before = set(descendants()) if own_session and not address else set()
@@ -96,9 +88,11 @@ def run_on_ray(
     try:
         data_logger.setLevel(logging.ERROR)  # Loom shows its own progress bar and summary
         _quiet_ray_data()
-        size = workers or _default_workers(ray.cluster_resources(), worker_cpus, worker_gpus)
+        size = job.workers or _default_workers(ray.cluster_resources(), worker_cpus, worker_gpus)
         size = max(1, min(size, -(-len(items) // batch_size)))  # no idle actors loading the chain for nothing
-        dataset = _written_items(ray, items, spec, out_dir, batch_size, size, worker_cpus, worker_gpus, started)
+        dataset = _written_items(
+            ray, items, job.spec, job.out_dir, batch_size, size, worker_cpus, worker_gpus, job.started_wall
+        )
         by_id = {i.id: i for i in items}
         try:
             for result in dataset.iter_batches(batch_size=None, batch_format="numpy"):

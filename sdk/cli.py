@@ -31,6 +31,26 @@ def main() -> None:
     """Loom: typed, plugin-based generation chains with small offline defaults."""
 
 
+#: A file that must exist (an input).
+EXISTING_FILE = click.Path(exists=True, dir_okay=False)
+PROMPTS_FILE_HELP = 'One prompt a line, or .jsonl: {"prompt", "seed", "id", "params"} a line.'
+
+
+def choice_option(name: str, choices: list[str], help: str):
+    """An option taking one of ``choices``, the first by default."""
+    return click.option(name, type=click.Choice(choices), default=choices[0], show_default=True, help=help)
+
+
+def output_file(help: str):
+    """The ``-o/--output FILE`` option of a command that writes one file."""
+    return click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help=help)
+
+
+def completion_option(help: str):
+    """``--complete/--as-typed``: whether a typed prompt goes through the generator's prompt completion."""
+    return click.option("--complete/--as-typed", default=True, show_default=True, help=help)
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--check", is_flag=True, help="Also check plugin API versions and requirements; exit 1 on a problem.")
@@ -169,13 +189,7 @@ def new_plugin(name: str, directory, kind: str) -> None:
 
 @main.command()
 @click.argument("prompt", required=False)
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="File to write: .png for an image chain, .wav or .flac for an audio chain.",
-)
+@output_file("File to write: .png for an image chain, .wav or .flac for an audio chain.")
 @click.option(
     "--prompt-audio",
     "prompt_audio",
@@ -194,12 +208,7 @@ def new_plugin(name: str, directory, kind: str) -> None:
 @click.option(
     "--size", type=click.IntRange(8, 8192), default=256, help="Longer side of an image in pixels (images only)."
 )
-@click.option(
-    "--complete/--as-typed",
-    default=True,
-    show_default=True,
-    help="Rewrite the prompt into a full caption first, for a generator that reads only those (vae, gan).",
-)
+@completion_option("Rewrite the prompt into a full caption first, for a generator that reads only those (vae, gan).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def generate(
     prompt, output: str, prompt_audio, seed, generator, count: int, size: int, complete: bool, quiet: bool
@@ -266,23 +275,11 @@ def run_spec(spec: str, output_dir: str, prompts, prompts_file, seed, file_forma
 
 @main.command("batch")
 @click.argument("chain", metavar="SPEC_OR_GENERATOR")
-@click.option(
-    "--prompts",
-    "prompts_file",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help='One prompt a line, or .jsonl: {"prompt", "seed", "id", "params"} a line.',
-)
+@click.option("--prompts", "prompts_file", required=True, type=EXISTING_FILE, help=PROMPTS_FILE_HELP)
 @click.option(
     "-o", "--output-dir", required=True, type=click.Path(file_okay=False), help="Folder for outputs and manifest."
 )
-@click.option(
-    "--engine",
-    type=click.Choice(["local", "ray"]),
-    default="local",
-    show_default=True,
-    help="This process, or Ray Data (pip install 'loom[ray]').",
-)
+@choice_option("--engine", ["local", "ray"], "This process, or Ray Data (pip install 'loom[ray]').")
 @click.option("--address", default=None, help="Ray cluster to join (default: start one for the job, stop it after).")
 @click.option(
     "--batch-size",
@@ -312,13 +309,7 @@ def run_spec(spec: str, output_dir: str, prompts, prompts_file, seed, file_forma
 @click.option(
     "--worker-gpus", type=click.FloatRange(min=0), default=0.0, show_default=True, help="GPUs per Ray worker."
 )
-@click.option(
-    "--manifest",
-    type=click.Choice(["jsonl", "parquet"]),
-    default="jsonl",
-    show_default=True,
-    help="Manifest format (parquet needs pyarrow).",
-)
+@choice_option("--manifest", ["jsonl", "parquet"], "Manifest format (parquet needs pyarrow).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def batch_job(
@@ -373,13 +364,7 @@ def batch_job(
 
 @main.command()
 @click.argument("source", type=click.Path(exists=True, dir_okay=False))
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="File to write (.png for images, .wav or .flac for sounds).",
-)
+@output_file("File to write (.png for images, .wav or .flac for sounds).")
 @click.option(
     "--input",
     "inputs",
@@ -431,9 +416,7 @@ def reproduce(source: str, output: str, inputs: tuple[str, ...], quiet: bool) ->
     help="Also keep the generator every N steps in snapshots/step-N (choose one with loom eval snapshots).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def train(
-    family, data, steps, minutes, out, resume, init, seed, batch_size, lr, extra, checkpoint_every, keep_every, quiet
-) -> None:
+def train(family, data, batch_size, lr, extra, quiet, **settings) -> None:
     """Train generator FAMILY (vae, ...) on a world (--data shapes, sounds, ...) or a folder of captioned images.
 
     A folder holds images with a same-name .txt caption each, or a metadata.jsonl with
@@ -454,24 +437,11 @@ def train(
         options["batch_size"] = batch_size
     if lr is not None:
         options["lr"] = lr
-    if resume and options:
+    if settings["resume"] and options:
         raise InputError("--resume keeps the run's own options; leave out --batch-size, --lr and --option")
     command = shlex.join(["loom", *sys.argv[1:]])
-    folder = loom.train(
-        family,
-        data,
-        steps=steps,
-        minutes=minutes,
-        out=out,
-        resume=resume,
-        init=init,
-        seed=seed,
-        options=options or None,
-        checkpoint_every=checkpoint_every,
-        keep_every=keep_every,
-        progress=not quiet,
-        command=command,
-    )
+    # the other options (steps, minutes, out, resume, init, seed, checkpoint_every, keep_every) are loom.train's own
+    folder = loom.train(family, data, options=options or None, progress=not quiet, command=command, **settings)
     click.echo(f"wrote {folder}; generate with --generator {folder}")
 
 
@@ -538,12 +508,7 @@ def evaluate() -> None:
     show_default=True,
     help="Score one split of fresh prompts only.",
 )
-@click.option(
-    "--complete/--as-typed",
-    default=True,
-    show_default=True,
-    help="Through the generator's prompt completion, as `loom generate` runs it, or on prompts as typed.",
-)
+@completion_option("Through the generator's prompt completion, as `loom generate` runs it, or on prompts as typed.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def eval_world(ctx, generator, prompts_file, count, split, complete, as_json) -> None:

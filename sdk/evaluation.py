@@ -180,69 +180,16 @@ def sounds_prompts(n: int, seed: int = EVAL_SEED, split: str = "templated", comb
     return world_prompts("sounds", n, seed, split, combinations)
 
 
-def evaluate_shapes(
-    generator: str | None = None,
-    prompts: list[str] | None = None,
-    n: int = 200,
-    seed: int = EVAL_SEED,
-    image_seed: int = 0,
-    batch_size: int = 32,
-    progress: bool = True,
-    options: dict | None = None,
-    split: str = "templated",
-    combinations: str = "any",
-    pipeline=None,
-    complete: bool = True,
-):
-    """ShapesEval report for ``generator``: :func:`evaluate_world` of the Shapes world."""
-    return evaluate_world(
-        "shapes",
-        generator,
-        prompts,
-        n=n,
-        seed=seed,
-        output_seed=image_seed,
-        batch_size=batch_size,
-        progress=progress,
-        options=options,
-        split=split,
-        combinations=combinations,
-        pipeline=pipeline,
-        complete=complete,
-    )
+def evaluate_shapes(generator: str | None = None, prompts: list[str] | None = None, *, image_seed: int = 0, **settings):
+    """ShapesEval report for ``generator``: :func:`evaluate_world` of the Shapes world, image i
+    seeded ``image_seed + i`` (``settings``: ``n``, ``seed``, ``split``, ... as it takes them)."""
+    return evaluate_world("shapes", generator, prompts, output_seed=image_seed, **settings)
 
 
-def evaluate_sounds(
-    generator: str,
-    prompts: list[str] | None = None,
-    n: int = 200,
-    seed: int = EVAL_SEED,
-    clip_seed: int = 0,
-    batch_size: int = 32,
-    progress: bool = True,
-    registry=None,
-    split: str = "templated",
-    combinations: str = "any",
-    pipeline=None,
-    complete: bool = True,
-):
+def evaluate_sounds(generator: str, prompts: list[str] | None = None, *, clip_seed: int = 0, **settings):
     """SoundsEval report for the Audio generator ``generator`` (a registered name or trained
-    folder): :func:`evaluate_world` of the Sounds world."""
-    return evaluate_world(
-        "sounds",
-        generator,
-        prompts,
-        n=n,
-        seed=seed,
-        output_seed=clip_seed,
-        batch_size=batch_size,
-        progress=progress,
-        registry=registry,
-        split=split,
-        combinations=combinations,
-        pipeline=pipeline,
-        complete=complete,
-    )
+    folder): :func:`evaluate_world` of the Sounds world, clip i seeded ``clip_seed + i``."""
+    return evaluate_world("sounds", generator, prompts, output_seed=clip_seed, **settings)
 
 
 def shapes_report(

@@ -1,5 +1,6 @@
 """The autoregressive family's parts: the key/value cache and the sampler."""
 
+import pytest
 import torch
 
 from loom.plugins.ar.model import ARConfig, ARModel, empty_condition, pick
@@ -99,6 +100,7 @@ def test_tokenizer_edge_weight_weighs_errors_at_borders_and_reports_plain_mse():
     assert weighted > 2 * plain
 
 
+@pytest.mark.slow
 def test_architecture_options_shape_the_trained_model(tmp_path):
     import json
 
@@ -119,6 +121,7 @@ def test_architecture_options_shape_the_trained_model(tmp_path):
         loom.train("ar", steps=1, pool=16, out=tmp_path / "bad", options={"d_model": 30}, progress=False)
 
 
+@pytest.mark.slow
 def test_init_from_a_trained_folder_without_its_checkpoint_loads_its_weights(tmp_path):
     import json
     import shutil

@@ -7,6 +7,7 @@ the file type from the chain's output, `loom run` and `loom batch` writing WAV, 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import fakes
 import numpy as np
@@ -22,7 +23,7 @@ import loom.core.plugins
 from loom.batch_jobs import batch, read_manifest
 from loom.chains import Pipeline
 from loom.cli import main
-from loom.core import Audio, InputError, ProvenanceError, Text, TypeMismatchError
+from loom.core import Audio, Generator, InputError, ProvenanceError, Text, TypeMismatchError, hookimpl
 from loom.outputs import pcm16, read_audio, read_record, save_audio, write
 from loom.records import digest
 
@@ -302,13 +303,85 @@ def test_eval_sounds_scores_a_ground_truth_generator(registry):
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert data["n"] == 40 and data["whole_prompt"] >= 0.97, data
-    assert data["chance"]["whole_prompt"] == pytest.approx(1 / 81)
+    from loom.plugins.sounds import ATTRIBUTES, DISTRIBUTION
+
+    # chance of the whole caption: a uniform guess of every attribute at once
+    whole_chance = float(np.prod([1 / len(DISTRIBUTION[a]) for a in ATTRIBUTES]))
+    assert data["chance"]["whole_prompt"] == pytest.approx(whole_chance)
     res = CliRunner().invoke(main, ["eval", "sounds", "--generator", "truth-sounds", "-n", "6", "--split", "templated"])
     assert res.exit_code == 0, res.output
-    assert "SoundsEval on 6 prompts (generator: truth-sounds)" in res.output and "(chance 0.333)" in res.output
-    assert "whole caption" in res.output and "(chance 0.0123)" in res.output
+    attribute_chance = 1 / len(DISTRIBUTION["pitch"])
+    assert "SoundsEval on 6 prompts (generator: truth-sounds)" in res.output
+    assert f"(chance {attribute_chance:.3f})" in res.output
+    assert "whole caption" in res.output and f"(chance {whole_chance:.4f})" in res.output
     res = CliRunner().invoke(main, ["eval", "sounds", "--generator", "noise", "-n", "2"])
     assert res.exit_code == 1 and "gives Image, not Audio" in res.output
+
+
+class FixedSound(Generator):
+    """Text → Audio that ignores its caption: always two steady medium buzzes (jittered per seed)."""
+
+    input_type = Text
+    output_type = Audio
+    SOUND = {"pitch": "medium", "timbre": "buzz", "count": 2, "motion": "steady"}
+
+    def run(self, inputs, generators):
+        from loom.plugins.sounds import SAMPLE_RATE, Sound, render
+
+        seeds = [int(torch.randint(0, 2**31 - 1, (1,), generator=g)) for g in generators]
+        clips = [render(Sound(**self.SOUND), SAMPLE_RATE, np.random.default_rng(s))[None] for s in seeds]
+        return Audio.from_clips(clips, SAMPLE_RATE)
+
+
+class NoiseSound(Generator):
+    """Text → Audio that ignores its caption: 1.5 s of loud white noise from the item's seed."""
+
+    input_type = Text
+    output_type = Audio
+
+    def run(self, inputs, generators):
+        waves = [0.3 * torch.randn(1, 24000, generator=g) for g in generators]
+        return Audio(torch.stack(waves).clamp(-1, 1), 16000)
+
+
+@pytest.mark.slow
+def test_eval_sounds_scores_generators_that_ignore_the_caption_at_chance(registry):
+    """The same command that scores the ground-truth fake ~1 cannot be satisfied without reading
+    the caption: a fixed sound scores exactly the share of prompts that happen to ask for it, and
+    noise nothing beyond chance; neither spreads what a prompt leaves open."""
+    from loom.evaluation import EVAL_SEED, world_prompts
+    from loom.plugins.sounds import ATTRIBUTES, parse_caption
+
+    @hookimpl
+    def loom_register_components(register):
+        register("fixed-sound", FixedSound)
+        register("noise-sound", NoiseSound)
+
+    plugin = SimpleNamespace(loom_register_components=loom_register_components, __name__="ignoring")
+    assert registry.add_plugin(plugin, "ignoring").ok
+    n = 40
+    for generator in ("fixed-sound", "noise-sound"):
+        res = CliRunner().invoke(main, ["eval", "sounds", "--generator", generator, "-n", str(n), "--json"])
+        assert res.exit_code == 0, res.output
+        data = json.loads(res.output)
+        for split in ("templated", "underspecified"):
+            part = data[split]
+            assert part["n"] == n
+            assert part["whole_prompt"] <= max(0.1, 2 * part["chance"]["whole_prompt"]), (generator, split, part)
+            assert part["unseen"]["whole_prompt"] <= 0.1, (generator, split, part["unseen"])
+            for a in ATTRIBUTES:
+                assert part["per_attribute"][a] <= part["chance"][a] + 0.25, (generator, split, a, part)
+            if generator == "fixed-sound":
+                # what it should score, from the prompts alone: the share asking for its values
+                stated = [parse_caption(text) for text, _ in world_prompts("sounds", n, EVAL_SEED, split)]
+                fixed = FixedSound.SOUND
+                for a in ATTRIBUTES:
+                    asked = [getattr(s, a) for s in stated if getattr(s, a) is not None]
+                    share = sum(v == fixed[a] for v in asked) / len(asked)
+                    assert part["per_attribute"][a] == pytest.approx(share, abs=0.05), (split, a, part)
+                whole = sum(all(getattr(s, a) in (None, fixed[a]) for a in ATTRIBUTES) for s in stated) / n
+                assert part["whole_prompt"] == pytest.approx(whole, abs=0.05), (split, part)
+        assert data["diversity"]["diversity"] <= 0.05, (generator, data["diversity"])
 
 
 def test_eval_sounds_reads_a_prompts_file(registry, tmp_path):

@@ -28,13 +28,14 @@ from click.testing import CliRunner  # noqa: E402
 
 from loom.batch_jobs import batch, read_manifest  # noqa: E402
 from loom.cli import main  # noqa: E402
+from loom.plugins.shapes import OBJECT_COLOURS  # noqa: E402
+from loom.plugins.shapes import SHAPES as SHAPE_NAMES  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "white"]
-SHAPES = ["circle", "square", "triangle"]
+COLOURS, SHAPES = OBJECT_COLOURS, SHAPE_NAMES  # the Shapes world's own words, not copies of them
 PROMPTS = [
-    f"a {'small' if k % 2 else 'large'} {COLOURS[k % 7]} {SHAPES[k % 3]} in the "
+    f"a {'small' if k % 2 else 'large'} {COLOURS[k % len(COLOURS)]} {SHAPES[k % len(SHAPES)]} in the "
     f"{['top left', 'center', 'bottom right'][k % 3]} on a {['black', 'gray', 'white'][(k // 3) % 3]} background"
     for k in range(36)
 ]

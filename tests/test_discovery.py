@@ -131,10 +131,20 @@ def test_register_validates_names():
             register("Bad Name", Invert)
 
     info = registry.add_plugin(BadName(), "badname")
-    assert "lower-case" in info.errors[0]
-    assert isinstance(PluginError("x"), Exception)
+    # the PluginError raised inside the hook is caught and recorded against the plugin, by name
+    assert not info.ok and len(info.errors) == 1
+    assert info.errors[0].startswith(
+        f"loom_register_components failed: {PluginError.__name__}: plugin 'badname': component name 'Bad Name'"
+    ), info.errors
+    assert "lower-case" in info.errors[0] and info.components == []
+    # a lookup names the broken plugin, and a plugin added after it still registers and resolves
+    with pytest.raises(UnknownComponentError, match="plugins that failed to load: badname"):
+        registry.get("Bad Name")
+    registry.add_plugin(fake_plugin(), "fakes")
+    assert registry.plugins["fakes"].ok and registry.get("invert").cls is Invert
 
 
+@pytest.mark.slow
 def test_example_plugin_installs_is_discovered_and_runs(tmp_path, monkeypatch):
     target = tmp_path / "site"
     subprocess.run(

@@ -86,6 +86,7 @@ def test_decode_is_repeatable_and_each_item_independent_of_its_batch():
         codec.decode(mel, generators=gens[:1])
 
 
+@pytest.mark.slow
 def test_ground_truth_sounds_survive_the_round_trip():
     """A small sample here; docs/audio.md has the 200-clip figure from bench/mel_round_trip.py."""
     pairs = sample_prompts(16, seed=5)

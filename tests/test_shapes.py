@@ -87,10 +87,17 @@ def corrupt(scene: Scene, attribute: str, rng: np.random.Generator) -> Scene:
 
 
 def test_vocabulary():
-    assert OBJECT_COLOURS == ("red", "green", "blue", "yellow", "purple", "orange", "white")
-    assert set(COLOURS) == set(OBJECT_COLOURS) | {"black", "gray"}
+    # what the world promises about its words, not a copy of them: backgrounds are the object
+    # colours and black and gray; sizes are two; every word reads back through the parser
+    assert set(COLOURS) == set(OBJECT_COLOURS) | {"black", "gray"} and len(set(OBJECT_COLOURS)) == len(OBJECT_COLOURS)
     assert set(BACKGROUND_COLOURS) == set(COLOURS)
-    assert SHAPES == ("circle", "square", "triangle") and SIZES == ("small", "large")
+    assert len(set(SHAPES)) == len(SHAPES) > 1 and len(set(SIZES)) == len(SIZES) == 2
+    for colour in OBJECT_COLOURS:
+        for shape in SHAPES:
+            for size in SIZES:
+                background = next(c for c in BACKGROUND_COLOURS if c != colour)
+                read = parse_caption(f"a {size} {colour} {shape} on a {background} background")
+                assert read == PromptSpec(background, [PartialShape(shape, colour, None, size)]), read
     assert sorted(POSITIONS.values()) == [(r, c) for r in range(3) for c in range(3)]
     # The checker needs the palette well separated.
     for a, b in combinations(COLOURS.values(), 2):
@@ -231,11 +238,24 @@ def test_dataset_is_deterministic():
 
 
 def test_sample_prompts_are_fresh_and_deterministic():
-    prompts = sample_prompts(50, seed=0)
-    assert prompts == sample_prompts(50, seed=0)
-    assert prompts != sample_prompts(50, seed=1)
-    train = {it.caption for it in ShapesDataset(seed=0).batch(0, 50)}
-    assert len(train & {text for text, _ in prompts}) < 5
+    from loom.plugins.shapes import ShapesData
+
+    prompts = sample_prompts(200, seed=0)
+    assert prompts == sample_prompts(200, seed=0) and prompts[:50] == sample_prompts(50, seed=0)
+    other = sample_prompts(200, seed=1)
+    assert sum(a == b for a, b in zip(prompts, other)) == 0  # another seed, another stream
+    texts = [text for text, _ in prompts]
+    # "from a stream no dataset item uses": neither the dataset's items nor the training pool's
+    # draws, position by position...
+    items = ShapesDataset(seed=0).batch(0, 1000)
+    training = ShapesData(64, pool=4000, seed=0)
+    assert not any(scene == it.scene for (_, scene), it in zip(prompts, items))
+    assert not any(scene == drawn for (_, scene), drawn in zip(prompts, training.scenes))
+    # ...nor anywhere: they share a caption with those 5,000 only by chance (4 of 200 here, as an
+    # independent stream does; a prompt drawn from either stream would share all of its)
+    pool = {it.caption for it in items} | set(training.captions)
+    shared = [text for text in texts if text in pool]
+    assert len(shared) <= 8, shared
     for text, scene in prompts:
         assert parse_caption(text).to_scene() == scene
 
@@ -243,7 +263,7 @@ def test_sample_prompts_are_fresh_and_deterministic():
 # ------------------------------------------------------------------ the checker
 
 
-@pytest.mark.parametrize("size", [48, 64, 256])
+@pytest.mark.parametrize("size", [48, 64, pytest.param(256, marks=pytest.mark.slow)])
 def test_eval_ground_truth(size):
     rng = np.random.default_rng(100 + size)
     pool = [sample_scene(rng) for _ in range(500)]
@@ -307,7 +327,7 @@ def test_eval_accepts_any_image_and_prompt_form():
     report = ev.evaluate_many([img, img], [full, "a small red circle at the bottom"])
     assert report.n == 2 and report.whole_prompt == 0.5
     assert report.per_attribute["size"] == 0.5 and report.per_attribute["background"] == 1.0
-    assert report.chance["shape"] == pytest.approx(1 / 3)
+    assert report.chance["shape"] == pytest.approx(1 / len(SHAPES))  # a uniform guess among the shapes
     with pytest.raises(ValueError):
         ev.evaluate_many([img], [])
 
@@ -326,9 +346,10 @@ def test_eval_speed():
     pool = scenes(200, seed=10)
     images = [render(s, 64, rng) for s in pool]
     ev = ShapesEval()
-    start = time.perf_counter()
+    # CPU time of this process, not wall-clock: a busy machine does not fail it, a slow checker does
+    start = time.process_time()
     ev.evaluate_many(images, pool)
-    assert time.perf_counter() - start < 2.0
+    assert time.process_time() - start < 2.0  # 0.45-0.55 s of CPU on a 2-core dev machine
 
 
 def test_import_stays_light():
@@ -525,6 +546,7 @@ def test_extra_object_makes_a_prompt_wrong():
 # ------------------------------------------------------------------ controls and the report
 
 
+@pytest.mark.slow
 def test_prompt_ignoring_generator_scores_near_chance():
     ev = ShapesEval()
     templated = [text for text, _ in sample_prompts(200, 5)]

@@ -2,7 +2,9 @@
 
 import json
 
+import numpy as np
 import pytest
+from PIL import Image as PILImage
 
 from loom.core import get_registry
 from loom.evaluation import evaluate_shapes
@@ -50,13 +52,28 @@ def test_what_a_prompt_leaves_open_is_spread_like_the_world(family):
 
 
 @pytest.mark.parametrize("family", sorted(FLOORS))
-def test_shipped_weights_are_small_and_record_how_they_were_made(family):
+def test_shipped_weights_are_small_and_record_how_they_were_made(family, tmp_path):
+    import loom
+    from loom.plugins.shapes import ShapesEval
+
     folder = get_registry().get(family).cls.default_weights
     # "a few MB": the largest, diffusion with its wider autoencoder, is 14.3 MB of float16
     assert sum(f.stat().st_size for f in folder.glob("*.safetensors")) < 16e6
-    training = json.loads((folder / "config.json").read_text())["training"]
+    config = json.loads((folder / "config.json").read_text())
+    training = config["training"]
     assert training["command"].startswith(f"loom train {family}") and "seed" in training
     assert (folder / "TRAINING.md").read_text().count(training["command"]) >= 1
+    # and the weights so described draw: the family's default (these weights; the chain the floor
+    # tests above already loaded) makes, at the image size the config records, a picture whose
+    # saved PNG decodes to it and in which ShapesEval reads the background asked for
+    prompt = "a red circle on a blue background"
+    result = loom.generate(prompt, seed=0, generator=family, size=None, progress=False)
+    assert result.provenance["spec"]["steps"][-1]["component"] == family
+    loom.save(result, tmp_path / "out.png")
+    picture = np.asarray(PILImage.open(tmp_path / "out.png").convert("RGB"))
+    assert picture.shape == (config["image_size"], config["image_size"], 3) and picture.std() > 10
+    assert np.array_equal(picture, result.output.to_numpy()[0])
+    assert ShapesEval().evaluate(picture, prompt).detected[0]["background"] == "blue"
 
 
 #: Whole-caption floors of the shipped text-to-sound defaults on the 60 fresh captions used here
@@ -88,7 +105,7 @@ def test_shipped_sound_default_draws_captions_that_leave_attributes_unsaid(famil
 
 
 @pytest.mark.parametrize("family", sorted(SOUND_FLOORS))
-def test_shipped_sound_weights_are_small_and_record_how_they_were_made(family):
+def test_shipped_sound_weights_are_small_and_record_how_they_were_made(family, tmp_path):
     folder = get_registry().get(family).cls.default_weights
     assert folder.name == "sound_weights"
     assert (folder / "model.safetensors").stat().st_size < 10e6
@@ -97,6 +114,20 @@ def test_shipped_sound_weights_are_small_and_record_how_they_were_made(family):
     training = config["training"]
     assert training["command"].startswith(f"loom train {family} --data sounds") and "seed" in training
     assert (folder / "TRAINING.md").read_text().count(training["command"]) >= 1
+    # and the folder so described is a whole generator: loaded from its path alone, it makes a clip
+    # of the recorded length whose WAV decodes to that many samples at the Sounds rate, not silence,
+    # in which SoundsEval hears beeps
+    import soundfile
+
+    import loom
+    from loom.plugins.sounds import SAMPLE_RATE, SoundsEval
+
+    result = loom.generate("three rising high beeps", seed=0, generator=str(folder), size=None, progress=False)
+    loom.save(result, tmp_path / "beeps.wav")
+    samples, rate = soundfile.read(tmp_path / "beeps.wav", dtype="float32")
+    assert rate == SAMPLE_RATE and samples.shape == (config["mel"]["samples"],)
+    assert float(np.sqrt(np.mean(samples**2))) > 1e-3
+    assert SoundsEval().evaluate(samples, "three rising high beeps", rate).detected["count"] >= 1
 
 
 def test_evaluation_passes_generator_options_to_its_step(tmp_path):

@@ -56,6 +56,7 @@ def test_a_folder_of_the_other_family_is_refused_when_the_chain_is_built(tmp_pat
         )
 
 
+@pytest.mark.slow
 def test_mel_images_round_trip_a_sounds_clip():
     from loom.plugins.sounds import SoundsDataset, SoundsEval
 

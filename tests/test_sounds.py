@@ -164,6 +164,15 @@ def test_evaluation_prompts_are_deterministic_and_state_everything():
     assert prompts == sample_prompts(50, seed=0) and prompts != sample_prompts(50, seed=1)
     for text, sound in prompts:
         assert parse_caption(text).to_sound() == sound
+    # "from a stream no dataset item uses": never the dataset's item at the same index, and a
+    # caption shared with 400 dataset and training items only by chance (2 of 100 here, 2-4 for
+    # an independent stream of items; prompts drawn from either stream would share all 100)
+    fresh = sample_prompts(100, seed=0)
+    items, training = SoundsDataset(seed=0).batch(0, 200), SoundsDataset(seed=0, training=True).batch(0, 200)
+    assert not any((text, sound) == (it.caption, it.sound) for (text, sound), it in zip(fresh, items))
+    pool = {it.caption for it in items + training}
+    shared = [text for text, _ in fresh if text in pool]
+    assert len(shared) <= 12, shared
 
 
 def triple(s) -> tuple:
@@ -186,13 +195,14 @@ def test_no_training_sound_is_held_out_and_unseen_prompts_are():
     rng = np.random.default_rng(0)
     drawn = [sample_training_sound(rng) for _ in range(5000)]
     assert not any(map(is_held_out, drawn))
-    assert len({triple(s) for s in drawn}) == 24 and {s.count for s in drawn} == set(COUNTS)
+    trained = len(PITCHES) * len(TIMBRES) * len(MOTIONS) - len(HELD_OUT)  # every triple but the held-out ones
+    assert len({triple(s) for s in drawn}) == trained and {s.count for s in drawn} == set(COUNTS)
     items = SoundsDataset(seed=0, training=True).batch(0, 60)
     assert not any(is_held_out(it.sound) for it in items)
     unseen = sample_prompts(60, seed=0, combinations="unseen")
     assert all(is_held_out(s) for _, s in unseen) and {triple(s) for _, s in unseen} == HELD_OUT
     seen = sample_prompts(200, seed=0, combinations="seen")
-    assert not any(is_held_out(s) for _, s in seen) and len({triple(s) for _, s in seen}) == 24
+    assert not any(is_held_out(s) for _, s in seen) and len({triple(s) for _, s in seen}) == trained
     for text, sound in unseen + seen:
         assert parse_caption(text).to_sound() == sound
     with pytest.raises(ValueError, match="unknown combinations 'new'; expected one of any, seen, unseen"):
@@ -321,8 +331,9 @@ def test_eval_ground_truth_scores_at_least_099_per_attribute_and_whole(ground_tr
     assert report.n == 200
     assert report.whole_prompt >= 0.99, report.per_attribute
     assert all(report.per_attribute[a] >= 0.99 for a in ATTRIBUTES), report.per_attribute
-    assert report.chance["whole_prompt"] == pytest.approx(1 / 81)
-    assert all(report.chance[a] == pytest.approx(1 / 3) for a in ATTRIBUTES)
+    # chance: a uniform guess of each attribute's values, and of all four at once
+    assert report.chance["whole_prompt"] == pytest.approx(1 / np.prod([len(VALUES[a]) for a in ATTRIBUTES]))
+    assert all(report.chance[a] == pytest.approx(1 / len(VALUES[a])) for a in ATTRIBUTES)
     json.dumps(report.to_dict(include_scores=True))
 
 
@@ -399,7 +410,7 @@ def test_diversity_reads_scores_counts_silence_as_nothing_and_needs_an_open_attr
     report = diversity([scores], ["a steady buzz once"])
     assert report.per_prompt == [{"pitch": pytest.approx(0.75)}]  # three even pitches, one silent clip
     assert report.per_attribute == {"pitch": pytest.approx(0.75), "timbre": None, "count": None, "motion": None}
-    assert DISTRIBUTION["count"] == {1: 1 / 3, 2: 1 / 3, 3: 1 / 3}
+    assert DISTRIBUTION["count"] == {c: pytest.approx(1 / len(COUNTS)) for c in COUNTS}  # counts drawn evenly
     with pytest.raises(ValueError, match="no prompt leaves an attribute open"):
         diversity([scores], [Sound("low", "buzz", 1, "steady")])
     with pytest.raises(ValueError, match="got detections for 1 prompts, and 2 prompts"):

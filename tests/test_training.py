@@ -1,6 +1,7 @@
 """Loom's one training workflow: steps, checkpoints, interruption and resume, data folders."""
 
 import json
+from itertools import combinations
 
 import numpy as np
 import pytest
@@ -20,6 +21,47 @@ FAMILIES = ["vae", "gan", "ar"]
 TINY = dict(pool=96, options={"batch_size": 8}, progress=False)
 
 
+def sample_cells(path, prompts: int, height: int, width: int) -> list[np.ndarray]:
+    """The samples in a run's samples.png, checked against the layout it promises: one
+    height×width sample per sample prompt, up to four a row, 2-pixel white gutters, scaled up by
+    whole pixels to at least 128 px a sample. Each sample must be drawn (not one flat colour), and
+    not a copy of another (each prompt and seed gives its own)."""
+    cols = min(4, prompts)
+    rows = -(-prompts // cols)
+    scale = max(1, 128 // height)
+    image = np.asarray(PILImage.open(path).convert("RGB"))
+    assert image.shape == ((rows * (height + 2) + 2) * scale, (cols * (width + 2) + 2) * scale, 3), image.shape
+    grid = image[::scale, ::scale].astype(int)
+    assert np.array_equal(image, np.repeat(np.repeat(grid, scale, 0), scale, 1))  # nearest-neighbour scaling
+    cells, gutters = [], np.ones(grid.shape[:2], bool)
+    for i in range(prompts):
+        top, left = 2 + (i // cols) * (height + 2), 2 + (i % cols) * (width + 2)
+        cells.append(grid[top : top + height, left : left + width])
+        gutters[top : top + height, left : left + width] = False
+    assert (grid[gutters] == 255).all(), "the gutters (and any unused cell) are white"
+    for i, cell in enumerate(cells):
+        assert cell.std() > 2, f"sample {i} is blank (one flat colour)"  # 4.6 at least, measured
+    # a model a few steps in may draw two prompts nearly alike (0.4 of 255 apart, measured), never
+    # byte for byte: each sample has its own prompt and seed
+    assert len({cell.tobytes() for cell in cells}) == prompts, "two samples are the same image"
+    assert max(np.abs(cells[i] - cells[j]).mean() for i, j in combinations(range(prompts), 2)) > 2
+    if rows > 1:  # the rows are not one row repeated (4.2 of 255 apart at least, measured)
+        assert np.abs(np.stack(cells[:cols]) - np.stack(cells[cols : 2 * cols])).mean() > 1
+    return cells
+
+
+def assert_loss_curve_falls(path) -> None:
+    """loss.png draws the loss over the run as one coloured line (all else is black on white)
+    across the plot, ending lower than it starts (the runs checked here do lower their loss)."""
+    image = np.asarray(PILImage.open(path).convert("RGB")).astype(int)
+    assert image.shape == (360, 640, 3)
+    ys, xs = np.nonzero(image.max(-1) - image.min(-1) > 60)
+    assert len(xs) > 300, "no loss curve drawn"
+    assert xs.min() <= 52 and xs.max() >= 618, (xs.min(), xs.max())  # from the first step to the last
+    first, last = ys[xs <= xs.min() + 2].mean(), ys[xs >= xs.max() - 2].mean()
+    assert last > first, (first, last)  # lower on the plot: a smaller loss
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_few_steps_lower_the_loss_and_write_a_loadable_generator(tmp_path, family):
     out = loom.train(family, steps=40, seed=3, out=tmp_path / family, checkpoint_every=25, **TINY)
@@ -29,8 +71,10 @@ def test_a_few_steps_lower_the_loss_and_write_a_loadable_generator(tmp_path, fam
     assert training["final_loss"] < training["first_loss"], training
     progress = json.loads((out / "checkpoint" / "progress.json").read_text())
     assert progress["step"] == 40 and len(progress["losses"]) == 40
-    for png in ("samples.png", "loss.png"):
-        assert PILImage.open(out / png).size[0] > 100
+    from loom.plugins.shapes import SHAPES_SAMPLE_PROMPTS
+
+    sample_cells(out / "samples.png", len(SHAPES_SAMPLE_PROMPTS), 64, 64)
+    assert_loss_curve_falls(out / "loss.png")
     result = loom.generate("a red circle on a blue background", seed=0, generator=str(out), size=None, progress=False)
     assert result.output.pixels.shape == (1, 3, 64, 64)
     step = result.provenance["spec"]["steps"][-1]
@@ -215,6 +259,44 @@ def test_eval_snapshots_picks_the_best_on_validation_prompts_and_never_on_the_ev
     )
 
 
+def test_eval_snapshots_scores_real_images_with_the_real_checker_and_picks_the_one_that_draws(tmp_path):
+    """No mock: a run folder whose earlier snapshot holds the shipped vae's weights and whose later
+    snapshot (also the final export) holds the same network with random weights. ShapesEval grades
+    what each one generates; the earlier one must win, so a chooser that prefers the latest
+    snapshot, scores one folder for all, or never looks at the images fails."""
+    from safetensors.torch import save_file
+
+    from loom.core import get_registry
+
+    shipped = get_registry().get("vae").cls.default_weights
+    config = json.loads((shipped / "config.json").read_text())
+    trained = load_file(shipped / "model.safetensors")
+    g = torch.Generator().manual_seed(0)
+    untrained = {
+        k: (torch.randn(v.shape, generator=g) * v.float().std().nan_to_num(0.02)).to(v.dtype)
+        if v.is_floating_point()
+        else v
+        for k, v in trained.items()
+    }
+    run = tmp_path / "run"
+
+    def export(folder, weights, steps):
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(weights, folder / "model.safetensors")
+        (folder / "config.json").write_text(json.dumps({**config, "training": {**config["training"], "steps": steps}}))
+
+    export(run / "snapshots" / "step-000002", trained, 2)
+    export(run / "snapshots" / "step-000004", untrained, 4)
+    export(run, untrained, 4)  # the final export is the last snapshot: scored once
+    result = CliRunner().invoke(main, ["eval", "snapshots", str(run), "-n", "5"])
+    assert result.exit_code == 0, result.output
+    picked = json.loads((run / "snapshots" / "picked.json").read_text())
+    assert picked["world"] == "shapes" and set(picked["whole"]) == {"step-000002", "step-000004"}, picked
+    assert picked["whole"]["step-000002"] >= 0.6 and picked["whole"]["step-000004"] <= 0.1, picked
+    assert picked["best"] == str(run / "snapshots" / "step-000002")
+    assert f"best: {run / 'snapshots' / 'step-000002'} ({picked['whole']['step-000002']:.3f})" in result.output
+
+
 def test_a_trained_folder_is_never_overwritten_by_a_new_run(tmp_path):
     out = loom.train("vae", steps=2, out=tmp_path / "run", **TINY)
     before = (out / "model.safetensors").read_bytes()
@@ -318,7 +400,11 @@ def test_a_few_sound_steps_lower_the_loss_and_write_a_loadable_sound_generator(t
     assert config["sample_shape"] == [1, 64, 96] and config["mel"]["frames"] == 96 and config["mel"]["samples"] == 24000
     if family == "vae-sound":  # sampling draws z from a Gaussian fitted to the posterior means
         assert len(config["latent_mean"]) == 8 and len(config["latent_chol"]) == 8 and config["latent_spread"] == 0.6
-    assert PILImage.open(out / "samples.png").size == (4 * 98 * 2 + 4, 2 * 66 * 2 + 4)  # 8 mel images, 2× scale
+    from loom.plugins.sounds import SOUNDS_SAMPLE_PROMPTS
+
+    # one log-mel spectrogram (64 mels × 96 frames) per sample prompt
+    sample_cells(out / "samples.png", len(SOUNDS_SAMPLE_PROMPTS), 64, 96)
+    assert_loss_curve_falls(out / "loss.png")
     result = loom.generate("three rising high beeps", seed=0, generator=str(out), size=None, progress=False)
     audio = result.output
     assert audio.waveforms.shape == (1, 1, 24000) and audio.sample_rate == 16000
@@ -326,7 +412,18 @@ def test_a_few_sound_steps_lower_the_loss_and_write_a_loadable_sound_generator(t
     step = result.provenance["spec"]["steps"][-1]
     assert step["component"] == family and step["config"]["weights"] == str(out.resolve())
     loom.save(result, tmp_path / "beeps.wav")
-    assert (tmp_path / "beeps.wav").stat().st_size > 48000
+    import soundfile
+
+    from loom.outputs import pcm16
+    from loom.plugins.sounds import DURATION, SAMPLE_RATE
+
+    pcm, rate = soundfile.read(tmp_path / "beeps.wav", dtype="int16", always_2d=True)
+    assert rate == SAMPLE_RATE and pcm.shape == (int(DURATION * SAMPLE_RATE), 1)  # 1.5 s, mono
+    assert np.array_equal(pcm, pcm16(audio, 0))  # exactly the generated clip, as 16-bit PCM
+    # not digital silence: 30 steps in, a model is quiet (about -76 dBFS, peaks of 21-26 LSB, about
+    # 80% of samples nonzero, measured) but not mute (a trained one is loud: tests/test_shipped_models.py)
+    nonzero, peak = np.count_nonzero(pcm), int(np.abs(pcm.astype(int)).max())
+    assert nonzero > len(pcm) // 4 and peak >= 4, (nonzero, peak)
 
 
 def test_an_interrupted_sound_run_resumes_to_the_same_weights_and_latent_fit(tmp_path):

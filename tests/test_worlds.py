@@ -76,7 +76,12 @@ def test_a_world_is_checked_when_registered():
         "loom_register_worlds failed: PluginError: plugin 'd': world 'dot' is already registered by plugin 'dot'"
     ]
     assert registry.world("dot") is not None and list(registry.worlds()) == ["dot"]
-    assert isinstance(PluginError("x"), Exception)
+    # each refusal is a PluginError recorded against its own plugin, which keeps no world
+    for name in "abcd":
+        info = registry.plugins[name]
+        assert info.errors[0].startswith(f"loom_register_worlds failed: {PluginError.__name__}: plugin '{name}'")
+        assert not info.ok and info.worlds == []
+    assert registry.plugins["dot"].ok and registry.plugins["dot"].worlds == ["dot"]
 
 
 def test_the_dot_checker_reads_its_own_drawings():

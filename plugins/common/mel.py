@@ -94,28 +94,15 @@ class MelCodec:
             import torchaudio
 
             s = self.settings
+            bands = dict(
+                sample_rate=s.sample_rate, f_min=s.f_min, f_max=s.f_max, n_mels=s.n_mels, mel_scale=s.mel_scale
+            )
             if name == "mel":
                 t = torchaudio.transforms.MelSpectrogram(
-                    sample_rate=s.sample_rate,
-                    n_fft=s.n_fft,
-                    hop_length=s.hop_length,
-                    f_min=s.f_min,
-                    f_max=s.f_max,
-                    n_mels=s.n_mels,
-                    power=2.0,
-                    mel_scale=s.mel_scale,
-                    center=True,
+                    n_fft=s.n_fft, hop_length=s.hop_length, power=2.0, center=True, **bands
                 )
             else:
-                t = torchaudio.transforms.InverseMelScale(
-                    n_stft=s.n_fft // 2 + 1,
-                    n_mels=s.n_mels,
-                    sample_rate=s.sample_rate,
-                    f_min=s.f_min,
-                    f_max=s.f_max,
-                    mel_scale=s.mel_scale,
-                    driver="gelsd",
-                )
+                t = torchaudio.transforms.InverseMelScale(n_stft=s.n_fft // 2 + 1, driver="gelsd", **bands)
             self._transforms[key] = t.to(device)
         return self._transforms[key]
 

@@ -158,20 +158,7 @@ def build_tiny_pipeline(folder: "str | Path", scheduler: str = "ddim"):
     unet = _tiny_unet(sample_size=32, cross_attention_dim=32, attention_head_dim=8)
     vae = _tiny_vae()
     torch.manual_seed(0)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            projection_dim=32,
-        )
-    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(**_tiny_clip_text(tokenizer), max_position_embeddings=77))
     sched = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -180,18 +167,20 @@ def build_tiny_pipeline(folder: "str | Path", scheduler: str = "ddim"):
         set_alpha_to_one=False,
         steps_offset=1,
     )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=sched,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    parts = dict(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sched)
+    pipe = StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(str(folder))
     return kind
+
+
+#: The sizes of the tiny pipelines' CLIP text encoders.
+_CLIP_SIZES = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, projection_dim=32)
+
+
+def _tiny_clip_text(tokenizer) -> dict:
+    """The CLIPTextConfig options of the tiny pipelines' text encoders."""
+    ids = {f"{t}_token_id": getattr(tokenizer, f"{t}_token_id") for t in ("bos", "eos", "pad")}
+    return dict(vocab_size=len(tokenizer), **_CLIP_SIZES, **ids)
 
 
 def build_tiny_xl_pipeline(folder: "str | Path"):
@@ -216,17 +205,7 @@ def build_tiny_xl_pipeline(folder: "str | Path"):
         cross_attention_dim=64,
     )
     vae = _tiny_vae(force_upcast=True)
-    text = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=37,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        projection_dim=32,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    text = _tiny_clip_text(tokenizer)
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(CLIPTextConfig(**text))
     text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**text))

@@ -30,6 +30,11 @@ class VAEOptions(TrainerOptions):
     )
 
 
+def _shared_config(options: VAEOptions) -> dict:
+    """The model config fields every VAE family takes from its training options."""
+    return {name: getattr(options, name) for name in ("prior_weight", "latent_dim", "recon_sigma")}
+
+
 class VAETrainer(SavedModelTrainer):
     family = "vae"
     Options = VAEOptions
@@ -40,13 +45,7 @@ class VAETrainer(SavedModelTrainer):
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=options.lr, weight_decay=0.0)
 
     def model_config(self, options: VAEOptions) -> VAEConfig:
-        return VAEConfig(
-            prior_weight=options.prior_weight,
-            prior_samples=options.prior_samples,
-            latent_dim=options.latent_dim,
-            recon_sigma=options.recon_sigma,
-            image_size=self.image_size,
-        )
+        return VAEConfig(**_shared_config(options), prior_samples=options.prior_samples, image_size=self.image_size)
 
     def step(self, batch, progress: float) -> dict[str, float]:
         lr = warmup_cosine(self.options.lr, progress)
@@ -95,13 +94,8 @@ class VAESoundTrainer(VAETrainer):
         self.latent_stats: dict | None = None
 
     def model_config(self, options: VAESoundOptions) -> VAEConfig:
-        return VAEConfig(
-            **sound_config(self.family, self.shape()),
-            prior_weight=options.prior_weight,
-            latent_dim=options.latent_dim,
-            recon_sigma=options.recon_sigma,
-            latent_spread=options.latent_spread,
-        )
+        shape = sound_config(self.family, self.shape())
+        return VAEConfig(**shape, **_shared_config(options), latent_spread=options.latent_spread)
 
     def step(self, batch, progress: float) -> dict[str, float]:
         losses = super().step(batch, progress)
