@@ -39,11 +39,11 @@ def api_problem(asked: Any, offered: str = PLUGIN_API) -> str | None:
 
     A plugin for MAJOR.MINOR runs on the same MAJOR with at least that MINOR: minor versions only
     add (hooks, hook arguments, optional component attributes); major versions may remove."""
-    match = _API.match(asked) if isinstance(asked, str) else None
+    match = _API.fullmatch(asked) if isinstance(asked, str) else None
     if match is None:
         return f"its {API_ATTRIBUTE} = {asked!r} is not a version like '1.0'"
     major, minor = (int(x) for x in match.groups())
-    have_major, have_minor = (int(x) for x in cast("re.Match[str]", _API.match(offered)).groups())
+    have_major, have_minor = (int(x) for x in cast("re.Match[str]", _API.fullmatch(offered)).groups())
     if major != have_major:
         return f"it was written for Loom plugin API {asked}, but this Loom offers plugin API {offered}"
     if minor > have_minor:
@@ -141,7 +141,7 @@ class Registry:
             if not (isinstance(t, type) and issubclass(t, Data)) or t is Data:
                 raise PluginError(f"{where}: {cls.__name__} declares {t!r} as a data type; use a loom.core.data type")
         for n in (name, *aliases):
-            if not isinstance(n, str) or not _NAME.match(n):
+            if not isinstance(n, str) or not _NAME.fullmatch(n):
                 raise PluginError(f"{where}: component name {n!r} must be lower-case letters, digits, '-' or '_'")
             entry = ComponentEntry(n, cls, info.name, info.version)
             if entry.qualified_name in self._entries:
@@ -161,7 +161,7 @@ class Registry:
         where = f"plugin {info.name!r}"
         if not isinstance(world, World):
             raise PluginError(f"{where}: {world!r} registered as a world is not a loom.core.World instance")
-        if not isinstance(world.name, str) or not _NAME.match(world.name):
+        if not isinstance(world.name, str) or not _NAME.fullmatch(world.name):
             raise PluginError(f"{where}: world name {world.name!r} must be lower-case letters, digits, '-' or '_'")
         if world.modality not in MODALITIES:
             raise PluginError(

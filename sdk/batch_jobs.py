@@ -180,7 +180,7 @@ def _item(value: Any, where: str, position: int, seed: int) -> Item:
     if "seed" in value:
         seed = _check_seed(value["seed"], where)
     item_id = value.get("id", default_id)
-    if not isinstance(item_id, str) or not _ID.match(item_id):
+    if not isinstance(item_id, str) or not _ID.fullmatch(item_id):
         raise InputError(
             f"{where}: id {item_id!r} cannot name a file; use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )

@@ -204,7 +204,7 @@ TEMPLATES = {
 
 def write_plugin(name: str, kind: str = "postprocessor", directory: "str | Path | None" = None) -> Path:
     """Write the package for plugin ``name`` (its component has the same name) and return its folder."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InputError(
             f"plugin name {name!r} must be lower-case letters, digits and '-', starting with a letter (e.g. 'blur')"
         )

@@ -102,6 +102,8 @@ def test_jsonl_prompts_with_own_seeds_ids_and_params(tmp_path):
         ('{"prompt": "a", "seed": -1}', "line 2: seed -1 is not an integer between 0 and 2\\*\\*63-1"),
         ('{"prompt": "a", "seed": "3"}', "line 2: seed '3' is not an integer"),
         ('{"prompt": "a", "id": "../x"}', "line 2: id '../x' cannot name a file"),
+        # matched whole: `$` alone would let a trailing newline through into a file name
+        ('{"prompt": "a", "id": "abc\\n"}', "line 2: id 'abc\\\\n' cannot name a file"),
         ('{"prompt": "a", "id": "one"}', "line 2: id 'one' is already used by .*line 1"),
         ('{"prompt": "a", "params": {"vae": 0.5}}', "line 2: 'params' must map a step's component name"),
     ],

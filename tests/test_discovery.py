@@ -144,6 +144,18 @@ def test_register_validates_names():
     assert registry.plugins["fakes"].ok and registry.get("invert").cls is Invert
 
 
+def test_names_are_matched_whole():
+    """A name with a trailing newline passes a `^...$` search; it must be refused like any bad name."""
+
+    class Newline:
+        @hookimpl
+        def loom_register_components(self, register):
+            register("invert\n", Invert)
+
+    info = Registry().add_plugin(Newline(), "newline")
+    assert not info.ok and "component name 'invert\\n'" in info.errors[0] and info.components == []
+
+
 @pytest.mark.slow
 def test_example_plugin_installs_is_discovered_and_runs(tmp_path, monkeypatch):
     target = tmp_path / "site"
