@@ -1,15 +1,8 @@
-"""loom.core: the contract every Loom plugin and app builds on.
-
-- data types: :class:`Text`, :class:`Embedding`, :class:`Latent`, :class:`Image`, :class:`Audio`
-- component interfaces: :class:`Encoder`, :class:`Generator`, :class:`Postprocessor`, each with a
-  pydantic :class:`ComponentConfig`
-- hooks: :mod:`loom.core.hookspecs` (implement them with :data:`hookimpl`)
-- worlds: :class:`World`, procedural training data with a checker (``loom_register_worlds``)
-- discovery: :func:`get_registry` (entry-point group ``loom``)
-- pipelines: :class:`Pipeline`, :class:`PipelineSpec`, :class:`Result`
-- :data:`PLUGIN_API`: the version of the plugin API (hooks, component interfaces, data types)
-
-Nothing here imports torch at import time.
+"""loom.core: the contract every Loom plugin and app builds on, importing no torch at import time:
+data types (:mod:`.data`), components (:class:`Encoder`, :class:`Generator`, :class:`Postprocessor`,
+each with a pydantic :class:`ComponentConfig`), hooks (:mod:`.hookspecs`, implemented with
+:data:`hookimpl`), worlds (:class:`World`), discovery (:func:`get_registry`, entry-point group
+``loom``), pipelines (:class:`Pipeline`) and :data:`PLUGIN_API`, the version of all of these.
 """
 
 from .component import Capabilities, Component, ComponentConfig, Encoder, Generator, Postprocessor

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticSerializationError, to_json
 
 from .data import Data
 from .errors import ConfigError, LoomError
@@ -48,47 +49,45 @@ class Capabilities(BaseModel):
 
     #: The same inputs and seeds give the same outputs.
     deterministic: bool = True
+    #: Other seeds give other outputs (False: it ignores its seeds, as most encoders and postprocessors do).
+    uses_seed: bool = True
     #: An item's output is the same alone and at any position in a batch.
     batchable: bool = True
     #: Devices the component runs on (``"cpu"``, ``"cuda"``, ...).
     devices: tuple[str, ...] = ("cpu",)
     #: ``setup()`` reads weights (from a file, a package or a hub).
     has_weights: bool = False
-    #: The config option that names a weights folder, written by ``save_weights(folder)`` and read
-    #: back by ``setup()``; None when the component has no folder format of its own.
+    #: The config option naming a weights folder that ``save_weights(folder)`` writes (None: no format).
     weights_option: str | None = None
     #: What the component works on, e.g. ``("text", "image")``; empty: read from its data types.
     modalities: tuple[str, ...] = ()
-    #: Largest absolute difference tolerated where the contract says "the same output" (same
-    #: seed twice; an item alone and inside a batch). 0 means identical.
+    #: Largest difference tolerated where the contract says "the same output" (0: identical).
     tolerance: float = Field(default=0.0, ge=0.0)
 
 
 def describe_validation_error(err: ValidationError, where: str) -> str:
     """One readable line per invalid field: where it is, what was given, what is accepted."""
+    wording = {"extra_forbidden": "unknown option {loc!r} (given {given!r})", "missing": "option {loc!r} is required"}
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(config)"
-        given = e.get("input")
-        if e["type"] == "extra_forbidden":
-            lines.append(f"{where}: unknown option {loc!r} (given {given!r})")
-        else:
-            lines.append(f"{where}: option {loc!r} = {given!r} is invalid: {e['msg']}")
+        text = wording.get(e["type"], "option {loc!r} = {given!r} is invalid: {msg}")
+        lines.append(f"{where}: " + text.format(loc=loc, given=e.get("input"), msg=e["msg"]))
     return "\n".join(lines)
 
 
 def validate_config(cls: type["Component"], config: Any, where: str) -> ComponentConfig:
-    """``config`` (a mapping, a Config instance or None) as ``cls.Config``, or a ConfigError."""
+    """``config`` (a mapping, a Config instance or None) as ``cls.Config``, or a ConfigError. Values mean what
+    they mean in JSON (a spec, a record): an int is a float, a list a tuple, but ``true`` or "512" is no number."""
     if isinstance(config, cls.Config):
         return config
-    if config is None:
-        config = {}
-    if isinstance(config, BaseModel):
-        config = config.model_dump()
+    config = config.model_dump() if isinstance(config, BaseModel) else {} if config is None else config
     if not isinstance(config, Mapping):
         raise ConfigError(f"{where}: config must be a mapping of options, got {type(config).__name__}")
     try:
-        return cls.Config.model_validate(dict(config))
+        return cls.Config.model_validate_json(to_json(dict(config)), strict=True)
+    except PydanticSerializationError as err:
+        raise ConfigError(f"{where}: options are YAML/JSON values (numbers, text, lists, mappings): {err}") from None
     except ValidationError as err:
         fields = ", ".join(cls.Config.model_fields) or "none"
         raise ConfigError(f"{describe_validation_error(err, where)}\n(accepted options: {fields})") from None
@@ -162,17 +161,17 @@ class Component:
         work: Callable[[int, int, str], None] | None = None,
     ) -> Data:
         """Run on a batch. ``seed``: int (item *i* gets ``seed + i``), a list (one per item) or a
-        ``torch.Generator``. ``progress`` is called with the number of items finished so far;
-        ``work`` with ``(done, total, unit)`` over the whole batch whenever ``run`` reports finer
-        progress through :meth:`report_progress` (e.g. denoising steps)."""
+        ``torch.Generator``. ``progress(items finished)``; ``work(done, total, unit)`` over the batch
+        as ``run`` calls :meth:`report_progress`. Raises a LoomError on an output that breaks its layout."""
         name = type(self).__name__
         if not isinstance(inputs, self.input_type):
             raise LoomError(f"{name} takes {self.input_type.kind}, got {type(inputs).__name__}")
-        self.load()
         n = len(inputs)
-        seeds = item_seeds(seed, n)
-        gens = make_generators(seeds)
-        size = self.micro_batch or max(n, 1)
+        if not n:
+            raise LoomError(f"{name} was called with an empty batch")
+        gens = make_generators(item_seeds(seed, n))
+        self.load()
+        size = self.micro_batch or n
         chunks = -(-n // size)
         outputs: list[Data] = []
         for number, start in enumerate(range(0, n, size)):
@@ -192,17 +191,15 @@ class Component:
                 if work is not None:
                     self._work_listener = None
             if not isinstance(out, self.output_type):
-                raise LoomError(
-                    f"{name}.run returned {type(out).__name__}, but the component declares {self.output_type.kind}"
-                )
-            if len(out) != len(chunk):
-                raise LoomError(f"{name}.run returned {len(out)} items for {len(chunk)} inputs")
+                raise LoomError(f"{name}.run returned {type(out).__name__}, not its declared {self.output_type.kind}")
+            problem = out.problem()  # checked here so that no broken output reaches a file
+            if problem or len(out) != len(chunk):
+                problem = problem or f"{len(out)} items for {len(chunk)} inputs"
+                raise LoomError(f"{name} gave a broken {out.kind}: {problem} (a bug in {name}: tell its author)")
             outputs.append(out.take(range(len(idx))) if pad else out)
             if progress is not None:
                 progress(idx[-1] + 1)
-        if not outputs:
-            raise LoomError(f"{name} was called with an empty batch")
-        return self.output_type.concat(outputs)
+        return outputs[0] if len(outputs) == 1 else self.output_type.concat(outputs)  # one chunk: no copy
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"

@@ -1,16 +1,13 @@
 """The data types that flow between components.
 
-Loom keeps these few and coarse: :class:`Text`, :class:`Embedding`, :class:`Latent`,
-:class:`Image`, :class:`Audio`. Each is a batch: ``len(x)`` is the number of items,
-``x.take(indices)`` selects items and ``type(x).concat([...])`` joins batches, which is all
-the pipeline engine needs to micro-batch any component.
-
-Tensors are ``torch.Tensor`` but this module does not import torch, so that importing the
-contract stays fast; torch is imported where a tensor is actually made.
-"""
+Few and coarse: :class:`Text`, :class:`Embedding`, :class:`Latent`, :class:`Image`, :class:`Audio`.
+Each is a batch: ``len(x)`` items, ``x.take(indices)`` selects items, ``type(x).concat([...])``
+joins batches (all the engine needs to micro-batch any component) and ``x.problem()`` says what
+breaks its layout. Tensors are ``torch.Tensor``, but torch is imported only where one is made."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Sequence
 
@@ -37,6 +34,29 @@ class Data:
         """Join batches of this type, in order."""
         raise NotImplementedError
 
+    def problem(self) -> str | None:
+        """What breaks this batch's layout (types, shapes, dtypes, ranges, NaN), or None."""
+        return None
+
+
+def _tensor_problem(
+    at: str, t: Any, layout: str, sizes: dict[str, int], bounds: tuple[float, float] | None = None, real: bool = True
+) -> str | None:
+    """Why tensor ``at`` breaks ``layout`` (float if ``real``; names bind in ``sizes``), finiteness or ``bounds``."""
+    dims, shape = layout.split("×"), tuple(getattr(t, "shape", ()))
+    known = "".join(f", {d} = {sizes[d]}" for d in dict.fromkeys(dims) if d in sizes)
+    expected = [int(d) if d.isdigit() else sizes.setdefault(d, n) for d, n in zip(dims, shape)]
+    tensor = hasattr(t, "numel") and (t.is_floating_point() or not real)
+    if not tensor or len(shape) != len(dims) or expected != list(shape):
+        got = f"{getattr(t, 'dtype', type(t).__name__)} of shape {shape}"
+        return f"{at} must be a {'float ' if real else ''}{layout} tensor{known}, got {got}"
+    lo, hi = (float(t.min()), float(t.max())) if t.numel() else (0.0, 0.0)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{at} holds NaN or infinite values"
+    if bounds and not bounds[0] <= lo <= hi <= bounds[1]:
+        return f"{at} must lie in [{bounds[0]:g}, {bounds[1]:g}], got values from {lo:.4g} to {hi:.4g}"
+    return None
+
 
 def _take_tensor(t: torch.Tensor, indices: Iterable[int]) -> torch.Tensor:
     import torch
@@ -58,9 +78,7 @@ class Text(Data):
     kind: ClassVar[str] = "Text"
 
     def __post_init__(self) -> None:
-        if isinstance(self.items, str):
-            self.items = [self.items]
-        self.items = list(self.items)
+        self.items = [self.items] if isinstance(self.items, str) else list(self.items)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -71,6 +89,10 @@ class Text(Data):
     @classmethod
     def concat(cls, parts: Sequence[Any]) -> Text:
         return cls([s for p in parts for s in p.items])
+
+    def problem(self) -> str | None:
+        odd = [type(s).__name__ for s in self.items if not isinstance(s, str)]
+        return f"Text.items must be strings, got {odd[0]}" if odd else None
 
 
 @dataclass
@@ -84,7 +106,8 @@ class Embedding(Data):
     For classifier-free guidance an encoder may also carry each item's *negative* (unconditional)
     embedding, laid out like the positive one: ``negative_tokens`` B×L×D, ``negative_mask`` B×L
     and ``negative_pooled`` B×D, each None when absent (plugin API 1.1; older encoders leave them
-    None and generators that do not guide ignore them).
+    None and generators that do not guide ignore them). ``text``: the words each item encodes (the
+    prompt, or what a spoken-prompt encoder heard), or None.
     """
 
     tokens: "torch.Tensor"
@@ -94,6 +117,7 @@ class Embedding(Data):
     negative_tokens: "torch.Tensor | None" = None
     negative_mask: "torch.Tensor | None" = None
     negative_pooled: "torch.Tensor | None" = None
+    text: "list[str] | None" = None
     kind: ClassVar[str] = "Embedding"
 
     #: The optional per-item tensors, taken and joined like ``tokens``.
@@ -112,6 +136,7 @@ class Embedding(Data):
             tokens=_take_tensor(self.tokens, indices),
             mask=_take_tensor(self.mask, indices),
             encoder=self.encoder,
+            text=None if self.text is None else [self.text[i] for i in indices],
             **optional,
         )
 
@@ -125,9 +150,23 @@ class Embedding(Data):
             values = [getattr(p, name) for p in parts]
             # a field survives a join only when every part has it
             optional[name] = None if any(v is None for v in values) else _cat(values)
+        texts = [p.text for p in parts]
+        optional["text"] = None if any(t is None for t in texts) else [t for ts in texts for t in ts]
         return cls(
             tokens=_cat(p.tokens for p in parts), mask=_cat(p.mask for p in parts), encoder=parts[0].encoder, **optional
         )
+
+    def problem(self) -> str | None:
+        if not isinstance(self.encoder, str) or not self.encoder:
+            return "Embedding.encoder must name the encoder that made it"
+        sizes: dict[str, int] = {}  # negatives may have their own length N; pooled its own width P
+        layouts = ("B×L×D", "B×L", "B×P", "B×N×D", "B×N", "B×P")  # tokens, mask, then OPTIONAL's
+        found = [
+            _tensor_problem(f"Embedding.{name}", getattr(self, name), layout, sizes, real="mask" not in name)
+            for name, layout in zip(("tokens", "mask") + self.OPTIONAL, layouts)
+            if getattr(self, name) is not None or name not in self.OPTIONAL
+        ]
+        return next((f for f in found if f), None)
 
 
 @dataclass
@@ -148,6 +187,9 @@ class Latent(Data):
     def concat(cls, parts: Sequence[Any]) -> Latent:
         return cls(_cat(p.tensor for p in parts), parts[0].space)
 
+    def problem(self) -> str | None:
+        return _tensor_problem("Latent.tensor", self.tensor, "B×C×H×W", {})
+
 
 @dataclass
 class Image(Data):
@@ -166,12 +208,20 @@ class Image(Data):
     def concat(cls, parts: Sequence[Any]) -> Image:
         return cls(_cat(p.pixels for p in parts))
 
+    def problem(self) -> str | None:
+        found = _tensor_problem("Image.pixels", self.pixels, "B×3×H×W", {}, (0.0, 1.0))
+        return found or (None if self.pixels.numel() else f"Image.pixels holds no pixels: {tuple(self.pixels.shape)}")
+
     def to_numpy(self) -> Any:
-        """B×H×W×3 uint8, rounded the same way every time so saved pixels are reproducible."""
+        """B×H×W×3 uint8, rounded the same way every time (reproducible pixels), a block of rows at a time."""
         import torch
 
-        px = (self.pixels.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8)
-        return px.permute(0, 2, 3, 1).cpu().numpy()
+        b, _, h, w = self.pixels.shape
+        out = torch.empty(b, h, w, 3, dtype=torch.uint8)
+        for r in range(0, h, 256):
+            block = self.pixels[:, :, r : r + 256].detach().float().clamp(0, 1).mul_(255.0).round_()
+            out[:, r : r + 256] = block.permute(0, 2, 3, 1)
+        return out.numpy()
 
     def to_pil(self) -> "list[PILImage.Image]":
         from PIL import Image as PILImage
@@ -181,15 +231,11 @@ class Image(Data):
 
 @dataclass
 class Audio(Data):
-    """A batch of waveforms, float in [-1, 1], B×C×T, at ``sample_rate`` Hz.
-
-    Items of different lengths share one tensor: ``lengths`` gives each item's own number of
-    samples (a list of B ints; None when every item fills all T samples), and samples past an
-    item's length are zero. ``take`` cuts T to the longest item taken and ``concat`` pads shorter
-    batches with zeros, so an item's samples, and its length, are the same alone or in any batch.
-    A component that changes lengths (a silence trim) returns ``lengths``; every other component
-    may leave it None. (``lengths``: plugin API 1.2.)
-    """
+    """A batch of waveforms, float in [-1, 1], B×C×T, at ``sample_rate`` Hz. Items of different
+    lengths share one tensor: ``lengths`` (plugin API 1.2) gives each item's samples (B ints; None
+    when all fill T; set by components that change lengths, e.g. a silence trim), and samples past
+    an item's length are zero. ``take`` cuts T to the longest item taken and ``concat`` pads with
+    zeros, so an item's samples, and its length, are the same alone or in any batch."""
 
     waveforms: "torch.Tensor"
     sample_rate: int
@@ -198,12 +244,10 @@ class Audio(Data):
 
     def __post_init__(self) -> None:
         if self.lengths is not None:
-            self.lengths = [int(n) for n in self.lengths]
-            if len(self.lengths) != int(self.waveforms.shape[0]):
-                raise ValueError(f"Audio.lengths holds {len(self.lengths)} lengths for {len(self)} waveforms")
-            total = int(self.waveforms.shape[-1])
-            if any(not 0 <= n <= total for n in self.lengths):
-                raise ValueError(f"Audio.lengths {self.lengths} must each lie between 0 and the {total} samples")
+            self.lengths, total = [int(n) for n in self.lengths], int(self.waveforms.shape[-1])
+            if len(self.lengths) != len(self) or any(not 0 <= n <= total for n in self.lengths):
+                why = f"one per waveform ({len(self)}), which must each lie between 0 and the {total} samples"
+                raise ValueError(f"Audio.lengths {self.lengths} must be {why}")
             if self.lengths and all(n == total for n in self.lengths):
                 self.lengths = None  # no item is shorter than T: the plain form
 
@@ -240,10 +284,20 @@ class Audio(Data):
         lengths = [p.length(i) for p in parts for i in range(len(p))]
         return cls(_cat(waveforms), parts[0].sample_rate, lengths)
 
+    def problem(self) -> str | None:
+        found = _tensor_problem("Audio.waveforms", self.waveforms, "B×C×T", {}, (-1.0, 1.0))
+        if found:
+            return found
+        if not isinstance(self.sample_rate, int) or self.sample_rate <= 0:
+            return f"Audio.sample_rate must be a positive int, got {self.sample_rate!r}"
+        for i, n in enumerate(self.lengths or []):
+            if self.waveforms[i, :, n:].any():
+                return f"Audio item {i} holds sound past its length {n}: samples past an item's length must be zero"
+        return None
+
     @classmethod
     def from_clips(cls, clips: Sequence[Any], sample_rate: int) -> "Audio":
-        """From per-item clips (C×T or T arrays or tensors, lengths may differ): zero-padded to
-        the longest, with ``lengths`` set when they differ."""
+        """From per-item C×T or T clips (arrays or tensors): zero-padded, with ``lengths`` if they differ."""
         import numpy as np
         import torch
 

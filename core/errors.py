@@ -1,10 +1,5 @@
-"""Loom's one small error hierarchy.
-
-Every error a user can cause is a :class:`LoomError`; its message names the step or
-thing at fault, the value it got, and what would be accepted.
-"""
-
-from __future__ import annotations
+"""Loom's one small error hierarchy. Every error a user can cause is a :class:`LoomError`; its
+message names the step or thing at fault, the value it got, and what would be accepted."""
 
 
 class LoomError(Exception):

@@ -30,8 +30,7 @@ class StepSpec(BaseModel):
 
 
 class PipelineSpec(BaseModel):
-    """A chain of steps: ``{"steps": [{"component": "text-encoder"}, {"component": "vae",
-    "config": {"temperature": 0.8}}]}`` (``loom.Pipeline`` also reads it from YAML or JSON)."""
+    """A chain of steps: ``{"steps": [{"component": "text-encoder"}, {"component": "vae", "config": {...}}]}``."""
 
     model_config = ConfigDict(extra="forbid")
     version: Literal[1] = 1
@@ -53,8 +52,7 @@ class PipelineSpec(BaseModel):
 
 @dataclass
 class Result:
-    """What a run gives: the last step's output batch and what the run recorded (its
-    :meth:`Pipeline.provenance`)."""
+    """What a run gives: the last step's output batch and what the run recorded (:meth:`Pipeline.provenance`)."""
 
     output: Data
     provenance: dict[str, Any]
@@ -70,7 +68,7 @@ class Result:
         return self.output.to_pil()
 
     #: The provenance entries that hold one value per item.
-    PER_ITEM: ClassVar[tuple[str, ...]] = ("inputs", "input_sha256", "seeds")
+    PER_ITEM: ClassVar[tuple[str, ...]] = ("inputs", "input_sha256", "seeds", "heard")
 
     def record(self, index: int) -> dict[str, Any]:
         """The provenance record of item ``index`` alone: enough to regenerate it exactly."""
@@ -79,8 +77,7 @@ class Result:
 
 
 class Pipeline:
-    """A type-checked chain of components, built with :meth:`from_spec`. ``loom.Pipeline`` (the
-    SDK's) adds specs from files, ``from_steps``, progress bars and the replayable provenance record."""
+    """A type-checked chain of components, built with :meth:`from_spec` (``loom.Pipeline`` adds files and bars)."""
 
     def __init__(
         self, spec: PipelineSpec, components: list[Component], entries: list[ComponentEntry], registry: Registry
@@ -121,8 +118,7 @@ class Pipeline:
 
     # -- running ------------------------------------------------------------------------------
     def load(self, progress: "Callable[[float, float, str], None] | None" = None) -> "Pipeline":
-        """Load every component's weights now (otherwise the first run does). ``progress`` is told
-        ``(loaded, total, step)`` as each component starts loading."""
+        """Load every component's weights now (else the first run does), telling ``progress(loaded, total, step)``."""
         start = time.perf_counter()
         todo = [(s, c) for s, c in zip(self.spec.steps, self.components) if not c.loaded]
         for done, (step, component) in enumerate(todo):
@@ -166,7 +162,7 @@ class Pipeline:
         timings = []
         for index, step in enumerate(self.spec.steps):
             start = time.perf_counter()
-            data = self._run_step(index, data, seeds, progress if callable(progress) else _silent)
+            data = self._run_step(index, data, seeds, progress if callable(progress) else lambda *_: None)
             seconds = time.perf_counter() - start
             timings.append(round(seconds, 4))
             self.registry.notify("loom_step_end", pipeline=self, step=step, index=index, output=data, seconds=seconds)
@@ -192,8 +188,7 @@ class Pipeline:
         return self.components[index](data, seeds, progress=items, work=work)
 
     def provenance(self, inputs: Data, seeds: list[int], timings: list[float]) -> dict[str, Any]:
-        """What a run records in its :class:`Result`: the inputs (text; None for other kinds), the
-        seeds and the timings. ``loom.Pipeline`` records everything a file needs to replay the run."""
+        """What a run records in its :class:`Result`: the inputs (text; None for other kinds), seeds and timings."""
         return {
             "inputs": list(inputs.items) if isinstance(inputs, Text) else [None] * len(inputs),
             "seeds": seeds,
@@ -210,10 +205,6 @@ def _resolve(registry: Registry, step: StepSpec, i: int) -> ComponentEntry:
         return registry.get(step.component)
     except UnknownComponentError as err:
         raise UnknownComponentError(f"step {i}: {err}") from None
-
-
-def _silent(done: float, total: float, note: str) -> None:
-    """Progress told to nobody."""
 
 
 def _check_fits(registry: Registry, spec: PipelineSpec, before: ComponentEntry, after: ComponentEntry, i: int) -> None:

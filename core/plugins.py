@@ -1,16 +1,15 @@
 """Plugin discovery and the registry of components and worlds.
 
-Plugins are found through the ``loom`` entry-point group, Loom's own included, and each registers
-its components and worlds on its own: a broken plugin, or one written for a plugin API this Loom
-cannot serve (:mod:`.hookspecs`), is reported by name while every other plugin keeps working.
-``LOOM_PLUGINS=text-encoder,vae`` loads only the plugins named (``""``: none).
-"""
+Plugins come through the ``loom`` entry-point group, Loom's own included. One that fails in any way (even
+``sys.exit``) or needs a plugin API this Loom lacks (:mod:`.hookspecs`) is reported by name; the rest keep working.
+``LOOM_PLUGINS=text-encoder,vae`` loads only the plugins named (``""``: none)."""
 
 from __future__ import annotations
 
 import difflib
 import os
 import re
+import time
 import traceback
 import warnings
 from dataclasses import dataclass, field
@@ -22,12 +21,14 @@ import pluggy
 from . import hookspecs
 from .component import ROLES, Component
 from .data import Data
-from .errors import PluginError, UnknownComponentError, UnknownWorldError
+from .errors import ConfigError, PluginError, UnknownComponentError, UnknownWorldError
 from .hookspecs import PLUGIN_API
 from .world import MODALITIES, World
 
 ENTRY_POINT_GROUP = "loom"
 ENV_VAR = "LOOM_PLUGINS"
+SLOW_IMPORT_VAR = "LOOM_SLOW_IMPORT_S"  # a plugin slower to import than this (default 1 s) is warned about
+FIRST_PARTY = "loom"  # the distribution of Loom's own plugins, whose component names win a bare name
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _API = re.compile(r"^(\d+)\.(\d+)$")
 #: The module attribute in which a plugin states the plugin API version it was written for.
@@ -35,10 +36,7 @@ API_ATTRIBUTE = "LOOM_PLUGIN_API"
 
 
 def api_problem(asked: Any, offered: str = PLUGIN_API) -> str | None:
-    """Why a plugin written for plugin API ``asked`` cannot be served by ``offered``, or None.
-
-    A plugin for MAJOR.MINOR runs on the same MAJOR with at least that MINOR: minor versions only
-    add (hooks, hook arguments, optional component attributes); major versions may remove."""
+    """Why a plugin for plugin API ``asked`` cannot run on ``offered`` (it needs its MAJOR, at least its MINOR)."""
     match = _API.fullmatch(asked) if isinstance(asked, str) else None
     if match is None:
         return f"its {API_ATTRIBUTE} = {asked!r} is not a version like '1.0'"
@@ -51,6 +49,17 @@ def api_problem(asked: Any, offered: str = PLUGIN_API) -> str | None:
     return None
 
 
+class PluginWarning(UserWarning):
+    """A plugin problem Loom works around: a name clash, a failing run hook, a slow import."""
+
+
+def _failure(err: BaseException) -> str:
+    """``err`` as a plugin's own failure; Ctrl-C belongs to the user, so it goes on up."""
+    if isinstance(err, KeyboardInterrupt):
+        raise err
+    return f"{type(err).__name__}: {err}"
+
+
 @dataclass
 class PluginInfo:
     """What ``loom plugins`` shows about one plugin."""
@@ -61,10 +70,8 @@ class PluginInfo:
     version: str | None = None
     components: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    #: The worlds it registered (``loom_register_worlds``).
-    worlds: list[str] = field(default_factory=list)
-    #: The plugin API version the plugin states it was written for (None: it does not say).
-    api: str | None = None
+    worlds: list[str] = field(default_factory=list)  # registered through loom_register_worlds
+    api: str | None = None  # the plugin API version it states it was written for (None: it does not say)
 
     @property
     def ok(self) -> bool:
@@ -101,14 +108,13 @@ class Registry:
         self, plugin: Any, name: str, distribution: str | None = None, version: str | None = None
     ) -> PluginInfo:
         """Register a plugin object (a module or any object with hook implementations) and
-        collect the components and worlds it registers. Errors are recorded on the returned PluginInfo."""
+        collect the components and worlds it registers. Failures are recorded on the returned PluginInfo."""
         source = getattr(plugin, "__name__", repr(plugin))
         info = self.plugins.setdefault(name, PluginInfo(name, source, distribution, version))
         asked = getattr(plugin, API_ATTRIBUTE, None)
         if asked is not None:
             info.api = str(asked)
-            problem = api_problem(asked)
-            if problem:
+            if problem := api_problem(asked):
                 made_by = f" ({' '.join(x for x in (distribution, version) if x)})" if distribution else ""
                 info.errors.append(f"plugin {name!r}{made_by} was not loaded: {problem}")
                 return info
@@ -119,24 +125,22 @@ class Registry:
         manager.add_hookspecs(hookspecs)
         try:
             manager.register(plugin, name=name)
-        except Exception as err:  # pluggy rejects malformed hook implementations
-            info.errors.append(f"could not register hooks: {err}")
+        except BaseException as err:  # pluggy rejects malformed hook implementations
+            info.errors.append(f"could not register hooks: {_failure(err)}")
             return info
         self._managers[name] = manager
         registrars = {"loom_register_components": self._register, "loom_register_worlds": self._register_world}
         for hook, registrar in registrars.items():
             try:
                 getattr(manager.hook, hook)(register=lambda *a, _add=registrar, **k: _add(info, *a, **k))
-            except Exception as err:
-                info.errors.append(f"{hook} failed: {type(err).__name__}: {err}")
+            except BaseException as err:
+                info.errors.append(f"{hook} failed: {_failure(err)}")
         return info
 
     def _register(self, info: PluginInfo, name: str, cls: Any, aliases: Iterable[str] = ()) -> None:
         where = f"plugin {info.name!r}"
         if not isinstance(cls, type) or not issubclass(cls, Component) or cls.role not in ROLES:
-            raise PluginError(
-                f"{where}: {cls!r} registered as {name!r} is not an Encoder, Generator or Postprocessor subclass"
-            )
+            raise PluginError(f"{where}: {name!r} ({cls!r}) is not an Encoder, Generator or Postprocessor subclass")
         for t in (cls.input_type, cls.output_type):
             if not (isinstance(t, type) and issubclass(t, Data)) or t is Data:
                 raise PluginError(f"{where}: {cls.__name__} declares {t!r} as a data type; use a loom.core.data type")
@@ -149,13 +153,15 @@ class Registry:
             self._entries[entry.qualified_name] = entry
             self._by_name.setdefault(n, []).append(entry)
             info.components.append(n)
-            others = [e.plugin for e in self._by_name[n] if e.plugin != info.name]
-            if others:
-                warnings.warn(
-                    f"component name {n!r} is registered by plugins {others + [info.name]}; "
-                    f"pick one as {', '.join(e.qualified_name for e in self._by_name[n])}",
-                    stacklevel=2,
-                )
+            if len(self._by_name[n]) > 1:  # told once, as the clash arises
+                warnings.warn(self._clash(n), PluginWarning, stacklevel=2)
+
+    def _clash(self, name: str) -> str:
+        found = self._by_name[name]
+        ours = [e.qualified_name for e in found if self.is_first_party(e)]
+        meaning = f"a bare {name!r} means Loom's own {ours[0]}; " if len(ours) == 1 else ""
+        names = ", ".join(e.qualified_name for e in found)
+        return f"component {name!r} is registered by plugins {[e.plugin for e in found]}; {meaning}name one of {names}"
 
     def _register_world(self, info: PluginInfo, world: Any) -> None:
         where = f"plugin {info.name!r}"
@@ -180,21 +186,22 @@ class Registry:
         if name in self._entries:
             return self._entries[name]
         found = self._by_name.get(name, [])
-        if len(found) == 1:
-            return found[0]
+        ours = [e for e in found if self.is_first_party(e)]
+        if len(found) == 1 or len(ours) == 1:  # a bare name another plugin registers too means Loom's own
+            return (ours or found)[0]
         if len(found) > 1:
             choices = ", ".join(e.qualified_name for e in found)
             raise UnknownComponentError(f"component {name!r} is registered by several plugins; name one of: {choices}")
         known = sorted(self._by_name)
         hint = difflib.get_close_matches(name, known, n=1)
-        msg = f"no component named {name!r}"
-        if hint:
-            msg += f" (did you mean {hint[0]!r}?)"
+        msg = f"no component named {name!r}{f' (did you mean {hint[0]!r}?)' if hint else ''}"
         msg += f"; registered components: {', '.join(known) or 'none'}"
         broken = [p.name for p in self.plugins.values() if not p.ok]
-        if broken:
-            msg += f"; plugins that failed to load: {', '.join(broken)} (run `loom plugins`)"
+        msg += f"; plugins that failed to load: {', '.join(broken)} (run `loom plugins`)" if broken else ""
         raise UnknownComponentError(msg)
+
+    def is_first_party(self, entry: ComponentEntry) -> bool:
+        return self.plugins[entry.plugin].distribution == FIRST_PARTY
 
     def components(self, role: str | None = None) -> list[ComponentEntry]:
         entries = sorted(self._entries.values(), key=lambda e: (e.cls.role, e.name))
@@ -216,42 +223,42 @@ class Registry:
 
     # -- run hooks ----------------------------------------------------------------------------
     def notify(self, hook: str, **kwargs: Any) -> None:
-        """Call an observational hook on every plugin; a failing plugin is warned about, not fatal."""
+        """Call a run hook on every plugin; a plugin's failure (even ``sys.exit``) is a warning, not the run's end."""
         for name, manager in self._managers.items():
             try:
                 getattr(manager.hook, hook)(**kwargs)
-            except Exception as err:
-                warnings.warn(f"plugin {name!r} failed in {hook}: {type(err).__name__}: {err}", stacklevel=2)
-
-
-def _selected(env: Mapping[str, str] | None) -> set[str] | None:
-    env = os.environ if env is None else env
-    if ENV_VAR not in env:
-        return None
-    return {n.strip() for n in env[ENV_VAR].split(",") if n.strip()}
+            except BaseException as err:
+                warnings.warn(f"plugin {name!r} failed in {hook}: {_failure(err)}", PluginWarning, stacklevel=2)
 
 
 def discover(env: Mapping[str, str] | None = None) -> Registry:
     """A new registry holding every plugin installed under the ``loom`` entry-point group."""
-    registry = Registry()
-    wanted = _selected(env)
+    env = os.environ if env is None else env
+    try:
+        registry, slow = Registry(), float(env.get(SLOW_IMPORT_VAR, 1))
+    except ValueError:
+        raise ConfigError(f"{SLOW_IMPORT_VAR}={env[SLOW_IMPORT_VAR]!r} is not a number of seconds, like 2.5") from None
+    wanted = {n.strip() for n in env[ENV_VAR].split(",") if n.strip()} if ENV_VAR in env else None
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if wanted is not None and ep.name not in wanted:
             continue
-        dist = getattr(ep, "dist", None)
-        dist_name, version = (dist.name, dist.version) if dist is not None else (None, None)
+        dist_name, version = (ep.dist.name, ep.dist.version) if ep.dist is not None else (None, None)
         if ep.name in registry.plugins:
             registry.plugins[ep.name].errors.append(
-                f"another distribution ({dist_name}) also declares a plugin named {ep.name!r}; it was skipped"
+                f"{dist_name} also declares a plugin named {ep.name!r}; it was skipped"
             )
             continue
+        start = time.perf_counter()
         try:
             plugin = ep.load()
-        except Exception as err:
+        except BaseException as err:
             last = traceback.extract_tb(err.__traceback__)[-1]
-            error = f"import failed: {type(err).__name__}: {err} ({last.filename}:{last.lineno})"
+            error = f"import failed: {_failure(err)} ({last.filename}:{last.lineno})"
             registry.plugins[ep.name] = PluginInfo(ep.name, ep.value, dist_name, version, errors=[error])
             continue
+        if (seconds := time.perf_counter() - start) > slow:  # every loom command pays: name who, for its author
+            made_by = f"plugin {ep.name!r} ({dist_name} {version})"
+            warnings.warn(f"{made_by} took {seconds:.1f} s to import (over {SLOW_IMPORT_VAR}={slow:g})", PluginWarning)
         registry.add_plugin(plugin, ep.name, dist_name, version)
     return registry
 

@@ -12,17 +12,12 @@ MAX_SEED = 2**63 - 1
 
 
 def item_seeds(seed: Any, count: int) -> list[int]:
-    """One seed per item.
-
-    ``None`` draws a fresh random base seed (recorded in provenance, so the run can be
-    reproduced); an ``int`` gives item *i* the seed ``seed + i``; a sequence gives each item its
-    own; a ``torch.Generator`` draws the item seeds from that generator.
-    """
+    """One seed per item. ``None`` draws a random base seed (recorded in provenance, so the run can
+    be reproduced); an ``int`` gives item *i* ``seed + i``; a sequence gives each item its own; a
+    ``torch.Generator`` draws the item seeds from that generator."""
     if seed is None:
         seed = secrets.randbelow(2**31)
-    if isinstance(seed, bool):
-        raise InputError(f"seed must be an integer, a list of integers or a torch.Generator, got {seed!r}")
-    if isinstance(seed, int):
+    if isinstance(seed, int) and not isinstance(seed, bool):
         seeds = [seed + i for i in range(count)]
     elif type(seed).__name__ == "Generator" and hasattr(seed, "manual_seed"):
         import torch

@@ -12,10 +12,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from loom.core import Audio, ComponentConfig, InputError, Postprocessor, hookimpl
+from loom.core import Audio, Capabilities, ComponentConfig, InputError, Postprocessor, hookimpl
 
 #: The plugin API this plugin is written for: it returns ``Audio.lengths`` (plugin API 1.2).
-LOOM_PLUGIN_API = "1.2"
+LOOM_PLUGIN_API = "1.4"
 
 
 def check_audio(inputs: Audio, where: str) -> None:
@@ -37,6 +37,7 @@ class Resample(Postprocessor):
     """Changes the sample rate (torchaudio's windowed-sinc ``resample``); pitch and duration stay."""
 
     description = "audio → audio at another sample rate (windowed sinc)"
+    capabilities = Capabilities(uses_seed=False)
 
     class Config(ComponentConfig):
         rate: int = Field(16000, ge=1000, le=192000, description="target sample rate (Hz)")
@@ -46,6 +47,7 @@ class Resample(Postprocessor):
 
     input_type = Audio
     output_type = Audio
+    micro_batch = 1  # each item is worked on alone anyway; padded copies of long clips would cost memory
 
     def run(self, inputs: Audio, generators: list) -> Audio:
         import torchaudio.functional as AF
@@ -79,6 +81,7 @@ class Loudness(Postprocessor):
     stops at the ceiling. A silent item is left as it is."""
 
     description = "audio → audio at a target loudness (LUFS, RMS or peak)"
+    capabilities = Capabilities(uses_seed=False)
 
     class Config(ComponentConfig):
         target_db: float = Field(-23.0, ge=-70.0, le=0.0, description="LUFS for 'lufs', dBFS for 'rms' and 'peak'")
@@ -87,6 +90,7 @@ class Loudness(Postprocessor):
 
     input_type = Audio
     output_type = Audio
+    micro_batch = 1  # each item is worked on alone anyway; padded copies of long clips would cost memory
 
     def run(self, inputs: Audio, generators: list) -> Audio:
         check_audio(inputs, "loudness")
@@ -174,15 +178,17 @@ class TrimSilence(Postprocessor):
     it is."""
 
     description = "audio → audio without leading and trailing silence"
+    capabilities = Capabilities(uses_seed=False)
 
     class Config(ComponentConfig):
         threshold_db: float = Field(
-            -40.0, ge=-120.0, le=0.0, description="silence: this far below the item's peak (dB)"
+            -40.0, ge=-120.0, le=-1.0, description="silence: this far (at least 1 dB) below the item's peak (dB)"
         )
         keep_ms: float = Field(5.0, ge=0.0, le=10000.0, description="silence kept before and after the sound (ms)")
 
     input_type = Audio
     output_type = Audio
+    micro_batch = 1  # each item is worked on alone anyway; padded copies of long clips would cost memory
 
     def run(self, inputs: Audio, generators: list) -> Audio:
         import torch
@@ -208,6 +214,7 @@ class Fade(Postprocessor):
     and last samples become 0. A fade longer than the item is cut to the item's length."""
 
     description = "audio → audio faded in and out"
+    capabilities = Capabilities(uses_seed=False)
 
     class Config(ComponentConfig):
         fade_in_ms: float = Field(10.0, ge=0.0, le=60000.0)
@@ -216,6 +223,7 @@ class Fade(Postprocessor):
 
     input_type = Audio
     output_type = Audio
+    micro_batch = 1  # each item is worked on alone anyway; padded copies of long clips would cost memory
 
     def run(self, inputs: Audio, generators: list) -> Audio:
         import torchaudio.transforms as AT

@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from loom.core import ComponentConfig, Image, Postprocessor, hookimpl
+from loom.core import Capabilities, ComponentConfig, Image, Postprocessor, hookimpl
 
 #: The plugin API this plugin is written for (see loom.core.hookspecs).
-LOOM_PLUGIN_API = "1.0"
+LOOM_PLUGIN_API = "1.4"
 
 
 class Resize(Postprocessor):
@@ -17,6 +17,7 @@ class Resize(Postprocessor):
     which is a postage stamp on screen)."""
 
     description = "image → image resized (default 256 px, bicubic)"
+    capabilities = Capabilities(uses_seed=False)
 
     class Config(ComponentConfig):
         size: int = Field(256, ge=8, le=8192, description="length of the longer side, in pixels")
@@ -24,6 +25,8 @@ class Resize(Postprocessor):
 
     input_type = Image
     output_type = Image
+    # each image alone: resizing gains nothing from a batch, and padded copies of a large output cost memory
+    micro_batch = 1
 
     def run(self, inputs: Image, generators: list) -> Image:
         from torch.nn import functional as F
@@ -35,7 +38,7 @@ class Resize(Postprocessor):
         if target == (h, w):
             return inputs
         kwargs = {"align_corners": False, "antialias": True} if self.config.mode in ("bilinear", "bicubic") else {}
-        return Image(F.interpolate(px, size=target, mode=self.config.mode, **kwargs).clamp(0, 1))
+        return Image(F.interpolate(px, size=target, mode=self.config.mode, **kwargs).clamp_(0, 1))  # in place: one copy
 
 
 @hookimpl

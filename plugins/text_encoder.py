@@ -7,15 +7,18 @@ works offline; any other transformers encoder loads by local folder or hub id wi
 from __future__ import annotations
 
 import os
+import pickle
 import threading
 import warnings
+from pathlib import Path
 
 from pydantic import Field
 
 from loom.core import Capabilities, ComponentConfig, Embedding, Encoder, Text, WeightsError, hookimpl
+from loom.plugins.common import DEVICES
 
 #: The plugin API this plugin is written for (see loom.core.hookspecs).
-LOOM_PLUGIN_API = "1.0"
+LOOM_PLUGIN_API = "1.4"
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -38,26 +41,49 @@ def model_folder(model: str) -> str:
     return model
 
 
-def load_transformer(model: str, device: str = "cpu"):
-    """(tokenizer, model) for ``model``, loaded once per process."""
+def _pickle_file(folder: str) -> str:
+    """The pickle checkpoint in ``folder`` that transformers tried to read (a hub id: its usual name)."""
+    return str(next(iter(sorted(Path(folder).glob("*.bin"))), Path(folder) / "pytorch_model.bin"))
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def load_transformer(model: str, device: str = "cpu", download: bool = False):
+    """(tokenizer, model) for ``model``, loaded once per process. A hub id is read from the Hugging
+    Face cache only, unless ``download`` (and not HF_HUB_OFFLINE=1): then it may be fetched."""
     key = (model, device)
     with _lock:
         if key not in _cache:
             from transformers import AutoModel, AutoTokenizer
 
             folder = model_folder(model)
+            local_only = not download or _offline()  # never contact the hub unless asked to
+            from transformers.utils import logging as transformers_logging
+
+            bar = transformers_logging.is_progress_bar_enabled()
+            transformers_logging.disable_progress_bar()  # Loom draws its own loading bar
             try:
-                tokenizer = AutoTokenizer.from_pretrained(folder)
-                network = AutoModel.from_pretrained(folder).to(device).eval()
+                tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=local_only)
+                network = AutoModel.from_pretrained(folder, local_files_only=local_only).to(device).eval()
+            except pickle.UnpicklingError:
+                raise WeightsError(
+                    f"text encoder {model!r}: {_pickle_file(folder)!r} is a pickle checkpoint holding more than "
+                    "tensors, which Loom does not load (unpickling can run code); give the model as model.safetensors"
+                ) from None
             except (OSError, ValueError) as err:
-                offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+                why = "HF_HUB_OFFLINE=1" if _offline() else ("download: false" if local_only else "download: true")
                 raise WeightsError(
                     f"text encoder {model!r} could not be loaded: Loom looked for a local folder {folder!r} "
-                    f"and then the Hugging Face cache (HF_HUB_OFFLINE={'1' if offline else '0'}). "
+                    f"and then the Hugging Face cache ({why}{', so nothing was downloaded' if local_only else ''}). "
                     "Pass a folder that holds config.json, the weights and the tokenizer, or download the "
-                    f"model on a machine with internet (`huggingface-cli download {model}`). ({err.__class__.__name__}: "
-                    f"{str(err).splitlines()[0] if str(err) else ''})"
+                    f"model on a machine with internet (`huggingface-cli download {model}`, or set download: true). "
+                    f"({err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''})"
                 ) from None
+            finally:
+                if bar:
+                    transformers_logging.enable_progress_bar()
             _cache[key] = (tokenizer, network)
         return _cache[key]
 
@@ -68,18 +94,21 @@ class TextEncoder(Encoder):
 
     description = "prompts → token embeddings (transformers; default all-MiniLM-L6-v2, offline)"
     # Its weights are a transformers folder or hub id, which Loom reads but does not write.
-    capabilities = Capabilities(has_weights=True)
+    capabilities = Capabilities(has_weights=True, uses_seed=False)
 
     class Config(ComponentConfig):
         model: str = Field(DEFAULT_MODEL, description="packaged default, a local folder, or a hub id")
         max_length: int = Field(64, ge=4, le=512, description="tokens per prompt; every prompt is padded to it")
-        device: str = "cpu"
+        device: str = Field("cpu", pattern=f"^({DEVICES})$", description="cpu, cuda, cuda:N or mps")
+        download: bool = Field(
+            False, description="fetch from the hub when not in the cache (never when HF_HUB_OFFLINE=1)"
+        )
 
     input_type = Text
     output_type = Embedding
 
     def setup(self) -> None:
-        self.tokenizer, self.model = load_transformer(self.config.model, self.config.device)
+        self.tokenizer, self.model = load_transformer(self.config.model, self.config.device, self.config.download)
 
     def run(self, inputs: Text, generators: list) -> Embedding:
         import torch
@@ -101,7 +130,13 @@ class TextEncoder(Encoder):
         mask = enc["attention_mask"].float()
         pooled = (tokens * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
         pooled = torch.nn.functional.normalize(pooled, dim=-1)
-        return Embedding(tokens=tokens.cpu(), mask=mask.cpu(), encoder=self.config.model, pooled=pooled.cpu())
+        return Embedding(
+            tokens=tokens.cpu(),
+            mask=mask.cpu(),
+            encoder=self.config.model,
+            pooled=pooled.cpu(),
+            text=list(inputs.items),
+        )
 
 
 @hookimpl

@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from loom.chains import Pipeline, read_spec
+from loom.chains import Bar, Pipeline, read_spec
 from loom.core import Audio, Data, Image, InputError, ProvenanceError, Result, Text
-from loom.outputs import AudioFormat, check_output_path, read_audio, read_record, write
-from loom.records import digest
+from loom.core.seeding import item_seeds
+from loom.limits import current, pixels_of
+from loom.outputs import AudioFormat, check_output_path, difference, format_for, read_audio, read_record, write
+from loom.records import digest, replay_problem, weights_problem
 
 #: The generator ``loom generate`` uses when none is named.
 DEFAULT_GENERATOR = "vae"
@@ -31,8 +33,12 @@ def generator_step(generator: str | None) -> dict:
         config = folder / "config.json"
         if not config.is_file():
             raise InputError(f"{generator!r} is a folder but holds no config.json: it is not a trained Loom generator")
-        family = json.loads(config.read_text()).get("family")
-        if not family:
+        try:
+            data = json.loads(config.read_text(encoding="utf-8"))
+        except ValueError as err:  # not UTF-8, or not JSON: a damaged copy
+            raise InputError(f"{str(config)!r} is not valid JSON ({err}); copy the trained folder again") from None
+        family = data.get("family") if isinstance(data, dict) else None
+        if not family or not isinstance(family, str):
             raise InputError(
                 f"{str(config)!r} names no model family ('family' key): it is not a trained Loom generator"
             )
@@ -50,15 +56,17 @@ def default_spec(
     that does not give an Image (an Audio generator) gets no resize. An unknown generator keeps
     the image chain, so that building it names the unknown step. With ``complete``, a generator
     that names a ``prompt_completion`` gets it first, so a typed prompt reaches it as the kind
-    of caption it was trained on."""
+    of caption it was trained on. Loom's own steps go by qualified name (``plugin:component``), so
+    that a third-party plugin's component of the same name never takes their place."""
     step = generator_step(generator)
     cls = _component_class(step["component"], registry)
-    steps = [] if cls is not None and issubclass(Text, cls.input_type) else [{"component": "text-encoder"}]
+    text_encoder = {"component": "text-encoder:text-encoder"}
+    steps = [] if cls is not None and issubclass(Text, cls.input_type) else [text_encoder]
     if complete and getattr(cls, "prompt_completion", None):
         steps.insert(0, {"component": cls.prompt_completion})
     steps.append(step)
     if size and (cls is None or issubclass(cls.output_type, Image)):
-        steps.append({"component": "resize", "config": {"size": size}})
+        steps.append({"component": "image-postprocessors:resize", "config": {"size": size}})
     return {"steps": steps}
 
 
@@ -82,20 +90,27 @@ def pipeline_for(spec: Any) -> Pipeline:
 
 def spoken_spec(generator: str | None = None, size: int | None = DEFAULT_SIZE) -> dict:
     """Spoken-prompt encoder → ``generator`` (one that takes an Embedding) → resize to ``size``
-    (no resize when ``size`` is None): the chain for a spoken prompt."""
-    steps = [{"component": "spoken-prompt"}, generator_step(generator)]
+    (no resize when ``size`` is None): the chain for a spoken prompt. Loom's own steps by qualified name."""
+    steps = [{"component": "spoken-prompt:spoken-prompt"}, generator_step(generator)]
     if size:
-        steps.append({"component": "resize", "config": {"size": size}})
+        steps.append({"component": "image-postprocessors:resize", "config": {"size": size}})
     return {"steps": steps}
 
 
 def read_spoken_prompts(prompt_audio: Any) -> Audio:
-    """``prompt_audio`` (a WAV or FLAC path, a list of paths, or an :class:`Audio`) as one Audio batch."""
+    """``prompt_audio`` (a WAV or FLAC path, a list of paths, or an :class:`Audio`) as one Audio
+    batch. A prompt longer than the ``audio_seconds`` limit is refused, a file's from its header
+    before it is decoded."""
     if isinstance(prompt_audio, Audio):
+        for i in range(len(prompt_audio)):
+            seconds = prompt_audio.clip(i).shape[-1] / prompt_audio.sample_rate
+            current().check("audio_seconds", seconds, f"spoken prompt {i + 1}")
         return prompt_audio
     paths = [prompt_audio] if isinstance(prompt_audio, (str, Path)) else list(prompt_audio)
     if not paths:
         raise InputError("prompt_audio: no files given")
+    for path in paths:
+        _check_seconds(path)
     clips = [read_audio(p) for p in paths]
     rates = {c.sample_rate for c in clips}
     if len(rates) > 1:
@@ -110,6 +125,18 @@ def read_spoken_prompts(prompt_audio: Any) -> Audio:
             for c in clips
         ]
     return Audio.concat([Audio(c.waveforms.mean(1, keepdim=True), c.sample_rate) for c in clips])
+
+
+def _check_seconds(path: "str | Path") -> None:
+    """Refuse a spoken prompt's file over the ``audio_seconds`` limit, from its header alone."""
+    import soundfile
+
+    try:
+        info = soundfile.info(str(path))
+    except (RuntimeError, OSError):
+        return  # not a readable audio file: read_audio says so in its own words
+    if info.samplerate > 0:
+        current().check("audio_seconds", info.frames / info.samplerate, f"spoken prompt {str(path)!r}")
 
 
 def generate(
@@ -135,28 +162,91 @@ def generate(
     ``complete``: rewrite a typed prompt into a full caption first, for a generator trained only
     on those (the VAE and GAN; see ``Generator.prompt_completion``).
     ``output``: also write the outputs there (``out.png``, or ``out-1.png`` … for several; see
-    :func:`save`), the path checked before any weights load. ``count``: run the inputs that many
-    times (seeds continue), e.g. three pictures of one prompt.
+    :func:`save`), the path checked before any weights load; each is written as soon as its chunk
+    is made (:func:`run_in_chunks`). ``count``: run the inputs that many times (seeds continue),
+    e.g. three pictures of one prompt.
+
+    A request over :mod:`loom.limits` (items = prompts × count, pixels = size², seconds of a
+    spoken prompt) is refused before any weights load.
     """
+    _check_request(prompt, prompt_audio, size, count)
     if prompt_audio is not None:
-        if prompt is not None:
-            raise InputError("give a prompt or prompt_audio, not both")
-        inputs: Any = read_spoken_prompts(prompt_audio)
         spec = spoken_spec(generator, size)
-    elif prompt is None:
-        raise InputError("no prompt: give a prompt (text) or prompt_audio (a spoken prompt's file)")
     else:
-        inputs = Text(prompt)
         if generator is None and output is not None and Path(output).suffix.lower() in AudioFormat.suffixes:
             generator = DEFAULT_SOUND_GENERATOR  # a sound file asks for a sound
         spec = default_spec(generator, size, complete=complete)
     pipeline = pipeline_for(spec)
     if output is not None:
         check_output_path(output, pipeline.output_type)  # before any weights load
-    result = pipeline.run(type(inputs).concat([inputs] * count), seed, progress=progress)
-    if output is not None:
-        _write_all(result, output)
-    return result
+    inputs: Data = read_spoken_prompts(prompt_audio) if prompt_audio is not None else Text(prompt)
+    paths = None if output is None else output_paths(output, len(inputs) * count)
+    return run_in_chunks(pipeline, type(inputs).concat([inputs] * count), seed, paths, progress)
+
+
+def _check_request(prompt: Any, prompt_audio: Any, size: int | None, count: int) -> None:
+    """The checks of :func:`generate` that need nothing loaded: one kind of prompt, the items
+    (prompts × count) and the pixels of an image of ``size``."""
+    if prompt_audio is not None and prompt is not None:
+        raise InputError("give a prompt or prompt_audio, not both")
+    if prompt_audio is None and prompt is None:
+        raise InputError("no prompt: give a prompt (text) or prompt_audio (a spoken prompt's file)")
+    given = prompt if prompt_audio is None else prompt_audio
+    prompts = 1 if isinstance(given, (str, Path)) else len(given)
+    limits = current()
+    limits.check("items", prompts * count, f"{prompts} prompt(s) × count {count}")
+    if size:
+        limits.check("pixels", pixels_of(size) or 0, f"an image of size {size} ({size} × {size})")
+
+
+def chunk_items(pipeline: Pipeline, n: int) -> int:
+    """Items per chunk of :func:`run_in_chunks`: the chain's largest micro-batch (a smaller chunk
+    would be padded up to it anyway, so chunking costs no work); all ``n`` at once when a
+    component's output depends on its batch (``capabilities.batchable`` False)."""
+    if not all(type(c).capabilities.batchable for c in pipeline.components):
+        return max(n, 1)
+    return max([c.micro_batch for c in pipeline.components if c.micro_batch] or [1])
+
+
+def run_in_chunks(
+    pipeline: Pipeline, inputs: Data, seed: Any, paths: "list[Path] | None", progress: bool = True
+) -> Result:
+    """``pipeline`` run on ``inputs`` a chunk at a time (:func:`chunk_items`), each chunk's outputs
+    written to their ``paths`` (with their records) as soon as it is made: a long run leaves its
+    first files early, and an interrupted one keeps those it finished. Batch invariance makes the
+    outputs, seeds and records those of one whole run (but timings)."""
+    n = len(inputs)
+    seeds = item_seeds(seed, n)
+    size = chunk_items(pipeline, n)
+    parts: list[Result] = []
+    with Bar("loading", "step", progress) as loading, Bar("generating", "item", progress) as bar:
+        pipeline.load(loading)
+        for start in range(0, n, size):
+            idx = list(range(start, min(start + size, n)))
+
+            def report(done: float, total: float, note: str, k: int = len(idx), before: int = start) -> None:
+                bar(done + before * total / k, n * total / k, note)  # this chunk's work as part of the whole
+
+            part = pipeline.run(inputs.take(idx), [seeds[i] for i in idx], progress=report)
+            for j, i in enumerate(idx):
+                if paths is not None:
+                    paths[i].parent.mkdir(parents=True, exist_ok=True)  # made once there is something to put in it
+                    write(part.output, j, paths[i], {**part.record(j), "item": i, "batch_size": n})
+            parts.append(part)
+    return _joined(parts)
+
+
+def _joined(parts: list[Result]) -> Result:
+    """One Result from the Results of consecutive chunks."""
+    provenance = dict(parts[-1].provenance)
+    for key in Result.PER_ITEM:
+        if key in provenance:
+            provenance[key] = [x for part in parts for x in part.provenance[key]]
+    timings = [part.provenance["timings"] for part in parts]
+    steps = [round(sum(step), 4) for step in zip(*(t["steps_s"] for t in timings))]
+    provenance["timings"] = {**timings[-1], "steps_s": steps, "run_s": round(sum(steps), 4)}
+    outputs = [part.output for part in parts]  # one part is kept as it is: joining would copy it
+    return Result(output=outputs[0] if len(outputs) == 1 else type(outputs[0]).concat(outputs), provenance=provenance)
 
 
 def _given_inputs(source: "str | Path", record: dict, inputs: Any) -> Data:
@@ -209,18 +299,27 @@ def _write_all(result: Result, path: "str | Path") -> list[Path]:
 
 
 def reproduce(
-    source: "str | Path", path: "str | Path | None" = None, progress: bool = True, inputs: Any = None
+    source: "str | Path",
+    path: "str | Path | None" = None,
+    progress: bool = True,
+    inputs: Any = None,
+    *,
+    allow_download: bool = False,
+    check: bool = False,
 ) -> Result:
     """Regenerate the output recorded in ``source`` (a file Loom wrote); write it to ``path`` if given.
 
     A record keeps text inputs themselves, and only a digest of other inputs (a spoken prompt's
     audio, say): give those again as ``inputs`` (a WAV/FLAC path, a list of paths, or the
-    :class:`Audio`); they must match the recorded digest."""
+    :class:`Audio`); they must match the recorded digest.
+
+    A record is data, checked before anything loads: its spec must be a mapping of steps naming
+    no Hugging Face hub id (nor ``download: true``) unless ``allow_download``, it may ask for at
+    most the ``items`` limit of outputs (:mod:`loom.limits`), and each step's weights files must
+    have the SHA-256 it recorded. ``check``: compare the output made with ``source``'s pixels or
+    samples; a ProvenanceError says how far they differ (after ``path`` is written)."""
     record = read_record(source)
-    try:
-        spec, recorded, seeds = record["spec"], record["inputs"], record["seeds"]
-    except KeyError as err:
-        raise ProvenanceError(f"{str(source)!r}: its Loom record lacks {err.args[0]!r}") from None
+    spec, recorded, seeds = _replayable(source, record, allow_download)
     if inputs is not None:
         inputs = _given_inputs(source, record, inputs)
     elif any(x is None for x in recorded):
@@ -234,9 +333,52 @@ def reproduce(
     else:
         inputs = recorded
     pipeline = pipeline_for(spec)
+    problem = weights_problem(pipeline, record)
+    if problem:
+        raise ProvenanceError(f"{str(source)!r}: {problem}; Loom replays a record only on the weights it was made with")
     if path is not None:
         check_output_path(path, pipeline.output_type)  # before anything runs
     result = pipeline.run(inputs, seeds, progress=progress)
     if path is not None:
         _write_all(result, path)
+    if check:
+        _check_same(source, result)
     return result
+
+
+def _replayable(source: "str | Path", record: dict, allow_download: bool) -> tuple[dict, list, list]:
+    """The record's spec, inputs and seeds, if it is safe to replay (:func:`loom.records.replay_problem`)
+    and asks for no more outputs than the ``items`` limit. With ``allow_download``, steps that have a
+    ``download`` option get it on, so that a hub id not in the cache is fetched."""
+    from loom.limits import current
+
+    try:
+        spec, recorded, seeds = record["spec"], record["inputs"], record["seeds"]
+    except KeyError as err:
+        raise ProvenanceError(f"{str(source)!r}: its Loom record lacks {err.args[0]!r}") from None
+    problem = replay_problem(spec, allow_download)
+    if problem:
+        hint = "" if replay_problem(spec, True) else "; pass --allow-download (allow_download=True) to use hub models"
+        raise ProvenanceError(f"{str(source)!r}: its record is not safe to replay: {problem}{hint}")
+    if not isinstance(recorded, list) or not isinstance(seeds, list) or len(recorded) != len(seeds):
+        raise ProvenanceError(f"{str(source)!r}: its record's inputs and seeds are not two lists of one length")
+    current().check("items", len(recorded), f"the number of outputs {str(source)!r}'s record asks for")
+    if allow_download:
+        steps = [
+            {**s, "config": {**s["config"], "download": True}} if "download" in (s.get("config") or {}) else s
+            for s in spec["steps"]
+        ]
+        spec = {**spec, "steps": steps}
+    return spec, recorded, seeds
+
+
+def _check_same(source: "str | Path", result: Result) -> None:
+    """A ProvenanceError unless ``result``'s one output has the pixels or samples stored in ``source``."""
+    if len(result) != 1:
+        raise ProvenanceError(f"{str(source)!r}: its record made {len(result)} outputs; a check compares one")
+    diff = difference(source, result.output, 0)
+    if diff == float("inf"):
+        raise ProvenanceError(f"differs from {str(source)!r}: the output made now has another shape")
+    if diff:
+        name = format_for(type(result.output)).values_name
+        raise ProvenanceError(f"differs from {str(source)!r}: max diff {diff:g} in its {name}")

@@ -39,14 +39,23 @@ def params_key(params: Mapping | None) -> str:
 
 
 def item_spec(base: dict, params: Mapping | None) -> dict:
-    """``base`` with an item's ``params`` merged into the options of the steps they name."""
+    """``base`` with an item's ``params`` merged into the options of the steps they name. Params
+    are replayed as a record is: they may name no hub id nor ``download: true``
+    (:func:`loom.records.options_problem`)."""
+    from loom.records import options_problem
+
     if not params:
         return base
     steps = [dict(s) for s in base["steps"]]
     names = [s["component"] for s in steps]
     for name, options in params.items():
+        if name not in names and ":" not in name:  # "resize" reaches a default chain's "image-postprocessors:resize"
+            name = next((n for n in names if n.rpartition(":")[2] == name), name)
         if name not in names:
             raise ConfigError(f"params name {name!r}, which is no step of this chain (steps: {', '.join(names)})")
+        problem = options_problem(options, f"params for {name!r}")
+        if problem:
+            raise ConfigError(f"{problem}; params may name only local folders (put hub models in the job's chain)")
         for step in steps:
             if step["component"] == name:
                 step["config"] = {**step.get("config", {}), **options}

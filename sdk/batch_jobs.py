@@ -62,7 +62,7 @@ from loom.batch_items import (  # noqa: F401
 from loom.batch_ray import require_ray, run_on_ray
 from loom.core.errors import InputError, LoomError
 from loom.core.seeding import item_seeds
-from loom.outputs import OutputFormat
+from loom.outputs import OutputFormat, check_output_folder
 
 #: Engines a job runs on.
 ENGINES = ("local", "ray")
@@ -94,7 +94,7 @@ def read_items(
         if not path.is_file():
             raise InputError(f"prompts file {str(path)!r} does not exist")
         where = str(path)
-        text = path.read_text(encoding="utf-8")
+        text = read_prompts_text(path)
         if path.suffix.lower() in _JSONL_SUFFIXES:
             entries = []
             for number, line in enumerate(text.splitlines(), start=1):
@@ -134,6 +134,20 @@ def read_items(
         seen[item.id] = where
         items.append(item)
     return items
+
+
+def read_prompts_text(path: "str | Path") -> str:
+    """The text of a prompts file, which must be UTF-8 (a byte-order mark is dropped); otherwise an
+    InputError naming the file and the line of the first byte that is not."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise InputError(
+            f"prompts file {str(path)!r} is not UTF-8 text (line {line}: byte {data[err.start]:#04x}); save it as UTF-8"
+        ) from None
 
 
 def _seed_list(seeds: Any, count: int) -> list[int]:
@@ -415,8 +429,7 @@ class BatchJob:
         self.spec = chain_spec(chain, self.registry)
         self.items = read_items(prompts, seeds)
         out_dir = Path(out)
-        if out_dir.exists() and not out_dir.is_dir():
-            raise InputError(f"output folder {str(out_dir)!r} is a file; give a folder")
+        check_output_folder(out_dir)  # a file there, or a read-only folder, fails before anything loads
         self.runner = ItemRunner(self.spec, out_dir, registry=self.registry, started=self.started_wall)
         out_dir.mkdir(parents=True, exist_ok=True)
         self.out_dir = self.runner.out_dir = out_dir.resolve()  # Ray workers get the absolute path

@@ -13,16 +13,34 @@ from loom.evaluation import SPLITS, VALIDATION_SEED  # cheap: no torch
 
 
 class LoomGroup(click.Group):
-    """Turns Loom's own errors into one clear line and exit status 1, instead of a traceback."""
+    """Turns Loom's own errors into one clear line and exit status 1, instead of a traceback, and
+    Loom's warnings (a plugin problem it works around) into one ``warning: ...`` line each."""
 
     def invoke(self, ctx):
+        import warnings
+
         from loom.core.errors import LoomError  # cheap: no torch
 
-        try:
-            return super().invoke(ctx)
-        except LoomError as err:
-            click.secho(f"error: {err}", fg="red", err=True)
-            ctx.exit(1)
+        with warnings.catch_warnings():  # restores Python's own display when the command ends
+            warnings.showwarning = _show_warning
+            try:
+                return super().invoke(ctx)
+            except LoomError as err:
+                click.secho(f"error: {err}", fg="red", err=True)
+                ctx.exit(1)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A :class:`loom.core.plugins.PluginWarning` as one line of Loom's (its source line means nothing
+    to a user); any other library's warning as Python shows it."""
+    import warnings
+
+    from loom.core.plugins import PluginWarning
+
+    if issubclass(category, PluginWarning):
+        click.secho(f"warning: {message}", fg="yellow", err=True)
+    else:
+        click.echo(warnings.formatwarning(message, category, filename, lineno, line), err=True, nl=False)
 
 
 @click.group(cls=LoomGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,10 +79,14 @@ def plugins(ctx, as_json: bool, check: bool) -> None:
     With --check (imports no torch): each plugin's plugin API version, its requirements that
     what is installed does not meet (read from its package metadata), and component names that
     several plugins register."""
-    from loom.core.hookspecs import PLUGIN_API
-    from loom.core.plugins import get_registry
+    import warnings
 
-    registry = get_registry()
+    from loom.core.hookspecs import PLUGIN_API
+    from loom.core.plugins import PluginWarning, get_registry
+
+    with warnings.catch_warnings():  # the listing names each clash itself, once, as a note below
+        warnings.filterwarnings("ignore", "component '.*' is registered by plugins", PluginWarning)
+        registry = get_registry()
     conflicts = {}
     if check:
         for dist in sorted({p.distribution for p in registry.plugins.values() if p.distribution}):
@@ -114,7 +136,8 @@ def plugins(ctx, as_json: bool, check: bool) -> None:
         for err in info.errors:
             click.secho(f"  error: {err}", fg="red")
     for name, qualified in clashes.items():
-        click.secho(f"note: several plugins register {name!r}; name one of {', '.join(qualified)}", fg="yellow")
+        note = f"note: several plugins register {name!r}; name one of {', '.join(qualified)}"
+        click.secho(note + _bare_name(registry, name), fg="yellow")
     if check and problems:
         ctx.exit(1)
 
@@ -167,6 +190,16 @@ def _clashes(registry) -> dict[str, list[str]]:
     return {name: sorted(names) for name, names in sorted(by_name.items()) if len(names) > 1}
 
 
+def _bare_name(registry, name: str) -> str:
+    """What a bare ``name`` that several plugins register means: Loom's own component, or nothing."""
+    from loom.core.errors import LoomError
+
+    try:
+        return f"; a bare {name!r} means Loom's own {registry.get(name).qualified_name}"
+    except LoomError:  # no first-party one among them: the name must be qualified
+        return ""
+
+
 @main.command("new-plugin")
 @click.argument("name")
 @click.argument("directory", required=False, type=click.Path(file_okay=False))
@@ -204,7 +237,7 @@ def new_plugin(name: str, directory, kind: str) -> None:
     default=None,
     help="Generator name or trained folder (default: vae; gan-sound for a .wav or .flac output).",
 )
-@click.option("-n", "--count", type=click.IntRange(1, 10000), default=1, help="Outputs to make (seeds seed..seed+n-1).")
+@click.option("-n", "--count", type=click.IntRange(1), default=1, help="Outputs to make (seeds seed..seed+n-1).")
 @click.option(
     "--size", type=click.IntRange(8, 8192), default=256, help="Longer side of an image in pixels (images only)."
 )
@@ -214,8 +247,9 @@ def generate(
     prompt, output: str, prompt_audio, seed, generator, count: int, size: int, complete: bool, quiet: bool
 ) -> None:
     """Generate from PROMPT with GENERATOR: images as PNG, sounds as WAV or FLAC (the file type
-    follows the chain's output); each file embeds its provenance record. With --prompt-audio the
-    prompt is spoken: spoken-prompt encoder → GENERATOR → resize."""
+    follows the chain's output); each file embeds its provenance record and is written as soon as
+    it is made. With --prompt-audio the prompt is spoken: spoken-prompt encoder → GENERATOR →
+    resize. Requests over Loom's limits (docs/limits.md) are refused before anything loads."""
     import loom
     from loom.api import output_paths
     from loom.core import InputError
@@ -233,6 +267,8 @@ def generate(
         output=output,
         count=count,
     )
+    for words in result.provenance.get("heard") or []:
+        click.echo(f"heard: {json.dumps(words, ensure_ascii=False)}", err=True)  # stdout keeps to the paths
     for path in output_paths(output, len(result)):
         click.echo(str(path))
 
@@ -255,22 +291,29 @@ def generate(
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def run_spec(spec: str, output_dir: str, prompts, prompts_file, seed, file_format, quiet: bool) -> None:
     """Run the chain in SPEC (YAML or JSON) on prompts; writes DIR/0001.png (or .wav for an
-    audio chain), ..."""
+    audio chain), ..., each as soon as it is made. Specs and requests over Loom's limits
+    (docs/limits.md) are refused before anything loads."""
     import loom
-    from loom.core import InputError
-    from loom.outputs import format_for, write
+    from loom.api import run_in_chunks
+    from loom.core import InputError, Text
+    from loom.limits import current
+    from loom.outputs import check_output_folder, format_for
 
     texts = list(prompts) + (read_prompts(prompts_file) if prompts_file else [])
     if not texts:
         raise InputError("no prompts: give --prompt TEXT (repeatable) or --prompts FILE")
+    current().check("items", len(texts), f"{len(texts)} prompts")
     pipeline = loom.pipeline_for(spec)
     out = Path(output_dir)
     suffix = format_for(pipeline.output_type).suffix if file_format is None else "." + file_format
     format_for(pipeline.output_type, out / f"0001{suffix}")  # the suffix fits, before any weights load
-    result = pipeline.run(texts, seed, progress=not quiet)
-    out.mkdir(parents=True, exist_ok=True)
-    for i in range(len(result)):
-        click.echo(str(write(result.output, i, out / f"{i + 1:04d}{suffix}", result.record(i))))
+    check_output_folder(out)
+    if pipeline.input_type is not Text:
+        raise InputError(f"{spec!r} takes {pipeline.input_type.kind} input, not prompts")
+    paths = [out / f"{i + 1:04d}{suffix}" for i in range(len(texts))]
+    run_in_chunks(pipeline, Text(texts), seed, paths, progress=not quiet)
+    for path in paths:
+        click.echo(str(path))
 
 
 @main.command("batch")
@@ -372,14 +415,24 @@ def batch_job(
     type=click.Path(exists=True, dir_okay=False),
     help="The audio SOURCE was made from (a spoken prompt's WAV or FLAC): records keep only its digest.",
 )
+@click.option("--check", is_flag=True, help="Compare the output with SOURCE's pixels or samples; exit 1 if not same.")
+@click.option("--allow-download", is_flag=True, help="Let the record name hub ids (fetched when not cached).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def reproduce(source: str, output: str, inputs: tuple[str, ...], quiet: bool) -> None:
+def reproduce(
+    source: str, output: str, inputs: tuple[str, ...], check: bool, allow_download: bool, quiet: bool
+) -> None:
     """Regenerate SOURCE (a PNG, WAV or FLAC file Loom wrote) from its embedded record:
-    identical pixels or samples."""
+    identical pixels or samples. The record is checked first: it names no hub id (unless
+    --allow-download), no more outputs than the items limit, and only the weights it recorded."""
     import loom
+    from loom.outputs import format_for
 
-    loom.reproduce(source, output, progress=not quiet, inputs=list(inputs) or None)
+    result = loom.reproduce(
+        source, output, progress=not quiet, inputs=list(inputs) or None, allow_download=allow_download, check=check
+    )
     click.echo(output)
+    if check:  # a difference raised above: "error: differs from SOURCE: max diff …", exit 1
+        click.echo(f"same {format_for(type(result.output)).values_name} as {source}")
 
 
 @main.command()
@@ -594,9 +647,10 @@ def eval_snapshots(run, count, seed) -> None:
 
 
 def read_prompts(path: str) -> list[str]:
+    from loom.batch_jobs import read_prompts_text
     from loom.core import InputError
 
-    lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    lines = [line.strip() for line in read_prompts_text(path).splitlines()]
     prompts = [line for line in lines if line]
     if not prompts:
         raise InputError(f"prompts file {path!r} holds no prompts (one prompt a line)")

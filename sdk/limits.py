@@ -60,12 +60,27 @@ class Limits(BaseModel):
 
     def check(self, name: str, value: float, what: str) -> None:
         """A :class:`LimitError` when ``value`` (``what``, e.g. "prompt 'said.wav'") is over limit ``name``."""
-        limit = getattr(self, name)
-        if value > limit:
-            raise LimitError(
-                f"{what} is {_number(value)}, over the limit of {_number(limit)} {_UNITS[name]}; "
-                f"raise it with {ENV_PREFIX}{name.upper()}=… or loom.limits.configure({name}=…)"
-            )
+        if value > getattr(self, name):
+            self.refuse(name, f"{what} is {_number(value)}")
+
+    def refuse(self, name: str, what: str) -> None:
+        """Raise the :class:`LimitError` for limit ``name``: ``what`` ("spec 'a.yaml' nests deeper")
+        is over it. For a measure stopped as soon as it passed the limit, whose full value is unknown."""
+        raise LimitError(
+            f"{what}, over the limit of {_number(getattr(self, name))} {_UNITS[name]}; "
+            f"raise it with {ENV_PREFIX}{name.upper()}=… or loom.limits.configure({name}=…)"
+        )
+
+
+def pixels_of(size: Any) -> int | None:
+    """The pixels of an image asked for by a ``size`` option: by Loom's convention an int is the
+    image's longer side (so at most size × size pixels) and a pair is its [height, width]. None for
+    any other value. ``loom generate --size`` and every spec step's ``size`` option are checked by it."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        return size * size
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(type(x) is int for x in size):
+        return int(size[0] * size[1])
+    return None
 
 
 _UNITS = {

@@ -9,20 +9,26 @@ Images are PNG files with the record as JSON in an iTXt chunk named ``loom``. Au
 16-bit WAV or FLAC files with the same JSON in the file's comment text field: in a WAV file the
 ``ICMT`` entry of a ``LIST``/``INFO`` chunk, in a FLAC file the ``COMMENT`` Vorbis comment.
 libsndfile silently drops WAV text fields over about 2,000 characters, so Loom writes the WAV
-``LIST`` chunk itself (after the audio data), which holds a record of any size.
+``LIST`` chunk itself (after the audio data). Records of any size up to the ``record_bytes`` limit
+(:mod:`loom.limits`) round-trip: the PNG chunk is zlib-compressed and read by Loom's own chunk
+reader (Pillow stops at 1 MiB of text), and an audio comment over :data:`PACK_OVER` bytes is
+stored as ``loom-zlib:`` + base64 of the zlib-compressed JSON (a FLAC comment holds < 16 MiB).
 
 A record is data: reading one never fetches, opens or runs anything it names.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import struct
+import zlib
 from pathlib import Path
 
 from loom.core import Audio, Data, Image, InputError, ProvenanceError
 from loom.core.files import atomic_path
+from loom.limits import current
 
 #: The PNG text chunk (iTXt) that holds a Loom provenance record.
 PNG_RECORD_KEY = "loom"
@@ -35,8 +41,54 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
-def _record_json(record: dict) -> str:
-    return json.dumps(record, separators=(",", ":"), sort_keys=True)
+#: Audio comments longer than this (bytes of JSON) are stored packed (zlib + base64).
+PACK_OVER = 1024 * 1024
+_PACKED = "loom-zlib:"
+
+
+def _record_json(record: dict, path: Path) -> str:
+    """``record`` as compact JSON, refused (before anything is written) over the ``record_bytes`` limit."""
+    text = json.dumps(record, separators=(",", ":"), sort_keys=True)
+    current().check("record_bytes", len(text.encode("utf-8")), f"the record for {str(path)!r}")
+    return text
+
+
+def _comment_text(text: str) -> str:
+    """The record JSON as an audio comment: itself, or packed when long."""
+    if len(text.encode("utf-8")) <= PACK_OVER:
+        return text
+    return _PACKED + base64.b64encode(zlib.compress(text.encode("utf-8"), 9)).decode("ascii")
+
+
+def _inflate(packed: bytes, path: Path) -> str:
+    """zlib ``packed`` as text, refused once it passes the ``record_bytes`` limit (a small file may
+    inflate to gigabytes)."""
+    limit = current().record_bytes
+    inflater = zlib.decompressobj()
+    try:
+        data = inflater.decompress(packed, limit + 1)
+    except zlib.error as err:
+        raise ProvenanceError(f"{str(path)!r}: its Loom record is damaged ({err})") from None
+    if len(data) > limit or inflater.unconsumed_tail:
+        current().check("record_bytes", limit + 1, f"the record in {str(path)!r}")
+    return data.decode("utf-8", "replace")
+
+
+def _unpack_comment(text: str, path: Path) -> str:
+    if not text.startswith(_PACKED):
+        current().check("record_bytes", len(text.encode("utf-8")), f"the record in {str(path)!r}")
+        return text
+    try:
+        packed = base64.b64decode(text[len(_PACKED) :], validate=True)
+    except ValueError:
+        raise ProvenanceError(f"{str(path)!r}: its packed Loom record is not valid base64") from None
+    return _inflate(packed, path)
+
+
+def _max_stored(limit: int) -> int:
+    """Most bytes a stored record (packed or not) of at most ``limit`` bytes of JSON can take:
+    base64 of incompressible data is 4/3 of it, plus headers."""
+    return limit * 2 + 4096
 
 
 class OutputFormat:
@@ -47,6 +99,8 @@ class OutputFormat:
     suffixes: tuple[str, ...] = ()
     #: What the files are called in messages ("PNG", "WAV or FLAC").
     names = ""
+    #: What :meth:`values` gives, in messages ("pixels", "samples").
+    values_name = ""
 
     @property
     def suffix(self) -> str:
@@ -65,36 +119,50 @@ class OutputFormat:
         truncated, damaged or carries no record."""
         raise NotImplementedError
 
+    def values(self, path: Path):
+        """The pixels or samples of the file at ``path`` as a numpy array, as they are stored."""
+        raise NotImplementedError
+
+    def item_values(self, data: Data, index: int):
+        """The array item ``index`` of ``data`` would be stored as (what :meth:`values` reads back)."""
+        raise NotImplementedError
+
 
 class PngFormat(OutputFormat):
-    data_type, suffixes, names = Image, (".png",), "PNG"
+    data_type, suffixes, names, values_name = Image, (".png",), "PNG", "pixels"
 
     def problem(self, data: Image, index: int) -> str | None:
         import torch
 
-        return (
-            None
-            if bool(torch.isfinite(data.pixels[index]).all())
-            else "the chain's output holds NaN or infinite values"
-        )
+        finite = bool(torch.isfinite(data.pixels[index].sum()))  # a sum: no image-sized mask
+        return None if finite else "the chain's output holds NaN or infinite values"
 
     def write(self, data: Image, index: int, path: Path, record: dict | None) -> Path:
-        return save_png(data.take([index]).to_pil()[0], path, record)
+        return save_png(_pil_image(data.pixels[index]), path, record)
 
     def verify(self, path: Path) -> dict:
-        from PIL import Image as PILImage
-
         with open(path, "rb") as f:
             f.seek(max(0, path.stat().st_size - len(_PNG_END)))
             if f.read() != _PNG_END:
                 raise ProvenanceError(f"{str(path)!r} is truncated (no PNG end chunk)")
-        with PILImage.open(path) as im:
+        with open_png(path) as im:
             im.load()  # decodes every pixel: a damaged file raises here
         return read_record(path)
 
+    def values(self, path: Path):
+        import numpy as np
+
+        with open_png(path) as im:
+            return np.asarray(im)
+
+    def item_values(self, data: Image, index: int):
+        import numpy as np
+
+        return np.asarray(data.take([index]).to_pil()[0])
+
 
 class AudioFormat(OutputFormat):
-    data_type, suffixes, names = Audio, tuple(AUDIO_FORMATS), "WAV or FLAC"
+    data_type, suffixes, names, values_name = Audio, tuple(AUDIO_FORMATS), "WAV or FLAC", "samples"
 
     def problem(self, data: Audio, index: int) -> str | None:
         import torch
@@ -118,6 +186,27 @@ class AudioFormat(OutputFormat):
             if len(f.read(dtype="int16")) != frames:  # decodes every sample: a damaged file raises or comes short
                 raise ProvenanceError(f"{str(path)!r} holds fewer samples than its header says")
         return read_record(path)
+
+    def values(self, path: Path):
+        import soundfile
+
+        return soundfile.read(path, dtype="int16", always_2d=True)[0]
+
+    def item_values(self, data: Audio, index: int):
+        return pcm16(data, index)
+
+
+def _pil_image(pixels):
+    """One C×H×W item as a PIL image, converted a block of rows at a time (by ``Image.to_numpy``'s
+    rounding): a large image then costs its PIL copy, not float and uint8 copies too."""
+    from PIL import Image as PILImage
+
+    height, width = pixels.shape[-2:]
+    canvas = PILImage.new("RGB", (width, height))
+    for top in range(0, height, 64):
+        rows = Image(pixels[None, :, top : top + 64]).to_numpy()[0]
+        canvas.paste(PILImage.fromarray(rows), (0, top))
+    return canvas
 
 
 def pcm16(audio: Audio, index: int):
@@ -152,10 +241,58 @@ def format_for(output_type: type[Data], path: "str | Path | None" = None) -> Out
     )
 
 
+def open_png(path: "str | Path"):
+    """``path`` opened by Pillow with its text limit raised deliberately to Loom's ``record_bytes``
+    (Pillow refuses a PNG whose text passes 1 MiB, so a large record would make a file unreadable)."""
+    from PIL import Image as PILImage
+    from PIL import PngImagePlugin
+
+    PngImagePlugin.MAX_TEXT_CHUNK = max(current().record_bytes, 1024 * 1024)
+    PngImagePlugin.MAX_TEXT_MEMORY = max(current().record_bytes, 64 * 1024 * 1024)
+    return PILImage.open(path)
+
+
+def difference(path: "str | Path", data: Data, index: int) -> float:
+    """Largest absolute difference between the pixels (0–255) or 16-bit samples stored in ``path``
+    and item ``index`` of ``data`` as Loom would store it: 0 when they are the same, infinity when
+    their shapes differ."""
+    import numpy as np
+
+    fmt = format_for(type(data))
+    stored, made = fmt.values(Path(path)), fmt.item_values(data, index)
+    if stored.shape != made.shape:
+        return float("inf")
+    return float(np.abs(stored.astype(np.int64) - made.astype(np.int64)).max(initial=0))
+
+
 def check_output_path(path: "str | Path", output_type: type[Data]) -> Path:
-    """``path`` if a chain giving ``output_type`` can be written to it; otherwise an InputError."""
+    """``path`` if a chain giving ``output_type`` can be written to it (its suffix fits, its folder
+    exists and takes files); otherwise an InputError. Asked before any weights load."""
     format_for(output_type, path)
-    return Path(path)
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist; create it first")
+    check_output_folder(path.parent)
+    return path
+
+
+def check_output_folder(folder: "str | Path") -> Path:
+    """``folder`` if it exists or can be made, and takes files (a file is made there and removed, so a
+    read-only folder or file system fails now, not after a whole run); otherwise an InputError."""
+    import tempfile
+
+    folder = Path(folder)
+    existing = next(p for p in [folder, *folder.parents] if p.exists())  # nothing is made here
+    if not existing.is_dir():
+        raise InputError(f"cannot write in {str(folder)!r}: {str(existing)!r} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise InputError(
+            f"cannot write in {str(folder)!r} ({err.strerror or err}): choose a folder you can write to"
+        ) from None
+    return folder
 
 
 def write(data: Data, index: int, path: "str | Path", record: dict | None = None) -> Path:
@@ -173,7 +310,7 @@ def save_png(image, path: "str | Path", record: dict | None = None) -> Path:
         raise InputError(f"cannot write {str(path)!r}: image outputs are PNG files, use a name ending in .png")
     info = PngInfo()
     if record is not None:
-        info.add_itxt(PNG_RECORD_KEY, _record_json(record), zip=True)
+        info.add_itxt(PNG_RECORD_KEY, _record_json(record, path), zip=True)
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG", pnginfo=info)
     return path
@@ -196,11 +333,11 @@ def save_audio(pcm, sample_rate: int, path: "str | Path", record: dict | None = 
         raise InputError(
             f"cannot write {str(path)!r}: expected a length×channels int16 array, got {pcm.dtype} {pcm.shape}"
         )
-    text = None if record is None else _record_json(record)
+    text = None if record is None else _comment_text(_record_json(record, path))
     with atomic_path(path) as tmp:
         with soundfile.SoundFile(tmp, "w", int(sample_rate), pcm.shape[1], "PCM_16", format=fmt) as f:
             if text is not None and fmt == "FLAC":
-                f.comment = text  # a Vorbis comment: no size limit that matters here
+                f.comment = text  # a Vorbis comment: under 16 MiB, which a packed record fits
             f.write(pcm)
         if text is not None and fmt == "WAV":
             _append_wav_info(tmp, {"ISFT": WAV_SOFTWARE, "ICMT": text})
@@ -258,6 +395,8 @@ def _wav_comment(path: Path) -> str | None:
     with open(path, "rb") as f:
         for start, size in wav_chunks(path).get("LIST", []):
             f.seek(start)
+            if size > _max_stored(current().record_bytes):  # refused before it is read into memory
+                current().check("record_bytes", size, f"the LIST chunk of {str(path)!r}")
             body = f.read(size)
             if body[:4] != b"INFO":
                 continue
@@ -282,14 +421,44 @@ def _flac_comment(path: Path) -> str | None:
 
 
 def _png_text(path: Path) -> str | None:
-    from PIL import Image as PILImage
-    from PIL import UnidentifiedImageError
+    """The text of the PNG's ``loom`` iTXt chunk, or None. Loom reads the chunks itself: Pillow
+    refuses text over 1 MiB, and the ``record_bytes`` limit is the one rule for a record's size."""
+    with open(path, "rb") as f:
+        if f.read(8) != _PNG_SIGNATURE:
+            raise ProvenanceError(f"{str(path)!r} is not an image Loom can read (no PNG signature)")
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ProvenanceError(f"{str(path)!r} is truncated (no PNG end chunk)")
+            size, kind = struct.unpack(">I4s", head)
+            if kind == b"IEND":
+                return None
+            start = f.tell()
+            if kind == b"iTXt" and f.read(len(PNG_RECORD_KEY) + 1) == PNG_RECORD_KEY.encode() + b"\x00":
+                return _itxt_text(_png_chunk_rest(f, size - len(PNG_RECORD_KEY) - 1, path), path)
+            f.seek(start + size + 4)  # past the chunk and its CRC
 
-    try:
-        with PILImage.open(path) as im:
-            return im.text.get(PNG_RECORD_KEY) if hasattr(im, "text") else None
-    except (UnidentifiedImageError, OSError) as err:
-        raise ProvenanceError(f"{str(path)!r} is not an image Loom can read: {err}") from None
+
+def _png_chunk_rest(f, size: int, path: Path) -> bytes:
+    """The rest (``size`` bytes) of the record's chunk, refused unread when over the limit."""
+    if size > _max_stored(current().record_bytes):
+        current().check("record_bytes", size, f"the record chunk of {str(path)!r}")
+    rest = f.read(size)
+    if len(rest) < size:
+        raise ProvenanceError(f"{str(path)!r} is truncated: its record chunk runs past the end of the file")
+    return rest
+
+
+def _itxt_text(rest: bytes, path: Path) -> str:
+    """The text of an iTXt chunk after its keyword: compression flag and method, language tag,
+    translated keyword, then the (maybe zlib-compressed) UTF-8 text."""
+    compressed = rest[:1] == b"\x01"
+    _, _, rest = rest[2:].partition(b"\x00")  # language tag
+    _, _, text = rest.partition(b"\x00")  # translated keyword
+    if compressed:
+        return _inflate(text, path)
+    current().check("record_bytes", len(text), f"the record in {str(path)!r}")
+    return text.decode("utf-8", "replace")
 
 
 def _embedded_text(path: Path) -> tuple[str | None, bool]:
@@ -313,6 +482,8 @@ def read_record(path: "str | Path") -> dict:
     text, png = _embedded_text(path)
     if text is None:
         raise ProvenanceError(f"{str(path)!r} carries no Loom provenance record (was it written by Loom?)")
+    if not png:
+        text = _unpack_comment(text, path)
     not_loom = ProvenanceError(f"{str(path)!r} carries no Loom provenance record (its comment is not Loom's)")
     try:
         record = json.loads(text)

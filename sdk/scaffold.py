@@ -71,7 +71,7 @@ class {cls}(Postprocessor):
 
     description = "image → image tinted towards a colour"
     # What the component promises; `loom.testing` checks each promise (see the plugin guide).
-    capabilities = Capabilities(deterministic=True, batchable=True, devices=("cpu",), has_weights=False)
+    capabilities = Capabilities(deterministic=True, uses_seed=False, batchable=True, devices=("cpu",), has_weights=False)
 
     class Config(ComponentConfig):
         amount: float = Field(0.2, ge=0.0, le=1.0, description="0: unchanged, 1: solid colour")
@@ -104,7 +104,7 @@ class {cls}(Encoder):
 
     description = "prompts → byte embeddings"
     # What the component promises; `loom.testing` checks each promise (see the plugin guide).
-    capabilities = Capabilities(deterministic=True, batchable=True, devices=("cpu",), has_weights=False)
+    capabilities = Capabilities(deterministic=True, uses_seed=False, batchable=True, devices=("cpu",), has_weights=False)
 
     class Config(ComponentConfig):
         dim: int = Field(32, ge=4, le=1024, description="width of each token vector")
@@ -185,7 +185,7 @@ README = """# {dist}
 A [Loom](https://github.com/) plugin: the `{name}` {kind} ({types}). Written for Loom plugin API {api}.
 
 ```bash
-pip install -e .            # Loom finds it through the `loom` entry point in pyproject.toml
+pip install -e '.[test]'    # Loom finds it through the `loom` entry point; [test] brings pytest
 loom plugins --check        # lists `{name}`, its plugin API version and its requirements
 pytest                      # Loom's conformance kit: one test per (component, check)
 ```

@@ -17,12 +17,15 @@ from loom.core import (
     InputError,
     Postprocessor,
     Text,
+    WeightsError,
     hookimpl,
 )
 
 
 class Brighten(Postprocessor):
-    """Keeps every promise: a per-pixel map with a bounded option."""
+    """Keeps every promise: a per-pixel map with a bounded option, which declares that it ignores its seeds."""
+
+    capabilities = Capabilities(uses_seed=False)
 
     class Config(ComponentConfig):
         amount: float = Field(0.1, ge=0.0, le=1.0)
@@ -89,6 +92,8 @@ class EagerWeights(Brighten):
 
     def __init__(self, config=None, **options):
         super().__init__(config, **options)
+        if not Path(self.config.weights).is_file():
+            raise WeightsError(f"no weights file {self.config.weights!r}")
         self.blob = Path(self.config.weights).read_bytes()
 
     def run(self, inputs, generators):
@@ -114,6 +119,8 @@ class Projector(Generator):
         if self.config.weights:
             from safetensors.torch import load_file
 
+            if not (Path(self.config.weights) / "model.safetensors").is_file():
+                raise WeightsError(f"{self.config.weights!r} holds no model.safetensors")
             self.weight = load_file(str(Path(self.config.weights) / "model.safetensors"))["weight"]
         else:
             self.weight = torch.randn(32, 3 * self.config.size**2, generator=torch.Generator().manual_seed(0))
@@ -150,8 +157,38 @@ class BareErrors(Projector):
     """Lets torch's shape error escape on embeddings of the wrong width."""
 
     def run(self, inputs, generators):
+        import torch
+
         s = self.config.size
-        return Image((inputs.pooled @ self.weight).view(-1, 3, s, s).sigmoid())
+        noise = torch.stack([torch.rand(3, s, s, generator=g) for g in generators])
+        return Image((noise + (inputs.pooled @ self.weight).view(-1, 3, s, s).sigmoid()) / 2)
+
+
+class IgnoresSeed(Projector):
+    """Declares nothing about seeds, but draws its noise from one fixed generator instead of its own."""
+
+    def run(self, inputs, generators):
+        import torch
+
+        return super().run(inputs, [torch.Generator().manual_seed(0) for _ in generators])
+
+
+class SecretlySeeded(Brighten):
+    """Declares that it ignores its seeds, but adds seeded noise."""
+
+    def run(self, inputs, generators):
+        import torch
+
+        noise = torch.stack([torch.rand(inputs.pixels.shape[1:], generator=g) for g in generators])
+        return Image((inputs.pixels + 0.1 * noise).clamp(0, 1))
+
+
+class UnboundedSize(Projector):
+    """Its ``size`` takes any int, so -1 reaches torch."""
+
+    class Config(ComponentConfig):
+        weights: str | None = None
+        size: int = 8
 
 
 class GPUOnly(Brighten):

@@ -113,7 +113,7 @@ def test_a_failed_audio_write_leaves_no_file(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(soundfile.SoundFile, "write", broken_write)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(InputError, match="clip.wav.*disk full"):
         write(Audio(torch.zeros(1, 1, 10), 8000), 0, tmp_path / "clip.wav", {"loom_record": 1})
     assert list(tmp_path.iterdir()) == []
 
@@ -161,9 +161,9 @@ def test_a_mismatched_step_is_named_before_anything_loads(registry, steps, messa
 def test_the_default_chain_follows_the_generators_types(registry):
     assert loom.default_spec("truth-sounds") == {"steps": [{"component": "truth-sounds"}]}
     assert loom.default_spec("noise")["steps"] == [
-        {"component": "text-encoder"},
+        {"component": "text-encoder:text-encoder"},
         {"component": "noise"},
-        {"component": "resize", "config": {"size": 256}},
+        {"component": "image-postprocessors:resize", "config": {"size": 256}},
     ]
     assert loom.default_spec("nope")["steps"][1] == {"component": "nope"}  # the chain then names the unknown step
 

@@ -51,6 +51,9 @@ def test_a_component_that_keeps_the_contract_passes_and_says_what_was_skipped():
         (fakes.BadDefault, "config_defaults"),
         (fakes.LossyWeights, "weights_round_trip"),
         (fakes.BareErrors, "bad_input_errors"),
+        (fakes.IgnoresSeed, "seeds_differ"),
+        (fakes.SecretlySeeded, "seeds_differ"),
+        (fakes.UnboundedSize, "config_fuzzing"),
     ],
 )
 def test_a_broken_component_fails_exactly_the_check_it_breaks(component, check):
@@ -107,8 +110,9 @@ def test_weights_round_trip_runs_when_declared():
 
 
 def test_capabilities_are_validated_and_default_to_the_strict_promises():
-    assert Capabilities() == fakes.Brighten.capabilities
+    assert Capabilities(uses_seed=False) == fakes.Brighten.capabilities
     assert Capabilities().deterministic and Capabilities().batchable and Capabilities().tolerance == 0.0
+    assert Capabilities().uses_seed  # a component that ignores its seeds says so
     with pytest.raises(ValueError):
         Capabilities(tolerance=-1)
     with pytest.raises(ConfigError):

@@ -51,9 +51,9 @@ def test_png_provenance_round_trip_via_reproduce(tmp_path):
     assert record["inputs"] == [PROMPTS[0]] and record["seeds"] == [7]
     assert [s["component"] for s in record["spec"]["steps"]] == [
         "complete-shapes-prompt",
-        "text-encoder",
+        "text-encoder:text-encoder",
         "vae",
-        "resize",
+        "image-postprocessors:resize",
     ]
     assert {c["plugin"] for c in record["components"]} == {
         "prompt-completion",

@@ -201,6 +201,6 @@ def test_plugins_check_reports_versions_conflicts_and_clashes_without_torch(trou
     assert "old-torch (loom-old-torch 0.2): ok\n  plugin API: 1.0\n" in text
     assert "needs torch==1.13.1, but torch " in text and "needs not-installed-xyz>=1, which is not installed" in text
     assert "pytest" not in text  # an extra's requirement is not a conflict
-    assert "text-encoder (loom 0.1.0): ok\n  plugin API: 1.0\n  requirements: met" in text
+    assert "text-encoder (loom 0.1.0): ok\n  plugin API: 1.4\n  requirements: met" in text
     assert "note: several plugins register 'resize'; name one of image-postprocessors:resize, old-torch:resize" in text
     assert text.strip().endswith("NO-TORCH 1"), text + out.stderr

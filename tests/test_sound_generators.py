@@ -23,7 +23,7 @@ SOUND_FAMILIES = ["vae-sound", "gan-sound"]
 def test_sound_generators_declare_embedding_to_audio_and_their_default_chain_has_no_resize(family):
     cls = get_registry().get(family).cls
     assert cls.input_type.kind == "Embedding" and cls.output_type is Audio
-    steps = [{"component": "complete-sounds-prompt"}, {"component": "text-encoder"}, {"component": family}]
+    steps = [{"component": "complete-sounds-prompt"}, {"component": "text-encoder:text-encoder"}, {"component": family}]
     assert loom.default_spec(family) == {"steps": steps}
 
 

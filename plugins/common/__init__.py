@@ -36,10 +36,26 @@ def check_folder(folder: "str | Path", family: str, train: str | None = None) ->
             f"{str(folder)!r} is not a trained {family} folder: it needs config.json and model.safetensors "
             f"(train one with `{train or f'loom train {family} --out {folder}'}`){hint}"
         )
-    found = json.loads((folder / CONFIG_NAME).read_text()).get("family")
+    found = read_config(folder).get("family")
     if found != family:
         raise WeightsError(f"{str(folder)!r} holds a {found!r} model, not a {family!r} one")
     return folder
+
+
+def read_config(folder: "str | Path") -> dict:
+    """A trained folder's ``config.json`` as a mapping; a WeightsError naming the file when it cannot be read or
+    is not a JSON object (a damaged copy: the fix is a fresh copy of the folder, or training it again)."""
+    path = Path(folder) / CONFIG_NAME
+    fix = "copy the trained folder again or retrain it"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise WeightsError(f"{str(path)!r} is not valid JSON ({err}); {fix}") from None
+    except OSError as err:
+        raise WeightsError(f"cannot read {str(path)!r} ({err.strerror or err}); {fix}") from None
+    if not isinstance(config, dict):
+        raise WeightsError(f"{str(path)!r} holds a JSON {type(config).__name__}, not a model's config object; {fix}")
+    return config
 
 
 def weights_validator(family: str, train: str | None = None):
@@ -59,10 +75,14 @@ def weights_validator(family: str, train: str | None = None):
     return field_validator("weights")(classmethod(check))
 
 
+#: The devices a ``device`` option may name: checked when a component is built, not deep inside torch.
+DEVICES = r"cpu|mps|cuda(:\d+)?"
+
+
 class TrainedConfig(ComponentConfig):
     weights: str | None = Field(None, description="trained folder; None for the shipped default")
     temperature: float = Field(1.0, ge=0.0, le=3.0, description="scale of the sampling noise")
-    device: str = "cpu"
+    device: str = Field("cpu", pattern=f"^({DEVICES})$", description="cpu, cuda, cuda:N or mps")
 
 
 def check_embeddings(inputs: Embedding, cfg, model: str) -> None:

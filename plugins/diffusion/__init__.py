@@ -34,7 +34,7 @@ from loom.core import (
     WeightsError,
     hookimpl,
 )
-from loom.plugins.common import WEIGHTS_NAME, check_embeddings, weights_validator
+from loom.plugins.common import DEVICES, WEIGHTS_NAME, check_embeddings, weights_validator
 from loom.plugins.common import check_folder as check_trained_folder
 
 # SCHEDULERS is read from here too (tests, benches): the scheduler names are part of the plugin's face
@@ -42,7 +42,7 @@ from .sampling import SCHEDULERS, SHAPES_GUIDANCE, SchedulerName  # noqa: F401
 
 #: The plugin API this plugin is written for (see loom.core.hookspecs): it reports denoising
 #: steps through Component.report_progress and carries negative embeddings (both 1.1).
-LOOM_PLUGIN_API = "1.1"
+LOOM_PLUGIN_API = "1.4"
 
 #: The hub id used when no ``model`` is given; loaded from the local Hugging Face cache.
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -64,7 +64,9 @@ class ModelOptions(ComponentConfig):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="auto: float16 on cuda, float32 on cpu"
     )
-    device: str = Field("auto", description="auto (cuda if there is one), cpu, cuda, cuda:1, mps")
+    device: str = Field(
+        "auto", pattern=f"^(auto|{DEVICES})$", description="auto (cuda if there is one), cpu, cuda, cuda:1, mps"
+    )
     download: bool = Field(False, description="fetch from the hub when not in the cache (never when HF_HUB_OFFLINE=1)")
 
 
@@ -133,6 +135,7 @@ class _Diffusers:
 
 
 _CAPS = Capabilities(has_weights=True, devices=("cpu", "cuda", "mps"))
+_SEEDLESS = _CAPS.model_copy(update={"uses_seed": False})  # the text encoder and the VAE decoder draw nothing
 
 
 class StableDiffusion(_Diffusers, Generator):
@@ -163,7 +166,7 @@ class SDTextEncoder(_Diffusers, Encoder):
     (unconditional) embeddings that classifier-free guidance needs."""
 
     description = "prompt → CLIP embeddings (+ negative) from a diffusers pipeline folder"
-    capabilities = _CAPS
+    capabilities = _SEEDLESS
     input_type = Text
     output_type = Embedding
     skip = ("unet", "vae", "safety_checker", "feature_extractor", "image_encoder")
@@ -220,7 +223,7 @@ class SDVAEDecode(_Diffusers, Postprocessor):
     images out."""
 
     description = "latents → images with a diffusers pipeline's VAE"
-    capabilities = _CAPS
+    capabilities = _SEEDLESS
     input_type = Latent
     output_type = Image
 
@@ -265,7 +268,7 @@ class ShapesDiffusion(Generator):
         guidance_scale: float = Field(
             SHAPES_GUIDANCE, ge=0.0, le=20.0, description="classifier-free guidance; ≤ 1 turns it off"
         )
-        device: str = "cpu"
+        device: str = Field("cpu", pattern=f"^({DEVICES})$", description="cpu, cuda, cuda:N or mps")
 
         _weights_are_trained = weights_validator("diffusion")
 

@@ -98,3 +98,13 @@ def as_text(words: list[str]) -> str:
         else:
             text += (" " if text else "") + w
     return text.strip(", ")
+
+
+def confidence(logp: torch.Tensor, words: int) -> float:
+    """How sure the recogniser is of the ``words`` (pauses included) it heard in one item's
+    frames×(vocabulary+1) scores: the likeliest path's probability per word, exp(Σ best log-prob /
+    words), 0 when nothing is heard. Per word, not per frame: silence and noise are uncertain in
+    every frame between the few words they yield, while speech is uncertain only between words."""
+    if words == 0:
+        return 0.0
+    return float(torch.exp(logp.float().max(-1).values.sum() / words))

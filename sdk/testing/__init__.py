@@ -13,7 +13,7 @@ the reason, and how many ran)::
     from loom.testing import check_component, check_plugin
 
     report = check_plugin("my_plugin")
-    print(report)                 # "loom conformance: 1 component(s), 13 checks: 11 passed, ..."
+    print(report)                 # "loom conformance: 1 component(s), 15 checks: 13 passed, ..."
     report.raise_for_failures()
 
 Which checks apply follows from each component's :class:`loom.core.Capabilities`. Importing

@@ -175,58 +175,6 @@ def malformed_inputs(good: Data) -> tuple[Data, str] | None:
     return None
 
 
-def layout_problem(data: Data) -> str | None:
-    """What is wrong with a batch's layout (shapes, dtypes, ranges), or None."""
-
-    def tensor(t):
-        return hasattr(t, "shape") and hasattr(t, "dtype")
-
-    if isinstance(data, Text):
-        return None if all(isinstance(s, str) for s in data.items) else "Text.items holds non-strings"
-    if isinstance(data, Embedding):
-        if not tensor(data.tokens) or data.tokens.ndim != 3 or not data.tokens.is_floating_point():
-            return f"Embedding.tokens must be a float B×L×D tensor, got shape {getattr(data.tokens, 'shape', None)}"
-        if not tensor(data.mask) or tuple(data.mask.shape) != tuple(data.tokens.shape[:2]):
-            return f"Embedding.mask must be B×L {tuple(data.tokens.shape[:2])}, got {getattr(data.mask, 'shape', None)}"
-        if data.pooled is not None and (
-            not tensor(data.pooled)
-            or tuple(data.pooled.shape) != (len(data), data.pooled.shape[-1])
-            or data.pooled.ndim != 2
-        ):
-            return f"Embedding.pooled must be B×D or None, got shape {getattr(data.pooled, 'shape', None)}"
-        if not isinstance(data.encoder, str) or not data.encoder:
-            return "Embedding.encoder must name the encoder that made it"
-        return None
-    if isinstance(data, Latent):
-        return None if tensor(data.tensor) and data.tensor.ndim == 4 else "Latent.tensor must be B×C×H×W"
-    if isinstance(data, Image):
-        px = data.pixels
-        if not tensor(px) or px.ndim != 4 or px.shape[1] != 3 or not px.is_floating_point():
-            return f"Image.pixels must be a float B×3×H×W tensor, got {getattr(px, 'dtype', type(px).__name__)} of shape {getattr(px, 'shape', None)}"
-        lo, hi = float(px.min()), float(px.max())
-        if not (0.0 <= lo and hi <= 1.0):
-            return f"Image.pixels must lie in [0, 1], got values from {lo:.4g} to {hi:.4g}"
-        return None
-    if isinstance(data, Audio):
-        w = data.waveforms
-        if not tensor(w) or w.ndim != 3 or not w.is_floating_point():
-            return f"Audio.waveforms must be a float B×C×T tensor, got shape {getattr(w, 'shape', None)}"
-        if w.numel() and float(w.abs().max()) > 1.0:
-            return f"Audio.waveforms must lie in [-1, 1], got a peak of {float(w.abs().max()):.4g}"
-        if not isinstance(data.sample_rate, int) or data.sample_rate <= 0:
-            return f"Audio.sample_rate must be a positive int, got {data.sample_rate!r}"
-        if data.lengths is not None:
-            if len(data.lengths) != len(data) or any(not 0 <= n <= w.shape[-1] for n in data.lengths):
-                return (
-                    f"Audio.lengths must hold one length per item, each at most T = {w.shape[-1]}, got {data.lengths}"
-                )
-            for i, n in enumerate(data.lengths):
-                tail = w[i, :, n:]
-                if tail.numel() and float(tail.abs().max()) > 0:
-                    return f"Audio item {i} holds sound past its length {n}: samples past an item's length must be zero"
-    return None
-
-
 def difference(a: Data, b: Data) -> float:
     """Largest absolute difference between two batches (inf when their types, shapes or
     non-tensor fields differ)."""
@@ -526,7 +474,7 @@ def check_call_output(s: Subject) -> None:
             raise Failed(f"a call on {count} item(s) returned {type(out).__name__}, but it declares {out_type.kind}")
         if len(out) != count:
             raise Failed(f"a call on {count} item(s) returned {len(out)}")
-        problem = layout_problem(out)
+        problem = out.problem()  # the engine checks each chunk; this checks them joined
         if problem:
             raise Failed(f"a call on {count} item(s) returned a malformed batch: {problem}")
 
@@ -556,6 +504,29 @@ def check_seed_determinism(s: Subject) -> None:
         "two components built from the same config gave outputs for seed 11 that",
         "; is something drawn from the global RNG in setup()?",
     )
+
+
+@check(
+    "seeds_differ",
+    "seeds 1 and 2 give different outputs, unless it declares capabilities.uses_seed = False, "
+    "and then they give the same output",
+)
+def check_seeds_differ(s: Subject) -> None:
+    caps = s.capabilities
+    component, inputs = s.loaded(), s.inputs(1)
+    first = s.call(component, inputs, seed=[1])
+    other = s.call(component, inputs, seed=[2])
+    if caps.uses_seed:
+        if difference(first, other) <= caps.tolerance:
+            raise Failed(
+                "seeds 1 and 2 gave the same output: draw each item's randomness from its generator, "
+                "or declare capabilities.uses_seed = False if it has none"
+            )
+        return
+    s.requires("deterministic", ", so outputs cannot be compared")
+    if difference(first, s.call(component, inputs, seed=[1])) > caps.tolerance:
+        raise Skipped("two identical calls already differ (check 'seed_determinism' reports it)")
+    s.compare(first, other, "it declares capabilities.uses_seed = False, but seeds 1 and 2 gave outputs that")
 
 
 @check(
@@ -692,6 +663,59 @@ def check_bad_input_errors(s: Subject) -> None:
             raise Failed(f"a call on {what} returned without error")
 
 
+#: What check 'config_fuzzing' sets each option to, one at a time.
+FUZZ_VALUES = (0, -1, 10**12, "junk")
+
+
+@check(
+    "config_fuzzing",
+    "each option set to 0, -1, 10**12 or 'junk' is refused with a LoomError when the component is built, "
+    "or the component built with it loads and runs (or refuses to, with a LoomError): never another error",
+)
+def check_config_fuzzing(s: Subject) -> None:
+    try:
+        baseline = s.build().config.model_dump_json()
+    except Exception:
+        raise Skipped("it cannot be built from the test's config (check 'config_defaults' reports it)") from None
+    tried = {baseline}  # a value that leaves the config as it was, or as another try made it, is not run again
+    problems = [
+        problem
+        for name in s.cls.Config.model_fields
+        for value in FUZZ_VALUES
+        if (problem := fuzz_problem(s, name, value, tried))
+    ]
+    if problems:
+        raise Failed("; ".join(problems))
+
+
+def fuzz_problem(s: Subject, name: str, value: Any, tried: set[str]) -> str | None:
+    """What goes wrong when option ``name`` is ``value``: None when building refuses it with a
+    LoomError, or when the component built with it loads and is called on one item, or refuses
+    with a LoomError; otherwise the error, and what to add to the Config."""
+    if isinstance(value, str):
+        hint = "refuse such values in its Config (e.g. Field(pattern=…) or a validator) or raise a LoomError"
+    else:
+        hint = "add Field(ge=…)/le=… to its Config"
+    stage = "building it"
+    try:
+        component = s.build(**{name: value})
+        key = component.config.model_dump_json()
+        if key in tried:
+            return None
+        tried.add(key)
+        stage = "loading it"
+        component.load()
+        stage = "calling it on one item"
+        component(s.inputs(1), seed=0)
+    except LoomError:
+        return None
+    except Exception as err:
+        what = (str(err).splitlines() or [""])[0][:200]
+        then = ": " if stage == "building it" else " was accepted, then "
+        return f"option {name!r} = {value!r}{then}{stage} raised {type(err).__name__}: {what}; {hint}"
+    return None
+
+
 def run_checks(subject: Subject, only: "list[str] | None" = None) -> Report:
     """Run every check (or those named in ``only``) on one subject."""
     report = Report()
@@ -796,8 +820,12 @@ def check_plugin(
 
 
 def registers_result(plugin_name: str, subjects: list[Subject], errors: list[str]) -> CheckResult:
-    """The plugin-level check: it registers at least one component, without errors."""
-    contract = "the plugin registers its components through loom_register_components without errors"
+    """The plugin-level check: it registers at least one component, without errors, under names
+    that no installed component of Loom's own has (:func:`first_party_clashes`)."""
+    contract = (
+        "the plugin registers its components through loom_register_components without errors, under names of its own"
+    )
+    errors = errors + first_party_clashes(plugin_name, subjects)
     if errors or not subjects:
         what = "; ".join(errors) if errors else "it registered no component"
         return CheckResult(
@@ -807,6 +835,24 @@ def registers_result(plugin_name: str, subjects: list[Subject], errors: list[str
             f"plugin {plugin_name!r} fails check 'registers': {what}; the contract: {contract}",
         )
     return CheckResult(str(plugin_name), "registers", "passed")
+
+
+def first_party_clashes(plugin_name: str, subjects: list[Subject]) -> list[str]:
+    """The plugin's component names that an installed first-party plugin registers too. A bare name
+    means Loom's own component, so the plugin's would be reachable only as ``plugin:name``."""
+    from loom.core.plugins import get_registry
+
+    registry = get_registry()
+    ours = {e.name: e for e in registry.components() if registry.is_first_party(e)}
+    problems, prefix = [], str(plugin_name).rsplit(".", 1)[-1].replace("_", "-")
+    for s in subjects:
+        theirs = ours.get(s.name)
+        if theirs is not None and registry.plugins[theirs.plugin].source != getattr(s.plugin, "__name__", None):
+            problems.append(
+                f"its component {s.name!r} has the name of Loom's own {theirs.qualified_name}, which a bare "
+                f"{s.name!r} always means; rename it (e.g. '{prefix}-{s.name}')"
+            )
+    return problems
 
 
 #: Every result of conformance items run by pytest in this process (summarised by the pytest plugin).

@@ -10,7 +10,7 @@ import loom
 from loom.core import Capabilities, ComponentConfig, Image, InputError, Postprocessor
 
 #: The Loom plugin API this plugin was written for; Loom refuses it, by name, if it cannot serve it.
-LOOM_PLUGIN_API = "1.0"
+LOOM_PLUGIN_API = "1.4"
 
 COLOURS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "gold": (0.85, 0.65, 0.13)}
 
@@ -20,7 +20,9 @@ class Frame(Postprocessor):
 
     description = "image → image with a solid frame"
     # What it promises; Loom's conformance kit (loom.testing) checks each promise.
-    capabilities = Capabilities(deterministic=True, batchable=True, devices=("cpu",), has_weights=False)
+    capabilities = Capabilities(
+        deterministic=True, uses_seed=False, batchable=True, devices=("cpu",), has_weights=False
+    )
 
     class Config(ComponentConfig):
         width: int = Field(4, ge=1, le=64, description="border width in pixels")
