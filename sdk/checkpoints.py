@@ -41,7 +41,15 @@ def load_state(folder: Path) -> dict[str, Any]:
     """The state :func:`save_state` wrote into ``folder``."""
     from safetensors.torch import load_file
 
-    tensors = load_file(str(folder / "state.safetensors"))
+    from loom.core.errors import WeightsError
+
+    try:
+        tensors = load_file(str(folder / "state.safetensors"))
+        skeleton = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    except Exception as err:  # safetensors' own error, an OSError, invalid JSON: a damaged checkpoint
+        raise WeightsError(
+            f"checkpoint {str(folder)!r} is damaged ({type(err).__name__}: {err}); resume from an earlier one"
+        ) from None
 
     def unpack(obj: Any) -> Any:
         if isinstance(obj, dict):
@@ -52,4 +60,4 @@ def load_state(folder: Path) -> dict[str, Any]:
             return [unpack(v) for v in obj]
         return obj
 
-    return unpack(json.loads((folder / "state.json").read_text()))
+    return unpack(skeleton)

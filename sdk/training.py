@@ -58,8 +58,11 @@ def encode_captions(captions: list[str], batch_size: int = 128, progress: bool =
         digest = hashlib.sha256("\n".join(captions).encode()).hexdigest()[:16]
         path = Path(cache) / f"captions-{CAPTION_TOKENS}-{digest}.safetensors"
         if path.is_file():
-            t = load_file(str(path))
-            return t["tokens"], t["mask"], t["pooled"]
+            try:
+                t = load_file(str(path))
+                return t["tokens"], t["mask"], t["pooled"]
+            except Exception:  # a damaged or foreign cache file is a miss: encode again and replace it
+                pass
 
     from loom.core import Text, get_registry
 

@@ -344,3 +344,15 @@ def test_a_spec_without_steps_says_they_are_required(tmp_path):
     spec.write_text(json.dumps({"name": "empty"}))
     line = error_line(cli("run", spec, "-p", "a red circle", "-o", tmp_path / "out"), "'steps' is required")
     assert "{}" not in line
+
+
+def test_a_damaged_training_checkpoint_is_a_weights_error_naming_it(tmp_path):
+    from loom.checkpoints import load_state, save_state
+    from loom.core.errors import WeightsError
+
+    save_state({"step": 3}, tmp_path / "ckpt")
+    assert load_state(tmp_path / "ckpt") == {"step": 3}
+    state = tmp_path / "ckpt" / "state.safetensors"
+    state.write_bytes(state.read_bytes()[:5])  # truncated
+    with pytest.raises(WeightsError, match=r"checkpoint '.*ckpt' is damaged .*resume from an earlier one"):
+        load_state(tmp_path / "ckpt")

@@ -399,8 +399,6 @@ def test_fixed_micro_batch_is_what_makes_outputs_identical(monkeypatch):
     asserts they stay within rounding of each other."""
     import torch
 
-    from loom.core.component import Component
-
     pipeline = loom.pipeline_for(loom.default_spec())
     calls: dict[str, list[int]] = {}
 
@@ -427,7 +425,8 @@ def test_fixed_micro_batch_is_what_makes_outputs_identical(monkeypatch):
     for component in pipeline.components:
         seen = set(calls[type(component).__name__])
         assert seen == {component.micro_batch}, (type(component).__name__, seen)
-    monkeypatch.setattr(Component, "micro_batch", None)  # every component runs on the whole batch at once
+    for component in pipeline.components:  # every component runs on the whole batch at once
+        monkeypatch.setattr(type(component), "micro_batch", None)
     calls.clear()
     loose_whole, loose_single = pixels(20), pixels(1)
     assert all(set(sizes) == {20, 1} for sizes in calls.values()), calls  # the fixed shape is really off

@@ -106,7 +106,7 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(PILImage.Image, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(InputError, match="out.png.*disk full"):
         loom.save(result, target)
     assert list(tmp_path.iterdir()) == []
 

@@ -108,7 +108,7 @@ def test_cli_generate_writes_a_wav_with_provenance_that_reproduces(tmp_path):
     record = loom.read_record(out)
     assert [s["component"] for s in record["spec"]["steps"]] == [
         "complete-sounds-prompt",
-        "text-encoder",
+        "text-encoder:text-encoder",
         DEFAULT_SOUND_GENERATOR,
     ]
     samples, rate = soundfile.read(out)
