@@ -1,9 +1,8 @@
-"""loom.core: the contract every Loom plugin and app builds on, importing no torch at import time:
-data types (:mod:`.data`), components (:class:`Encoder`, :class:`Generator`, :class:`Postprocessor`,
-each with a pydantic :class:`ComponentConfig`), hooks (:mod:`.hookspecs`, implemented with
-:data:`hookimpl`), worlds (:class:`World`), discovery (:func:`get_registry`, entry-point group
-``loom``), pipelines (:class:`Pipeline`) and :data:`PLUGIN_API`, the version of all of these.
-"""
+"""loom.core: the contract every Loom plugin and app builds on, importing no torch at import time: data types
+(:mod:`.data`), components (:class:`Encoder`, :class:`Generator`, :class:`Postprocessor`, each with a pydantic
+:class:`ComponentConfig`), hooks (:mod:`.hookspecs`, implemented with :data:`hookimpl`), worlds (:class:`World`),
+discovery (:func:`get_registry`, entry-point group ``loom``), pipelines (:class:`Pipeline`) and :data:`PLUGIN_API`,
+the version of all of these."""
 
 from .component import Capabilities, Component, ComponentConfig, Encoder, Generator, Postprocessor
 from .data import DATA_TYPES, Audio, Data, Embedding, Image, Latent, Text

@@ -1,24 +1,22 @@
-"""The three component interfaces: :class:`Encoder`, :class:`Generator`, :class:`Postprocessor`.
+"""The three component interfaces: :class:`Encoder`, :class:`Generator`, :class:`Postprocessor`. A component is a
+class with
 
-A component is a class with
+- ``Config``: a pydantic model of its settings (validated when the component is built: a bad value fails before any
+  weights load);
+- ``input_type`` / ``output_type``: the :mod:`loom.core.data` types it takes and gives, checked when a chain is built;
+- ``setup()``: loads weights and heavy libraries, on the first call (or ``load()``), never at construction or import,
+  so listing plugins and type-checking chains stay fast;
+- ``run(inputs, generators)``: turns one batch into another of the same length. ``generators`` holds one seeded
+  ``torch.Generator`` per item: draw each item's randomness from its own, so its output does not depend on its
+  neighbours;
+- ``takes`` (plugin API 1.5): named request inputs besides the main one, e.g. ``{"image": Image, "mask": Image}``,
+  each a batch aligned item for item with ``inputs``, given to ``run`` as keywords (see :attr:`Component.takes`).
 
-- ``Config``: a pydantic model of its settings (validated when the component is built, so a bad
-  value fails before any weights load);
-- ``input_type`` / ``output_type``: the :mod:`loom.core.data` types it takes and gives, which the
-  pipeline engine checks when a chain is built;
-- ``setup()``: loads weights and heavy libraries. It runs on the first call (or on ``load()``),
-  never at construction or import, so listing plugins and type-checking chains stay fast;
-- ``run(inputs, generators)``: turns one batch into another of the same length. ``generators``
-  holds one seeded ``torch.Generator`` per item; draw each item's randomness from its own
-  generator so the item's output does not depend on its neighbours.
-
-A component also declares its :class:`Capabilities` (deterministic, batchable, devices, weights,
-modalities), from which the conformance kit (:mod:`loom.testing`) derives which checks apply.
-
-Call a component as ``component(inputs, seed=...)``. The base class loads it, makes the per-item
-generators, and runs it on chunks of exactly ``micro_batch`` items (padding the last chunk and
-dropping the padding after): floating-point results can change with a batch's shape, and a fixed
-shape is what makes an item's output byte-identical alone or in any batch.
+A component also declares its :class:`Capabilities`, from which the conformance kit (:mod:`loom.testing`) derives which
+checks apply. Call it as ``component(inputs, seed=...)``: the base class loads it, makes the per-item generators, and
+runs it on chunks of exactly ``micro_batch`` items (padding the last chunk and dropping the padding after):
+floating-point results can change with a batch's shape, and a fixed shape makes an item's output byte-identical alone
+or in any batch.
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticSerializationError, to_json
 
 from .data import Data
-from .errors import ConfigError, LoomError
+from .errors import ConfigError, InputError, LoomError
 from .seeding import generators as make_generators
 from .seeding import item_seeds
 
@@ -42,8 +40,8 @@ class ComponentConfig(BaseModel):
 
 
 class Capabilities(BaseModel):
-    """What a component promises about itself. ``loom.testing`` checks each promise and skips,
-    with the reason, the checks a component has opted out of; the defaults are the strict ones."""
+    """What a component promises about itself: ``loom.testing`` checks each promise and skips, with the reason, the
+    checks a component opted out of. The defaults are the strict ones."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -101,13 +99,17 @@ class Component:
     Config: ClassVar[type[ComponentConfig]] = ComponentConfig
     input_type: ClassVar[type[Data]] = Data
     output_type: ClassVar[type[Data]] = Data
-    #: Items per call of ``run``; None runs the whole batch at once (only for components whose
-    #: per-item output cannot depend on the batch, e.g. pure per-pixel operations).
+    #: Items per ``run`` call; None: the whole batch at once (only where an item's output cannot depend on its batch).
     micro_batch: ClassVar[int | None] = 8
     #: One line shown by ``loom plugins``.
     description: ClassVar[str] = ""
     #: What the component promises (see :class:`Capabilities`); the defaults promise the most.
     capabilities: ClassVar[Capabilities] = Capabilities()
+    #: Named inputs it takes besides its main input (API 1.5), e.g. ``{"image": Image, "mask": Image}``: ``run``
+    #: gets exactly those a request gives, as keyword arguments, each of ``len(inputs)`` items (masks: white = repaint).
+    takes: ClassVar[Mapping[str, type[Data]]] = {}
+    #: Names in ``takes`` a request may leave out; the others are required (the engine checks before loading).
+    optional: ClassVar[frozenset[str]] = frozenset()
     # set by __call__ while a caller listens for work reported through report_progress()
     _work_listener: "Callable[[int, int, str], None] | None" = None
 
@@ -122,21 +124,18 @@ class Component:
     def setup(self) -> None:
         """Load weights and heavy libraries. Called once, before the first ``run``."""
 
-    def run(self, inputs: Data, generators: list[Any]) -> Data:
-        """Turn a batch of ``input_type`` into a batch of ``output_type`` of the same length."""
+    def run(self, inputs: Data, generators: list[Any], **given: Data) -> Data:
+        """Turn a batch of ``input_type`` into one of ``output_type``, of the same length (``given``: see ``takes``)."""
         raise NotImplementedError
 
     def save_weights(self, folder: "str | Path") -> Path:
-        """Write the loaded weights into ``folder`` in the format that the config option
-        ``capabilities.weights_option`` reads back. Only for components that declare one."""
+        """Write the loaded weights into ``folder`` as option ``capabilities.weights_option`` (if any) reads them."""
         raise NotImplementedError(f"{type(self).__name__} has no weights folder format")
 
     # -- provided -----------------------------------------------------------------------------
     def report_progress(self, done: int, total: int, unit: str = "step") -> None:
-        """Report progress *inside* the current ``run`` call, in the component's own units:
-        ``done`` of ``total`` (e.g. denoising steps) for the batch that ``run`` was given. Call it
-        from ``run`` as work finishes; Loom turns it into progress over the whole batch (a
-        progress bar, the ``loom_step_progress`` hook). Costs nothing when nobody listens."""
+        """Report progress *inside* ``run``, in the component's own units: ``done`` of ``total`` (e.g. denoising steps)
+        for the batch ``run`` was given; Loom makes it progress over the whole batch (bars, loom_step_progress)."""
         listener = self._work_listener
         if listener is not None:
             listener(done, total, unit)
@@ -159,16 +158,18 @@ class Component:
         *,
         progress: Callable[[int], None] | None = None,
         work: Callable[[int, int, str], None] | None = None,
+        **given: Data,
     ) -> Data:
-        """Run on a batch. ``seed``: int (item *i* gets ``seed + i``), a list (one per item) or a
-        ``torch.Generator``. ``progress(items finished)``; ``work(done, total, unit)`` over the batch
-        as ``run`` calls :meth:`report_progress`. Raises a LoomError on an output that breaks its layout."""
+        """Run on a batch. ``seed``: int (item *i* gets ``seed + i``), a list (one per item) or a ``torch.Generator``.
+        ``progress(items finished)``; ``work(done, total, unit)`` as ``run`` calls :meth:`report_progress`; ``given``:
+        the ``takes`` inputs, chunked with ``inputs``. A LoomError on a bad input, or an output breaking its layout."""
         name = type(self).__name__
         if not isinstance(inputs, self.input_type):
             raise LoomError(f"{name} takes {self.input_type.kind}, got {type(inputs).__name__}")
         n = len(inputs)
         if not n:
             raise LoomError(f"{name} was called with an empty batch")
+        self._check_given(given, n)
         gens = make_generators(item_seeds(seed, n))
         self.load()
         size = self.micro_batch or n
@@ -177,7 +178,8 @@ class Component:
         for number, start in enumerate(range(0, n, size)):
             idx = list(range(start, min(start + size, n)))
             pad = size - len(idx) if self.micro_batch else 0
-            chunk = inputs.take(idx + [idx[-1]] * pad)
+            rows = idx + [idx[-1]] * pad
+            chunk, chunk_given = inputs.take(rows), {key: value.take(rows) for key, value in given.items()}
             chunk_gens = [gens[i] for i in idx] + make_generators([0] * pad)
             if work is not None:
                 # every chunk has the same shape, so it reports the same total: scale to the batch
@@ -186,7 +188,7 @@ class Component:
 
                 self._work_listener = listener
             try:
-                out = self.run(chunk, chunk_gens)
+                out = self.run(chunk, chunk_gens, **chunk_given)
             finally:
                 if work is not None:
                     self._work_listener = None
@@ -201,28 +203,38 @@ class Component:
                 progress(idx[-1] + 1)
         return outputs[0] if len(outputs) == 1 else self.output_type.concat(outputs)  # one chunk: no copy
 
+    def _check_given(self, given: Mapping[str, Any], n: int) -> None:
+        """An InputError unless ``given`` holds each required ``takes`` name, of its type and ``n`` items, no other."""
+        name = type(self).__name__
+        for key in sorted(set(self.takes) - set(given) - self.optional):
+            raise InputError(f"{name} takes {key} ({self.takes[key].kind}), which was not given: pass {key}=…")
+        for key, value in given.items():
+            want = self.takes.get(key)
+            if want is None:
+                raise InputError(f"{name} takes no input {key!r} (it takes: {', '.join(self.takes) or 'none'})")
+            if not isinstance(value, want) or len(value) != n:
+                got = f"{value.kind} of {len(value)}" if isinstance(value, Data) else type(value).__name__
+                raise InputError(f"{name} takes {key} as {want.kind} of {n} item(s), one per input; got {got}")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
 
 
 class Encoder(Component):
-    """Turns conditioning input (usually :class:`~loom.core.data.Text`) into an
-    :class:`~loom.core.data.Embedding`."""
+    """Turns conditioning input (usually :class:`~loom.core.data.Text`) into an :class:`~loom.core.data.Embedding`."""
 
     role: ClassVar[str] = "encoder"
 
 
 class Generator(Component):
-    """Makes new data (an :class:`Image`, :class:`Latent` or :class:`Audio`) from its input,
-    usually an :class:`Embedding`. Randomness comes only from the per-item generators."""
+    """Makes new data (Image, Latent, Audio) from its input, usually an Embedding; randomness only from generators."""
 
     role: ClassVar[str] = "generator"
-    #: Where ``loom train`` finds this family's :class:`loom.core.training.Trainer`, as
-    #: ``"module:Class"`` (imported only when training). None: the generator is not trainable.
+    #: Where ``loom train`` finds this family's :class:`loom.core.training.Trainer`, as ``"module:Class"`` (imported
+    #: only when training). None: the generator is not trainable.
     trainer: ClassVar[str | None] = None
-    #: A registered Text → Text component that rewrites a typed prompt into the kind of caption
-    #: this generator was trained on (``loom generate`` puts it before the text encoder unless
-    #: asked not to). None: the generator reads prompts as typed.
+    #: A registered Text → Text component that rewrites a typed prompt into the kind of caption this generator was
+    #: trained on (``loom generate`` puts it first unless asked not to). None: it reads prompts as typed.
     prompt_completion: ClassVar[str | None] = None
 
 

@@ -97,18 +97,12 @@ class Text(Data):
 
 @dataclass
 class Embedding(Data):
-    """Text (or speech) encoded for a generator.
-
-    ``tokens`` is B×L×D (one vector per token), ``mask`` is B×L (1 for real tokens, 0 for
-    padding), ``pooled`` is B×D or None, and ``encoder`` names the encoder that made it so a
-    generator can refuse embeddings from an encoder it was not trained with.
-
-    For classifier-free guidance an encoder may also carry each item's *negative* (unconditional)
-    embedding, laid out like the positive one: ``negative_tokens`` B×L×D, ``negative_mask`` B×L
-    and ``negative_pooled`` B×D, each None when absent (plugin API 1.1; older encoders leave them
-    None and generators that do not guide ignore them). ``text``: the words each item encodes (the
-    prompt, or what a spoken-prompt encoder heard), or None.
-    """
+    """Text (or speech) encoded for a generator: ``tokens`` B×L×D (one vector per token), ``mask`` B×L (1 for real
+    tokens, 0 for padding), ``pooled`` B×D or None, and ``encoder``, the encoder that made it (a generator may refuse
+    embeddings from an encoder it was not trained with). For classifier-free guidance an encoder may also carry each
+    item's *negative* (unconditional) embedding, laid out like the positive one: ``negative_tokens`` B×L×D,
+    ``negative_mask`` B×L, ``negative_pooled`` B×D, each None when absent (API 1.1; generators that do not guide
+    ignore them). ``text``: the words each item encodes (the prompt, or what a spoken-prompt encoder heard), or None."""
 
     tokens: "torch.Tensor"
     mask: "torch.Tensor"
@@ -128,28 +122,19 @@ class Embedding(Data):
 
     def take(self, indices: Sequence[int]) -> Embedding:
         indices = list(indices)
-        optional: dict[str, Any] = {}
-        for name in self.OPTIONAL:
-            value = getattr(self, name)
-            optional[name] = None if value is None else _take_tensor(value, indices)
-        return Embedding(
-            tokens=_take_tensor(self.tokens, indices),
-            mask=_take_tensor(self.mask, indices),
-            encoder=self.encoder,
-            text=None if self.text is None else [self.text[i] for i in indices],
-            **optional,
-        )
+        optional = {n: None if (v := getattr(self, n)) is None else _take_tensor(v, indices) for n in self.OPTIONAL}
+        text = None if self.text is None else [self.text[i] for i in indices]
+        tokens, mask = _take_tensor(self.tokens, indices), _take_tensor(self.mask, indices)
+        return Embedding(tokens=tokens, mask=mask, encoder=self.encoder, text=text, **optional)
 
     @classmethod
     def concat(cls, parts: Sequence[Any]) -> Embedding:
         encoders = {p.encoder for p in parts}
         if len(encoders) > 1:
             raise ValueError(f"cannot join embeddings from different encoders: {sorted(encoders)}")
-        optional: dict[str, Any] = {}
-        for name in cls.OPTIONAL:
-            values = [getattr(p, name) for p in parts]
-            # a field survives a join only when every part has it
-            optional[name] = None if any(v is None for v in values) else _cat(values)
+        values = {name: [getattr(p, name) for p in parts] for name in cls.OPTIONAL}
+        # a field survives a join only when every part has it
+        optional: dict[str, Any] = {n: None if any(v is None for v in vs) else _cat(vs) for n, vs in values.items()}
         texts = [p.text for p in parts]
         optional["text"] = None if any(t is None for t in texts) else [t for ts in texts for t in ts]
         return cls(
@@ -267,8 +252,7 @@ class Audio(Data):
         if self.lengths is None:
             return Audio(_take_tensor(self.waveforms, indices), self.sample_rate)
         lengths = [self.lengths[i] for i in indices]
-        longest = max(lengths, default=0)
-        return Audio(_take_tensor(self.waveforms, indices)[..., :longest], self.sample_rate, lengths)
+        return Audio(_take_tensor(self.waveforms, indices)[..., : max(lengths, default=0)], self.sample_rate, lengths)
 
     @classmethod
     def concat(cls, parts: Sequence[Any]) -> Audio:
@@ -301,11 +285,10 @@ class Audio(Data):
         import numpy as np
         import torch
 
-        tensors = []
-        for c in clips:
-            t = c if isinstance(c, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(c))
-            t = t.float()
-            tensors.append(t[None] if t.ndim == 1 else t)
+        tensors = [
+            (c if isinstance(c, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(c))).float() for c in clips
+        ]
+        tensors = [t[None] if t.ndim == 1 else t for t in tensors]
         longest = max(int(t.shape[-1]) for t in tensors)
         padded = torch.stack([torch.nn.functional.pad(t, (0, longest - int(t.shape[-1]))) for t in tensors])
         return cls(padded, int(sample_rate), [int(t.shape[-1]) for t in tensors])

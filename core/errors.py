@@ -1,5 +1,4 @@
-"""Loom's one small error hierarchy. Every error a user can cause is a :class:`LoomError`; its
-message names the step or thing at fault, the value it got, and what would be accepted."""
+"""Loom's errors: each a :class:`LoomError` whose message names the thing at fault, its value and what is accepted."""
 
 
 class LoomError(Exception):

@@ -1,9 +1,8 @@
 """Pipelines: a chain of components, type-checked when built and run on batches.
 
-A chain is built from a :class:`PipelineSpec` (from Python; ``loom.Pipeline`` reads YAML and JSON). Building it resolves
-every component name, validates every config and checks that each step takes what the step
-before it gives, all before any weights load; any mistake raises a :class:`~loom.core.errors.LoomError`
-naming the step, what it got and what it accepts.
+A chain is built from a :class:`PipelineSpec` (``loom.Pipeline`` reads YAML and JSON). Building it resolves every
+component name, validates every config and checks that each step takes what the step before it gives, all before any
+weights load; any mistake raises a :class:`~loom.core.errors.LoomError` naming the step, what it got, what it accepts.
 """
 
 from __future__ import annotations
@@ -19,6 +18,8 @@ from .data import Data, Image, Text
 from .errors import InputError, SpecError, TypeMismatchError, UnknownComponentError
 from .plugins import ComponentEntry, Registry, get_registry
 from .seeding import item_seeds
+
+Report = Callable[[float, float, str], None]  # told (done, total, note) as work finishes
 
 
 class StepSpec(BaseModel):
@@ -68,7 +69,7 @@ class Result:
         return self.output.to_pil()
 
     #: The provenance entries that hold one value per item.
-    PER_ITEM: ClassVar[tuple[str, ...]] = ("inputs", "input_sha256", "seeds", "heard")
+    PER_ITEM: ClassVar[tuple[str, ...]] = ("inputs", "input_sha256", "seeds", "heard", "given")
 
     def record(self, index: int) -> dict[str, Any]:
         """The provenance record of item ``index`` alone: enough to regenerate it exactly."""
@@ -82,10 +83,7 @@ class Pipeline:
     def __init__(
         self, spec: PipelineSpec, components: list[Component], entries: list[ComponentEntry], registry: Registry
     ):
-        self.spec = spec
-        self.components = components
-        self.entries = entries
-        self.registry = registry
+        self.spec, self.components, self.entries, self.registry = spec, components, entries, registry
         self.load_seconds = 0.0
 
     # -- building -----------------------------------------------------------------------------
@@ -116,8 +114,38 @@ class Pipeline:
     def output_type(self) -> type[Data]:
         return self.entries[-1].cls.output_type
 
+    @property
+    def takes(self) -> dict[str, tuple[type[Data], bool]]:
+        """The named inputs a request may give this chain: name → (type, required by some step)."""
+        found: dict[str, tuple[type[Data], bool]] = {}
+        for entry in self.entries:
+            for key, kind in entry.cls.takes.items():
+                before = found.get(key, (kind, False))
+                found[key] = (before[0], before[1] or key not in entry.cls.optional)
+        return found
+
+    def check_given(self, given: Mapping[str, Any], n: int) -> dict[str, Data]:
+        """``given`` (name → Data of ``n`` items, or of 1 for all) as the steps take it, each of ``n`` items; an
+        InputError naming the step and input when one is missing or mistyped, or an input no step takes. No loading."""
+        given = {key: value for key, value in given.items() if value is not None}
+        steps = list(zip(self.spec.steps, self.entries))
+        for i, (step, entry) in enumerate(steps, start=1):
+            for key, kind in entry.cls.takes.items():
+                where, value = f"step {i} ({step.component!r}) takes {key} ({kind.kind})", given.get(key)
+                if value is None and key not in entry.cls.optional:
+                    raise InputError(f"{where}, which this request does not give: pass {key}=…")
+                if value is not None and not isinstance(value, kind):
+                    raise InputError(f"{where}, but this request gives {key} as {type(value).__name__}")
+        for key, value in given.items():
+            if key not in self.takes:
+                takers = ", ".join(f"{s.component!r} ({', '.join(e.cls.takes)})" for s, e in steps if e.cls.takes)
+                raise InputError(f"no step of this chain takes {key!r}; steps that take inputs: {takers or 'none'}")
+            if len(value) not in (1, n):
+                raise InputError(f"{key} holds {len(value)} items for {n} inputs: give one per input, or one for all")
+        return {key: value.take([0] * n) if len(value) != n else value for key, value in given.items()}
+
     # -- running ------------------------------------------------------------------------------
-    def load(self, progress: "Callable[[float, float, str], None] | None" = None) -> "Pipeline":
+    def load(self, progress: Report | None = None) -> "Pipeline":
         """Load every component's weights now (else the first run does), telling ``progress(loaded, total, step)``."""
         start = time.perf_counter()
         todo = [(s, c) for s, c in zip(self.spec.steps, self.components) if not c.loaded]
@@ -140,38 +168,37 @@ class Pipeline:
             raise InputError(f"this pipeline takes {self.input_type.kind} input, got {data.kind}")
         if len(data) == 0:
             raise InputError("nothing to run: the input batch is empty")
-        if isinstance(data, Text):
-            for i, s in enumerate(data.items):
-                if not s.strip():
-                    raise InputError(f"prompt {i + 1} is empty: give some text to generate from")
+        for i, s in enumerate(data.items if isinstance(data, Text) else []):
+            if not s.strip():
+                raise InputError(f"prompt {i + 1} is empty: give some text to generate from")
         return data
 
-    def run(self, inputs: Any, seed: Any = None, *, progress: Any = None, loading: Any = None) -> Result:
-        """Run the chain on a batch (a prompt, a list of prompts, or a data batch).
-
-        ``seed``: an int (item *i* gets ``seed + i``), one int per item, or None for a random
-        seed that is recorded in the result's provenance. The same input and seed give the same
-        output alone or in any batch. ``progress``, when callable, is told ``(done, total, note)``
-        as work finishes: ``done`` of items × steps, in fractions of an item where a component
-        reports finer work; ``loading`` is passed to :meth:`load`.
-        """
-        data = given = self._coerce(inputs)
+    def run(self, inputs: Any, seed: Any = None, *, progress: Any = None, loading: Any = None, **given: Any) -> Result:
+        """Run the chain on a batch (a prompt, a list of prompts, or a data batch) with the named inputs its steps take
+        (``image=Image(...)``: one item per input, or one for all; checked by :meth:`check_given` before loading).
+        ``seed``: an int (item *i* gets ``seed + i``), one int per item, or None for a random seed, recorded. The same
+        input and seed give the same output alone or in any batch. ``progress(done, total, note)``, if callable, is
+        told as work finishes (``done`` of items × steps, in fractions where a component reports finer work);
+        ``loading`` is passed to :meth:`load`."""
+        data = first = self._coerce(inputs)
+        named = self.check_given(given, len(data))
         seeds = item_seeds(seed, len(data))
         self.load(loading)
         self.registry.notify("loom_pipeline_start", pipeline=self, inputs=data, seeds=seeds)
         timings = []
+        report = progress if callable(progress) else lambda *_: None
         for index, step in enumerate(self.spec.steps):
             start = time.perf_counter()
-            data = self._run_step(index, data, seeds, progress if callable(progress) else lambda *_: None)
+            data = self._run_step(index, data, seeds, report, named)
             seconds = time.perf_counter() - start
             timings.append(round(seconds, 4))
             self.registry.notify("loom_step_end", pipeline=self, step=step, index=index, output=data, seconds=seconds)
-        result = Result(output=data, provenance=self.provenance(given, seeds, timings))
+        result = Result(output=data, provenance=self.provenance(first, seeds, timings, given=named))
         self.registry.notify("loom_pipeline_end", pipeline=self, result=result)
         return result
 
-    def _run_step(self, index: int, data: Data, seeds: list[int], report: Callable[[float, float, str], None]) -> Data:
-        """Step ``index`` on ``data``, telling ``report`` and the ``loom_step_progress`` hook how far it is."""
+    def _run_step(self, index: int, data: Data, seeds: list[int], report: Report, given: Any = None) -> Data:
+        """Step ``index`` on ``data`` (and the ``given`` inputs it takes), telling ``report`` and loom_step_progress."""
         step, n = self.spec.steps[index], len(data)
         base, total = index * n, n * len(self.components)
 
@@ -185,10 +212,14 @@ class Pipeline:
             report(base + done, total, step.component)
 
         items(0)
-        return self.components[index](data, seeds, progress=items, work=work)
+        takes = self.entries[index].cls.takes
+        return self.components[index](
+            data, seeds, progress=items, work=work, **{k: v for k, v in (given or {}).items() if k in takes}
+        )
 
-    def provenance(self, inputs: Data, seeds: list[int], timings: list[float]) -> dict[str, Any]:
-        """What a run records in its :class:`Result`: the inputs (text; None for other kinds), seeds and timings."""
+    def provenance(self, inputs: Data, seeds: list[int], timings: list[float], given: Any = None) -> dict[str, Any]:
+        """What a run records in its :class:`Result`: the inputs (text; None for other kinds), seeds and timings
+        (``given``, the named inputs, is for an app's record: ``loom.Pipeline`` keeps their digests)."""
         return {
             "inputs": list(inputs.items) if isinstance(inputs, Text) else [None] * len(inputs),
             "seeds": seeds,

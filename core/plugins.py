@@ -107,8 +107,8 @@ class Registry:
     def add_plugin(
         self, plugin: Any, name: str, distribution: str | None = None, version: str | None = None
     ) -> PluginInfo:
-        """Register a plugin object (a module or any object with hook implementations) and
-        collect the components and worlds it registers. Failures are recorded on the returned PluginInfo."""
+        """Register a plugin object (a module or any object with hook implementations) and collect the components and
+        worlds it registers. Failures are recorded on the returned PluginInfo."""
         source = getattr(plugin, "__name__", repr(plugin))
         info = self.plugins.setdefault(name, PluginInfo(name, source, distribution, version))
         asked = getattr(plugin, API_ATTRIBUTE, None)
@@ -141,7 +141,7 @@ class Registry:
         where = f"plugin {info.name!r}"
         if not isinstance(cls, type) or not issubclass(cls, Component) or cls.role not in ROLES:
             raise PluginError(f"{where}: {name!r} ({cls!r}) is not an Encoder, Generator or Postprocessor subclass")
-        for t in (cls.input_type, cls.output_type):
+        for t in (cls.input_type, cls.output_type, *dict(cls.takes).values()):
             if not (isinstance(t, type) and issubclass(t, Data)) or t is Data:
                 raise PluginError(f"{where}: {cls.__name__} declares {t!r} as a data type; use a loom.core.data type")
         for n in (name, *aliases):
@@ -244,9 +244,7 @@ def discover(env: Mapping[str, str] | None = None) -> Registry:
             continue
         dist_name, version = (ep.dist.name, ep.dist.version) if ep.dist is not None else (None, None)
         if ep.name in registry.plugins:
-            registry.plugins[ep.name].errors.append(
-                f"{dist_name} also declares a plugin named {ep.name!r}; it was skipped"
-            )
+            registry.plugins[ep.name].errors.append(f"{dist_name} also declares a plugin named {ep.name!r}; skipped")
             continue
         start = time.perf_counter()
         try:

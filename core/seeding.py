@@ -12,9 +12,8 @@ MAX_SEED = 2**63 - 1
 
 
 def item_seeds(seed: Any, count: int) -> list[int]:
-    """One seed per item. ``None`` draws a random base seed (recorded in provenance, so the run can
-    be reproduced); an ``int`` gives item *i* ``seed + i``; a sequence gives each item its own; a
-    ``torch.Generator`` draws the item seeds from that generator."""
+    """One seed per item. ``None`` draws a random base seed (recorded in provenance, so the run can be reproduced);
+    an ``int`` gives item *i* ``seed + i``; a sequence gives each item its own; a ``torch.Generator`` draws them."""
     if seed is None:
         seed = secrets.randbelow(2**31)
     if isinstance(seed, int) and not isinstance(seed, bool):

@@ -1,6 +1,6 @@
-"""The training contract: a generator family's :class:`Trainer` subclass (its model and optimisation
-step), named on its generator (``trainer = "my_plugin.training:MyTrainer"``, imported only by ``loom
-train``). The SDK's workflow does the rest (``loom.training``, docs/training.md). No torch at import."""
+"""The training contract: a generator family's :class:`Trainer` subclass (its model and optimisation step), named on
+its generator (``trainer = "my_plugin.training:MyTrainer"``, imported only by ``loom train``). The SDK's workflow does
+the rest (``loom.training``, docs/training.md). No torch at import."""
 
 from __future__ import annotations
 
@@ -35,10 +35,9 @@ class TrainerOptions(ComponentConfig):
 
 
 class Trainer:
-    """Base of a family's training: set the class attributes, implement the methods. The workflow
-    calls ``__init__`` once (fresh or before ``load_state``), then ``step`` once per step. Draw
-    every random number from ``self.generator`` (seeded, saved with checkpoints), so that a run
-    interrupted and resumed ends with the same weights as one that was not."""
+    """Base of a family's training: set the class attributes, implement the methods. The workflow calls ``__init__``
+    once (fresh or before ``load_state``), then ``step`` once per step. Draw every random number from ``self.generator``
+    (seeded, saved with checkpoints): a run interrupted and resumed ends with the weights of one that was not."""
 
     #: The generator component this family trains (its registered name; written as "family").
     family: ClassVar[str] = ""
@@ -63,8 +62,7 @@ class Trainer:
         self.generator = generator
 
     def step(self, batch: TrainingBatch, progress: float) -> dict[str, float]:
-        """One optimisation step. ``progress``: how far the run is, 0 to 1 (by steps, or time with
-        ``--minutes``), for learning-rate schedules. Returns the losses; the first is the one plotted."""
+        """One optimisation step; ``progress``: how far the run is, 0 to 1. Returns the losses (first: plotted)."""
         raise NotImplementedError
 
     def state(self) -> dict[str, Any]:
@@ -84,19 +82,16 @@ class Trainer:
         )
 
     def check_init(self) -> None:
-        """After :meth:`load_state` when a run starts from another run's checkpoint (``--init``),
-        before anything is written: raise :class:`~loom.core.InputError`, saying what to change,
-        when this family cannot go on from that state with these options. Optional."""
+        """After :meth:`load_state` when a run starts from another run's checkpoint (``--init``), before anything is
+        written: raise :class:`~loom.core.InputError` saying what to change if these options cannot go on. Optional."""
 
     def origins(self) -> dict[str, dict[str, Any]]:
-        """Where parts of the starting weights came from other than ``--init`` (a diffusion run's
-        ``unet_from``), each under a key ending in ``_from``: kept in the training record, the
-        checkpoint and a later run's ``init_from``. Optional: by default there are none."""
+        """Where parts of the starting weights came from other than ``--init`` (a diffusion run's ``unet_from``), each
+        under a key ending in ``_from``, kept in the training record, the checkpoint and a later run's ``init_from``."""
         return {}
 
     def export(self, folder: Path, training: dict[str, Any]) -> None:
-        """Write ``config.json`` (with ``"family"`` and the ``training`` record) and ``model.safetensors``
-        into ``folder``, each atomically."""
+        """Write ``config.json`` (``"family"``, ``training``) and ``model.safetensors`` atomically in ``folder``."""
         raise NotImplementedError
 
     def sample(self, tokens: Any, mask: Any, pooled: Any, generators: list[Any]) -> Any:

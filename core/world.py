@@ -1,7 +1,6 @@
-"""A world: procedural, captioned training data and a checker that grades outputs against prompts
-(no learned judge). Registered with ``loom_register_worlds``; ``loom train FAMILY --data NAME``
-trains on one, ``loom eval NAME`` grades with it. The SDK runs the chains and lays out the report;
-a world supplies the parts below. Neither this nor a registered world imports torch at import time."""
+"""A world: procedural, captioned training data and a checker that grades outputs against prompts (no learned judge).
+Registered with ``loom_register_worlds``; ``loom train FAMILY --data NAME`` trains on one, ``loom eval NAME`` grades
+with it. The SDK runs the chains and lays out the report; a world supplies the parts below (no torch at import)."""
 
 from __future__ import annotations
 
@@ -48,9 +47,9 @@ class World:
     def evaluate(
         self, pipeline: Any, prompts: list[str], seeds: list[int], batch_size: int = 32, progress: bool = True
     ) -> Any:
-        """The checker's report on ``pipeline``'s outputs for ``prompts`` (item i seeded ``seeds[i]``):
-        ``batch_size`` a run): ``scores`` (one per prompt, with ``correct``), ``prompts``, ``to_dict()`` (``n``,
-        ``whole_prompt``, ``per_attribute`` and ``chance`` rates)."""
+        """The checker's report on ``pipeline``'s outputs for ``prompts`` (item i seeded ``seeds[i]``, ``batch_size`` a
+        run): ``scores`` (one per prompt, with ``correct``), ``prompts``, ``to_dict()`` (``n``, ``whole_prompt``,
+        ``per_attribute`` and ``chance`` rates)."""
         raise NotImplementedError
 
     def diversity(self, pipeline: Any, seeds: int, progress: bool = True) -> dict[str, Any]:

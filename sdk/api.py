@@ -10,7 +10,16 @@ from loom.chains import Bar, Pipeline, read_spec
 from loom.core import Audio, Data, Image, InputError, ProvenanceError, Result, Text
 from loom.core.seeding import item_seeds
 from loom.limits import current, pixels_of
-from loom.outputs import AudioFormat, check_output_path, difference, format_for, read_audio, read_record, write
+from loom.outputs import (
+    AudioFormat,
+    check_output_path,
+    difference,
+    format_for,
+    read_audio,
+    read_images,
+    read_record,
+    write,
+)
 from loom.records import digest, replay_problem, weights_problem
 
 #: The generator ``loom generate`` uses when none is named.
@@ -150,6 +159,9 @@ def generate(
     complete: bool = True,
     output: "str | Path | None" = None,
     count: int = 1,
+    image: Any = None,
+    mask: Any = None,
+    strength: float | None = None,
 ) -> Result:
     """Generate from one prompt or a list of prompts with the default chain (images, or sounds for
     an Audio generator).
@@ -165,9 +177,14 @@ def generate(
     :func:`save`), the path checked before any weights load; each is written as soon as its chunk
     is made (:func:`run_in_chunks`). ``count``: run the inputs that many times (seeds continue),
     e.g. three pictures of one prompt.
+    ``image``, ``mask``: for a generator that edits or repaints (its steps ``take`` them): an image
+    file, a PIL image or a loom :class:`Image`, or a list of them, one per prompt
+    (:func:`loom.outputs.read_images`; a mask is grey, white = repaint). ``strength``: the
+    ``strength`` option of every step that has one (how far an edit may move from the image).
 
     A request over :mod:`loom.limits` (items = prompts × count, pixels = size², seconds of a
-    spoken prompt) is refused before any weights load.
+    spoken prompt, pixels of a given image) is refused before any weights load, and so is an
+    unreadable image or one the chain does not take.
     """
     _check_request(prompt, prompt_audio, size, count)
     if prompt_audio is not None:
@@ -176,12 +193,31 @@ def generate(
         if generator is None and output is not None and Path(output).suffix.lower() in AudioFormat.suffixes:
             generator = DEFAULT_SOUND_GENERATOR  # a sound file asks for a sound
         spec = default_spec(generator, size, complete=complete)
-    pipeline = pipeline_for(spec)
+    pipeline = pipeline_for(spec if strength is None else with_strength(spec, strength))
     if output is not None:
         check_output_path(output, pipeline.output_type)  # before any weights load
     inputs: Data = read_spoken_prompts(prompt_audio) if prompt_audio is not None else Text(prompt)
+    given = pipeline.check_given(read_images({"image": image, "mask": mask}), len(inputs))
+    given = {name: type(data).concat([data] * count) for name, data in given.items()}  # as the inputs repeat
     paths = None if output is None else output_paths(output, len(inputs) * count)
-    return run_in_chunks(pipeline, type(inputs).concat([inputs] * count), seed, paths, progress)
+    return run_in_chunks(pipeline, type(inputs).concat([inputs] * count), seed, paths, progress, given)
+
+
+def with_strength(spec: dict, strength: Any, registry=None) -> dict:
+    """``spec`` with option ``strength`` set on every step whose Config has one (the value is checked when the chain
+    is built); an InputError when no step has it."""
+    steps, found = [], False
+    for step in spec["steps"]:
+        cls = _component_class(step["component"], registry)
+        if cls is not None and "strength" in cls.Config.model_fields:
+            step, found = {**step, "config": {**step.get("config", {}), "strength": strength}}, True
+        steps.append(step)
+    if not found:
+        names = ", ".join(repr(s["component"]) for s in spec["steps"])
+        raise InputError(
+            f"no step of this chain takes strength (steps: {names}); give a strength only to a generator that edits images"
+        )
+    return {**spec, "steps": steps}
 
 
 def _check_request(prompt: Any, prompt_audio: Any, size: int | None, count: int) -> None:
@@ -209,13 +245,20 @@ def chunk_items(pipeline: Pipeline, n: int) -> int:
 
 
 def run_in_chunks(
-    pipeline: Pipeline, inputs: Data, seed: Any, paths: "list[Path] | None", progress: bool = True
+    pipeline: Pipeline,
+    inputs: Data,
+    seed: Any,
+    paths: "list[Path] | None",
+    progress: bool = True,
+    given: "dict[str, Data] | None" = None,
 ) -> Result:
-    """``pipeline`` run on ``inputs`` a chunk at a time (:func:`chunk_items`), each chunk's outputs
-    written to their ``paths`` (with their records) as soon as it is made: a long run leaves its
-    first files early, and an interrupted one keeps those it finished. Batch invariance makes the
-    outputs, seeds and records those of one whole run (but timings)."""
+    """``pipeline`` run on ``inputs`` (and the named inputs ``given``, e.g. an image) a chunk at a
+    time (:func:`chunk_items`), each chunk's outputs written to their ``paths`` (with their records)
+    as soon as it is made: a long run leaves its first files early, and an interrupted one keeps
+    those it finished. Batch invariance makes the outputs, seeds and records those of one whole run
+    (but timings)."""
     n = len(inputs)
+    given = pipeline.check_given(given or {}, n)  # before anything loads
     seeds = item_seeds(seed, n)
     size = chunk_items(pipeline, n)
     parts: list[Result] = []
@@ -227,7 +270,8 @@ def run_in_chunks(
             def report(done: float, total: float, note: str, k: int = len(idx), before: int = start) -> None:
                 bar(done + before * total / k, n * total / k, note)  # this chunk's work as part of the whole
 
-            part = pipeline.run(inputs.take(idx), [seeds[i] for i in idx], progress=report)
+            chunk_given = {name: data.take(idx) for name, data in given.items()}
+            part = pipeline.run(inputs.take(idx), [seeds[i] for i in idx], progress=report, **chunk_given)
             for j, i in enumerate(idx):
                 if paths is not None:
                     paths[i].parent.mkdir(parents=True, exist_ok=True)  # made once there is something to put in it
@@ -276,6 +320,39 @@ def _given_inputs(source: "str | Path", record: dict, inputs: Any) -> Data:
     return data
 
 
+def _given_again(source: "str | Path", record: dict, given: dict) -> dict[str, Data]:
+    """The named inputs (image, mask) given to :func:`reproduce` again, read and checked against the digests the
+    record keeps: each one it was made from must be given, unchanged, and no other."""
+    recorded = record.get("given") or []
+    if not isinstance(recorded, list) or not all(isinstance(x, dict) for x in recorded):
+        raise ProvenanceError(f"{str(source)!r}: its record's 'given' is not a list of one mapping per item")
+    names = sorted({name for item in recorded for name in item})
+    given = {name: value for name, value in given.items() if value is not None}
+    missing = [name for name in names if name not in given]
+    if missing:
+        flags = " ".join(f"--{name} FILE" for name in missing)
+        raise ProvenanceError(
+            f"{str(source)!r} was made from {' and '.join(missing)}, which its record keeps only as digests: give "
+            f"the same files again, e.g. `loom reproduce {source} -o OUT {flags}`"
+        )
+    for name in given:
+        if name not in names:
+            raise ProvenanceError(f"{str(source)!r} was made without {name}: leave it out")
+    data = read_images(given)
+    for name, batch in data.items():
+        if len(batch) not in (1, len(recorded)):
+            raise ProvenanceError(f"{str(source)!r} was made from {len(recorded)} {name} item(s); {len(batch)} given")
+        label = str(given[name]) if isinstance(given[name], (str, Path)) else name
+        for i, item in enumerate(recorded):
+            want = str((item.get(name) or {}).get("sha256"))
+            if digest(batch, min(i, len(batch) - 1)) != want:
+                raise ProvenanceError(
+                    f"{name} {label!r} is not the one {str(source)!r} was made from (its SHA-256 differs from the "
+                    f"recorded {want[:12]}…); give the same file, unchanged"
+                )
+    return data
+
+
 def output_paths(path: "str | Path", count: int) -> list[Path]:
     """``out.png`` for one item; ``out-1.png`` … ``out-N.png`` for several."""
     path = Path(path)
@@ -306,12 +383,14 @@ def reproduce(
     *,
     allow_download: bool = False,
     check: bool = False,
+    **given: Any,
 ) -> Result:
     """Regenerate the output recorded in ``source`` (a file Loom wrote); write it to ``path`` if given.
 
     A record keeps text inputs themselves, and only a digest of other inputs (a spoken prompt's
     audio, say): give those again as ``inputs`` (a WAV/FLAC path, a list of paths, or the
-    :class:`Audio`); they must match the recorded digest.
+    :class:`Audio`); they must match the recorded digest. The same holds for the named inputs a record
+    keeps digests of (``image=``, ``mask=``: the files given again, as :func:`generate` took them).
 
     A record is data, checked before anything loads: its spec must be a mapping of steps naming
     no Hugging Face hub id (nor ``download: true``) unless ``allow_download``, it may ask for at
@@ -332,13 +411,14 @@ def reproduce(
         raise ProvenanceError(f"{str(source)!r}: its record holds no replayable inputs")
     else:
         inputs = recorded
+    given = _given_again(source, record, given)
     pipeline = pipeline_for(spec)
     problem = weights_problem(pipeline, record)
     if problem:
         raise ProvenanceError(f"{str(source)!r}: {problem}; Loom replays a record only on the weights it was made with")
     if path is not None:
         check_output_path(path, pipeline.output_type)  # before anything runs
-    result = pipeline.run(inputs, seeds, progress=progress)
+    result = pipeline.run(inputs, seeds, progress=progress, **given)
     if path is not None:
         _write_all(result, path)
     if check:

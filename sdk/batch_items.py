@@ -21,12 +21,14 @@ from loom.outputs import FORMATS, OutputFormat, format_for
 # -- items ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Item:
-    """One prompt of a job: its id (the output's file name), prompt, seed and per-item step options."""
+    """One prompt of a job: its id (the output's file name), prompt, seed, per-item step options and the image
+    files its chain takes (``{"image": path, "mask": path}``)."""
 
     id: str
     prompt: str
     seed: int
     params: dict | None = None
+    given: dict | None = None
 
     @property
     def params_key(self) -> str:
@@ -165,8 +167,8 @@ class ItemRunner:
         """Make and write ``items``; one manifest row each, in order. Never raises for one item's fault."""
         rows: dict[str, dict] = {}
         groups: dict[str, list[Item]] = {}
-        for item in items:
-            groups.setdefault(item.params_key, []).append(item)
+        for item in items:  # a group runs as one batch: one chain, the same named inputs
+            groups.setdefault(item.params_key + repr(sorted(item.given or {})), []).append(item)
         for group in groups.values():
             try:
                 pipeline = self.pipeline(group[0].params)
@@ -179,9 +181,12 @@ class ItemRunner:
         return [rows[item.id] for item in items]
 
     def _run_group(self, pipeline, group: list[Item]) -> list[dict]:
+        from loom.outputs import read_images
+
         start = time.perf_counter()
         try:
-            result = pipeline.run([i.prompt for i in group], [i.seed for i in group], progress=False)
+            given = read_images({name: [i.given[name] for i in group] for name in group[0].given or {}})
+            result = pipeline.run([i.prompt for i in group], [i.seed for i in group], progress=False, **given)
         except Exception as err:
             if len(group) == 1:
                 return [manifest_row(group[0], "failed", error=describe(err), worker=self.worker)]

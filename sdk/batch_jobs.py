@@ -78,7 +78,9 @@ ID_DIGITS = 6
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _JSONL_SUFFIXES = {".jsonl", ".ndjson"}
-_KEYS = ("prompt", "seed", "id", "params")
+_KEYS = ("prompt", "seed", "id", "params", "image", "mask")
+#: The keys of a JSONL line that name an image file the item's chain takes (relative to the prompts file's folder).
+_IMAGE_KEYS = ("image", "mask")
 
 
 # -- prompts files --------------------------------------------------------------------------------
@@ -89,8 +91,10 @@ def read_items(
 
     ``seeds``: a base (item *i* gets ``seeds + i``), one seed per item (a list, or ``"3,8,1"``), or
     None for 0. A line's own ``seed`` wins over both. A mistake names the line and what it accepts."""
+    folder = Path(".")  # where a line's image paths are found
     if isinstance(prompts, (str, Path)):
         path = Path(prompts)
+        folder = path.parent
         if not path.is_file():
             raise InputError(f"prompts file {str(path)!r} does not exist")
         where = str(path)
@@ -126,7 +130,7 @@ def read_items(
     seed_list = _seed_list(seeds, len(entries))
     items, seen = [], {}
     for position, (where, value) in enumerate(entries):
-        item = _item(value, where, position, seed_list[position])
+        item = _item(value, where, position, seed_list[position], folder)
         if item.id in seen:
             raise InputError(
                 f"{where}: id {item.id!r} is already used by {seen[item.id]}; ids name the output files, so each must be unique"
@@ -175,7 +179,7 @@ def _check_seed(value: Any, where: str) -> int:
         raise InputError(f"{where}: {err}") from None
 
 
-def _item(value: Any, where: str, position: int, seed: int) -> Item:
+def _item(value: Any, where: str, position: int, seed: int, folder: Path = Path(".")) -> Item:
     default_id = f"{position + 1:0{ID_DIGITS}d}"
     if isinstance(value, str):
         return Item(id=default_id, prompt=value, seed=seed)
@@ -205,7 +209,25 @@ def _item(value: Any, where: str, position: int, seed: int) -> Item:
                 f'{where}: \'params\' must map a step\'s component name to its options, e.g. {{"vae": {{"temperature": 0.8}}}}'
             )
         params = {str(k): dict(v) for k, v in params.items()} or None
-    return Item(id=item_id, prompt=prompt, seed=seed, params=params)
+    return Item(id=item_id, prompt=prompt, seed=seed, params=params, given=_given_paths(value, where, folder))
+
+
+def _given_paths(value: Mapping, where: str, folder: Path) -> dict | None:
+    """A line's image files (``image``, ``mask``) by name, each relative to ``folder`` and checked to exist; they are
+    read when the item runs (:func:`loom.outputs.read_images`), an unreadable one failing its item alone."""
+    given = {}
+    for key in _IMAGE_KEYS:
+        if key not in value:
+            continue
+        if not isinstance(value[key], str) or not value[key].strip():
+            raise InputError(f"{where}: {key!r} must be the path of an image file, got {value[key]!r}")
+        path = folder / value[key]
+        if not path.is_file():
+            raise InputError(
+                f"{where}: {key} file {str(path)!r} does not exist (paths are relative to the prompts file)"
+            )
+        given[key] = str(path.resolve())  # a Ray worker may run in another folder
+    return given or None
 
 
 # -- chains --------------------------------------------------------------------------------------

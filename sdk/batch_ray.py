@@ -52,9 +52,10 @@ class RayItemWriter:
         self.runner = ItemRunner(spec, Path(out_dir), started=started).load()
 
     def __call__(self, batch: dict) -> dict:
+        columns = zip(batch["id"], batch["prompt"], batch["seed"], batch["params"], batch["given"])
         items = [
-            Item(id=str(i), prompt=str(p), seed=int(s), params=json.loads(str(q)) if q else None)
-            for i, p, s, q in zip(batch["id"], batch["prompt"], batch["seed"], batch["params"])
+            Item(str(i), str(p), int(s), json.loads(str(q)) if q else None, json.loads(str(g)) if g else None)
+            for i, p, s, q, g in columns
         ]
         rows = self.runner.run(items)
         timings = [r["timings"] or {} for r in rows]
@@ -155,7 +156,13 @@ def _written_items(
     from ray.data import ActorPoolStrategy
 
     rows = [
-        {"id": i.id, "prompt": i.prompt, "seed": i.seed, "params": json.dumps(i.params) if i.params else ""}
+        {
+            "id": i.id,
+            "prompt": i.prompt,
+            "seed": i.seed,
+            "params": json.dumps(i.params) if i.params else "",
+            "given": json.dumps(i.given) if i.given else "",
+        }
         for i in items
     ]
     return ray.data.from_items(rows).map_batches(

@@ -236,14 +236,16 @@ class Pipeline(Engine):
         except LoomError as err:
             raise _shortened(err) from None
 
-    def provenance(self, inputs: Data, seeds: list[int], timings: list[float]) -> dict:
-        """The replayable provenance record of a run (:mod:`loom.records`); for a chain on Audio, also
-        ``heard``: what a spoken-prompt encoder heard in each item."""
-        record = run_record(self, inputs, super().provenance(inputs, seeds, timings))
+    def provenance(self, inputs: Data, seeds: list[int], timings: list[float], given: Any = None) -> dict:
+        """The replayable provenance record of a run (:mod:`loom.records`), with the digests of the ``given`` inputs
+        (image, mask); for a chain on Audio, also ``heard``: what a spoken-prompt encoder heard in each item."""
+        record = run_record(self, inputs, super().provenance(inputs, seeds, timings), given)
         heard = getattr(self, "_heard", None)
         return record if heard is None else {**record, "heard": heard}
 
-    def _run_step(self, index: int, data: Data, seeds: list[int], report: Callable[[float, float, str], None]) -> Data:
+    def _run_step(
+        self, index: int, data: Data, seeds: list[int], report: Callable[[float, float, str], None], given: Any = None
+    ) -> Data:
         """The engine's step, noting the words the first Embedding of a chain on Audio holds (what
         was heard), and naming the input item a step refused when it works on one item at a time."""
         if index == 0:
@@ -255,7 +257,7 @@ class Pipeline(Engine):
             report(done, total, note)
 
         try:
-            out = super()._run_step(index, data, seeds, counted)
+            out = super()._run_step(index, data, seeds, counted, given)
         except InputError as err:
             if len(data) == 1 or self.components[index].micro_batch != 1:
                 raise
@@ -272,11 +274,21 @@ class Pipeline(Engine):
             return super().load(bar)
 
     def run(
-        self, inputs: Any, seed: Any = None, *, progress: "bool | Callable[[float, float, str], None]" = True
+        self,
+        inputs: Any,
+        seed: Any = None,
+        *,
+        progress: "bool | Callable[[float, float, str], None]" = True,
+        **given: Any,
     ) -> Result:
         """Run the chain on a batch (see :meth:`loom.core.Pipeline.run`); ``progress``: show
-        bars (the default), not (False), or a callable told ``(done, total, note)``."""
+        bars (the default), not (False), or a callable told ``(done, total, note)``. ``given``: the
+        named inputs its steps take (``image=``, ``mask=``: image files, PIL images or Image batches;
+        :func:`loom.outputs.read_images`)."""
+        from loom.outputs import read_images
+
+        given = read_images(given)
         if callable(progress):
-            return super().run(inputs, seed, progress=progress)
+            return super().run(inputs, seed, progress=progress, **given)
         with Bar("loading", "step", bool(progress)) as loading, Bar("generating", "item", bool(progress)) as bar:
-            return super().run(inputs, seed, progress=bar, loading=loading)
+            return super().run(inputs, seed, progress=bar, loading=loading, **given)

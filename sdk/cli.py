@@ -242,14 +242,32 @@ def new_plugin(name: str, directory, kind: str) -> None:
     "--size", type=click.IntRange(8, 8192), default=256, help="Longer side of an image in pixels (images only)."
 )
 @completion_option("Rewrite the prompt into a full caption first, for a generator that reads only those (vae, gan).")
+@click.option("--image", default=None, type=click.Path(dir_okay=False), help="An image to edit (for an editing step).")
+@click.option("--mask", default=None, type=click.Path(dir_okay=False), help="A mask of --image: white = repaint.")
+@click.option(
+    "--strength", type=click.FloatRange(0, 1), default=None, help="How far an edit may move from --image (0 to 1)."
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def generate(
-    prompt, output: str, prompt_audio, seed, generator, count: int, size: int, complete: bool, quiet: bool
+    prompt,
+    output: str,
+    prompt_audio,
+    seed,
+    generator,
+    count: int,
+    size: int,
+    complete: bool,
+    image,
+    mask,
+    strength,
+    quiet: bool,
 ) -> None:
     """Generate from PROMPT with GENERATOR: images as PNG, sounds as WAV or FLAC (the file type
     follows the chain's output); each file embeds its provenance record and is written as soon as
     it is made. With --prompt-audio the prompt is spoken: spoken-prompt encoder → GENERATOR →
-    resize. Requests over Loom's limits (docs/limits.md) are refused before anything loads."""
+    resize. With --image (and --mask) a generator that edits images starts from that picture; its
+    record keeps their SHA-256 (reproduce with the same files). Requests over Loom's limits
+    (docs/limits.md), and images that cannot be read, are refused before anything loads."""
     import loom
     from loom.api import output_paths
     from loom.core import InputError
@@ -266,6 +284,9 @@ def generate(
         complete=complete,
         output=output,
         count=count,
+        image=image,
+        mask=mask,
+        strength=strength,
     )
     for words in result.provenance.get("heard") or []:
         click.echo(f"heard: {json.dumps(words, ensure_ascii=False)}", err=True)  # stdout keeps to the paths
@@ -415,11 +436,13 @@ def batch_job(
     type=click.Path(exists=True, dir_okay=False),
     help="The audio SOURCE was made from (a spoken prompt's WAV or FLAC): records keep only its digest.",
 )
+@click.option("--image", default=None, type=click.Path(dir_okay=False), help="The image SOURCE was made from.")
+@click.option("--mask", default=None, type=click.Path(dir_okay=False), help="The mask SOURCE was made with.")
 @click.option("--check", is_flag=True, help="Compare the output with SOURCE's pixels or samples; exit 1 if not same.")
 @click.option("--allow-download", is_flag=True, help="Let the record name hub ids (fetched when not cached).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def reproduce(
-    source: str, output: str, inputs: tuple[str, ...], check: bool, allow_download: bool, quiet: bool
+    source: str, output: str, inputs: tuple[str, ...], image, mask, check: bool, allow_download: bool, quiet: bool
 ) -> None:
     """Regenerate SOURCE (a PNG, WAV or FLAC file Loom wrote) from its embedded record:
     identical pixels or samples. The record is checked first: it names no hub id (unless
@@ -428,7 +451,14 @@ def reproduce(
     from loom.outputs import format_for
 
     result = loom.reproduce(
-        source, output, progress=not quiet, inputs=list(inputs) or None, allow_download=allow_download, check=check
+        source,
+        output,
+        progress=not quiet,
+        inputs=list(inputs) or None,
+        allow_download=allow_download,
+        check=check,
+        image=image,
+        mask=mask,
     )
     click.echo(output)
     if check:  # a difference raised above: "error: differs from SOURCE: max diff …", exit 1

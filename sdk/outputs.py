@@ -512,3 +512,135 @@ def read_audio(path: "str | Path") -> Audio:
         raise InputError(f"{str(path)!r} is not an audio file Loom can read: {err}") from None
     wave = torch.from_numpy(data.T.astype(np.float32) / 32767.0)
     return Audio(wave[None].contiguous(), int(rate))
+
+
+# -- images a request gives (image, mask) ---------------------------------------------------------
+#: The given input that is read as a mask (grey, white = repaint), whatever its file's mode.
+MASK_INPUT = "mask"
+
+
+def read_image(path: "str | Path", mask: bool = False) -> Image:
+    """An image file (any format Pillow reads) as a one-item :class:`~loom.core.Image`, by one rule for every mode:
+    16-bit grey is scaled to 8 bits (÷ 257); palette, grey, CMYK and the rest become RGB; transparency (RGBA, LA, a
+    palette's) is composited on white, as a viewer shows it on a white page. A ``mask`` then becomes grey (ITU-R 601
+    luma) copied to the three channels: white = repaint. Its size is read from the header and refused over the
+    ``pixels`` limit (:mod:`loom.limits`) before anything is decoded; a missing, truncated, damaged or non-image file
+    is an InputError naming it."""
+    with _opened_image(Path(path)) as im:
+        return image_from_pil(im, str(path), mask)
+
+
+def image_from_pil(im, where: str, mask: bool = False) -> Image:
+    """A PIL image (``where``: its file or name, for messages) as a one-item Image by :func:`read_image`'s rule."""
+    import numpy as np
+    import torch
+
+    width, height = im.size
+    current().check("pixels", width * height, f"image {where!r} ({width} × {height})")
+    try:
+        im.load()  # decodes every pixel: a truncated or damaged file raises here
+        rgb = _as_rgb(im)
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as err:
+        raise InputError(f"{where!r} is a damaged or truncated image ({err}); give a whole image file") from None
+    if mask:
+        rgb = rgb.convert("L").convert("RGB")
+    pixels = torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)[None]
+    return Image(pixels.float().div_(255.0))
+
+
+class _opened_image:
+    """``path`` opened by Pillow, reading its header only. Loom's ``pixels`` limit is the one rule for an image's
+    size, so Pillow's own decompression-bomb check is off while the header is read (nothing is decoded yet)."""
+
+    def __init__(self, path: Path) -> None:
+        from PIL import Image as PILImage
+        from PIL import UnidentifiedImageError
+
+        if not path.is_file():
+            raise InputError(f"image file {str(path)!r} does not exist")
+        bomb, PILImage.MAX_IMAGE_PIXELS = PILImage.MAX_IMAGE_PIXELS, None
+        try:
+            self.image = PILImage.open(path)
+        except UnidentifiedImageError:
+            raise InputError(f"{str(path)!r} is not an image file Loom can read (PNG, JPEG, WebP, ...)") from None
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:
+            raise InputError(f"{str(path)!r} is not an image Loom can read ({err})") from None
+        finally:
+            PILImage.MAX_IMAGE_PIXELS = bomb
+
+    def __enter__(self):
+        return self.image
+
+    def __exit__(self, *exc) -> None:
+        self.image.close()
+
+
+def _as_rgb(im):
+    """``im`` as an 8-bit RGB image by :func:`read_image`'s rule."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    if im.mode.startswith("I"):  # 16-bit grey (I;16, or I as Pillow opens a 16-bit PNG): scaled to 8 bits
+        grey = np.asarray(im).astype(np.float64).clip(0, 65535) / 257.0
+        im = PILImage.fromarray(grey.round().astype(np.uint8), "L")
+    elif im.mode == "F":
+        im = PILImage.fromarray((np.asarray(im).clip(0, 1) * 255).round().astype(np.uint8), "L")
+    if im.mode in ("P", "PA", "LA", "La", "RGBA", "RGBa") or "transparency" in im.info:
+        im = PILImage.alpha_composite(PILImage.new("RGBA", im.size, (255, 255, 255, 255)), im.convert("RGBA"))
+    return im.convert("RGB")
+
+
+def read_images(given: "dict[str, object]") -> "dict[str, Data]":
+    """The named inputs of a request (``image=``, ``mask=``) as data batches: a Loom :class:`Data` batch is kept; an
+    image path or PIL image, or a list of them (one per input), is read by :func:`read_image` (``mask`` as a mask).
+    Images of one input must share one size, and a mask must have its image's size: otherwise an InputError naming
+    both. None values are left out."""
+    read: dict[str, Data] = {}
+    names: dict[str, list[str]] = {}
+    for key, value in given.items():
+        if value is None or isinstance(value, Data):
+            if value is not None:
+                read[key], names[key] = value, [f"{key} {i + 1}" for i in range(len(value))]
+            continue
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not values:
+            raise InputError(f"{key}: no images given")
+        current().check("items", len(values), f"{len(values)} {key} images")
+        names[key] = [str(v) if isinstance(v, (str, Path)) else f"{key} {i + 1}" for i, v in enumerate(values)]
+        items = [_one_image(v, n, key == MASK_INPUT) for v, n in zip(values, names[key])]
+        _check_sizes([(n, i) for n, i in zip(names[key], items)], f"the {key} images of one request")
+        read[key] = Image.concat(items) if len(items) > 1 else items[0]
+    if "image" in read and MASK_INPUT in read and all(isinstance(read[k], Image) for k in ("image", MASK_INPUT)):
+        _check_mask(read["image"], read[MASK_INPUT], names["image"], names[MASK_INPUT])
+    return read
+
+
+def _one_image(value, name: str, mask: bool) -> Image:
+    """A path or PIL image as a one-item Image (a PIL image by the same rule as a file)."""
+    if isinstance(value, (str, Path)):
+        return read_image(value, mask)
+    if hasattr(value, "mode") and hasattr(value, "size"):  # a PIL image
+        return image_from_pil(value, name, mask)
+    raise InputError(f"{name}: an image input is a file path, a PIL image or a loom Image, not {type(value).__name__}")
+
+
+def _check_sizes(items: "list[tuple[str, Image]]", what: str) -> None:
+    """An InputError unless every image in ``items`` (name, one-item Image) has the first one's size."""
+    first_name, first = items[0]
+    for name, item in items[1:]:
+        if item.pixels.shape[-2:] != first.pixels.shape[-2:]:
+            raise InputError(f"{what} must share one size: {first_name!r} is {_size(first)}, {name!r} is {_size(item)}")
+
+
+def _check_mask(image: Image, mask: Image, image_names: list[str], mask_names: list[str]) -> None:
+    """An InputError unless the masks have their images' size (a batch holds one size)."""
+    if image.pixels.shape[-2:] != mask.pixels.shape[-2:]:
+        raise InputError(
+            f"mask {mask_names[0]!r} is {_size(mask)} but image {image_names[0]!r} is {_size(image)}: "
+            "give a mask of its image's size (white = repaint)"
+        )
+
+
+def _size(image: Image) -> str:
+    height, width = image.pixels.shape[-2:]
+    return f"{width} × {height}"

@@ -22,7 +22,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from loom.core import Data, Text
+from loom.core import Data, Image, Text
 
 #: Version of the record's layout.
 RECORD_VERSION = 1
@@ -54,9 +54,20 @@ def loom_version() -> str:
         return "unknown"
 
 
-def run_record(pipeline, inputs: Data, facts: dict) -> dict:
-    """The record of one run of ``pipeline`` on ``inputs``; ``facts`` is what the engine recorded
-    (``loom.core.Pipeline.provenance``: inputs, seeds, timings)."""
+def given_digests(given: Mapping[str, Data], index: int) -> dict:
+    """What a record keeps of item ``index`` of each named input (image, mask): its kind, its :func:`digest` and, for
+    an image, its size; never its pixels. ``loom reproduce --image FILE`` checks a file given again against it."""
+    kept = {}
+    for name, data in sorted(given.items()):
+        kept[name] = {"kind": data.kind, "sha256": digest(data, index)}
+        if isinstance(data, Image):
+            kept[name].update(width=int(data.pixels.shape[-1]), height=int(data.pixels.shape[-2]))
+    return kept
+
+
+def run_record(pipeline, inputs: Data, facts: dict, given: "Mapping[str, Data] | None" = None) -> dict:
+    """The record of one run of ``pipeline`` on ``inputs`` (and the named inputs ``given``, each of as many items);
+    ``facts`` is what the engine recorded (``loom.core.Pipeline.provenance``: inputs, seeds, timings)."""
     return {
         "loom_record": RECORD_VERSION,
         "loom_version": loom_version(),
@@ -80,6 +91,8 @@ def run_record(pipeline, inputs: Data, facts: dict) -> dict:
             if isinstance(inputs, Text)
             else {"input_kind": inputs.kind, "input_sha256": [digest(inputs, i) for i in range(len(inputs))]}
         ),
+        # named inputs (image, mask) by digest and size, one mapping per item, checked by `loom reproduce --image`
+        **({"given": [given_digests(given, i) for i in range(len(inputs))]} if given else {}),
         "seeds": facts["seeds"],
         "timings": facts["timings"],
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -275,6 +275,7 @@ def test_the_diffusion_plugin_passes_the_conformance_kit(tiny_sd, tmp_path):
             "sd-text-encoder": {"model": folder},
             "sd-denoiser": fast,
             "sd-vae-decode": {"model": folder},
+            "sd-vae-encode": {"model": folder},
             "diffusion": {"weights": shapes_folder, "steps": 2},
         },
         inputs={"sd-denoiser": embeddings, "sd-vae-decode": latents},
@@ -426,6 +427,7 @@ def test_registry_lists_the_diffusion_components():
         "sd-text-encoder",
         "sd-denoiser",
         "sd-vae-decode",
+        "sd-vae-encode",
         "diffusion",
     ]
     kinds = {e.name: (e.cls.input_type.kind, e.cls.output_type.kind) for e in registry.components()}

@@ -5,9 +5,12 @@ Components (all registered by this plugin):
 
 - ``stable-diffusion`` (Text → Image): a whole diffusers text-to-image pipeline (SD 1.x, SD 2.x,
   SDXL; any folder with ``model_index.json``, or a hub id in the Hugging Face cache) in one step.
-- ``sd-text-encoder`` (Text → Embedding), ``sd-denoiser`` (Embedding → Latent) and ``sd-vae-decode``
-  (Latent → Image): the same folder as three typed pieces, so a chain can swap one of them. The
-  three-step chain gives the same image as the one-step component.
+  Given a request's ``image`` it does image-to-image, given ``image`` and ``mask`` inpainting
+  (diffusers' own img2img and inpainting pipelines on the same parts; ``strength`` sets how much).
+- ``sd-text-encoder`` (Text → Embedding), ``sd-denoiser`` (Embedding → Latent, also taking
+  ``image``/``mask``) and ``sd-vae-decode`` (Latent → Image): the same folder as three typed
+  pieces, so a chain can swap one of them. The three-step chain gives the same image as the
+  one-step component. ``sd-vae-encode`` (Image → Latent) turns images into the latents they use.
 - ``diffusion`` (Embedding → Image): a small text-conditional UNet trained by ``loom train
   diffusion`` on Shapes, conditioned on the ``text-encoder`` step's token embeddings.
 
@@ -41,8 +44,9 @@ from loom.plugins.common import check_folder as check_trained_folder
 from .sampling import SCHEDULERS, SHAPES_GUIDANCE, SchedulerName  # noqa: F401
 
 #: The plugin API this plugin is written for (see loom.core.hookspecs): it reports denoising
-#: steps through Component.report_progress and carries negative embeddings (both 1.1).
-LOOM_PLUGIN_API = "1.4"
+#: steps through Component.report_progress and carries negative embeddings (both 1.1); its
+#: denoising steps take a request's image and mask (``takes``, 1.5).
+LOOM_PLUGIN_API = "1.5"
 
 #: The hub id used when no ``model`` is given; loaded from the local Hugging Face cache.
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -91,6 +95,12 @@ class SamplingOptions(ComponentConfig):
         "none", description="torch.compile mode for the UNet"
     )
     fuse_qkv: bool = Field(False, description="fused query/key/value projections in the UNet")
+    strength: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="with an image: how much to repaint (0 keeps it, 1 all); default 0.8, or 1.0 with a mask",
+    )
 
     @field_validator("width", "height")
     @classmethod
@@ -121,6 +131,8 @@ class _Diffusers:
     #: pipeline parts this component does not need (not loaded)
     skip: ClassVar[tuple[str, ...]] = ()
     micro_batch: int | None
+    #: the registered name, which its errors start with
+    step_name: ClassVar[str]
 
     def _init_batch(self) -> None:
         # items per run() call: a fixed shape keeps an item's result the same in any batch
@@ -136,15 +148,20 @@ class _Diffusers:
 
 _CAPS = Capabilities(has_weights=True, devices=("cpu", "cuda", "mps"))
 _SEEDLESS = _CAPS.model_copy(update={"uses_seed": False})  # the text encoder and the VAE decoder draw nothing
+#: the request inputs the denoising steps take: an image to start from, and a mask of what to repaint
+_EDITS = {"image": Image, "mask": Image}
 
 
 class StableDiffusion(_Diffusers, Generator):
     """A diffusers text-to-image pipeline in one step: prompts in, images out."""
 
-    description = "prompt → image with a diffusers pipeline folder (SD 1.x/2.x/XL), one step"
+    description = "prompt (+ image, mask) → image with a diffusers pipeline folder (SD 1.x/2.x/XL), one step"
     capabilities = _CAPS
     input_type = Text
     output_type = Image
+    takes = _EDITS
+    optional = frozenset(_EDITS)
+    step_name = "stable-diffusion"
 
     class Config(ModelOptions, SamplingOptions):
         negative_prompt: str = Field("", description="what to steer away from (with guidance_scale > 1)")
@@ -157,8 +174,8 @@ class StableDiffusion(_Diffusers, Generator):
     def setup(self) -> None:
         self.pipe = self.load_pipeline(sampling=self.config, safety_checker=self.config.safety_checker)
 
-    def run(self, inputs: Text, generators: list) -> Image:
-        return _runtime().text_to_image(self, self.pipe, inputs.items, generators)
+    def run(self, inputs: Text, generators: list, image: Image | None = None, mask: Image | None = None) -> Image:
+        return _runtime().text_to_image(self, self.pipe, inputs.items, generators, image, mask)
 
 
 class SDTextEncoder(_Diffusers, Encoder):
@@ -169,6 +186,7 @@ class SDTextEncoder(_Diffusers, Encoder):
     capabilities = _SEEDLESS
     input_type = Text
     output_type = Embedding
+    step_name = "sd-text-encoder"
     skip = ("unet", "vae", "safety_checker", "feature_extractor", "image_encoder")
 
     class Config(ModelOptions):
@@ -190,10 +208,13 @@ class SDDenoiser(_Diffusers, Generator):
     """The UNet and scheduler of a diffusers pipeline folder: embeddings in, latents out (the
     scaled latents the UNet works in; ``sd-vae-decode`` turns them into images)."""
 
-    description = "embeddings → latents with a diffusers pipeline's UNet and scheduler"
+    description = "embeddings (+ image, mask) → latents with a diffusers pipeline's UNet and scheduler"
     capabilities = _CAPS
     input_type = Embedding
     output_type = Latent
+    takes = _EDITS
+    optional = frozenset(_EDITS)
+    step_name = "sd-denoiser"
     skip = (
         "text_encoder",
         "text_encoder_2",
@@ -214,8 +235,8 @@ class SDDenoiser(_Diffusers, Generator):
     def setup(self) -> None:
         self.pipe = self.load_pipeline(sampling=self.config)
 
-    def run(self, inputs: Embedding, generators: list) -> Latent:
-        return _runtime().denoise(self, self.pipe, inputs, generators)
+    def run(self, inputs: Embedding, generators: list, image: Image | None = None, mask: Image | None = None) -> Latent:
+        return _runtime().denoise(self, self.pipe, inputs, generators, image, mask)
 
 
 class SDVAEDecode(_Diffusers, Postprocessor):
@@ -226,6 +247,7 @@ class SDVAEDecode(_Diffusers, Postprocessor):
     capabilities = _SEEDLESS
     input_type = Latent
     output_type = Image
+    step_name = "sd-vae-decode"
 
     class Config(ModelOptions):
         batch_size: int = Field(1, ge=1, le=256, description="latents per decoder call")
@@ -239,6 +261,35 @@ class SDVAEDecode(_Diffusers, Postprocessor):
 
     def run(self, inputs: Latent, generators: list) -> Image:
         return _runtime().decode(self, inputs)
+
+
+class SDVAEEncode(_Diffusers, Encoder):
+    """The VAE encoder of a diffusers pipeline folder: images in, the scaled latents ``sd-denoiser``
+    works in out (each item's posterior sample drawn from its own seed, or the posterior's mode).
+    Images are resized to multiples of the VAE's factor (8 for SD), rounding their sides down."""
+
+    description = "images → latents with a diffusers pipeline's VAE"
+    capabilities = _CAPS
+    input_type = Image
+    output_type = Latent
+    step_name = "sd-vae-encode"
+
+    class Config(ModelOptions):
+        latent: Literal["sample", "mode"] = Field(
+            "sample",
+            description="sample: the posterior sample (seeded per item), as diffusers' img2img; mode: its mode",
+        )
+        batch_size: int = Field(1, ge=1, le=256, description="images per encoder call")
+
+    def __init__(self, config=None, **options):
+        super().__init__(config, **options)
+        self._init_batch()
+
+    def setup(self) -> None:
+        self.vae, self.processor, self.pipeline_class = _runtime().load_vae(self.config, self.device)
+
+    def run(self, inputs: Image, generators: list) -> Latent:
+        return _runtime().encode_image(self, inputs, generators)
 
 
 # -- Loom's own Shapes diffusion family --------------------------------------------------------
@@ -314,4 +365,5 @@ def loom_register_components(register):
     register("sd-text-encoder", SDTextEncoder)
     register("sd-denoiser", SDDenoiser)
     register("sd-vae-decode", SDVAEDecode)
+    register("sd-vae-encode", SDVAEEncode)
     register("diffusion", ShapesDiffusion)

@@ -226,14 +226,131 @@ def _sampling_kwargs(component, generators) -> dict:
     )
 
 
-def text_to_image(component, pipe, prompts: list[str], generators: list) -> Image:
-    """The whole pipeline on prompts; item i's initial latents come from ``generators[i]``."""
+def text_to_image(component, pipe, prompts: list[str], generators: list, image=None, mask=None) -> Image:
+    """The whole pipeline on prompts; item i's initial latents come from ``generators[i]``. With
+    ``image`` (and ``mask``): diffusers' image-to-image (inpainting) pipeline on the same parts."""
     cfg = component.config
+    check_request(component, pipe, image, mask)
     negative = [cfg.negative_prompt] * len(prompts) if cfg.negative_prompt else None
-    out = pipe(
-        prompt=list(prompts), negative_prompt=negative, output_type="pt", **_sampling_kwargs(component, generators)
-    )
+    prompt = dict(prompt=list(prompts), negative_prompt=negative)
+    if image is not None:
+        return Image(edit(component, pipe, generators, image, mask, "pt", **prompt).float().cpu())
+    out = pipe(**prompt, output_type="pt", **_sampling_kwargs(component, generators))
     return Image(out.images.float().cpu())
+
+
+def _unet_config(unet):
+    # a compiled UNet keeps its config on the module it wraps
+    return getattr(unet, "config", getattr(getattr(unet, "_orig_mod", None), "config", None))
+
+
+def check_request(component, pipe, image: Image | None, mask: Image | None) -> None:
+    """A one-line InputError unless this folder's UNet can do what the request asks: text-to-image
+    and image-to-image need a 4-channel UNet, inpainting a 4-channel (diffusers' blended path)
+    or a 9-channel one (an inpainting model, which needs an image and a mask)."""
+    step, folder = component.step_name, component.config.model
+    channels = _unet_config(pipe.unet).in_channels
+    for what, given in (("image", image), ("mask", mask)):
+        if given is not None:
+            check_pixels(step, what, given)
+    if mask is not None and image is None:
+        raise InputError(
+            f"{step}: a mask was given without an image: give the image it marks too (image=…, or --image)"
+        )
+    if channels == 9 and mask is None:
+        raise InputError(
+            f"{step}: {folder!r} holds an inpainting model (its UNet takes 9 channels): give an image and a mask "
+            "(white = repaint)"
+        )
+    if image is not None and channels not in (4, 9):
+        raise InputError(
+            f"{step}: the UNet in {folder!r} takes {channels} input channels; Loom edits images with text-to-image "
+            "(4-channel) and inpainting (9-channel) UNets only: use another folder"
+        )
+    if mask is not None and mask.pixels.shape[-2:] != image.pixels.shape[-2:]:
+        (mh, mw), (ih, iw) = mask.pixels.shape[-2:], image.pixels.shape[-2:]
+        raise InputError(
+            f"{step}: the mask is {mw}×{mh} pixels but the image is {iw}×{ih}: give a mask of the image's size"
+        )
+
+
+def check_pixels(step: str, what: str, images: Image) -> None:
+    """An InputError unless ``images`` is a well-formed batch of RGB images."""
+    problem = images.problem() or (None if images.pixels.shape[1] == 3 else f"{images.pixels.shape[1]} channels")
+    if problem:
+        raise InputError(f"{step}: the {what} is not a batch of RGB images in [0, 1] ({problem})")
+
+
+def edit_size(component, factor: int, image: Image) -> tuple[int, int]:
+    """(height, width) of an edit: the config's, else the image's rounded down to a multiple of the
+    VAE's ``factor`` (diffusers' rule); the image is resized to it."""
+    cfg = component.config
+    h, w = image.pixels.shape[-2:]
+    height, width = (
+        getattr(cfg, "height", None) or h // factor * factor,
+        getattr(cfg, "width", None) or w // factor * factor,
+    )
+    if not height or not width:
+        raise InputError(
+            f"{component.step_name}: the image is {w}×{h} pixels, smaller than the {factor}-pixel blocks this VAE "
+            "encodes: give a larger image"
+        )
+    return height, width
+
+
+def resized(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``pixels`` (B×C×H×W in [0, 1]) at height × width, antialiased bilinear (unchanged if already that size)."""
+    if tuple(pixels.shape[-2:]) == (height, width):
+        return pixels
+    out = torch.nn.functional.interpolate(pixels, size=(height, width), mode="bilinear", antialias=True)
+    return out.clamp(0, 1)
+
+
+def _strength(cfg, inpaint: bool) -> float:
+    # diffusers' defaults: 0.8 for image-to-image, a full repaint (1.0) for inpainting
+    return cfg.strength if cfg.strength is not None else (1.0 if inpaint else 0.8)
+
+
+def _edit_pipe(component, pipe, inpaint: bool):
+    """diffusers' image-to-image or inpainting pipeline sharing ``pipe``'s parts and scheduler."""
+    from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+    cache = component.__dict__.setdefault("_edit_pipes", {})
+    if inpaint not in cache:
+        with quiet_loading():
+            cache[inpaint] = (AutoPipelineForInpainting if inpaint else AutoPipelineForImage2Image).from_pipe(pipe)
+        cache[inpaint].set_progress_bar_config(disable=True)
+    return cache[inpaint]
+
+
+def edit(component, pipe, generators: list, image: Image, mask: Image | None, output_type: str, **prompt):
+    """Images (``output_type`` "pt") or scaled latents ("latent") from diffusers' image-to-image
+    pipeline, or its inpainting one with ``mask`` (white = repaint; diffusers binarizes it at 0.5).
+    When ``strength`` leaves no denoising step (steps × strength < 1), where diffusers raises, the
+    result is the image's VAE round trip: its latents, sampled with the item's generator."""
+    cfg = component.config
+    inpaint = mask is not None
+    runner = _edit_pipe(component, pipe, inpaint)
+    height, width = edit_size(component, runner.vae_scale_factor, image)
+    pixels = resized(image.pixels, height, width)
+    strength = _strength(cfg, inpaint)
+    if int(cfg.steps * strength) == 0:  # diffusers' own count of the steps left
+        xl = _is_xl(runner)
+        latents = vae_encode(runner.vae, pixels, generators, xl)
+        return latents if output_type == "latent" else vae_decode(runner.vae, runner.image_processor, xl, latents)
+    kwargs = dict(
+        image=pixels,
+        strength=strength,
+        num_inference_steps=cfg.steps,
+        guidance_scale=cfg.guidance_scale,
+        generator=list(generators),
+        callback_on_step_end=_on_step(component, cfg.steps),
+        output_type=output_type,
+    )
+    if inpaint:
+        kwargs.update(mask_image=resized(mask.pixels.mean(1, keepdim=True), height, width), height=height, width=width)
+    with quiet_loading():  # SDXL's pipelines note each float32 cast of their VAE
+        return runner(**prompt, **kwargs).images
 
 
 def _is_xl(pipe_or_name) -> bool:
@@ -275,11 +392,12 @@ def encode(component, pipe, prompts: list[str]) -> Embedding:
     )
 
 
-def denoise(component, pipe, emb: Embedding, generators: list) -> Latent:
-    """Latents for the embeddings: the pipeline's own loop, stopped before the VAE."""
+def denoise(component, pipe, emb: Embedding, generators: list, image=None, mask=None) -> Latent:
+    """Latents for the embeddings: the pipeline's own loop, stopped before the VAE (with ``image``
+    and ``mask``: the image-to-image or inpainting loop, as in :func:`edit`)."""
     cfg = component.config
-    unet = pipe.unet
-    width = getattr(unet, "config", getattr(getattr(unet, "_orig_mod", None), "config", None)).cross_attention_dim
+    check_request(component, pipe, image, mask)
+    width = _unet_config(pipe.unet).cross_attention_dim
     if isinstance(width, int) and emb.tokens.shape[-1] != width:
         raise InputError(
             f"sd-denoiser: this UNet attends to {width}-wide token embeddings, got {emb.tokens.shape[-1]}-wide ones "
@@ -302,8 +420,11 @@ def denoise(component, pipe, emb: Embedding, generators: list) -> Latent:
         )
     device = pipe._execution_device
     kwargs = {k: None if v is None else v.to(device) for k, v in kwargs.items()}
-    out = pipe(output_type="latent", **kwargs, **_sampling_kwargs(component, generators))
-    return Latent(out.images.float().cpu(), space=f"diffusers:{cfg.model}")
+    if image is not None:
+        latents = edit(component, pipe, generators, image, mask, "latent", **kwargs)
+    else:
+        latents = pipe(output_type="latent", **kwargs, **_sampling_kwargs(component, generators)).images
+    return Latent(latents.float().cpu(), space=f"diffusers:{cfg.model}")
 
 
 def load_vae(config, device: str):
@@ -344,25 +465,63 @@ def decode(component, latents: Latent) -> Image:
         raise InputError(
             f"sd-vae-decode: this VAE takes {vae.config.latent_channels}-channel latents, got {latents.tensor.shape[1]}"
         )
-    x = latents.tensor.to(vae.device, vae.dtype)
-    cfg = vae.config
-    upcast = _is_xl(component.pipeline_class) and vae.dtype == torch.float16 and getattr(cfg, "force_upcast", False)
-    with torch.no_grad():
-        if upcast:  # as SDXL's pipeline does: its VAE overflows in float16
-            vae.to(dtype=torch.float32)
-            x = x.float()
-        try:
-            mean, std = getattr(cfg, "latents_mean", None), getattr(cfg, "latents_std", None)
-            if _is_xl(component.pipeline_class) and mean is not None and std is not None:
-                channels = x.shape[1]
-                mean = torch.tensor(mean).view(1, channels, 1, 1).to(x.device, x.dtype)
-                std = torch.tensor(std).view(1, channels, 1, 1).to(x.device, x.dtype)
-                x = x * std / cfg.scaling_factor + mean
-            else:
-                x = x / cfg.scaling_factor
-            image = vae.decode(x, return_dict=False)[0]
-        finally:
-            if upcast:
-                vae.to(dtype=torch.float16)
-        image = component.processor.postprocess(image, output_type="pt")
-    return Image(image.float().cpu())
+    return Image(vae_decode(vae, component.processor, _is_xl(component.pipeline_class), latents.tensor).float().cpu())
+
+
+@contextlib.contextmanager
+def _float32(vae, needed: bool):
+    """The VAE in float32 while the block runs, when ``needed`` (SDXL's VAE overflows in float16)."""
+    if needed:
+        vae.to(dtype=torch.float32)
+    try:
+        yield
+    finally:
+        if needed:
+            vae.to(dtype=torch.float16)
+
+
+def _upcast(vae, xl: bool) -> bool:
+    return xl and vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+
+
+def _latent_stats(vae, xl: bool, x: torch.Tensor):
+    """(mean, std) of an SDXL VAE's latents, shaped to broadcast over ``x``; None when it has none."""
+    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+    if not xl or mean is None or std is None:
+        return None
+    shape = (1, x.shape[1], 1, 1)
+    return torch.tensor(mean).view(shape).to(x.device, x.dtype), torch.tensor(std).view(shape).to(x.device, x.dtype)
+
+
+def vae_decode(vae, processor, xl: bool, latents: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] from scaled latents, as the pipelines' last stage makes them."""
+    upcast = _upcast(vae, xl)
+    x = latents.to(vae.device, torch.float32 if upcast else vae.dtype)
+    scale, stats = vae.config.scaling_factor, _latent_stats(vae, xl, x)
+    with torch.no_grad(), _float32(vae, upcast):
+        x = x * stats[1] / scale + stats[0] if stats else x / scale
+        image = vae.decode(x, return_dict=False)[0]
+        return processor.postprocess(image, output_type="pt")
+
+
+def vae_encode(vae, pixels: torch.Tensor, generators: list, xl: bool, mode: str = "sample") -> torch.Tensor:
+    """Scaled latents of images in [0, 1] (sides multiples of the VAE's factor), as diffusers'
+    image-to-image pipelines make them: item i's posterior sample is drawn from ``generators[i]``
+    (``mode`` "mode": the posterior's mode, which draws nothing)."""
+    upcast = _upcast(vae, xl)
+    x = (2.0 * pixels - 1.0).to(vae.device, torch.float32 if upcast else vae.dtype)
+    with torch.no_grad(), _float32(vae, upcast):
+        posteriors = [vae.encode(x[i : i + 1]).latent_dist for i in range(len(x))]
+        z = torch.cat([p.mode() if mode == "mode" else p.sample(generator=g) for p, g in zip(posteriors, generators)])
+    scale, stats = vae.config.scaling_factor, _latent_stats(vae, xl, z)
+    return (z - stats[0]) * scale / stats[1] if stats else z * scale
+
+
+def encode_image(component, images: Image, generators: list) -> Latent:
+    """sd-vae-encode: scaled latents of images, resized to multiples of the VAE's factor."""
+    vae = component.vae
+    check_pixels(component.step_name, "image", images)
+    height, width = edit_size(component, component.processor.config.vae_scale_factor, images)
+    pixels = resized(images.pixels, height, width)
+    latents = vae_encode(vae, pixels, generators, _is_xl(component.pipeline_class), component.config.latent)
+    return Latent(latents.float().cpu(), space=f"diffusers:{component.config.model}")

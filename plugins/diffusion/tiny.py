@@ -123,9 +123,10 @@ def _tiny_vae(**extra):
     )
 
 
-def _tiny_unet(**extra):
+def _tiny_unet(in_channels: int = 4, **extra):
     """The seeded 2-level UNet both tiny pipelines use (32 and 64 channels, 4-channel latents,
-    cross-attention at the second level); ``extra`` sets its size and conditioning."""
+    cross-attention at the second level); ``extra`` sets its size and conditioning. An inpainting
+    UNet takes 9 channels: the noisy latents, the mask and the masked image's latents."""
     import torch
     from diffusers import UNet2DConditionModel
 
@@ -133,7 +134,7 @@ def _tiny_unet(**extra):
     return UNet2DConditionModel(
         block_out_channels=(32, 64),
         layers_per_block=1,
-        in_channels=4,
+        in_channels=in_channels,
         out_channels=4,
         norm_num_groups=8,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
@@ -142,20 +143,21 @@ def _tiny_unet(**extra):
     )
 
 
-def build_tiny_pipeline(folder: "str | Path", scheduler: str = "ddim"):
+def build_tiny_pipeline(folder: "str | Path", scheduler: str = "ddim", inpaint: bool = False):
     """Write a tiny SD-1.x-shaped pipeline (CLIP text encoder, UNet, VAE, tokenizer, scheduler)
     with seeded random weights into ``folder``. Returns the tokenizer kind ("openai-clip" or
-    "small"). 32-px latents decode to 64 px (the VAE halves once)."""
+    "small"). 32-px latents decode to 64 px (the VAE halves once). ``inpaint``: a 9-channel
+    inpainting UNet, saved as a StableDiffusionInpaintPipeline folder."""
     import tempfile
 
     import torch
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline, StableDiffusionPipeline
     from transformers import CLIPTextConfig, CLIPTextModel
 
     folder = Path(folder)
     with tempfile.TemporaryDirectory(prefix="loom-clip-tokenizer-") as tmp:
         tokenizer, kind = clip_tokenizer(tmp)
-    unet = _tiny_unet(sample_size=32, cross_attention_dim=32, attention_head_dim=8)
+    unet = _tiny_unet(9 if inpaint else 4, sample_size=32, cross_attention_dim=32, attention_head_dim=8)
     vae = _tiny_vae()
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(CLIPTextConfig(**_tiny_clip_text(tokenizer), max_position_embeddings=77))
@@ -168,7 +170,8 @@ def build_tiny_pipeline(folder: "str | Path", scheduler: str = "ddim"):
         steps_offset=1,
     )
     parts = dict(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sched)
-    pipe = StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    cls = StableDiffusionInpaintPipeline if inpaint else StableDiffusionPipeline
+    pipe = cls(**parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(str(folder))
     return kind
 
@@ -183,18 +186,20 @@ def _tiny_clip_text(tokenizer) -> dict:
     return dict(vocab_size=len(tokenizer), **_CLIP_SIZES, **ids)
 
 
-def build_tiny_xl_pipeline(folder: "str | Path"):
+def build_tiny_xl_pipeline(folder: "str | Path", inpaint: bool = False):
     """Write a tiny SDXL-shaped pipeline (two CLIP text encoders, one with a projection; a UNet
-    with SDXL's pooled-text and size conditioning; a VAE with float16 upcast) into ``folder``."""
+    with SDXL's pooled-text and size conditioning; a VAE with float16 upcast) into ``folder``.
+    ``inpaint``: a 9-channel inpainting UNet, saved as a StableDiffusionXLInpaintPipeline folder."""
     import tempfile
 
     import torch
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline, StableDiffusionXLPipeline
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     with tempfile.TemporaryDirectory(prefix="loom-clip-tokenizer-") as tmp:
         tokenizer, kind = clip_tokenizer(tmp)
     unet = _tiny_unet(
+        9 if inpaint else 4,
         sample_size=16,
         attention_head_dim=(2, 4),
         use_linear_projection=True,
@@ -209,7 +214,8 @@ def build_tiny_xl_pipeline(folder: "str | Path"):
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(CLIPTextConfig(**text))
     text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**text))
-    pipe = StableDiffusionXLPipeline(
+    cls = StableDiffusionXLInpaintPipeline if inpaint else StableDiffusionXLPipeline
+    pipe = cls(
         vae=vae,
         text_encoder=text_encoder,
         text_encoder_2=text_encoder_2,
@@ -222,3 +228,9 @@ def build_tiny_xl_pipeline(folder: "str | Path"):
     )
     pipe.save_pretrained(str(folder))
     return kind
+
+
+def build_tiny_inpaint_pipeline(folder: "str | Path", xl: bool = False):
+    """Write a tiny inpainting pipeline (SD-1.x-shaped, or SDXL-shaped with ``xl``) whose UNet takes
+    9 channels into ``folder``; the other parts equal the text-to-image tiny pipeline's."""
+    return (build_tiny_xl_pipeline if xl else build_tiny_pipeline)(folder, inpaint=True)
