@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from loom.evaluation import SPLITS, VALIDATION_SEED  # cheap: no torch
+from loom.evaluation import EVAL_SEED, SPLITS, VALIDATION_SEED  # cheap: no torch
 
 
 class LoomGroup(click.Group):
@@ -572,8 +572,8 @@ class WorldCommands(click.Group):
 
 @main.group("eval", cls=WorldCommands)
 def evaluate() -> None:
-    """Measure generators with the checkers of the registered worlds (loom eval WORLD), or choose
-    among a run's snapshots (loom eval snapshots RUN)."""
+    """Measure generators with the checkers of the registered worlds (loom eval WORLD), grade their
+    edits of Shapes scenes (loom eval edits), or choose among a run's snapshots (loom eval snapshots RUN)."""
 
 
 @click.command("WORLD")
@@ -647,6 +647,32 @@ def echo_splits(title: str, data: dict, whole: str) -> None:
         f"diversity of what {div['prompts']} prompts leave open, {div['seeds']} seeds each: "
         f"{div['diversity']:.3f} (least even of {spreads}; 1.0 = as even as the world, 0 = always the same)"
     )
+
+
+@evaluate.command("edits")
+@click.option(
+    "--generator", default=None, help="Generator name or trained folder that edits images (default: diffusion)."
+)
+@click.option("-n", "count", default=100, show_default=True, type=click.IntRange(1), help="Tasks of each kind.")
+@click.option("--seed", default=EVAL_SEED, show_default=True, type=click.IntRange(0), help="Seed of the tasks.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output, with each task's verdict.")
+def eval_edits(generator, count, seed, as_json) -> None:
+    """Grade a generator's edits of Shapes scenes with ShapesEval, each score beside its chance.
+
+    recolour: one object's colour changed by the prompt, image-to-image; repaint: another object
+    prompted into a masked cell; keep: the repaints leave what lies outside the mask as it was."""
+    from loom.evaluation import evaluate_edits
+
+    data = evaluate_edits(generator, n=count, seed=seed, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"edits of the {data['world']} world (generator: {data['generator']}; tasks seed {data['seed']}):")
+    for name, part in data.items():
+        if isinstance(part, dict) and "score" in part:
+            shown = "  n/a" if part["score"] is None else f"{part['score']:.3f}"
+            chance = "" if part.get("chance") is None else f"   (chance {part['chance']:.3f})"
+            click.echo(f"  {name:<9} {shown}{chance}   {part['n']} tasks: {part['about']}")
 
 
 @evaluate.command("snapshots")

@@ -4,7 +4,8 @@ A world (a :class:`loom.core.World` a plugin registers: Shapes, Sounds, a third 
 prompts and a checker; this module builds the chain around a generator, runs the world's checker
 on it and lays out every world's report the same way (each split, seen and unseen combinations,
 the world's subsets, diversity). ``evaluate_shapes``, ``sounds_report`` and the like are the
-same calls for Loom's own worlds.
+same calls for Loom's own worlds. ``evaluate_edits`` grades how a generator edits a world's
+images (``loom eval edits``), for a world that offers edit tasks.
 """
 
 from __future__ import annotations
@@ -46,14 +47,20 @@ def default_generator(world) -> str:
 
 
 def world_pipeline(
-    world, generator: str | None = None, options: dict | None = None, registry=None, complete: bool = True
+    world,
+    generator: str | None = None,
+    options: dict | None = None,
+    registry=None,
+    complete: bool = True,
+    strength: float | None = None,
 ):
     """The default chain around ``generator`` (default: :func:`default_generator`), no resize:
     its prompt completion first unless ``complete`` is False, then a text encoder unless it takes
     Text itself. ``options`` override the generator's config (sampling settings such as
-    ``temperature``); ``registry`` holds the components (default: the installed plugins). An
-    InputError when the chain does not give what the world's checker grades."""
-    from loom.api import default_spec, pipeline_for
+    ``temperature``); ``strength`` sets every step's ``strength`` (an edit's, see
+    :func:`loom.api.with_strength`); ``registry`` holds the components (default: the installed
+    plugins). An InputError when the chain does not give what the world's checker grades."""
+    from loom.api import default_spec, pipeline_for, with_strength
     from loom.chains import Pipeline
     from loom.core import DATA_TYPES, InputError, get_registry
     from loom.core.world import MODALITIES
@@ -64,6 +71,8 @@ def world_pipeline(
     if options:
         step = spec["steps"][-1]  # the generator: nothing follows it without a resize
         step["config"] = {**step.get("config", {}), **options}
+    if strength is not None:
+        spec = with_strength(spec, strength, registry)
     pipeline = Pipeline.from_spec(spec, registry) if registry is not None else pipeline_for(spec)
     gives = {m: DATA_TYPES[k] for m, k in MODALITIES.items()}
     if not issubclass(pipeline.output_type, gives[world.modality]):
@@ -165,6 +174,104 @@ def _report(evaluate, n: int, seed: int, progress: bool, unseen, subsets: dict) 
             "unseen": subset_rate(new, lambda s: True),
         }
     return out
+
+
+# -- Edit tasks (``loom eval edits``) -----------------------------------------------------------
+
+#: The generator ``loom eval edits`` scores when none is named: Loom's own model that edits and repaints.
+EDIT_GENERATOR = "diffusion"
+
+
+def _has_edits(world) -> bool:
+    return callable(getattr(world, "edit_tasks", None)) and callable(getattr(world, "score_edits", None))
+
+
+def _edit_world(world):
+    """``world`` (a name or World) when it has edit tasks; else an InputError naming the worlds that do."""
+    from loom.core import InputError, get_registry
+
+    world = _world(world)
+    if not _has_edits(world):
+        having = ", ".join(n for n, w in get_registry().worlds().items() if _has_edits(w)) or "none"
+        raise InputError(f"world {world.name!r} has no edit tasks; worlds with edit tasks: {having}")
+    return world
+
+
+def _edit_chains(world, generator: str, strengths: set, options, registry, complete: bool) -> dict:
+    """Strength → the chain around ``generator`` set to it (None: the generator's own strength), all built (nothing
+    loads) before any runs; an InputError when the chain takes no image or no mask."""
+    from loom.core import InputError
+
+    chains = {None: world_pipeline(world, generator, options, registry, complete)}
+    missing = [name for name in ("image", "mask") if name not in chains[None].takes]
+    if missing:
+        raise InputError(
+            f"generator {generator!r} does not edit images (its chain takes no {' and no '.join(missing)}): "
+            "`loom eval edits` scores generators whose steps take an image and a mask, such as 'diffusion'"
+        )
+    for strength in sorted(s for s in strengths if s is not None):
+        chains[strength] = world_pipeline(world, generator, options, registry, complete, strength)
+    return chains
+
+
+def _run_edits(chains: dict, tasks: list, output_seed: int, batch_size: int, progress: bool) -> list:
+    """Each task's output (H×W×3 uint8; task i seeded ``output_seed + i``): the tasks of one strength, with masks
+    or without, run together ``batch_size`` at a time."""
+    from PIL import Image as PILImage
+    from tqdm.auto import tqdm
+
+    images = [PILImage.fromarray(t.image()) for t in tasks]
+    masks = [None if (m := t.mask()) is None else PILImage.fromarray(m, "L") for t in tasks]
+    groups: dict = {}
+    for i, task in enumerate(tasks):
+        groups.setdefault((task.strength, masks[i] is None), []).append(i)
+    outputs: list = [None] * len(tasks)
+    with tqdm(total=len(tasks), desc="editing", unit="image", disable=not progress, delay=1.0) as bar:
+        for (strength, unmasked), todo in groups.items():
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start : start + batch_size]
+                given = {"image": [images[i] for i in chunk], "mask": None if unmasked else [masks[i] for i in chunk]}
+                texts, seeds = [tasks[i].prompt for i in chunk], [output_seed + i for i in chunk]
+                result = chains[strength].run(texts, seeds, progress=False, **given)
+                for i, output in zip(chunk, result.output.to_numpy()):
+                    outputs[i] = output
+                bar.update(len(chunk))
+    return outputs
+
+
+def evaluate_edits(
+    generator: str | None = None,
+    n: int = 100,
+    seed: int = EVAL_SEED,
+    *,
+    world="shapes",
+    output_seed: int = 0,
+    batch_size: int = 32,
+    progress: bool = True,
+    options: dict | None = None,
+    registry=None,
+    complete: bool = True,
+) -> dict:
+    """What ``loom eval edits`` reports: ``generator`` (default :data:`EDIT_GENERATOR`) on ``n`` edit tasks of each
+    kind that ``world`` (a name or World) draws from ``seed``, output i seeded ``output_seed + i``, scored by the
+    world: per kind (Shapes: recolour, repaint, keep) ``n``, ``score`` and ``chance``, and each task's verdict in
+    ``items``. ``options``, ``registry``, ``complete``: as :func:`world_pipeline` takes them.
+
+    Edit tasks are optional beyond :class:`loom.core.World`: a world offers them with ``edit_tasks(n, seed)`` (tasks
+    with ``prompt``, ``strength`` (None: the generator's own), ``image()`` (H×W×3 uint8) and ``mask()`` (H×W uint8,
+    255 = repaint, or None)) and ``score_edits(tasks, outputs)`` (a dict of kinds, each with ``n``, ``score``,
+    ``chance``, ``about``; ``items``). Every chain is built, and checked to take an image and a mask, before any
+    runs."""
+    from loom.core import InputError
+
+    if n < 1 or seed < 0:
+        raise InputError(f"edit tasks need n ≥ 1 and a seed ≥ 0, not n={n}, seed={seed}")
+    world = _edit_world(world)
+    generator = generator or EDIT_GENERATOR
+    tasks = world.edit_tasks(n, seed)
+    chains = _edit_chains(world, generator, {t.strength for t in tasks}, options, registry, complete)
+    outputs = _run_edits(chains, tasks, output_seed, batch_size, progress)
+    return {"generator": generator, "world": world.name, "n": n, "seed": seed, **world.score_edits(tasks, outputs)}
 
 
 # -- Loom's own worlds, by their names of old -----------------------------------------------------

@@ -195,7 +195,80 @@ class GPUOnly(Brighten):
     capabilities = Capabilities(devices=("cuda",))
 
 
+class Blend(Generator):
+    """Keeps every promise of a step that takes images: it blends the image it is given for each
+    prompt with that item's seeded noise, only where the optional mask is white (everywhere without one)."""
+
+    class Config(ComponentConfig):
+        amount: float = Field(0.5, ge=0.0, le=1.0)
+
+    input_type = Text
+    output_type = Image
+    takes = {"image": Image, "mask": Image}
+    optional = frozenset({"mask"})
+
+    def run(self, inputs, generators, image, mask=None):
+        import torch
+
+        noise = torch.stack([torch.rand(image.pixels.shape[1:], generator=g) for g in generators])
+        where = self.config.amount * (1.0 if mask is None else mask.pixels.mean(1, keepdim=True))
+        return Image(image.pixels * (1 - where) + noise * where)
+
+
+class CrashesWithoutImage(Blend):
+    """Declares its image optional, then reads it unconditionally: a bare KeyError when it is not given."""
+
+    optional = frozenset({"image", "mask"})
+
+    def run(self, inputs, generators, **given):
+        return super().run(inputs, generators, given["image"], given.get("mask"))
+
+
+class AcceptsAnyInput(Blend):
+    """Skips the check of its named inputs that Component.__call__ makes, so a missing or stray one reaches run()."""
+
+    def _check_given(self, given, n):
+        pass
+
+
+class VagueRefusal(Blend):
+    """Refuses a request that lacks its image, but without saying which input is missing."""
+
+    def _check_given(self, given, n):
+        if "image" not in given:
+            raise InputError("VagueRefusal: something is missing from this request")
+        super()._check_given(given, n)
+
+
+class IgnoresStrayInputs(Brighten):
+    """Takes no named input, yet accepts any and ignores it, so a misspelt one (``imgae=``) passes unnoticed."""
+
+    def _check_given(self, given, n):
+        pass
+
+    def run(self, inputs, generators, **ignored):
+        return super().run(inputs, generators)
+
+
+class FirstImageForAll(Blend):
+    """Blends every item with the first item's image, so an item's output depends on its neighbours' inputs."""
+
+    def run(self, inputs, generators, image, mask=None):
+        return super().run(inputs, generators, image.take([0] * len(image)), mask)
+
+
+class SmallImagesOnly(Blend):
+    """Refuses images of any size but 8×8 (as a step whose model has one size might), and ignores
+    masks: the kit's 16×16 example images fail it, 8×8 ones passed with ``given=`` pass."""
+
+    def run(self, inputs, generators, image, mask=None):
+        if tuple(image.pixels.shape[-2:]) != (8, 8):
+            raise InputError(f"SmallImagesOnly takes 8×8 images, got {tuple(image.pixels.shape[-2:])}")
+        return super().run(inputs, generators, image)
+
+
 @hookimpl
 def loom_register_components(register):
     register("brighten", Brighten)
     register("projector", Projector)
+    register("blend", Blend)

@@ -54,6 +54,11 @@ def test_a_component_that_keeps_the_contract_passes_and_says_what_was_skipped():
         (fakes.IgnoresSeed, "seeds_differ"),
         (fakes.SecretlySeeded, "seeds_differ"),
         (fakes.UnboundedSize, "config_fuzzing"),
+        (fakes.CrashesWithoutImage, "given_inputs"),
+        (fakes.AcceptsAnyInput, "given_inputs"),
+        (fakes.VagueRefusal, "given_inputs"),
+        (fakes.IgnoresStrayInputs, "given_inputs"),
+        (fakes.FirstImageForAll, "batch_invariance"),
     ],
 )
 def test_a_broken_component_fails_exactly_the_check_it_breaks(component, check):
@@ -65,6 +70,75 @@ def test_a_broken_component_fails_exactly_the_check_it_breaks(component, check):
     assert failure.message.endswith(f"; the contract: {contract}")
     with pytest.raises(ConformanceError, match=f"fails check '{check}'"):
         report.raise_for_failures()
+
+
+def test_a_step_that_takes_images_passes_every_check_on_the_kits_examples_of_them():
+    report = check_component(fakes.Blend)
+    assert failed(report) == set(), str(report)
+    assert [r.check for r in report.skipped] == ["weights_round_trip"]
+    assert report.status("given_inputs") == report.status("batch_invariance") == "passed"
+    # a component that takes nothing still has its stray inputs checked, not a skip
+    assert check_component(fakes.Brighten, only=["given_inputs"]).status("given_inputs") == "passed"
+
+
+def test_the_kit_calls_a_step_with_each_input_it_takes_and_without_each_optional_one():
+    seen = []
+
+    class Spy(fakes.Blend):
+        def run(self, inputs, generators, image, mask=None):
+            seen.append((len(inputs), len(image), mask is not None and len(mask)))
+            assert mask is None or bool((mask.pixels[:, 0] == mask.pixels[:, 2]).all())  # a mask is grey
+            return super().run(inputs, generators, image, mask)
+
+    calling = [c.name for c in CHECKS if c.calls and c.name not in ("weights_round_trip", "given_inputs")]
+    assert check_component(Spy, only=calling).ok
+    assert seen and all(n == images == masks for n, images, masks in seen), seen
+    seen.clear()
+    assert check_component(Spy, only=["given_inputs"]).ok
+    assert any(masks is False for _, _, masks in seen)  # a call without its optional mask
+
+
+def test_given_images_replace_the_kits_examples_per_component():
+    import torch
+
+    from loom.core import Image, hookimpl
+
+    small = Image(torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0)))
+    report = check_component(fakes.SmallImagesOnly)
+    assert failed(report) == {"call_output"} and "takes 8×8 images, got (16, 16)" in report.failures[0].message
+    assert failed(check_component(fakes.SmallImagesOnly, given={"image": small})) == set()
+    assert check_component(fakes.SmallImagesOnly, given={"image": lambda count: small.take([0] * count)}).ok
+
+    class Plugin:
+        @hookimpl
+        def loom_register_components(self, register):
+            register("small", fakes.SmallImagesOnly)
+
+    only = ["call_output", "batch_invariance", "given_inputs", "run_hooks"]
+    assert check_plugin(Plugin(), given={"small": {"image": small}}, only=only).ok
+    test = conformance_tests(Plugin(), given={"small": {"image": small}}, only=only)
+    cases = [param.values for mark in test.pytestmark for param in mark.args[1]]
+    assert sorted(name for _, name in cases) == sorted(["registers", *only])
+    for case in cases:
+        test(*case)  # pytest.fail()s on a failed check
+
+    with pytest.raises(ValueError, match=r"given= names inputs that 'SmallImagesOnly' does not take: \['imgae'\]"):
+        check_component(fakes.SmallImagesOnly, given={"imgae": small})
+    report = check_plugin(Plugin(), given={"big": {"image": small}}, only=["data_types"])
+    assert "for components it does not register: ['big']" in report.failures[0].message
+
+
+def test_takes_must_name_data_types_and_optional_names_among_them():
+    class TakesANumber(fakes.Blend):
+        takes = {"image": int}
+
+    class OptionalStranger(fakes.Blend):
+        optional = frozenset({"mask", "depth"})
+
+    report = check_component(TakesANumber, only=["data_types"])
+    assert failed(report) == {"data_types"} and "gives input 'image' the type <class 'int'>" in str(report)
+    report = check_component(OptionalStranger, only=["data_types"])
+    assert failed(report) == {"data_types"} and "optional names ['depth'], which are not in its takes" in str(report)
 
 
 def test_eager_weight_reading_fails_lazy_import(tmp_path):

@@ -178,37 +178,79 @@ class ShapesDiffusionModel(SavedModel):
         scheduler: str = "dpm++2m",
         guidance_scale: float | None = None,
         progress=None,
+        image=None,
+        repaint=None,
+        strength: float = 1.0,
     ):
         """Images (B×3×64×64 in [0, 1]) for the caption embeddings; item i's noise comes from
         ``generators[i]`` alone. With ``guidance_scale`` > 1, classifier-free guidance against
         the empty condition the model was trained with (zero tokens and pooled vector); None
-        uses ``SHAPES_GUIDANCE``."""
+        uses ``SHAPES_GUIDANCE``.
+
+        Edits (``image``: B×3×64×64 in [0, 1]): SDEdit, the image's latents noised to
+        ``strength`` × the schedule with the item's own noise, then the remaining steps
+        (strength 1: from pure noise; a strength that leaves no step: the image's round trip).
+        With ``repaint`` too (B×1×64×64, white = repaint): after every step the latents outside
+        the mask (max-pooled to latent size, so a latent touching it is free) are replaced by the
+        image's latents noised to that step's level (the same noise), and the decoded result is
+        composited with ``image`` in pixel space, so unmasked pixels stay exactly."""
         from diffusers.utils.torch_utils import randn_tensor
 
         if guidance_scale is None:
             guidance_scale = SHAPES_GUIDANCE
-
-        base = noise_schedule(self.cfg)
-        sched = make_scheduler(base, scheduler) if SCHEDULERS[scheduler][0] else base
-        sched.set_timesteps(steps, device=tokens.device)
+        sched = self._scheduler(scheduler, steps, tokens.device)
         b, size = tokens.shape[0], self.cfg.latent_size
-        x = randn_tensor((b, self.cfg.channels, size, size), generator=list(generators), device=tokens.device)
-        x = x * sched.init_noise_sigma
-        guided = guidance_scale > 1
-        if guided:
-            tokens = torch.cat([torch.zeros_like(tokens), tokens])
-            mask = torch.cat([torch.ones_like(mask), mask])
-            pooled = torch.cat([torch.zeros_like(pooled), pooled])
+        noise = randn_tensor((b, self.cfg.channels, size, size), generator=list(generators), device=tokens.device)
+        known = None if image is None else self.fold(image)
+        strength = 1.0 if known is None else strength
+        timesteps = self._timesteps(sched, steps, strength)
+        if strength >= 1 or not len(timesteps):
+            x = noise * sched.init_noise_sigma if strength >= 1 else known
+        else:
+            x = sched.add_noise(known, noise, timesteps[:1].repeat(b))
+        keep = None if repaint is None else 1 - F.adaptive_max_pool2d(repaint, size)
+        condition = _guided(tokens, mask, pooled) if guidance_scale > 1 else (tokens, mask, pooled)
         accepts_generator = "generator" in inspect.signature(sched.step).parameters
-        timesteps = sched.timesteps
         for i, t in enumerate(timesteps):
-            inp = sched.scale_model_input(torch.cat([x, x]) if guided else x, t)
-            out = self(inp, t, tokens, mask, pooled)
-            if guided:
-                uncond, cond = out.chunk(2)
-                out = uncond + guidance_scale * (cond - uncond)
-            extra = {"generator": list(generators)} if accepts_generator else {}
-            x = sched.step(out, t, x, **extra).prev_sample
+            x = self._step(sched, x, t, condition, guidance_scale, generators if accepts_generator else None)
+            if keep is not None:
+                later = timesteps[i + 1 : i + 2]
+                level = sched.add_noise(known, noise, later) if len(later) else known
+                x = keep * level + (1 - keep) * x
             if progress is not None:
                 progress(i + 1, len(timesteps), "denoising step")
-        return self.unfold(x).clamp(0, 1)
+        pixels = self.unfold(x).clamp(0, 1)
+        return pixels if repaint is None else repaint * pixels + (1 - repaint) * image
+
+    def _scheduler(self, name: str, steps: int, device):
+        base = noise_schedule(self.cfg)
+        sched = make_scheduler(base, name) if SCHEDULERS[name][0] else base
+        sched.set_timesteps(steps, device=device)
+        return sched
+
+    @staticmethod
+    def _timesteps(sched, steps: int, strength: float):
+        """The last ``int(steps × strength)`` steps of the schedule (diffusers' img2img rule)."""
+        start = steps - min(int(steps * strength), steps)
+        if start and hasattr(sched, "set_begin_index"):  # from the start, schedulers find their own index
+            sched.set_begin_index(start * sched.order)
+        return sched.timesteps[start * sched.order :]
+
+    def _step(self, sched, x, t, condition, guidance_scale: float, generators):
+        """One denoising step of the latents ``x`` at timestep ``t``."""
+        guided = guidance_scale > 1
+        out = self(sched.scale_model_input(torch.cat([x, x]) if guided else x, t), t, *condition)
+        if guided:
+            uncond, cond = out.chunk(2)
+            out = uncond + guidance_scale * (cond - uncond)
+        extra = {} if generators is None else {"generator": list(generators)}
+        return sched.step(out, t, x, **extra).prev_sample
+
+
+def _guided(tokens, mask, pooled):
+    """The conditions with the empty one (zero tokens and pooled vector) stacked before them."""
+    return (
+        torch.cat([torch.zeros_like(tokens), tokens]),
+        torch.cat([torch.ones_like(mask), mask]),
+        torch.cat([torch.zeros_like(pooled), pooled]),
+    )

@@ -9,7 +9,7 @@ from loom.core import InputError, hookimpl
 from loom.plugins.common.report import run_in_batches, spread
 from loom.plugins.common.world import ProceduralWorld
 
-from . import world
+from . import edits, world
 from .evaluate import ShapesEval
 from .world import (
     DIVERSITY_PROMPTS,
@@ -88,6 +88,16 @@ class ShapesWorld(ProceduralWorld):
         report = ShapesEval().evaluate_many(images, prompts)
         report.prompts = list(prompts)
         return report
+
+    # Edit tasks (``loom eval edits``): optional, beyond loom.core.World; the SDK uses a world's
+    # when it has them (see loom.evaluation.evaluate_edits for what a task must offer).
+    def edit_tasks(self, n: int, seed: int) -> list:
+        """``n`` recolour and ``n`` repaint tasks drawn from ``seed`` (:func:`.edits.edit_tasks`)."""
+        return edits.edit_tasks(n, seed)
+
+    def score_edits(self, tasks: list, outputs: list) -> dict:
+        """Each kind's score with its chance (recolour, repaint, keep; :func:`.edits.score_edits`)."""
+        return edits.score_edits(tasks, outputs)
 
     def diversity(self, pipeline, seeds, progress=True, batch_size=32) -> dict:
         """:meth:`diversity_of` the images made for :data:`DIVERSITY_PROMPTS` over ``seeds`` seeds each."""

@@ -13,10 +13,12 @@ the reason, and how many ran)::
     from loom.testing import check_component, check_plugin
 
     report = check_plugin("my_plugin")
-    print(report)                 # "loom conformance: 1 component(s), 15 checks: 13 passed, ..."
+    print(report)                 # "loom conformance: 1 component(s), 16 checks: 15 passed, ..."
     report.raise_for_failures()
 
-Which checks apply follows from each component's :class:`loom.core.Capabilities`. Importing
+A step that takes named inputs (``takes``, e.g. an image to edit) is called with small examples
+of each, or with those a test gives (``given={"repaint": {"image": images}}``). Which checks
+apply follows from each component's :class:`loom.core.Capabilities`. Importing
 this module imports no torch; the checks import it when they call components.
 """
 
@@ -30,6 +32,7 @@ from .checks import (
     check_component,
     check_plugin,
     conformance_tests,
+    example_given,
     example_inputs,
 )
 
@@ -43,5 +46,6 @@ __all__ = [
     "check_component",
     "check_plugin",
     "conformance_tests",
+    "example_given",
     "example_inputs",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -154,6 +155,18 @@ def example_inputs(data_type: type[Data], count: int, seed: int = 0) -> Data:
     raise TypeError(f"no example inputs for {data_type!r}")
 
 
+def example_given(takes: "typing.Mapping[str, type[Data]]", count: int) -> dict[str, Data]:
+    """``count`` example items for each named input in ``takes`` (item *i* goes with main input *i*): each name its
+    own items, and an Image named ``mask`` made as a request's mask is (the same grey in all three channels)."""
+    given = {}
+    for k, (name, kind) in enumerate(takes.items(), start=1):
+        batch = example_inputs(kind, count, seed=k)
+        if name == "mask" and isinstance(batch, Image):
+            batch = Image(batch.pixels[:, :1].repeat(1, 3, 1, 1))
+        given[name] = batch
+    return given
+
+
 def malformed_inputs(good: Data) -> tuple[Data, str] | None:
     """A batch of the right type whose items are shaped wrongly, and what is wrong with it."""
     import torch
@@ -197,8 +210,9 @@ def difference(a: Data, b: Data) -> float:
 
 
 class Subject:
-    """One component class under test, with the config and inputs to test it on. The loaded
-    component is shared by the checks that only call it, so weights load once per run."""
+    """One component class under test, with the config and inputs to test it on (``given``: the named inputs of its
+    ``takes`` that the test chooses; the kit makes examples of the others). The loaded component is shared by the
+    checks that only call it, so weights load once per run."""
 
     def __init__(
         self,
@@ -207,12 +221,18 @@ class Subject:
         config: dict | None = None,
         inputs: "Data | Callable[[int], Data] | None" = None,
         plugin: Any = None,
+        given: "dict[str, Data | Callable[[int], Data]] | None" = None,
     ):
         self.cls = cls
         self.name = name or cls.__name__
         self.config = dict(config or {})
         self._inputs = inputs
         self.plugin = plugin
+        self._given = dict(given or {})
+        stray = sorted(set(self._given) - set(self.takes))
+        if stray:  # a typo in a test would otherwise test the kit's examples instead, silently
+            taken = ", ".join(self.takes) or "none"
+            raise ValueError(f"given= names inputs that {self.name!r} does not take: {stray} (it takes: {taken})")
         self._loaded: Component | None = None
         self._load_error: str | None = None
 
@@ -240,13 +260,21 @@ class Subject:
     def build(self, **overrides: Any) -> Component:
         return self.cls({**self.config, **overrides})
 
+    @property
+    def takes(self) -> "typing.Mapping[str, type[Data]]":
+        """Its named inputs (``takes``), or none when it declares something else there (check 'data_types' says)."""
+        takes = getattr(self.cls, "takes", None)
+        return takes if isinstance(takes, typing.Mapping) else {}
+
     def inputs(self, count: int, seed: int = 0) -> Data:
         if self._inputs is None:
             return example_inputs(self.cls.input_type, count, seed)
-        if callable(self._inputs):
-            return self._inputs(count)
-        n = len(self._inputs)
-        return self._inputs.take([(i + seed) % n for i in range(count)])
+        return reuse(self._inputs, count, seed)
+
+    def given(self, count: int) -> dict[str, Data]:
+        """Every named input it takes, optional ones too, as ``count`` items aligned with ``inputs(count)``."""
+        made = example_given({k: v for k, v in self.takes.items() if k not in self._given}, count)
+        return {name: reuse(self._given[name], count) if name in self._given else made[name] for name in self.takes}
 
     def loaded(self) -> Component:
         """The shared loaded component; Skipped if it cannot be built or loaded (other checks report why)."""
@@ -265,6 +293,14 @@ class Subject:
             return component(inputs, seed, **kwargs)
         except Exception as err:
             raise Skipped(f"a call raised {type(err).__name__}: {err} (check 'call_output' reports it)") from None
+
+
+def reuse(source: "Data | Callable[[int], Data]", count: int, seed: int = 0) -> Data:
+    """``count`` items from a test's batch (its items reused in turn, from item ``seed``) or function ``count → batch``."""
+    if callable(source):
+        return source(count)
+    n = len(source)
+    return source.take([(i + seed) % n for i in range(count)])
 
 
 # -- the checks -------------------------------------------------------------------------------
@@ -391,6 +427,14 @@ def check_data_types(s: Subject) -> None:
         t = getattr(s.cls, attr, None)
         if not (isinstance(t, type) and any(issubclass(t, d) for d in DATA_TYPES.values())):
             raise Failed(f"its {attr} is {t!r}, not one of the data types {', '.join(DATA_TYPES)}")
+    takes, optional = getattr(s.cls, "takes", {}), getattr(s.cls, "optional", frozenset())
+    if not isinstance(takes, typing.Mapping):
+        raise Failed(f"its takes is {takes!r}, not a mapping of input names to data types")
+    for name, t in takes.items():
+        if not (isinstance(t, type) and any(issubclass(t, d) for d in DATA_TYPES.values())):
+            raise Failed(f"its takes gives input {name!r} the type {t!r}, not one of the data types")
+    if not set(optional) <= set(takes):
+        raise Failed(f"its optional names {sorted(set(optional) - set(takes))}, which are not in its takes")
 
 
 @check(
@@ -465,7 +509,7 @@ def check_call_output(s: Subject) -> None:
     for count in (1, 3):
         inputs = s.inputs(count)
         try:
-            out = component(inputs, seed=7)
+            out = component(inputs, seed=7, **s.given(count))
         except Exception as err:
             raise Failed(
                 f"a call on {count} {s.cls.input_type.kind} item(s) raised {type(err).__name__}: {err}"
@@ -486,10 +530,10 @@ def check_call_output(s: Subject) -> None:
 )
 def check_seed_determinism(s: Subject) -> None:
     s.requires("deterministic")
-    inputs = s.inputs(3)
+    inputs, given = s.inputs(3), s.given(3)
     component = s.loaded()
-    first = s.call(component, inputs, seed=11)
-    again = s.call(component, inputs, seed=11)
+    first = s.call(component, inputs, seed=11, **given)
+    again = s.call(component, inputs, seed=11, **given)
     s.compare(first, again, "two calls with seed 11 gave outputs that")
     other = s.build()
     try:
@@ -500,7 +544,7 @@ def check_seed_determinism(s: Subject) -> None:
         ) from None
     s.compare(
         first,
-        s.call(other, inputs, seed=11),
+        s.call(other, inputs, seed=11, **given),
         "two components built from the same config gave outputs for seed 11 that",
         "; is something drawn from the global RNG in setup()?",
     )
@@ -513,9 +557,9 @@ def check_seed_determinism(s: Subject) -> None:
 )
 def check_seeds_differ(s: Subject) -> None:
     caps = s.capabilities
-    component, inputs = s.loaded(), s.inputs(1)
-    first = s.call(component, inputs, seed=[1])
-    other = s.call(component, inputs, seed=[2])
+    component, inputs, given = s.loaded(), s.inputs(1), s.given(1)
+    first = s.call(component, inputs, seed=[1], **given)
+    other = s.call(component, inputs, seed=[2], **given)
     if caps.uses_seed:
         if difference(first, other) <= caps.tolerance:
             raise Failed(
@@ -524,7 +568,7 @@ def check_seeds_differ(s: Subject) -> None:
             )
         return
     s.requires("deterministic", ", so outputs cannot be compared")
-    if difference(first, s.call(component, inputs, seed=[1])) > caps.tolerance:
+    if difference(first, s.call(component, inputs, seed=[1], **given)) > caps.tolerance:
         raise Skipped("two identical calls already differ (check 'seed_determinism' reports it)")
     s.compare(first, other, "it declares capabilities.uses_seed = False, but seeds 1 and 2 gave outputs that")
 
@@ -532,16 +576,19 @@ def check_seeds_differ(s: Subject) -> None:
 @check(
     "batch_invariance",
     "an item gives the same output alone and at any position inside a batch, "
-    "given its own seed (within capabilities.tolerance)",
+    "given its own seed and named inputs (within capabilities.tolerance)",
 )
 def check_batch_invariance(s: Subject) -> None:
     s.requires("batchable")
     caps = s.requires("deterministic", ", so outputs cannot be compared")
     component = s.loaded()
-    pool = s.inputs(4)
-    probe = pool.take([0])
-    alone = s.call(component, probe, seed=[5])
-    if difference(alone, s.call(component, probe, seed=[5])) > caps.tolerance:
+    pool, pool_given = s.inputs(4), s.given(4)
+
+    def call(order: list[int], seeds: list[int]) -> Data:  # items of the pool, each with its own given inputs
+        return s.call(component, pool.take(order), seed=seeds, **{k: v.take(order) for k, v in pool_given.items()})
+
+    alone = call([0], [5])
+    if difference(alone, call([0], [5])) > caps.tolerance:
         raise Skipped("two identical calls already differ (check 'seed_determinism' reports it)")
     for size in (3, (component.micro_batch or 2) + 1):
         for position in sorted({0, size // 2, size - 1}):
@@ -549,7 +596,7 @@ def check_batch_invariance(s: Subject) -> None:
             order[position] = 0
             seeds = [100 + i for i in range(size)]
             seeds[position] = 5
-            out = s.call(component, pool.take(order), seed=seeds)
+            out = call(order, seeds)
             s.compare(
                 alone, out.take([position]), f"an item's output alone and at position {position} of a batch of {size}"
             )
@@ -567,13 +614,13 @@ def check_weights_round_trip(s: Subject) -> None:
     if caps.weights_option not in s.cls.Config.model_fields:
         raise Failed(f"capabilities.weights_option names {caps.weights_option!r}, which is not a config option")
     component = s.loaded()
-    inputs = s.inputs(2)
-    before = s.call(component, inputs, seed=3)
+    inputs, given = s.inputs(2), s.given(2)
+    before = s.call(component, inputs, seed=3, **given)
     with tempfile.TemporaryDirectory(prefix="loom-round-trip-") as folder:
         try:
             component.save_weights(folder)
             copy = s.build(**{caps.weights_option: folder})
-            after = copy(inputs, seed=3)
+            after = copy(inputs, seed=3, **given)
         except Exception as err:
             raise Failed(f"saving its weights and loading them back raised {type(err).__name__}: {err}") from None
     s.compare(before, after, "outputs before saving and after loading the saved folder")
@@ -582,7 +629,7 @@ def check_weights_round_trip(s: Subject) -> None:
 @check("progress", "a call reports progress through progress(finished), with counts that rise to the batch size")
 def check_progress(s: Subject) -> None:
     seen: list[int] = []
-    s.call(s.loaded(), s.inputs(3), seed=1, progress=seen.append)
+    s.call(s.loaded(), s.inputs(3), seed=1, progress=seen.append, **s.given(3))
     if not seen or seen[-1] != 3 or seen != sorted(seen):
         raise Failed(f"progress was called with {seen} for a batch of 3")
 
@@ -622,7 +669,7 @@ def check_run_hooks(s: Subject) -> None:
     pipeline = Pipeline.from_spec({"steps": [{"component": "subject", "config": s.config}]}, registry)
     pipeline.components[0] = s.loaded()
     try:
-        result = pipeline.run(s.inputs(2), seed=4, progress=False)
+        result = pipeline.run(s.inputs(2), seed=4, progress=False, **s.given(2))
     except Exception as err:
         raise Skipped(
             f"a one-step pipeline raised {type(err).__name__}: {err} (check 'call_output' reports calls)"
@@ -652,15 +699,65 @@ def check_bad_input_errors(s: Subject) -> None:
     malformed = malformed_inputs(s.inputs(2))
     if malformed is not None:
         attempts.append((malformed[0], malformed[1], False))
+    given = s.given(2)  # so that a step which needs an image is refused for its main input, not for the image
     for inputs, what, must_raise in attempts:
         try:
-            component(inputs, seed=0)
+            component(inputs, seed=0, **{k: v.take(range(len(inputs))) for k, v in given.items()})
         except LoomError:
             continue
         except Exception as err:
             raise Failed(f"a call on {what} raised {type(err).__name__}: {err}") from None
         if must_raise:
             raise Failed(f"a call on {what} returned without error")
+
+
+#: The name check 'given_inputs' gives an input that no component takes.
+STRAY_INPUT = "not_an_input_xyz"
+
+
+@check(
+    "given_inputs",
+    "a call without a required named input (takes), or with one it does not take, of another data type or another "
+    "count than its inputs, raises a LoomError naming that input; one without an optional input, or with a malformed "
+    "one, works or raises a LoomError",
+)
+def check_given_inputs(s: Subject) -> None:
+    component, inputs = s.loaded(), s.inputs(2)
+    for what, given, must_name in given_attempts(s):
+        try:
+            component(inputs, seed=0, **given)
+        except LoomError as err:
+            if must_name and not re.search(rf"\b{re.escape(must_name)}\b", str(err)):
+                raise Failed(f"a call {what} raised a LoomError that does not name {must_name!r}: {err}") from None
+            continue
+        except Exception as err:
+            raise Failed(f"a call {what} raised {type(err).__name__}: {err}") from None
+        if must_name:
+            raise Failed(f"a call {what} returned without error")
+
+
+def given_attempts(s: Subject) -> list[tuple[str, dict[str, Data], str | None]]:
+    """The calls check 'given_inputs' makes on 2 inputs: what each gives wrongly, its named inputs, and the name the
+    LoomError must say (None: the call may work). A component that takes nothing is tried with a stray input only."""
+    takes, optional = s.takes, set(getattr(s.cls, "optional", ()))
+    given, three = s.given(2), s.given(3)
+    stray = example_inputs(Image, 2)
+    attempts: list[tuple[str, dict[str, Data], str | None]] = [
+        (f"with an input it does not take, {STRAY_INPUT!r}", {**given, STRAY_INPUT: stray}, STRAY_INPUT)
+    ]
+    for name, kind in takes.items():
+        without = {k: v for k, v in given.items() if k != name}
+        if name in optional:
+            attempts.append((f"without its optional input {name!r}", without, None))
+        else:
+            attempts.append((f"without its required input {name!r}", without, name))
+        other = Text if not issubclass(kind, Text) else Image
+        attempts.append((f"with {name!r} as {other.kind}", {**given, name: example_inputs(other, 2)}, name))
+        attempts.append((f"with 3 items of {name!r} for 2 inputs", {**given, name: three[name]}, name))
+        malformed = malformed_inputs(given[name])
+        if malformed is not None:
+            attempts.append((f"with {name!r} as {malformed[1]}", {**given, name: malformed[0]}, None))
+    return attempts
 
 
 #: What check 'config_fuzzing' sets each option to, one at a time.
@@ -706,7 +803,7 @@ def fuzz_problem(s: Subject, name: str, value: Any, tried: set[str]) -> str | No
         stage = "loading it"
         component.load()
         stage = "calling it on one item"
-        component(s.inputs(1), seed=0)
+        component(s.inputs(1), seed=0, **s.given(1))
     except LoomError:
         return None
     except Exception as err:
@@ -752,7 +849,7 @@ def run_check(subject: Subject, c: Check) -> CheckResult:
 
 
 def plugin_subjects(
-    plugin: Any, configs: dict | None = None, inputs: dict | None = None
+    plugin: Any, configs: dict | None = None, inputs: dict | None = None, given: dict | None = None
 ) -> tuple[list[Subject], list[str], Any]:
     """The subjects for every component a plugin registers, the plugin's registration errors,
     and the plugin object. ``plugin``: a module or object with hooks, a module name, or the
@@ -769,13 +866,14 @@ def plugin_subjects(
         plugin = found[0].load() if found else importlib.import_module(plugin)
     registry = Registry()
     info = registry.add_plugin(plugin, name)
-    configs, inputs = configs or {}, inputs or {}
-    unknown = sorted((set(configs) | set(inputs)) - set(info.components))
+    configs, inputs, given = configs or {}, inputs or {}, given or {}
+    unknown = sorted((set(configs) | set(inputs) | set(given)) - set(info.components))
     errors = list(info.errors) + (
-        [f"configs or inputs given for components it does not register: {unknown}"] if unknown else []
+        [f"configs, inputs or given inputs for components it does not register: {unknown}"] if unknown else []
     )
     subjects = [
-        Subject(registry.get(f"{name}:{c}").cls, c, configs.get(c), inputs.get(c), plugin) for c in info.components
+        Subject(registry.get(f"{name}:{c}").cls, c, configs.get(c), inputs.get(c), plugin, given.get(c))
+        for c in info.components
     ]
     return subjects, errors, plugin
 
@@ -788,6 +886,7 @@ def check_component(
     name: str | None = None,
     plugin: Any = None,
     only: "list[str] | None" = None,
+    given: "dict[str, Data | Callable[[int], Data]] | None" = None,
 ) -> Report:
     """Run the conformance checks on one component, without pytest.
 
@@ -795,22 +894,28 @@ def check_component(
     options to build it with (e.g. ``{"weights": folder}``). ``inputs``: a batch (at least one
     item; items are reused) or a function ``count -> batch`` for components that need specific
     inputs (e.g. embeddings from one encoder); by default the kit makes small examples of the
-    component's input type. ``only``: names of the checks to run.
+    component's input type. ``given``: the same, per named input of its ``takes`` (e.g.
+    ``{"image": images}``); the kit makes examples of the others and passes them all in every call.
+    ``only``: names of the checks to run.
     """
     if isinstance(component, str):
         from loom.core.plugins import get_registry
 
         entry = get_registry().get(component)
         component, name = entry.cls, name or entry.name
-    return run_checks(Subject(component, name, config, inputs, plugin), only)
+    return run_checks(Subject(component, name, config, inputs, plugin, given), only)
 
 
 def check_plugin(
-    plugin: Any, configs: dict | None = None, inputs: dict | None = None, only: "list[str] | None" = None
+    plugin: Any,
+    configs: dict | None = None,
+    inputs: dict | None = None,
+    only: "list[str] | None" = None,
+    given: dict | None = None,
 ) -> Report:
     """Run the conformance checks on every component a plugin registers, without pytest.
-    ``configs`` and ``inputs`` map component names to what :func:`check_component` takes."""
-    subjects, errors, _ = plugin_subjects(plugin, configs, inputs)
+    ``configs``, ``inputs`` and ``given`` map component names to what :func:`check_component` takes."""
+    subjects, errors, _ = plugin_subjects(plugin, configs, inputs, given)
     report = Report()
     plugin_name = getattr(plugin, "__name__", plugin if isinstance(plugin, str) else type(plugin).__name__)
     report.results.append(registers_result(plugin_name, subjects, errors))
@@ -860,20 +965,26 @@ PYTEST_RESULTS: list[CheckResult] = []
 
 
 def conformance_tests(
-    plugin: Any, configs: dict | None = None, inputs: dict | None = None, only: "list[str] | None" = None
+    plugin: Any,
+    configs: dict | None = None,
+    inputs: dict | None = None,
+    only: "list[str] | None" = None,
+    given: dict | None = None,
 ):
     """A pytest test function with one item per (component, check) of ``plugin``. Assign it to
     a ``test_`` name in a test module::
 
         from loom.testing import conformance_tests
         test_conformance = conformance_tests("my_plugin", configs={"blur": {"radius": 2}})
+        # a step that needs particular images for its `takes` gets them per component:
+        # conformance_tests("my_plugin", given={"repaint": {"image": my_images}})
 
     ``pytest -k seed_determinism`` selects one check; a failure reads "component X fails check
     Y: what it did; the contract: ...", a skip says why the check does not apply.
     """
     import pytest
 
-    subjects, errors, plugin_obj = plugin_subjects(plugin, configs, inputs)
+    subjects, errors, plugin_obj = plugin_subjects(plugin, configs, inputs, given)
     plugin_name = plugin if isinstance(plugin, str) else getattr(plugin, "__name__", type(plugin).__name__)
     by_name = {c.name: c for c in CHECKS}
     cases = [pytest.param(None, "registers", id=f"{plugin_name}-registers")]
@@ -913,6 +1024,7 @@ __all__ = [
     "check_component",
     "check_plugin",
     "conformance_tests",
+    "example_given",
     "example_inputs",
     "run_checks",
 ]
