@@ -9,9 +9,10 @@ margin ≤ 2/255), swept over settings:
 
 It also scores the unedited input against each edited caption (what doing nothing gets) and
 text-to-image on the same captions (the model without the image). Everything runs at 64×64 (no
-resize step) through ``loom.generate``, item i seeded ``i``.
+resize step) through the ``text-encoder`` → ``diffusion`` chain, item i seeded ``i``; ``--edit``
+picks the image-to-image method (the component's ``edit`` option).
 
-    python bench/shapes_edit_sweep.py -n 50 --strengths 0.6 0.7 0.8 --repaint-strengths 1.0
+    python bench/shapes_edit_sweep.py -n 100 --strengths 0.6 0.7 0.8 --repaint-strengths 1.0 [--edit sdedit]
 """
 
 from __future__ import annotations
@@ -46,16 +47,21 @@ def keep(outputs, tasks) -> float:
     return float(np.mean([change_outside(t, o) <= KEEP_TOLERANCE for o, t in zip(outputs, tasks)]))
 
 
+#: The diffusion step's options besides strength (``--edit`` sets the method).
+OPTIONS: dict = {}
+
+
 def run(tasks, strength=None, masked=False, edit=True):
     """Outputs (64×64×3 uint8) for ``tasks``, and the seconds taken."""
     start = time.perf_counter()
-    request = {}
+    request, options = {}, dict(OPTIONS)
     if edit:
-        request = {"image": as_image([t.image() for t in tasks]), "strength": strength}
+        request["image"] = as_image([t.image() for t in tasks])
+        options["strength"] = strength
         if masked:
             request["mask"] = masks_image(tasks)
-    prompts = [t.prompt for t in tasks]
-    result = loom.generate(prompts, 0, generator="diffusion", size=None, progress=False, **request)
+    pipeline = loom.Pipeline.from_steps("text-encoder", ("diffusion", options))
+    result = pipeline.run([t.prompt for t in tasks], seed=0, progress=False, **request)
     px = (result.output.pixels.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
     return list(px), time.perf_counter() - start
 
@@ -97,7 +103,9 @@ def main() -> None:
     parser.add_argument("--strengths", type=float, nargs="*", default=[0.6, 0.7, 0.8])
     parser.add_argument("--repaint-strengths", type=float, nargs="*", default=[1.0])
     parser.add_argument("--baselines", action="store_true", help="also the unedited input and text-to-image")
+    parser.add_argument("--edit", choices=["diffedit", "sdedit"], default="diffedit", help="image-to-image method")
     args = parser.parse_args()
+    OPTIONS["edit"] = args.edit
     tasks = edit_tasks(args.n, args.seed)
     if args.baselines:
         for kind in ("recolour", "repaint"):

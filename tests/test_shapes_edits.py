@@ -1,5 +1,6 @@
 """The Shapes diffusion model edits and repaints (issue 33, part 4): given a request's image it
-starts from the image's latents noised to ``strength`` (SDEdit), given a mask too it keeps the
+repaints the region the prompt changes (DiffEdit) or starts from the image's latents noised to
+``strength`` (SDEdit), given a mask too it keeps the
 unmasked latents on the image's path at every step and composites the result with the image, so
 unmasked pixels stay exactly. Tiny random-weight folders stand in for the shipped model where
 only the mechanics are tested; families that do not edit are refused by the chain check."""
@@ -61,19 +62,76 @@ def component(folder, **options):
 
 
 @pytest.mark.slow
-def test_sdedit_runs_the_last_steps_from_the_noised_image(folder):
+@pytest.mark.parametrize("method", ["sdedit", "diffedit"])
+def test_strength_one_draws_anew_and_zero_keeps_the_image(folder, method):
     emb, image = embeddings(), scenes()
     plain = component(folder)(emb, seed=[1, 2, 3]).pixels
     # strength 1 starts from pure noise: the image leaves no trace, text-to-image exactly
-    assert torch.equal(component(folder, strength=1.0)(emb, seed=[1, 2, 3], image=image).pixels, plain)
+    assert torch.equal(component(folder, strength=1.0, edit=method)(emb, seed=[1, 2, 3], image=image).pixels, plain)
     # strength 0 leaves no step: the image's autoencoder round trip, whatever the seed
     model = component(folder).load().model
     with torch.no_grad():
         round_trip = model.unfold(model.fold(image.pixels)).clamp(0, 1)
-    kept = component(folder, strength=0.0)(emb, seed=[4, 5, 6], image=image).pixels
+    kept = component(folder, strength=0.0, edit=method)(emb, seed=[4, 5, 6], image=image).pixels
     assert (kept - round_trip).abs().max() < 1e-3  # float sums differ with the batch shape
-    # in between, the image and the seed both matter, and an item is the same alone and in a batch
+
+
+def test_diffedit_finds_where_the_caption_moves_the_prediction_grown_by_a_latent(folder):
+    from loom.plugins.diffusion.shapes import ShapesDiffusionModel
+
+    model = ShapesDiffusionModel.from_folder(folder, "cpu")
+
+    def prediction(latents, t, tokens, mask, pooled):
+        # the empty condition (zero pooled vector) predicts nothing, the caption a bump on latents
+        # rows 2-3, columns 5-6, and a smaller one (under the threshold) elsewhere
+        out = torch.zeros_like(latents)
+        captioned = pooled.abs().sum(1) > 0
+        out[captioned, :, 2:4, 5:7] = 1.0
+        out[captioned, :, 10, 10] = 0.2
+        return out
+
+    model.forward = prediction
+    emb, image = embeddings(2), scenes(2)
+    known = model.fold(image.pixels)
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    region = model.changed_region(known, emb.tokens, emb.mask, emb.pooled, 0.5, gens)
+    expected = torch.zeros(2, 1, 64, 64)
+    expected[:, :, 4:20, 16:32] = 1  # latents 1-4 × 4-7 (one latent of growth), 4 pixels each
+    assert torch.equal(region, expected)
+
+
+@pytest.mark.slow
+def test_diffedit_repaints_the_region_it_finds_and_keeps_every_other_pixel(folder, monkeypatch):
+    from loom.plugins.diffusion.shapes import ShapesDiffusionModel
+
+    emb, image, cells = embeddings(), scenes(), cell_masks()
+    asked = []
+
+    def region(self, known, tokens, mask, pooled, level, generators):
+        asked.append(level)
+        return cells.pixels[: len(known), :1]
+
+    monkeypatch.setattr(ShapesDiffusionModel, "changed_region", region)
     edit = component(folder, strength=0.5)
+    out = edit(emb, seed=[1, 2, 3], image=image).pixels
+    outside = cells.pixels == 0
+    assert asked == [0.5] and torch.equal(out[outside], image.pixels[outside])
+    assert (out - image.pixels)[~outside].abs().mean() > 0.01  # the region was redrawn
+    # what is drawn there comes from the item's seed, the same alone as in a batch
+    assert not torch.equal(edit(emb, seed=[7, 8, 9], image=image).pixels, out)
+    alone = edit(emb.take([0]), seed=[1], image=image.take([0])).pixels[0]
+    assert (alone - out[0]).abs().max() < 1e-4, float((alone - out[0]).abs().max())
+
+
+@pytest.mark.slow
+def test_sdedit_runs_the_last_steps_from_the_noised_image(folder):
+    emb, image = embeddings(), scenes()
+    plain = component(folder)(emb, seed=[1, 2, 3]).pixels
+    model = component(folder).load().model
+    with torch.no_grad():
+        round_trip = model.unfold(model.fold(image.pixels)).clamp(0, 1)
+    # the image and the seed both matter, and an item is the same alone and in a batch
+    edit = component(folder, strength=0.5, edit="sdedit")
     batch = edit(emb, seed=[1, 2, 3], image=image).pixels
     assert not torch.equal(batch, plain) and not torch.allclose(batch, round_trip, atol=1e-3)
     assert not torch.equal(edit(emb, seed=[7, 8, 9], image=image).pixels, batch)

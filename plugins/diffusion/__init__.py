@@ -31,7 +31,6 @@ from loom.core import (
     Encoder,
     Generator,
     Image,
-    InputError,
     Latent,
     Postprocessor,
     Text,
@@ -42,7 +41,7 @@ from loom.plugins.common import DEVICES, WEIGHTS_NAME, check_embeddings, weights
 from loom.plugins.common import check_folder as check_trained_folder
 
 # SCHEDULERS is read from here too (tests, benches): the scheduler names are part of the plugin's face
-from .sampling import SCHEDULERS, SHAPES_GUIDANCE, SchedulerName  # noqa: F401
+from .sampling import EDIT_STRENGTH, REPAINT_STRENGTH, SCHEDULERS, SHAPES_GUIDANCE, SchedulerName, edit_strength  # noqa: F401
 
 #: The plugin API this plugin is written for (see loom.core.hookspecs): it reports denoising
 #: steps through Component.report_progress and carries negative embeddings (both 1.1); its
@@ -100,7 +99,8 @@ class SamplingOptions(ComponentConfig):
         None,
         ge=0.0,
         le=1.0,
-        description="with an image: how much to repaint (0 keeps it, 1 all); default 0.8, or 1.0 with a mask",
+        description=f"with an image: how much to repaint (0 keeps it, 1 all); default {EDIT_STRENGTH}, "
+        f"or {REPAINT_STRENGTH} with a mask",
     )
 
     @field_validator("width", "height")
@@ -301,18 +301,10 @@ def check_folder(folder: "str | Path") -> Path:
     return check_trained_folder(folder, "diffusion")
 
 
-#: Strengths of the Shapes model's edits when a request gives none: image-to-image (SDEdit) and
-#: inpainting, diffusers' defaults. On 50 recolour tasks (docs/diffusion.md, "Editing with the
-#: Shapes model") the prompt won more often as strength rose (0.20, 0.40, 0.74 at 0.7, 0.8, 0.9):
-#: 0.8 keeps an edit an edit; a full repaint of the masked cell scored 0.96.
-SHAPES_EDIT_STRENGTH = 0.8
-SHAPES_REPAINT_STRENGTH = 1.0
-
-
 class ShapesDiffusion(Generator):
     """Text embedding → 64×64 image with a small UNet trained on Shapes (``loom train diffusion``),
     conditioned on the ``text-encoder`` step's token embeddings. Given a request's ``image`` it
-    edits it (SDEdit), given ``image`` and ``mask`` it repaints the white part; images of any size
+    edits it (``edit``: DiffEdit or SDEdit), given ``image`` and ``mask`` it repaints the white part; images of any size
     are resized to 64×64 (antialiased) and the result is 64×64, as without an image."""
 
     description = "text embedding (+ image, mask) → 64×64 image (small diffusion UNet trained on Shapes)"
@@ -337,8 +329,13 @@ class ShapesDiffusion(Generator):
             None,
             ge=0.0,
             le=1.0,
-            description=f"with an image: how much to repaint (0 keeps it, 1 all); default {SHAPES_EDIT_STRENGTH}, "
-            f"or {SHAPES_REPAINT_STRENGTH} with a mask",
+            description=f"with an image: how much to repaint (0 keeps it, 1 all); default {EDIT_STRENGTH}, "
+            f"or {REPAINT_STRENGTH} with a mask",
+        )
+        edit: Literal["diffedit", "sdedit"] = Field(
+            "diffedit",
+            description="image-to-image without a mask: diffedit finds the region the prompt changes (at noise "
+            "level strength) and redraws it, keeping the rest; sdedit noises the whole image to strength",
         )
 
         _weights_are_trained = weights_validator("diffusion")
@@ -382,26 +379,16 @@ class ShapesDiffusion(Generator):
 
     def _edit(self, image: Image | None, mask: Image | None) -> dict:
         """The model's edit arguments for a request: the image and the mask (grey, white = repaint)
-        at the model's size, antialiased, and the strength; none without an image."""
+        at the model's size, antialiased, the strength and the method; none without an image."""
         runtime = _runtime()
-        for what, given in (("image", image), ("mask", mask)):
-            if given is not None:
-                runtime.check_pixels("diffusion", what, given)
+        runtime.check_images("diffusion", image, mask)
         if image is None:
-            if mask is not None:
-                raise InputError("diffusion: a mask was given without an image: give the image it marks (image=…)")
             return {}
-        if mask is not None and mask.pixels.shape[-2:] != image.pixels.shape[-2:]:
-            (mh, mw), (ih, iw) = mask.pixels.shape[-2:], image.pixels.shape[-2:]
-            raise InputError(
-                f"diffusion: the mask is {mw}×{mh} pixels but the image is {iw}×{ih}: give a mask of the image's size"
-            )
-        side, dev, strength = self.model.cfg.image_size, self.config.device, self.config.strength
-        edit = {"image": runtime.resized(image.pixels, side, side).to(dev)}
+        side, dev = self.model.cfg.image_size, self.config.device
+        edit = {"image": runtime.resized(image.pixels, side, side).to(dev), "method": self.config.edit}
         if mask is not None:
             edit["repaint"] = runtime.resized(mask.pixels.mean(1, keepdim=True), side, side).to(dev)
-        default = SHAPES_EDIT_STRENGTH if mask is None else SHAPES_REPAINT_STRENGTH
-        return {**edit, "strength": default if strength is None else strength}
+        return {**edit, "strength": edit_strength(self.config.strength, mask is not None)}
 
 
 @hookimpl

@@ -22,7 +22,7 @@ import torch
 
 from loom.core import ConfigError, Embedding, Image, InputError, Latent, WeightsError
 
-from .sampling import make_scheduler
+from .sampling import edit_strength, make_scheduler
 
 _parts: dict[tuple, object] = {}
 _lock = threading.Lock()
@@ -250,13 +250,7 @@ def check_request(component, pipe, image: Image | None, mask: Image | None) -> N
     or a 9-channel one (an inpainting model, which needs an image and a mask)."""
     step, folder = component.step_name, component.config.model
     channels = _unet_config(pipe.unet).in_channels
-    for what, given in (("image", image), ("mask", mask)):
-        if given is not None:
-            check_pixels(step, what, given)
-    if mask is not None and image is None:
-        raise InputError(
-            f"{step}: a mask was given without an image: give the image it marks too (image=…, or --image)"
-        )
+    check_images(step, image, mask)
     if channels == 9 and mask is None:
         raise InputError(
             f"{step}: {folder!r} holds an inpainting model (its UNet takes 9 channels): give an image and a mask "
@@ -267,7 +261,21 @@ def check_request(component, pipe, image: Image | None, mask: Image | None) -> N
             f"{step}: the UNet in {folder!r} takes {channels} input channels; Loom edits images with text-to-image "
             "(4-channel) and inpainting (9-channel) UNets only: use another folder"
         )
-    if mask is not None and mask.pixels.shape[-2:] != image.pixels.shape[-2:]:
+
+
+def check_images(step: str, image: Image | None, mask: Image | None) -> None:
+    """A one-line InputError unless a request's image and mask can go together: RGB batches, no
+    mask without an image, a mask of the image's size."""
+    for what, given in (("image", image), ("mask", mask)):
+        if given is not None:
+            check_pixels(step, what, given)
+    if mask is None:
+        return
+    if image is None:
+        raise InputError(
+            f"{step}: a mask was given without an image: give the image it marks too (image=…, or --image)"
+        )
+    if mask.pixels.shape[-2:] != image.pixels.shape[-2:]:
         (mh, mw), (ih, iw) = mask.pixels.shape[-2:], image.pixels.shape[-2:]
         raise InputError(
             f"{step}: the mask is {mw}×{mh} pixels but the image is {iw}×{ih}: give a mask of the image's size"
@@ -306,11 +314,6 @@ def resized(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return out.clamp(0, 1)
 
 
-def _strength(cfg, inpaint: bool) -> float:
-    # diffusers' defaults: 0.8 for image-to-image, a full repaint (1.0) for inpainting
-    return cfg.strength if cfg.strength is not None else (1.0 if inpaint else 0.8)
-
-
 def _edit_pipe(component, pipe, inpaint: bool):
     """diffusers' image-to-image or inpainting pipeline sharing ``pipe``'s parts and scheduler."""
     from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
@@ -333,7 +336,7 @@ def edit(component, pipe, generators: list, image: Image, mask: Image | None, ou
     runner = _edit_pipe(component, pipe, inpaint)
     height, width = edit_size(component, runner.vae_scale_factor, image)
     pixels = resized(image.pixels, height, width)
-    strength = _strength(cfg, inpaint)
+    strength = edit_strength(cfg.strength, inpaint)
     if int(cfg.steps * strength) == 0:  # diffusers' own count of the steps left
         xl = _is_xl(runner)
         latents = vae_encode(runner.vae, pixels, generators, xl)

@@ -15,6 +15,20 @@ from typing import Literal
 #: ldm9, 0.85 against 0.80: within the noise of 100 prompts.)
 SHAPES_GUIDANCE = 2.0
 
+#: Strength of an edit when a request gives none, diffusers' defaults for every diffusion step:
+#: image-to-image keeps something of the image, inpainting repaints the masked part entirely.
+EDIT_STRENGTH = 0.8
+REPAINT_STRENGTH = 1.0
+
+
+def edit_strength(strength: float | None, inpaint: bool) -> float:
+    """The strength an edit runs at: the request's, else :data:`REPAINT_STRENGTH` with a mask or
+    :data:`EDIT_STRENGTH` without."""
+    if strength is not None:
+        return strength
+    return REPAINT_STRENGTH if inpaint else EDIT_STRENGTH
+
+
 #: Scheduler names and the diffusers class (and options) each maps to; ``default`` keeps the
 #: folder's own scheduler. Every scheduler is built with ``from_config`` from the folder's.
 SCHEDULERS: dict[str, tuple[str | None, dict]] = {

@@ -29,6 +29,10 @@ from .sampling import SCHEDULERS, SHAPES_GUIDANCE, make_scheduler
 
 #: The autoencoder's weights, beside the UNet's in ``model.safetensors``.
 AUTOENCODER_NAME = "autoencoder.safetensors"
+#: DiffEdit's threshold: a latent belongs to the changed region where the caption moves the noise
+#: prediction by more than this share of the most it moves any latent of the image. 0.2 and 0.3
+#: scored alike on 40 recolour tasks (0.850); 0.5 left parts of objects out (0.750).
+CHANGED_SHARE = 0.3
 
 
 class ShapesDiffusionConfig(TextConditionedConfig):
@@ -181,6 +185,7 @@ class ShapesDiffusionModel(SavedModel):
         image=None,
         repaint=None,
         strength: float = 1.0,
+        method: str = "diffedit",
     ):
         """Images (B×3×64×64 in [0, 1]) for the caption embeddings; item i's noise comes from
         ``generators[i]`` alone. With ``guidance_scale`` > 1, classifier-free guidance against
@@ -190,7 +195,8 @@ class ShapesDiffusionModel(SavedModel):
         Edits (``image``: B×3×64×64 in [0, 1]): SDEdit, the image's latents noised to
         ``strength`` × the schedule with the item's own noise, then the remaining steps
         (strength 1: from pure noise; a strength that leaves no step: the image's round trip).
-        With ``repaint`` too (B×1×64×64, white = repaint): after every step the latents outside
+        With ``method`` "diffedit" and strictly between those, the region the prompt changes
+        (:meth:`changed_region`) is repainted from noise instead. With ``repaint`` too (B×1×64×64, white = repaint): after every step the latents outside
         the mask (max-pooled to latent size, so a latent touching it is free) are replaced by the
         image's latents noised to that step's level (the same noise), and the decoded result is
         composited with ``image`` in pixel space, so unmasked pixels stay exactly."""
@@ -203,6 +209,9 @@ class ShapesDiffusionModel(SavedModel):
         noise = randn_tensor((b, self.cfg.channels, size, size), generator=list(generators), device=tokens.device)
         known = None if image is None else self.fold(image)
         strength = 1.0 if known is None else strength
+        if method == "diffedit" and repaint is None and 0 < int(steps * strength) < steps:
+            repaint = self.changed_region(known, tokens, mask, pooled, strength, generators)
+            strength = 1.0
         timesteps = self._timesteps(sched, steps, strength)
         if strength >= 1 or not len(timesteps):
             x = noise * sched.init_noise_sigma if strength >= 1 else known
@@ -221,6 +230,31 @@ class ShapesDiffusionModel(SavedModel):
                 progress(i + 1, len(timesteps), "denoising step")
         pixels = self.unfold(x).clamp(0, 1)
         return pixels if repaint is None else repaint * pixels + (1 - repaint) * image
+
+    def changed_region(self, known, tokens, mask, pooled, level: float, generators, samples: int = 4):
+        """Where the caption asks the image (latents ``known``) to change, B×1×64×64 (1 = change):
+        DiffEdit (Couairon et al., 2023) against the empty condition. The latents are noised to
+        ``level`` of the schedule ``samples`` times with each item's own noise; where the noise
+        predictions with and without the caption differ most (over :data:`CHANGED_SHARE` of the
+        item's largest difference), grown by one latent, is the region.
+
+        Measured on 40 recolour tasks (docs/diffusion.md, "Editing with the Shapes model"): SDEdit
+        kept the old colour at the strengths an edit runs at; a found region repainted from noise
+        recoloured the object and kept the rest."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        b, c, size, _ = known.shape
+        noise = randn_tensor((b, samples * c, size, size), generator=list(generators), device=known.device)
+        t = torch.full((b,), max(0, round(level * self.cfg.num_train_timesteps) - 1), device=known.device)
+        schedule, condition = noise_schedule(self.cfg), _guided(tokens, mask, pooled)
+        differ = 0
+        for eps in noise.chunk(samples, dim=1):
+            x = schedule.add_noise(known, eps, t)
+            uncond, cond = self(torch.cat([x, x]), torch.cat([t, t]), *condition).chunk(2)
+            differ = differ + (cond - uncond).abs().mean(1, keepdim=True)
+        region = (differ > CHANGED_SHARE * differ.amax((-2, -1), keepdim=True)).float()
+        region = F.max_pool2d(region, 3, stride=1, padding=1)
+        return F.interpolate(region, size=self.cfg.image_size, mode="nearest")
 
     def _scheduler(self, name: str, steps: int, device):
         base = noise_schedule(self.cfg)
