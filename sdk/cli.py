@@ -488,6 +488,8 @@ def reproduce(
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Images per step (family default if unset).")
 @click.option("--lr", type=float, default=None, help="Peak learning rate (family default if unset).")
+@click.option("--base", default=None, help="loom train lora: the generator or trained folder the adapter is for.")
+@click.option("--rank", type=click.IntRange(1), default=None, help="loom train lora: rank of the adapter.")
 @click.option("-O", "--option", "extra", multiple=True, metavar="KEY=VALUE", help="A family option (repeatable).")
 @click.option(
     "--checkpoint-every", default=500, show_default=True, type=click.IntRange(1), help="Steps between checkpoints."
@@ -499,13 +501,16 @@ def reproduce(
     help="Also keep the generator every N steps in snapshots/step-N (choose one with loom eval snapshots).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def train(family, data, batch_size, lr, extra, quiet, **settings) -> None:
+def train(family, data, batch_size, lr, base, rank, extra, quiet, **settings) -> None:
     """Train generator FAMILY (vae, ...) on a world (--data shapes, sounds, ...) or a folder of captioned images.
 
     A folder holds images with a same-name .txt caption each, or a metadata.jsonl with
     file_name and text per line. The output folder is a generator (--generator FOLDER) and a
     checkpoint: Ctrl-C saves it, --resume FOLDER continues it, and --init FOLDER starts a new
     run from it (to fine-tune with other options or data).
+
+    FAMILY lora trains a LoRA adapter of --base (default: the shipped diffusion model) on the
+    data: the output folder is an adapter (adapters: [{path: FOLDER, scale: 1.0}]).
     """
     import loom
     from loom.core import InputError
@@ -520,12 +525,20 @@ def train(family, data, batch_size, lr, extra, quiet, **settings) -> None:
         options["batch_size"] = batch_size
     if lr is not None:
         options["lr"] = lr
+    for key, value in (("base", base), ("rank", rank)):
+        if value is not None:
+            if family != "lora":
+                raise InputError(f"--{key} is for `loom train lora`; {family!r} has no {key}")
+            options[key] = value
     if settings["resume"] and options:
         raise InputError("--resume keeps the run's own options; leave out --batch-size, --lr and --option")
     command = shlex.join(["loom", *sys.argv[1:]])
     # the other options (steps, minutes, out, resume, init, seed, checkpoint_every, keep_every) are loom.train's own
     folder = loom.train(family, data, options=options or None, progress=not quiet, command=command, **settings)
-    click.echo(f"wrote {folder}; generate with --generator {folder}")
+    if family == "lora":
+        click.echo(f"wrote {folder}; load it with the step option adapters: [{{path: {folder}, scale: 1.0}}]")
+    else:
+        click.echo(f"wrote {folder}; generate with --generator {folder}")
 
 
 def yaml_value(text: str):

@@ -10,7 +10,9 @@ A record keeps the SHA-256 of each step's weights files (:func:`weights_digests`
 (:func:`weights_folder`): the folder named by the component's ``capabilities.weights_option``
 config value, else its class's packaged ``default_weights`` folder. ``loom reproduce`` refuses a
 step whose files now differ (:func:`weights_problem`). Weights found otherwise (a transformers or
-diffusers model by hub id or folder) are not hashed.
+diffusers model by hub id or folder) are not hashed. A step with LoRA adapters (a config option
+``adapters`` of entries with ``path`` and ``scale``) keeps each adapter's path, SHA-256 and scale
+(:func:`adapter_digests`), and ``loom reproduce`` refuses an adapter file that changed, by name.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ def run_record(pipeline, inputs: Data, facts: dict, given: "Mapping[str, Data] |
                 "plugin_version": e.plugin_version,
                 "class": f"{e.cls.__module__}.{e.cls.__qualname__}",
                 **({"weights": w} if (w := weights_digests(c)) is not None else {}),
+                **({"adapters": a} if (a := adapter_digests(c)) else {}),
             }
             for i, (e, c) in enumerate(zip(pipeline.entries, pipeline.components))
         ],
@@ -141,10 +144,16 @@ def _file_sha256(path: Path) -> str:
 def weights_problem(pipeline: Any, record: Mapping) -> str | None:
     """Why ``pipeline`` (built from ``record``'s spec) would not run on the weights the record was
     made with, or None. A step whose weights folder the spec names must have recorded digests; a
-    packaged default without them (a record from an older Loom) is taken as it is installed."""
-    recorded = {e.get("step"): e.get("weights") for e in record.get("components") or [] if isinstance(e, Mapping)}
+    packaged default without them (a record from an older Loom) is taken as it is installed. A
+    step's adapter files must have the SHA-256 it recorded (:func:`adapters_problem`)."""
+    entries = [e for e in record.get("components") or [] if isinstance(e, Mapping)]
+    recorded = {e.get("step"): e.get("weights") for e in entries}
+    adapters = {e.get("step"): e.get("adapters") for e in entries}
     for step, (spec_step, component) in enumerate(zip(pipeline.spec.steps, pipeline.components), start=1):
         where, want, now = f"step {step} ({spec_step.component!r})", recorded.get(step), weights_digests(component)
+        problem = adapters_problem(where, adapters.get(step), adapter_digests(component))
+        if problem:
+            return problem
         option = component.capabilities.weights_option
         named = bool(option and getattr(component.config, option, None))
         if want is None and now is not None and named:
@@ -168,6 +177,50 @@ def _digests_problem(where: str, folder: Path | None, want: Any, now: dict[str, 
             return (
                 f"{where}: weights file {file!r} is not the one the record was made with "
                 f"(SHA-256 {now[name][:12]}…, recorded {str(want[name])[:12]}…)"
+            )
+    return None
+
+
+# -- adapters ------------------------------------------------------------------------------------
+
+
+def _adapter_file(adapter: Any) -> Path:
+    # an adapter entry names its safetensors file (``file()``: a folder's adapter.safetensors), else ``path`` is it
+    return Path(adapter.file()) if callable(getattr(adapter, "file", None)) else Path(adapter.path).expanduser()
+
+
+def adapter_digests(component: Any) -> list[dict] | None:
+    """Each LoRA adapter of ``component`` (its config's ``adapters``) as ``{"path", "sha256", "scale"}``, in
+    order (``sha256`` None for a file that is not there); None when it has none."""
+    entries = getattr(component.config, "adapters", None)
+    if not entries:
+        return None
+    kept = []
+    for adapter in entries:
+        file = _adapter_file(adapter)
+        sha256 = _file_sha256(file) if file.is_file() else None
+        kept.append({"path": str(adapter.path), "sha256": sha256, "scale": float(adapter.scale)})
+    return kept
+
+
+def adapters_problem(where: str, want: Any, now: list[dict] | None) -> str | None:
+    """Why a step's adapters (``now``, :func:`adapter_digests`) are not the ones its record keeps (``want``), or
+    None: a file that is missing or has another SHA-256 is named."""
+    if want is None:
+        return f"{where}: the record keeps no SHA-256 of its adapter files" if now else None
+    if not isinstance(want, list) or not all(isinstance(w, Mapping) for w in want):
+        return f"{where}: the record's adapters are not a list of {{path, sha256, scale}}"
+    now = now or []
+    if len(want) != len(now):
+        return f"{where}: the record keeps {len(want)} adapter(s), the spec names {len(now)}"
+    for kept, found in zip(want, now):
+        recorded = str(kept.get("sha256"))[:12]
+        if found["sha256"] is None:
+            return f"{where}: adapter file {found['path']!r}, recorded with SHA-256 {recorded}…, is missing"
+        if found["sha256"] != kept.get("sha256"):
+            return (
+                f"{where}: adapter file {found['path']!r} is not the one the record was made with "
+                f"(SHA-256 {found['sha256'][:12]}…, recorded {recorded}…)"
             )
     return None
 

@@ -85,11 +85,20 @@ def encode_captions(captions: list[str], batch_size: int = 128, progress: bool =
     return result
 
 
-def trainer_class(family: str) -> type[Trainer]:
-    """The Trainer of the registered generator ``family``, or an error listing the trainable ones."""
+#: ``loom train lora``: an adapter of the generator the ``base`` option names (a registered name or
+#: a trained folder; default :data:`ADAPTER_BASE`), trained by that generator's ``adapter_trainer``.
+ADAPTER_FAMILY = "lora"
+ADAPTER_BASE = "diffusion"
+
+
+def trainer_class(family: str, options: dict | None = None) -> type[Trainer]:
+    """The Trainer of the registered generator ``family`` (for :data:`ADAPTER_FAMILY`, of the
+    ``base`` in ``options``), or an error listing the trainable ones."""
     from loom.core import get_registry
 
     registry = get_registry()
+    if family == ADAPTER_FAMILY:
+        return _adapter_trainer(registry, (options or {}).get("base") or ADAPTER_BASE)
     entry = registry.get(family)
     target = getattr(entry.cls, "trainer", None)
     if target is None:
@@ -97,6 +106,28 @@ def trainer_class(family: str) -> type[Trainer]:
         raise InputError(
             f"{family!r} cannot be trained: it declares no trainer (trainable: {', '.join(trainable) or 'none'})"
         )
+    return _imported(target)
+
+
+def _adapter_trainer(registry, base: str) -> type[Trainer]:
+    """The adapter trainer of the generator ``base`` names, or its trained folder's family."""
+    config = Path(base) / "config.json"
+    name = base
+    if config.is_file():
+        try:
+            name = json.loads(config.read_text()).get("family") or base
+        except (ValueError, AttributeError):
+            raise InputError(f"--base {base!r}: its config.json is not a JSON object") from None
+    target = getattr(registry.get(name).cls, "adapter_trainer", None)
+    if target is None:
+        able = sorted(e.name for e in registry.components("generator") if getattr(e.cls, "adapter_trainer", None))
+        raise InputError(
+            f"--base {base!r}: no adapter can be trained for it (adapters train for: {', '.join(able) or 'none'})"
+        )
+    return _imported(target)
+
+
+def _imported(target) -> type[Trainer]:
     if isinstance(target, str):
         module, _, attr = target.partition(":")
         target = getattr(importlib.import_module(module), attr)
@@ -272,7 +303,7 @@ class TrainingRun:
             self._plan_new()
         if self.steps is None and self.minutes is None:
             self.steps = 3000
-        self.trainer_type = trainer_class(self.family)
+        self.trainer_type = trainer_class(self.family, self.options)
         try:
             self.opts = self.trainer_type.Options.model_validate(self.options or {})
         except Exception as err:

@@ -16,6 +16,7 @@ import loom
 from loom.chains import Pipeline
 from loom.core import ConfigError, Embedding, InputError, Latent, Text, WeightsError, discover, hookimpl
 from loom.plugins.diffusion import SCHEDULERS, SDDenoiser, SDTextEncoder, SDVAEDecode, StableDiffusion
+from loom.plugins.diffusion.tiny import build_tiny_controlnet
 
 PROMPTS = ["a photo of a cat", "a red circle on a blue background"]
 SIZE = {"width": 32, "height": 32}
@@ -277,6 +278,7 @@ def test_the_diffusion_plugin_passes_the_conformance_kit(tiny_sd, tmp_path):
             "sd-vae-decode": {"model": folder},
             "sd-vae-encode": {"model": folder},
             "diffusion": {"weights": shapes_folder, "steps": 2},
+            "sd-controlnet": {**fast, "controlnet": build_tiny_controlnet(folder, tmp_path / "controlnet")},
         },
         inputs={"sd-denoiser": embeddings, "sd-vae-decode": latents},
     )
@@ -428,6 +430,7 @@ def test_registry_lists_the_diffusion_components():
         "sd-denoiser",
         "sd-vae-decode",
         "sd-vae-encode",
+        "sd-controlnet",
         "diffusion",
     ]
     kinds = {e.name: (e.cls.input_type.kind, e.cls.output_type.kind) for e in registry.components()}

@@ -14,6 +14,10 @@ Components (all registered by this plugin):
 - ``diffusion`` (Embedding → Image): a small text-conditional UNet trained by ``loom train
   diffusion`` on Shapes, conditioned on the ``text-encoder`` step's token embeddings.
 
+``stable-diffusion``, ``sd-text-encoder``, ``sd-denoiser`` and ``diffusion`` take LoRA ``adapters``
+(``[{path, scale}]``, loaded at setup into the parts each step runs; see :mod:`.adapters` and
+docs/adapters.md).
+
 This module imports no torch or diffusers: they load in ``setup()`` (see :mod:`.runtime`).
 """
 
@@ -39,6 +43,7 @@ from loom.core import (
 )
 from loom.plugins.common import DEVICES, WEIGHTS_NAME, check_embeddings, weights_validator
 from loom.plugins.common import check_folder as check_trained_folder
+from loom.plugins.common.adapters import AdapterOptions
 
 # SCHEDULERS is read from here too (tests, benches): the scheduler names are part of the plugin's face
 from .sampling import EDIT_STRENGTH, REPAINT_STRENGTH, SCHEDULERS, SHAPES_GUIDANCE, SchedulerName, edit_strength  # noqa: F401
@@ -144,7 +149,10 @@ class _Diffusers:
         return _resolve_device(self.config.device)
 
     def load_pipeline(self, **kwargs):
-        return _runtime().load_pipeline(self.config, self.device, skip=self.skip, **kwargs)
+        adapters = getattr(self.config, "adapters", ())  # LoRA adapters, on the steps that take them
+        return _runtime().load_pipeline(
+            self.config, self.device, skip=self.skip, adapters=adapters, step=self.step_name, **kwargs
+        )
 
 
 _CAPS = Capabilities(has_weights=True, devices=("cpu", "cuda", "mps"))
@@ -164,7 +172,7 @@ class StableDiffusion(_Diffusers, Generator):
     optional = frozenset(_EDITS)
     step_name = "stable-diffusion"
 
-    class Config(ModelOptions, SamplingOptions):
+    class Config(ModelOptions, SamplingOptions, AdapterOptions):
         negative_prompt: str = Field("", description="what to steer away from (with guidance_scale > 1)")
         safety_checker: bool = Field(True, description="run the folder's safety checker, if it has one")
 
@@ -190,7 +198,7 @@ class SDTextEncoder(_Diffusers, Encoder):
     step_name = "sd-text-encoder"
     skip = ("unet", "vae", "safety_checker", "feature_extractor", "image_encoder")
 
-    class Config(ModelOptions):
+    class Config(ModelOptions, AdapterOptions):
         negative_prompt: str = Field("", description="encoded as each item's negative embedding")
         batch_size: int = Field(1, ge=1, le=256, description="prompts per encoder call")
 
@@ -226,7 +234,7 @@ class SDDenoiser(_Diffusers, Generator):
         "image_encoder",
     )
 
-    class Config(ModelOptions, SamplingOptions):
+    class Config(ModelOptions, SamplingOptions, AdapterOptions):
         pass
 
     def __init__(self, config=None, **options):
@@ -293,6 +301,56 @@ class SDVAEEncode(_Diffusers, Encoder):
         return _runtime().encode_image(self, inputs, generators)
 
 
+class SDControlNet(_Diffusers, Generator):
+    """A diffusers Stable Diffusion folder steered by a ControlNet: prompts and a request's ``control``
+    picture (edges, depth, pose: what the ControlNet was trained on) in, images out, as diffusers'
+    StableDiffusionControlNetPipeline (the SDXL one for an SDXL folder) makes them. The output has the
+    control's size (sides rounded down to the VAE's factor) unless width and height are set."""
+
+    description = "prompt + control image → image with a diffusers pipeline folder and a ControlNet (SD 1.x/2.x/XL)"
+    capabilities = _CAPS.model_copy(update={"weights_option": "controlnet"})  # the record keeps its digests
+    input_type = Text
+    output_type = Image
+    takes = {"control": Image}
+    step_name = "sd-controlnet"
+    skip = ("controlnet",)  # a ControlNet pipeline folder's own ControlNet: option controlnet names the one used
+
+    class Config(ModelOptions, SamplingOptions):
+        controlnet: str = Field(
+            description="diffusers ControlNetModel folder (config.json + weights) or a hub id in the HF cache"
+        )
+        conditioning_scale: float = Field(
+            1.0, ge=0.0, le=2.0, description="how strongly the control steers (0: not at all)"
+        )
+        negative_prompt: str = Field("", description="what to steer away from (with guidance_scale > 1)")
+        safety_checker: bool = Field(True, description="run the folder's safety checker, if it has one")
+
+        @model_validator(mode="after")
+        def _draws_from_noise(self):
+            if self.strength is not None:
+                raise ValueError("strength is for image-to-image; sd-controlnet draws from noise (leave it unset)")
+            return self
+
+    def __init__(self, config=None, **options):
+        super().__init__(config, **options)
+        self._init_batch()
+
+    def setup(self) -> None:
+        from . import controlnet
+
+        self.pipe = controlnet.load(self)
+
+    def run(self, inputs: Text, generators: list, control: Image) -> Image:
+        from . import controlnet
+
+        return controlnet.generate(self, self.pipe, inputs.items, generators, control)
+
+    def save_weights(self, folder: "str | Path") -> Path:
+        from . import controlnet
+
+        return controlnet.save(self, folder)
+
+
 # -- Loom's own Shapes diffusion family --------------------------------------------------------
 
 
@@ -310,6 +368,8 @@ class ShapesDiffusion(Generator):
     description = "text embedding (+ image, mask) → 64×64 image (small diffusion UNet trained on Shapes)"
     default_weights: ClassVar[Path] = Path(__file__).parent / "weights"
     trainer = "loom.plugins.diffusion.training:DiffusionTrainer"
+    #: what `loom train lora --base diffusion` trains: a LoRA adapter of the UNet
+    adapter_trainer = "loom.plugins.diffusion.lora_training:LoraTrainer"
     capabilities = Capabilities(has_weights=True, weights_option="weights", devices=("cpu", "cuda"))
     input_type = Embedding
     output_type = Image
@@ -317,7 +377,7 @@ class ShapesDiffusion(Generator):
     optional = frozenset(_EDITS)
     micro_batch = 8
 
-    class Config(ComponentConfig):
+    class Config(AdapterOptions):
         weights: str | None = Field(None, description="trained folder; None for the shipped default")
         scheduler: SchedulerName = Field("dpm++2m", description="sampler")
         steps: int = Field(20, ge=1, le=1000, description="denoising steps")
@@ -356,9 +416,19 @@ class ShapesDiffusion(Generator):
                 "weights: runs/diffusion (or --generator runs/diffusion)"
             )
         self.model = self.model_class().from_folder(check_folder(folder), self.config.device)
+        if self.config.adapters:
+            from .adapters import load_into_unet
+
+            with _runtime().quiet_loading():
+                load_into_unet("diffusion", self.model.unet, self.config.adapters)
 
     def save_weights(self, folder: "str | Path") -> Path:
-        return self.model.save(folder)
+        model = self.model
+        if self.config.adapters:  # the folder keeps the trained weights; the adapters stay an option
+            from .adapters import without_adapters
+
+            model = without_adapters(model)
+        return model.save(folder)
 
     def run(self, inputs: Embedding, generators: list, image: Image | None = None, mask: Image | None = None) -> Image:
         check_embeddings(inputs, self.model.cfg, "diffusion model")
@@ -398,4 +468,5 @@ def loom_register_components(register):
     register("sd-denoiser", SDDenoiser)
     register("sd-vae-decode", SDVAEDecode)
     register("sd-vae-encode", SDVAEEncode)
+    register("sd-controlnet", SDControlNet)
     register("diffusion", ShapesDiffusion)

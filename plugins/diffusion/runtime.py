@@ -22,6 +22,7 @@ import torch
 
 from loom.core import ConfigError, Embedding, Image, InputError, Latent, WeightsError
 
+from .adapters import for_pipeline as adapter_plan
 from .sampling import edit_strength, make_scheduler
 
 _parts: dict[tuple, object] = {}
@@ -130,9 +131,12 @@ def _wrap_load_error(folder: Path, err: Exception) -> WeightsError:
     return WeightsError(f"the diffusers pipeline in {str(folder)!r} could not be loaded: {type(err).__name__}: {first}")
 
 
-def load_pipeline(config, device: str, skip=(), sampling=None, safety_checker: bool = True):
+def load_pipeline(config, device: str, skip=(), sampling=None, safety_checker: bool = True, adapters=(), step=""):
     """A diffusers pipeline for ``config.model`` with the parts in ``skip`` left out, its scheduler
-    and UNet set up from ``sampling`` (scheduler name, speed options, CPU offload)."""
+    and UNet set up from ``sampling`` (scheduler name, speed options, CPU offload), and the LoRA
+    ``adapters`` (:mod:`.adapters`) loaded into the parts they change, each such part its own copy
+    (shared only with steps that load the same adapter files at the same scales). ``step`` names
+    the step in errors."""
     from diffusers import DiffusionPipeline
 
     folder = resolve_model(config.model, config.download)
@@ -152,6 +156,11 @@ def load_pipeline(config, device: str, skip=(), sampling=None, safety_checker: b
     skipped = set(skip)
     if not safety_checker:
         skipped |= {"safety_checker", "feature_extractor"}
+    loras = None
+    if adapters:
+        loaded = [n for n, v in index.items() if isinstance(v, list) and v[0] is not None and n not in skipped]
+        with quiet_loading():
+            loras = adapter_plan(step or "diffusers", adapters, folder, index, loaded)
     with _lock:
         given, fresh = {}, []
         for name, value in index.items():
@@ -161,6 +170,8 @@ def load_pipeline(config, device: str, skip=(), sampling=None, safety_checker: b
                 given[name] = None
                 continue
             key = (str(folder), name, str(dtype), device, variant if name == "unet" else None)
+            if loras is not None and loras.touches(name):
+                key += (loras.signature(name),)
             if offload == "none" and key in _parts:
                 given[name] = _parts[key]
             else:
@@ -173,6 +184,9 @@ def load_pipeline(config, device: str, skip=(), sampling=None, safety_checker: b
         if offload == "none":
             pipe.to(device)
         for name, key in fresh:
+            if loras is not None and loras.touches(name):
+                with quiet_loading():
+                    loras.load(name, getattr(pipe, name))
             if name == "unet" and sampling is not None:
                 pipe.unet = speed_up(pipe.unet, sampling)
             if offload == "none":

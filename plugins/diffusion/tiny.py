@@ -234,3 +234,25 @@ def build_tiny_inpaint_pipeline(folder: "str | Path", xl: bool = False):
     """Write a tiny inpainting pipeline (SD-1.x-shaped, or SDXL-shaped with ``xl``) whose UNet takes
     9 channels into ``folder``; the other parts equal the text-to-image tiny pipeline's."""
     return (build_tiny_xl_pipeline if xl else build_tiny_pipeline)(folder, inpaint=True)
+
+
+def build_tiny_controlnet(pipeline_folder, folder, seed=0) -> str:
+    """A ControlNetModel made from the UNet of ``pipeline_folder`` (diffusers' ``from_unet``), saved in
+    ``folder``. Its zero-initialised convolutions (the control encoder's last one, the down-block and
+    mid-block outputs) are drawn at random, else the control would change nothing; its control encoder
+    halves images once, as the tiny VAE does (SD's halves them three times, as SD's VAE)."""
+    import torch
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(Path(pipeline_folder) / "unet")
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16))
+    g = torch.Generator().manual_seed(seed)
+    control_out = net.controlnet_cond_embedding.conv_out
+    with torch.no_grad():
+        for conv in [*net.controlnet_down_blocks, net.controlnet_mid_block, control_out]:
+            assert not conv.weight.any()  # as from_unet makes it: the ControlNet starts as a no-op
+            # the control encoder's output loud enough that two controls give clearly different images
+            torch.nn.init.normal_(conv.weight, std=4.0 if conv is control_out else 0.1, generator=g)
+            torch.nn.init.normal_(conv.bias, std=0.1, generator=g)
+    net.save_pretrained(str(folder))
+    return str(folder)

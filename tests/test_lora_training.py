@@ -1,0 +1,85 @@
+"""``loom train lora`` (issue 34, part 2): a LoRA adapter of a Shapes diffusion model trained on the
+shared workflow (checkpoints, resume, samples), on a tiny random-weight base and a few images, a few
+steps only. The adapter is what ``adapters: [{path: FOLDER}]`` loads (tests/test_adapters.py)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+import loom
+from loom.cli import main
+from loom.core import InputError
+
+TINY_AUTOENCODER = {"block_out_channels": [8, 8, 8], "latent_channels": 4, "shift": 0.1, "scale": 2.0}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    from loom.plugins.diffusion import shapes
+
+    torch.manual_seed(0)
+    cfg = shapes.ShapesDiffusionConfig(block_out_channels=[32, 32], attention_head_dim=8, autoencoder=TINY_AUTOENCODER)
+    return str(shapes.ShapesDiffusionModel(cfg).save(tmp_path_factory.mktemp("lora-base") / "base"))
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Four captioned renders, as a user's folder."""
+    from PIL import Image
+
+    from loom.plugins.shapes.world import caption, render, sample_scene
+
+    folder = tmp_path_factory.mktemp("lora-data")
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        scene = sample_scene(rng)
+        Image.fromarray(render(scene, 64)).save(folder / f"{i}.png")
+        (folder / f"{i}.txt").write_text(caption(scene, rng))
+    return str(folder)
+
+
+def train(out, base, images, steps=2, **options):
+    return loom.train(
+        "lora",
+        images,
+        steps=steps,
+        out=out,
+        seed=1,
+        # one denoising step for the sample grid: the workflow draws it at every checkpoint
+        options={"base": base, "rank": 2, "batch_size": 2, "sample_steps": 1, **options},
+        progress=False,
+    )
+
+
+@pytest.mark.slow
+def test_a_few_steps_write_an_adapter_in_the_diffusers_layout_and_resume_where_they_stopped(tmp_path, base, images):
+    folder = train(tmp_path / "lora", base, images)
+    weights = load_file(str(folder / "adapter.safetensors"))
+    assert weights and all(k.startswith("unet.") and (".lora_A." in k or ".lora_B." in k) for k in weights)
+    ups = [v for k, v in weights.items() if ".lora_B." in k]
+    assert all(v.shape[1] == 2 for v in ups)  # rank 2
+    assert any(v.abs().max() > 0 for v in ups), "lora_B starts at zero: training moved it"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["family"] == "lora" and config["adapter"]["base"] == base and config["adapter"]["rank"] == 2
+    assert (folder / "samples.png").is_file() and (folder / "loss.png").is_file()
+    # two steps then one more on resume equal three in one go
+    loom.train("lora", steps=3, resume=folder, progress=False)
+    straight = train(tmp_path / "straight", base, images, steps=3)
+    resumed, whole = load_file(str(folder / "adapter.safetensors")), load_file(str(straight / "adapter.safetensors"))
+    assert resumed.keys() == whole.keys()
+    differ = {k: float((resumed[k] - whole[k]).abs().max()) for k in whole}
+    assert max(differ.values()) < 1e-3, differ
+
+
+def test_what_cannot_have_an_adapter_is_refused_in_one_line(tmp_path, images):
+    with pytest.raises(InputError, match="no adapter can be trained for it .adapters train for: diffusion"):
+        loom.train("lora", images, steps=1, out=tmp_path / "a", options={"base": "vae"}, progress=False)
+    with pytest.raises(InputError, match="neither 'diffusion' nor a folder"):
+        loom.train("lora", images, steps=1, out=tmp_path / "b", options={"base": str(tmp_path)}, progress=False)
+    res = CliRunner().invoke(main, ["train", "vae", "--rank", "4", "--steps", "1", "--out", str(tmp_path / "c")])
+    assert res.exit_code != 0 and "--rank is for `loom train lora`" in res.output
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
