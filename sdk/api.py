@@ -162,6 +162,7 @@ def generate(
     image: Any = None,
     mask: Any = None,
     strength: float | None = None,
+    control: Any = None,
 ) -> Result:
     """Generate from one prompt or a list of prompts with the default chain (images, or sounds for
     an Audio generator).
@@ -181,6 +182,7 @@ def generate(
     file, a PIL image or a loom :class:`Image`, or a list of them, one per prompt
     (:func:`loom.outputs.read_images`; a mask is grey, white = repaint). ``strength``: the
     ``strength`` option of every step that has one (how far an edit may move from the image).
+    ``control``: a control image for a step that takes one (``sd-controlnet``), read as ``image`` is.
 
     A request over :mod:`loom.limits` (items = prompts × count, pixels = size², seconds of a
     spoken prompt, pixels of a given image) is refused before any weights load, and so is an
@@ -197,7 +199,7 @@ def generate(
     if output is not None:
         check_output_path(output, pipeline.output_type)  # before any weights load
     inputs: Data = read_spoken_prompts(prompt_audio) if prompt_audio is not None else Text(prompt)
-    given = pipeline.check_given(read_images({"image": image, "mask": mask}), len(inputs))
+    given = pipeline.check_given(read_images({"image": image, "mask": mask, "control": control}), len(inputs))
     given = {name: type(data).concat([data] * count) for name, data in given.items()}  # as the inputs repeat
     paths = None if output is None else output_paths(output, len(inputs) * count)
     return run_in_chunks(pipeline, type(inputs).concat([inputs] * count), seed, paths, progress, given)
@@ -390,7 +392,7 @@ def reproduce(
     A record keeps text inputs themselves, and only a digest of other inputs (a spoken prompt's
     audio, say): give those again as ``inputs`` (a WAV/FLAC path, a list of paths, or the
     :class:`Audio`); they must match the recorded digest. The same holds for the named inputs a record
-    keeps digests of (``image=``, ``mask=``: the files given again, as :func:`generate` took them).
+    keeps digests of (``image=``, ``mask=``, ``control=``: the files given again, as :func:`generate` took them).
 
     A record is data, checked before anything loads: its spec must be a mapping of steps naming
     no Hugging Face hub id (nor ``download: true``) unless ``allow_download``, it may ask for at

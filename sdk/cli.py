@@ -43,6 +43,10 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
         click.echo(warnings.formatwarning(message, category, filename, lineno, line), err=True, nl=False)
 
 
+#: --control's help, on every command that takes one
+CONTROL_HELP = "A control image (for a step that takes one, e.g. sd-controlnet)."
+
+
 @click.group(cls=LoomGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="loom")
 def main() -> None:
@@ -244,6 +248,7 @@ def new_plugin(name: str, directory, kind: str) -> None:
 @completion_option("Rewrite the prompt into a full caption first, for a generator that reads only those (vae, gan).")
 @click.option("--image", default=None, type=click.Path(dir_okay=False), help="An image to edit (for an editing step).")
 @click.option("--mask", default=None, type=click.Path(dir_okay=False), help="A mask of --image: white = repaint.")
+@click.option("--control", default=None, type=click.Path(dir_okay=False), help=CONTROL_HELP)
 @click.option(
     "--strength", type=click.FloatRange(0, 1), default=None, help="How far an edit may move from --image (0 to 1)."
 )
@@ -259,6 +264,7 @@ def generate(
     complete: bool,
     image,
     mask,
+    control,
     strength,
     quiet: bool,
 ) -> None:
@@ -286,6 +292,7 @@ def generate(
         count=count,
         image=image,
         mask=mask,
+        control=control,
         strength=strength,
     )
     for words in result.provenance.get("heard") or []:
@@ -309,16 +316,20 @@ def generate(
     default=None,
     help="Output file type (default: png for an image chain, wav for an audio chain).",
 )
+@click.option("--image", default=None, type=click.Path(dir_okay=False), help="An image for every prompt (edits).")
+@click.option("--mask", default=None, type=click.Path(dir_okay=False), help="A mask of --image: white = repaint.")
+@click.option("--control", default=None, type=click.Path(dir_okay=False), help=CONTROL_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def run_spec(spec: str, output_dir: str, prompts, prompts_file, seed, file_format, quiet: bool) -> None:
+def run_spec(spec: str, output_dir: str, prompts, prompts_file, seed, file_format, quiet: bool, **images) -> None:
     """Run the chain in SPEC (YAML or JSON) on prompts; writes DIR/0001.png (or .wav for an
-    audio chain), ..., each as soon as it is made. Specs and requests over Loom's limits
-    (docs/limits.md) are refused before anything loads."""
+    audio chain), ..., each as soon as it is made. --image, --mask and --control go to every
+    prompt, for the steps that take them. Specs and requests over Loom's limits (docs/limits.md),
+    and images that cannot be read, are refused before anything loads."""
     import loom
     from loom.api import run_in_chunks
     from loom.core import InputError, Text
     from loom.limits import current
-    from loom.outputs import check_output_folder, format_for
+    from loom.outputs import check_output_folder, format_for, read_images
 
     texts = list(prompts) + (read_prompts(prompts_file) if prompts_file else [])
     if not texts:
@@ -331,8 +342,9 @@ def run_spec(spec: str, output_dir: str, prompts, prompts_file, seed, file_forma
     check_output_folder(out)
     if pipeline.input_type is not Text:
         raise InputError(f"{spec!r} takes {pipeline.input_type.kind} input, not prompts")
+    given = pipeline.check_given(read_images(images), len(texts))
     paths = [out / f"{i + 1:04d}{suffix}" for i in range(len(texts))]
-    run_in_chunks(pipeline, Text(texts), seed, paths, progress=not quiet)
+    run_in_chunks(pipeline, Text(texts), seed, paths, progress=not quiet, given=given)
     for path in paths:
         click.echo(str(path))
 
@@ -438,11 +450,14 @@ def batch_job(
 )
 @click.option("--image", default=None, type=click.Path(dir_okay=False), help="The image SOURCE was made from.")
 @click.option("--mask", default=None, type=click.Path(dir_okay=False), help="The mask SOURCE was made with.")
+@click.option(
+    "--control", default=None, type=click.Path(dir_okay=False), help="The control image SOURCE was made with."
+)
 @click.option("--check", is_flag=True, help="Compare the output with SOURCE's pixels or samples; exit 1 if not same.")
 @click.option("--allow-download", is_flag=True, help="Let the record name hub ids (fetched when not cached).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def reproduce(
-    source: str, output: str, inputs: tuple[str, ...], image, mask, check: bool, allow_download: bool, quiet: bool
+    source: str, output: str, inputs: tuple[str, ...], check: bool, allow_download: bool, quiet: bool, **images
 ) -> None:
     """Regenerate SOURCE (a PNG, WAV or FLAC file Loom wrote) from its embedded record:
     identical pixels or samples. The record is checked first: it names no hub id (unless
@@ -457,8 +472,7 @@ def reproduce(
         inputs=list(inputs) or None,
         allow_download=allow_download,
         check=check,
-        image=image,
-        mask=mask,
+        **images,
     )
     click.echo(output)
     if check:  # a difference raised above: "error: differs from SOURCE: max diff …", exit 1
