@@ -11,8 +11,11 @@ Components (all registered by this plugin):
   ``image``/``mask``) and ``sd-vae-decode`` (Latent → Image): the same folder as three typed
   pieces, so a chain can swap one of them. The three-step chain gives the same image as the
   one-step component. ``sd-vae-encode`` (Image → Latent) turns images into the latents they use.
+- ``sd-controlnet`` (Text → Image, taking ``control``): a pipeline folder steered by a diffusers
+  ControlNet folder and a control image (diffusers' ControlNet pipelines; :mod:`.controlnet`).
 - ``diffusion`` (Embedding → Image): a small text-conditional UNet trained by ``loom train
-  diffusion`` on Shapes, conditioned on the ``text-encoder`` step's token embeddings.
+  diffusion`` on Shapes, conditioned on the ``text-encoder`` step's token embeddings; it edits
+  (DiffEdit, SDEdit) and repaints given ``image`` and ``mask``.
 
 ``stable-diffusion``, ``sd-text-encoder``, ``sd-denoiser`` and ``diffusion`` take LoRA ``adapters``
 (``[{path, scale}]``, loaded at setup into the parts each step runs; see :mod:`.adapters` and
