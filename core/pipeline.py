@@ -138,8 +138,8 @@ class Pipeline:
                     raise InputError(f"{where}, but this request gives {key} as {type(value).__name__}")
         for key, value in given.items():
             if key not in self.takes:
-                takers = ", ".join(f"{s.component!r} ({', '.join(e.cls.takes)})" for s, e in steps if e.cls.takes)
-                raise InputError(f"no step of this chain takes {key!r}; steps that take inputs: {takers or 'none'}")
+                said = ", ".join(repr(s.component) + "".join(f" +{t}" for t in e.cls.takes) for s, e in steps)
+                raise InputError(f"no step of this chain takes {key!r}; its steps (+ the inputs they take): {said}")
             if len(value) not in (1, n):
                 raise InputError(f"{key} holds {len(value)} items for {n} inputs: give one per input, or one for all")
         return {key: value.take([0] * n) if len(value) != n else value for key, value in given.items()}

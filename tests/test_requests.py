@@ -194,8 +194,8 @@ def test_a_missing_required_input_is_named_before_anything_loads(registry):
 def test_an_input_no_step_takes_is_named(registry):
     with pytest.raises(InputError) as err:
         chain(registry, "plain").run(["a"], 0, mask=picture(1))
-    assert str(err.value) == "no step of this chain takes 'mask'; steps that take inputs: none"
-    with pytest.raises(InputError, match="no step of this chain takes 'control'; steps that take inputs: 'tint'"):
+    assert str(err.value) == "no step of this chain takes 'mask'; its steps (+ the inputs they take): 'plain'"
+    with pytest.raises(InputError, match=r"no step of this chain takes 'control'; its steps .* 'tint' \+image \+mask$"):
         chain(registry, "tint").run(["a"], 0, image=picture(1), control=picture(2))
     assert LOADED == []
 
