@@ -113,6 +113,10 @@ def _adapter_trainer(registry, base: str) -> type[Trainer]:
     """The adapter trainer of the generator ``base`` names, or its trained folder's family."""
     config = Path(base) / "config.json"
     name = base
+    if Path(base).is_dir() and not config.is_file():
+        raise InputError(
+            f"--base {base!r} is neither a generator's name nor a folder a training run wrote (no config.json)"
+        )
     if config.is_file():
         try:
             name = json.loads(config.read_text()).get("family") or base
