@@ -2,7 +2,7 @@
 
 The base model (the shipped one, or a folder ``loom train diffusion`` wrote) is frozen; peft adds
 low-rank matrices to its UNet's attention projections (``targets``), and only those train, on the
-same denoising loss as the model itself (:meth:`DiffusionTrainer._unet_step`'s, without an EMA: a
+same denoising loss as the model itself (:func:`.training.denoising_loss`, without an EMA: a
 few hundred steps on a few dozen images). The output folder is an adapter:
 
     adapter.safetensors   the LoRA weights in the diffusers layout (``unet.<module>.lora_A/B.weight``),
@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 from pydantic import Field
-from torch.nn import functional as F
 
 from loom.core import InputError
 from loom.core.files import atomic_path, write_json_atomic
@@ -24,6 +23,7 @@ from loom.core.training import Trainer, TrainerOptions
 from loom.plugins.common.training import warmup_cosine
 
 from .shapes import ShapesDiffusionModel, noise_schedule
+from .training import denoising_loss
 
 #: The adapter's weights file in its folder.
 ADAPTER_NAME = "adapter.safetensors"
@@ -86,18 +86,7 @@ class LoraTrainer(Trainer):
         lr = warmup_cosine(o.lr, progress, floor=0.1)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        g = self.generator
-        with torch.no_grad():
-            x0 = self.model.fold(batch.images)
-        b = x0.shape[0]
-        noise = torch.randn(x0.shape, generator=g)
-        t = torch.randint(0, self.schedule.config.num_train_timesteps, (b,), generator=g)
-        keep = (torch.rand(b, generator=g) >= o.cond_dropout).float()
-        tokens, pooled = batch.tokens * keep[:, None, None], batch.pooled * keep[:, None]
-        mask = torch.maximum(batch.mask.float(), 1 - keep[:, None])
-        noisy = self.schedule.add_noise(x0, noise, t)
-        target = noise if self.model.cfg.prediction_type == "epsilon" else self.schedule.get_velocity(x0, noise, t)
-        loss = F.mse_loss(self.model(noisy, t, tokens, mask, pooled), target)
+        loss = denoising_loss(self.model, self.schedule, batch, self.generator, o.cond_dropout)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)

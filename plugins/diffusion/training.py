@@ -76,6 +76,26 @@ class DiffusionOptions(TrainerOptions):
         return widths
 
 
+def denoising_loss(model: ShapesDiffusionModel, schedule, batch, generator: torch.Generator, cond_dropout: float):
+    """The loss the model's UNet (and a LoRA of it) trains on: the batch's latents noised at random
+    timesteps, the noise or velocity predicted (the model's ``prediction_type``), a share
+    ``cond_dropout`` of the captions replaced by the empty condition; every draw from ``generator``."""
+    with torch.no_grad():
+        x0 = model.fold(batch.images)
+    b = x0.shape[0]
+    noise = torch.randn(x0.shape, generator=generator)
+    t = torch.randint(0, schedule.config.num_train_timesteps, (b,), generator=generator)
+    # the empty condition (zeros) stands in for some captions, so sampling can guide against it
+    drop = (torch.rand(b, generator=generator) < cond_dropout).float()
+    keep = 1 - drop
+    tokens = batch.tokens * keep[:, None, None]
+    pooled = batch.pooled * keep[:, None]
+    mask = torch.maximum(batch.mask.float(), drop[:, None])
+    noisy = schedule.add_noise(x0, noise, t)
+    target = noise if model.cfg.prediction_type == "epsilon" else schedule.get_velocity(x0, noise, t)
+    return F.mse_loss(model(noisy, t, tokens, mask, pooled), target)
+
+
 class DiffusionTrainer(Trainer):
     family = "diffusion"
     Options = DiffusionOptions
@@ -185,21 +205,7 @@ class DiffusionTrainer(Trainer):
         lr = warmup_cosine(o.lr, progress, floor=0.1)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        g = self.generator
-        with torch.no_grad():
-            x0 = self.model.fold(batch.images)
-        b = x0.shape[0]
-        noise = torch.randn(x0.shape, generator=g)
-        t = torch.randint(0, self.schedule.config.num_train_timesteps, (b,), generator=g)
-        # the empty condition (zeros) stands in for some captions, so sampling can guide against it
-        drop = (torch.rand(b, generator=g) < o.cond_dropout).float()
-        keep = 1 - drop
-        tokens = batch.tokens * keep[:, None, None]
-        pooled = batch.pooled * keep[:, None]
-        mask = torch.maximum(batch.mask.float(), drop[:, None])
-        noisy = self.schedule.add_noise(x0, noise, t)
-        target = noise if o.prediction_type == "epsilon" else self.schedule.get_velocity(x0, noise, t)
-        loss = F.mse_loss(self.model(noisy, t, tokens, mask, pooled), target)
+        loss = denoising_loss(self.model, self.schedule, batch, self.generator, o.cond_dropout)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.unet.parameters(), 1.0)
