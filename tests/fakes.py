@@ -105,3 +105,33 @@ def ctrl_c_at(stop_step: int):
             os.kill(os.getpid(), signal.SIGINT)
 
     return on_step
+
+
+#: A tiny autoencoder for Shapes diffusion folders of the edit, LoRA and adapter tests (64×64 → 16×16×4).
+TINY_AUTOENCODER = {"block_out_channels": [8, 8, 8], "latent_channels": 4, "shift": 0.1, "scale": 2.0}
+
+
+def tiny_shapes_diffusion(folder) -> str:
+    """A random-weight Shapes diffusion folder with :data:`TINY_AUTOENCODER`, saved in ``folder`` (seed 0)."""
+    import torch
+
+    from loom.plugins.diffusion import shapes
+
+    torch.manual_seed(0)
+    cfg = shapes.ShapesDiffusionConfig(block_out_channels=[32, 32], attention_head_dim=8, autoencoder=TINY_AUTOENCODER)
+    return str(shapes.ShapesDiffusionModel(cfg).save(folder))
+
+
+def random_embeddings(n: int = 3):
+    """``n`` random caption embeddings shaped like the text encoder's (6 tokens of 384)."""
+    import torch
+
+    from loom.core import Embedding
+
+    gen = torch.Generator().manual_seed(0)
+    return Embedding(
+        tokens=torch.randn(n, 6, 384, generator=gen),
+        mask=torch.ones(n, 6),
+        encoder="all-MiniLM-L6-v2",
+        pooled=torch.randn(n, 384, generator=gen),
+    )

@@ -10,9 +10,10 @@ refused in one line naming it."""
 
 import pytest
 import torch
+from fakes import random_embeddings
 from safetensors.torch import load_file, save_file
 
-from loom.core import ConfigError, Embedding, Text, WeightsError
+from loom.core import ConfigError, Text, WeightsError
 from loom.core.seeding import generators
 from loom.plugins.diffusion import SDDenoiser, SDTextEncoder, ShapesDiffusion, StableDiffusion
 
@@ -347,13 +348,7 @@ def shapes(tmp_path_factory):
 
 
 def shapes_embeddings(n=2):
-    gen = torch.Generator().manual_seed(0)
-    return Embedding(
-        tokens=torch.randn(n, 6, 384, generator=gen),
-        mask=torch.ones(n, 6),
-        encoder="all-MiniLM-L6-v2",
-        pooled=torch.randn(n, 384, generator=gen),
-    )
+    return random_embeddings(n)
 
 
 def shapes_images(folder, *adapters, **options):

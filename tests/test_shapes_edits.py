@@ -9,30 +9,18 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from fakes import random_embeddings, tiny_shapes_diffusion
 
-from loom.core import Embedding, Image, InputError
-
-TINY_AUTOENCODER = {"block_out_channels": [8, 8, 8], "latent_channels": 4, "shift": 0.1, "scale": 2.0}
+from loom.core import Image, InputError
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """A tiny random-weight Shapes diffusion folder with an autoencoder (64×64 → 16×16×4)."""
-    from loom.plugins.diffusion import shapes
-
-    torch.manual_seed(0)
-    cfg = shapes.ShapesDiffusionConfig(block_out_channels=[32, 32], attention_head_dim=8, autoencoder=TINY_AUTOENCODER)
-    return str(shapes.ShapesDiffusionModel(cfg).save(tmp_path_factory.mktemp("edits") / "shapes-diffusion"))
+    return tiny_shapes_diffusion(tmp_path_factory.mktemp("edits") / "shapes-diffusion")
 
 
-def embeddings(n=3):
-    gen = torch.Generator().manual_seed(0)
-    return Embedding(
-        tokens=torch.randn(n, 6, 384, generator=gen),
-        mask=torch.ones(n, 6),
-        encoder="all-MiniLM-L6-v2",
-        pooled=torch.randn(n, 384, generator=gen),
-    )
+embeddings = random_embeddings
 
 
 def scenes(n=3, size=64, seed=0):
