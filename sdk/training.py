@@ -111,17 +111,9 @@ def trainer_class(family: str, options: dict | None = None) -> type[Trainer]:
 
 def _adapter_trainer(registry, base: str) -> type[Trainer]:
     """The adapter trainer of the generator ``base`` names, or its trained folder's family."""
-    config = Path(base) / "config.json"
-    name = base
-    if Path(base).is_dir() and not config.is_file():
-        raise InputError(
-            f"--base {base!r} is neither a generator's name nor a folder a training run wrote (no config.json)"
-        )
-    if config.is_file():
-        try:
-            name = json.loads(config.read_text()).get("family") or base
-        except (ValueError, AttributeError):
-            raise InputError(f"--base {base!r}: its config.json is not a JSON object") from None
+    from loom.api import generator_step  # a name or a trained folder, read by the one rule
+
+    name = generator_step(base)["component"]
     target = getattr(registry.get(name).cls, "adapter_trainer", None)
     if target is None:
         able = sorted(e.name for e in registry.components("generator") if getattr(e.cls, "adapter_trainer", None))

@@ -75,7 +75,7 @@ def test_a_few_steps_write_an_adapter_in_the_diffusers_layout_and_resume_where_t
 def test_what_cannot_have_an_adapter_is_refused_in_one_line(tmp_path, images):
     with pytest.raises(InputError, match="no adapter can be trained for it .adapters train for: diffusion"):
         loom.train("lora", images, steps=1, out=tmp_path / "a", options={"base": "vae"}, progress=False)
-    with pytest.raises(InputError, match="neither a generator's name nor a folder"):
+    with pytest.raises(InputError, match="is a folder but holds no config.json: it is not a trained Loom generator"):
         loom.train("lora", images, steps=1, out=tmp_path / "b", options={"base": str(tmp_path)}, progress=False)
     res = CliRunner().invoke(main, ["train", "vae", "--rank", "4", "--steps", "1", "--out", str(tmp_path / "c")])
     assert res.exit_code != 0 and "--rank is for `loom train lora`" in res.output

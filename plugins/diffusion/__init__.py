@@ -49,7 +49,7 @@ from loom.plugins.common import check_folder as check_trained_folder
 from loom.plugins.common.adapters import AdapterOptions
 
 # SCHEDULERS is read from here too (tests, benches): the scheduler names are part of the plugin's face
-from .sampling import EDIT_STRENGTH, REPAINT_STRENGTH, SCHEDULERS, SHAPES_GUIDANCE, SchedulerName, edit_strength  # noqa: F401
+from .sampling import SCHEDULERS, SHAPES_GUIDANCE, SchedulerName, edit_strength, strength_option  # noqa: F401
 
 #: The plugin API this plugin is written for (see loom.core.hookspecs): it reports denoising
 #: steps through Component.report_progress and carries negative embeddings (both 1.1); its
@@ -103,13 +103,7 @@ class SamplingOptions(ComponentConfig):
         "none", description="torch.compile mode for the UNet"
     )
     fuse_qkv: bool = Field(False, description="fused query/key/value projections in the UNet")
-    strength: float | None = Field(
-        None,
-        ge=0.0,
-        le=1.0,
-        description=f"with an image: how much to repaint (0 keeps it, 1 all); default {EDIT_STRENGTH}, "
-        f"or {REPAINT_STRENGTH} with a mask",
-    )
+    strength: float | None = strength_option()
 
     @field_validator("width", "height")
     @classmethod
@@ -388,13 +382,7 @@ class ShapesDiffusion(Generator):
             SHAPES_GUIDANCE, ge=0.0, le=20.0, description="classifier-free guidance; ≤ 1 turns it off"
         )
         device: str = Field("cpu", pattern=f"^({DEVICES})$", description="cpu, cuda, cuda:N or mps")
-        strength: float | None = Field(
-            None,
-            ge=0.0,
-            le=1.0,
-            description=f"with an image: how much to repaint (0 keeps it, 1 all); default {EDIT_STRENGTH}, "
-            f"or {REPAINT_STRENGTH} with a mask",
-        )
+        strength: float | None = strength_option()
         edit: Literal["diffedit", "sdedit"] = Field(
             "diffedit",
             description="image-to-image without a mask: diffedit finds the region the prompt changes (at noise "

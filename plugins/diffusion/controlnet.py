@@ -40,20 +40,13 @@ def resolve_controlnet(step: str, name: str, download: bool = False) -> Path:
     path = Path(name).expanduser()
     if path.exists():
         return _check_controlnet_folder(step, path)
-    looks_like_path = (
-        name.startswith((".", "/", "~")) or name.count("/") != 1 or name.endswith((".safetensors", ".ckpt"))
-    )
-
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    looks_like_path = runtime.is_path_like(name)
+    from huggingface_hub import constants
 
     if not looks_like_path:
-        try:
-            folder = Path(snapshot_download(name, local_files_only=True, allow_patterns=["config.json"]))
-            if (folder / "config.json").is_file():
-                return _check_controlnet_folder(step, folder)
-        except (LocalEntryNotFoundError, OSError, ValueError):
-            pass
+        folder = runtime.cached_hub_folder(name, "config.json")
+        if folder is not None:
+            return _check_controlnet_folder(step, folder)
         if download and not runtime._offline():
             return _check_controlnet_folder(step, _download(step, name))
     why = "HF_HUB_OFFLINE=1" if runtime._offline() else "download: false"

@@ -23,7 +23,7 @@ from loom.core.training import Trainer, TrainerOptions
 from loom.plugins.common.training import warmup_cosine
 
 from .shapes import ShapesDiffusionModel, noise_schedule
-from .training import denoising_loss
+from .training import denoising_loss, update
 
 #: The adapter's weights file in its folder.
 ADAPTER_NAME = "adapter.safetensors"
@@ -84,13 +84,8 @@ class LoraTrainer(Trainer):
     def step(self, batch, progress: float) -> dict[str, float]:
         o = self.options
         lr = warmup_cosine(o.lr, progress, floor=0.1)
-        for group in self.opt.param_groups:
-            group["lr"] = lr
         loss = denoising_loss(self.model, self.schedule, batch, self.generator, o.cond_dropout)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-        self.opt.step()
+        update(self.opt, self.params, loss, lr)
         return {"loss": loss.item(), "lr": lr}
 
     def lora_weights(self) -> dict[str, torch.Tensor]:

@@ -35,6 +35,23 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() not in ("", "0", "false", "no", "off")
 
 
+def is_path_like(name: str) -> bool:
+    """Whether a ``model``/``controlnet`` value is meant as a path rather than an ``ORG/NAME`` hub id."""
+    return name.startswith((".", "/", "~")) or name.count("/") != 1 or name.endswith((".safetensors", ".ckpt"))
+
+
+def cached_hub_folder(name: str, marker: str) -> Path | None:
+    """The Hugging Face cache's folder of hub id ``name`` if it holds the file ``marker``; never downloads."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = Path(snapshot_download(name, local_files_only=True, allow_patterns=[marker]))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+    return folder if (folder / marker).is_file() else None
+
+
 def resolve_model(model: str, download: bool = False) -> Path:
     """The local folder of ``model`` (a folder with model_index.json, or a hub id in the Hugging
     Face cache), or a WeightsError that says where Loom looked and how to get the model."""
@@ -59,21 +76,14 @@ def resolve_model(model: str, download: bool = False) -> Path:
         raise WeightsError(
             f"{str(path.resolve())!r} is not a diffusers pipeline folder: it holds no model_index.json.{hint}"
         )
-    looks_like_path = (
-        model.startswith((".", "/", "~")) or model.count("/") != 1 or model.endswith((".safetensors", ".ckpt"))
-    )
-
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    looks_like_path = is_path_like(model)
+    from huggingface_hub import constants
 
     cache = constants.HF_HUB_CACHE
     if not looks_like_path:
-        try:
-            folder = Path(snapshot_download(model, local_files_only=True, allow_patterns=["model_index.json"]))
-            if (folder / "model_index.json").is_file():
-                return folder
-        except (LocalEntryNotFoundError, OSError, ValueError):
-            pass
+        folder = cached_hub_folder(model, "model_index.json")
+        if folder is not None:
+            return folder
         if download and not _offline():
             from diffusers import DiffusionPipeline
 

@@ -21,6 +21,19 @@ EDIT_STRENGTH = 0.8
 REPAINT_STRENGTH = 1.0
 
 
+def strength_option():
+    """The ``strength`` config option of every diffusion step that edits images."""
+    from pydantic import Field
+
+    return Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description=f"with an image: how much to repaint (0 keeps it, 1 all); default {EDIT_STRENGTH}, "
+        f"or {REPAINT_STRENGTH} with a mask",
+    )
+
+
 def edit_strength(strength: float | None, inpaint: bool) -> float:
     """The strength an edit runs at: the request's, else :data:`REPAINT_STRENGTH` with a mask or
     :data:`EDIT_STRENGTH` without."""

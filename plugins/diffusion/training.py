@@ -96,6 +96,16 @@ def denoising_loss(model: ShapesDiffusionModel, schedule, batch, generator: torc
     return F.mse_loss(model(noisy, t, tokens, mask, pooled), target)
 
 
+def update(opt: torch.optim.Optimizer, params, loss, lr: float) -> None:
+    """One step of ``opt`` at learning rate ``lr`` on ``loss``, the gradients of ``params`` clipped to norm 1."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
 class DiffusionTrainer(Trainer):
     family = "diffusion"
     Options = DiffusionOptions
@@ -203,13 +213,8 @@ class DiffusionTrainer(Trainer):
     def _unet_step(self, batch, progress: float) -> dict[str, float]:
         o = self.options
         lr = warmup_cosine(o.lr, progress, floor=0.1)
-        for group in self.opt.param_groups:
-            group["lr"] = lr
         loss = denoising_loss(self.model, self.schedule, batch, self.generator, o.cond_dropout)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.unet.parameters(), 1.0)
-        self.opt.step()
+        update(self.opt, self.model.unet.parameters(), loss, lr)
         self._update_ema()
         return {"loss": loss.item(), "lr": lr}
 
