@@ -31,7 +31,8 @@ from .sampling import SCHEDULERS, SHAPES_GUIDANCE, make_scheduler
 AUTOENCODER_NAME = "autoencoder.safetensors"
 #: DiffEdit's threshold: a latent belongs to the changed region where the caption moves the noise
 #: prediction by more than this share of the most it moves any latent of the image. 0.2 and 0.3
-#: scored alike on 40 recolour tasks (0.850); 0.5 left parts of objects out (0.750).
+#: scored alike on 40 recolour tasks (0.850); 0.5 left parts of objects out (0.750)
+#: (``bench/shapes_edit_explore.py region``).
 CHANGED_SHARE = 0.3
 
 
