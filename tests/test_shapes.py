@@ -124,7 +124,7 @@ def test_scene_dict_round_trip_and_validation():
         d = json.loads(json.dumps(s.to_dict()))
         assert Scene.from_dict(d) == s
     with pytest.raises(ValueError, match="unknown colour"):
-        ShapeSpec("circle", "pink", "top", "small")
+        ShapeSpec("circle", "teal", "top", "small")
     with pytest.raises(ValueError, match="unknown position"):
         ShapeSpec("circle", "red", "upstairs", "small")
     with pytest.raises(ValueError):

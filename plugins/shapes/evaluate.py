@@ -9,6 +9,13 @@ position (grid cell) and its extent the size (against the midpoint of small and 
 
 When the named colour is missing, the largest remaining region of another colour stands in, so
 a shape drawn in the wrong colour costs only the colour attribute.
+
+The held-back concepts (:data:`~.world.CONCEPTS`) are read too. A star is fitted beside the
+other shapes in every image (no blur of a circle, square or triangle looks like one). Pink joins
+the palette that pixels are classified to only for a prompt that names it, since red or purple
+blurred into white passes through pink and would otherwise turn the fringes of older objects
+into pink regions; in every image, though, a region whose purest pixels are nearer pink than any
+world colour reads as pink, so a pink object never passes for the purple or white asked for.
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ from loom.plugins.common.report import EvalReport, spec_reader, summarise
 from .world import (
     BACKGROUND_COLOURS,
     COLOURS,
+    NOVEL_COLOUR_RGB,
+    NOVEL_COLOURS,
+    NOVEL_SHAPES,
     OBJECT_COLOURS,
     POSITIONS,
     SHAPES,
@@ -35,15 +45,13 @@ from .world import (
     PromptSpec,
     Scene,
     parse_caption,
+    star_vertices,
 )
 
 ATTRIBUTES: tuple[str, ...] = ("background", "colour", "shape", "position", "size")
 
 _RES = 64
 _CELL = _RES / 3
-_PALETTE_NAMES: tuple[str, ...] = tuple(COLOURS)
-_PALETTE = np.array([COLOURS[c] for c in _PALETTE_NAMES], dtype=np.float32)
-_PALETTE_SQ = (_PALETTE**2).sum(1)
 _CELL_TO_POSITION = {rc: name for name, rc in POSITIONS.items()}
 
 # The smallest object drawn is 0.42 cell ≈ 9 px across at 64 px (a triangle of it covers ~40
@@ -118,10 +126,47 @@ def _to_array(image: Any) -> np.ndarray:
     return np.asarray(pil.resize((_RES, _RES), resample), dtype=np.uint8)
 
 
-def _classify(img: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class _Palette:
+    """The colours pixels are classified to: ``names[k]`` is class k."""
+
+    names: tuple[str, ...]
+    rgb: np.ndarray
+    sq: np.ndarray
+
+
+_ALL_RGB = {name: np.array(rgb, dtype=np.float32) for name, rgb in {**COLOURS, **NOVEL_COLOUR_RGB}.items()}
+
+
+@lru_cache(maxsize=8)
+def _palette(novel: tuple[str, ...] = ()) -> _Palette:
+    """The world's colours, then the held-back colours ``novel``."""
+    names = tuple(COLOURS) + novel
+    rgb = np.stack([_ALL_RGB[c] for c in names])
+    return _Palette(names, rgb, (rgb**2).sum(1))
+
+
+def _palette_for(spec: PromptSpec) -> _Palette:
+    """The palette a prompt is read with: the world's colours, and a held-back one where the
+    prompt names it (as an object's colour or the background)."""
+    named = {spec.background, *(o.colour for o in spec.objects)}
+    return _palette(tuple(c for c in NOVEL_COLOURS if c in named))
+
+
+def _held_back_colour(colour: str, rgb: np.ndarray) -> str:
+    """A region's colour: its palette class ``colour``, or a held-back colour where its purest
+    pixels (``rgb``) are nearer that than any colour of the world. Against a prompt that does not
+    name pink, a pink object's pixels are classified as the nearest of purple, white and gray;
+    read this way it is still pink, and wrong for whichever of them was asked for."""
+    distances = {name: float(((rgb - c) ** 2).sum()) for name, c in _ALL_RGB.items()}
+    nearest = min(distances, key=distances.__getitem__)
+    return nearest if nearest in NOVEL_COLOURS else colour
+
+
+def _classify(img: np.ndarray, palette: _Palette) -> np.ndarray:
     flat = img.reshape(-1, 3).astype(np.float32)
     # |p - c|² without the |p|² term, which is the same for every palette colour.
-    d = _PALETTE_SQ[None, :] - 2.0 * flat @ _PALETTE.T
+    d = palette.sq[None, :] - 2.0 * flat @ palette.rgb.T
     return d.argmin(1).reshape(img.shape[:2])
 
 
@@ -152,9 +197,17 @@ def _core(mask: np.ndarray) -> np.ndarray:
     return mask & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
 
 
-# Area of each shape as a fraction of its extent squared (extent = diameter, side, or the
-# triangle's base and height).
-_AREA_FACTOR = {"circle": math.pi / 4, "square": 1.0, "triangle": 0.5}
+# Area of each shape as a fraction of its extent squared (extent = diameter, side, the
+# triangle's base and height, or the diameter of the circle through the star's points).
+_STAR = np.array(star_vertices(0.0, 0.0, 0.5))  # the star of extent 1
+_AREA_FACTOR = {
+    "circle": math.pi / 4,
+    "square": 1.0,
+    "triangle": 0.5,
+    "star": 0.5 * abs(float(_STAR[:, 0] @ np.roll(_STAR[:, 1], 1) - _STAR[:, 1] @ np.roll(_STAR[:, 0], 1))),  # shoelace
+}
+#: Every shape fitted to a region: the world's, and the held-back star.
+_FITTED_SHAPES: tuple[str, ...] = SHAPES + NOVEL_SHAPES
 _SUPERSAMPLE = 4
 # Generated images are blurry, so shapes are also fitted blurred by these Gaussian widths (px at
 # 64×64); the sharp fit stays first so clean renders are judged exactly.
@@ -172,12 +225,26 @@ def _shape_coverage(shape: str, cx: float, cy: float, extent: float, ys: np.ndar
         inside = x * x + y * y <= half * half
     elif shape == "square":
         inside = (np.abs(x) <= half) & (np.abs(y) <= half)
-    else:
+    elif shape == "triangle":
         # Apex up: the half-width grows linearly from 0 at the top to half at the base.
         inside = (y <= half) & (np.abs(x) <= (y + half) / 2)
+    else:
+        inside = _inside_polygon(_STAR * extent, x, y)
     h, w = inside.shape
     s = _SUPERSAMPLE
     return inside.reshape(h // s, s, w // s, s).mean((1, 3))
+
+
+def _inside_polygon(corners: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Whether each point (``x`` a row, ``y`` a column, broadcast) is inside the polygon of
+    ``corners`` (even-odd rule: a ray to the left crosses its edges an odd number of times)."""
+    inside = np.zeros(np.broadcast_shapes(x.shape, y.shape), dtype=bool)
+    for (xa, ya), (xb, yb) in zip(corners, np.roll(corners, 1, axis=0)):
+        if ya == yb:
+            continue  # a horizontal edge is never crossed
+        crosses = (ya > y) != (yb > y)
+        inside ^= crosses & (x < xa + (y - ya) * (xb - xa) / (yb - ya))
+    return inside
 
 
 @lru_cache(maxsize=512)
@@ -214,7 +281,6 @@ class _Region:
 
     def __init__(self, idx: np.ndarray, colour: str, img: np.ndarray, bg_rgb: np.ndarray):
         self.idx = idx
-        self.colour = colour
         self.area = int(idx.size)
         rows, cols = np.divmod(idx, _RES)
         r0, r1, c0, c1 = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
@@ -230,6 +296,7 @@ class _Region:
         dist = ((pix - bg_rgb) ** 2).sum(1)
         k = max(1, idx.size // 8)
         obj_rgb = pix[np.argpartition(-dist, k - 1)[:k]].mean(0)
+        self.colour = _held_back_colour(colour, obj_rgb)
         axis = obj_rgb - bg_rgb
         alpha = np.clip(((win - bg_rgb) @ axis) / max(float(axis @ axis), 1e-6), 0.0, 1.0)
         alpha = np.where(_dilate(mask, _FRINGE), alpha, 0.0).astype(np.float32)
@@ -243,7 +310,7 @@ class _Region:
         xs = C0 + (np.arange((C1 - C0) * s) + 0.5) / s
         self.fit_errors: dict[str, float] = {}
         fits = {}
-        for shape in SHAPES:
+        for shape in _FITTED_SHAPES:
             extent = math.sqrt(total / _AREA_FACTOR[shape])
             # A triangle's centroid sits a sixth of its height below its box centre.
             cy = my - extent / 6 if shape == "triangle" else my
@@ -312,10 +379,10 @@ def _best_assignment(objects: list, candidates: list["_Region"]) -> list["_Regio
     return list(best)
 
 
-def _background(classes: np.ndarray, imgf: np.ndarray) -> tuple[int, np.ndarray]:
+def _background(classes: np.ndarray, imgf: np.ndarray, palette: _Palette) -> tuple[int, np.ndarray]:
     """The palette class commonest on the border, and the mean colour of its border pixels."""
     border = np.concatenate([classes[0], classes[-1], classes[1:-1, 0], classes[1:-1, -1]])
-    bg_class = int(np.bincount(border, minlength=len(_PALETTE_NAMES)).argmax())
+    bg_class = int(np.bincount(border, minlength=len(palette.names)).argmax())
     border_rgb = np.concatenate([imgf[0], imgf[-1], imgf[1:-1, 0], imgf[1:-1, -1]])
     return bg_class, border_rgb[border == bg_class].mean(0)
 
@@ -323,8 +390,8 @@ def _background(classes: np.ndarray, imgf: np.ndarray) -> tuple[int, np.ndarray]
 class _Regions:
     """The solid regions of each palette class of one image, found when first asked for."""
 
-    def __init__(self, classes: np.ndarray, imgf: np.ndarray, bg_rgb: np.ndarray):
-        self.classes, self.imgf, self.bg_rgb = classes, imgf, bg_rgb
+    def __init__(self, classes: np.ndarray, imgf: np.ndarray, bg_rgb: np.ndarray, names: tuple[str, ...]):
+        self.classes, self.imgf, self.bg_rgb, self.names = classes, imgf, bg_rgb, names
         self._found: dict[int, list[_Region]] = {}
 
     def __call__(self, k: int) -> list[_Region]:
@@ -333,7 +400,7 @@ class _Regions:
             mask = self.classes == k
             core = _core(mask).ravel()
             found = [
-                _Region(idx, _PALETTE_NAMES[k], self.imgf, self.bg_rgb)
+                _Region(idx, self.names[k], self.imgf, self.bg_rgb)
                 for idx in _components(mask)
                 if idx.size >= _MIN_AREA and core[idx].sum() >= _MIN_CORE_FRACTION * idx.size
             ]
@@ -353,7 +420,7 @@ def _match_objects(spec: PromptSpec, regions: _Regions, background: str, bg_clas
     for i, o in enumerate(spec.objects):
         if o.colour is None or o.colour == background:
             continue
-        for r in regions(_PALETTE_NAMES.index(o.colour)):
+        for r in regions(regions.names.index(o.colour)):
             if id(r) not in used:
                 matched[i] = r
                 used.add(id(r))
@@ -362,7 +429,7 @@ def _match_objects(spec: PromptSpec, regions: _Regions, background: str, bg_clas
     # regions left, assigned so that they agree with the most stated attributes.
     open_ = [i for i in range(n) if matched[i] is None]
     candidates = sorted(
-        (r for k in range(len(_PALETTE_NAMES)) if k != bg_class for r in regions(k) if id(r) not in used),
+        (r for k in range(len(regions.names)) if k != bg_class for r in regions(k) if id(r) not in used),
         key=lambda r: -r.area,
     )[: len(open_) + 2]
     for i, r in zip(open_, _best_assignment([spec.objects[i] for i in open_], candidates)):
@@ -391,14 +458,15 @@ class ShapesEval:
     def evaluate(self, image: Any, prompt: Any) -> PromptScore:
         spec = _as_spec(prompt)
         img = _to_array(image)
-        classes = _classify(img)
+        palette = _palette_for(spec)
+        classes = _classify(img, palette)
         imgf = img.astype(np.float32)
-        bg_class, bg_rgb = _background(classes, imgf)
-        background = _PALETTE_NAMES[bg_class]
-        regions = _Regions(classes, imgf, bg_rgb)
+        bg_class, bg_rgb = _background(classes, imgf, palette)
+        background = palette.names[bg_class]
+        regions = _Regions(classes, imgf, bg_rgb, palette.names)
         matched, used = _match_objects(spec, regions, background, bg_class)
         attributes = _verdicts(spec, matched, background)
-        extra = sum(id(r) not in used for k in range(len(_PALETTE_NAMES)) if k != bg_class for r in regions(k))
+        extra = sum(id(r) not in used for k in range(len(palette.names)) if k != bg_class for r in regions(k))
         correct = extra == 0 and all(v is not False for v in attributes.values())
         detected = [{"background": background}] + [r.describe() if r is not None else {} for r in matched]
         return PromptScore(

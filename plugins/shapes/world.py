@@ -3,10 +3,16 @@
 A scene is a coloured background with one or two coloured shapes, each in one cell of a 3×3
 grid. Everything is drawn from a ``numpy.random.Generator`` so that a dataset item depends only
 on ``(seed, index)``.
+
+Beside the world's own shapes and colours it holds back a star and pink (:data:`CONCEPTS`): drawn,
+parsed and checked like the others, but in no stream of the world, so no shipped model has seen
+them and a few images of one can teach a model something new (:func:`sample_concept_scene`,
+:class:`ConceptDataset`, :func:`sample_concept_prompts`).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, astuple, dataclass, field
 from typing import Any, Sequence
@@ -53,6 +59,35 @@ SIZE_FRACTION: dict[str, float] = {"small": 0.42, "large": 0.75}
 
 MAX_OBJECTS = 2
 
+# Held-back concepts: a shape and an object colour no shipped model was trained on. They are left
+# out of SHAPES, OBJECT_COLOURS and COLOURS (and so out of every sampler, caption and evaluation
+# stream above them), which keeps every existing scene, caption and prompt what it was; only the
+# concept samplers below draw them. A star, not a hexagon: its points keep it far from a circle
+# even 9 px across and blurred, where a hexagon fits a circle almost as well.
+NOVEL_SHAPES: tuple[str, ...] = ("star",)
+NOVEL_COLOURS: tuple[str, ...] = ("pink",)
+#: RGB of the held-back colours: pink at least 140 from every colour of :data:`COLOURS` (purple
+#: and gray are the nearest), so the checker's nearest-colour reading keeps it apart.
+NOVEL_COLOUR_RGB: dict[str, tuple[int, int, int]] = {"pink": (255, 115, 190)}
+#: Every held-back concept: what :func:`sample_concept_scene` and :func:`sample_concept_prompts` take.
+CONCEPTS: tuple[str, ...] = NOVEL_SHAPES + NOVEL_COLOURS
+#: Inner over outer radius of the star: fatter than a regular star's 0.38, so that its centre stays
+#: solid and it is still found at the small size.
+STAR_INNER_RATIO = 0.5
+
+_ALL_SHAPES: tuple[str, ...] = SHAPES + NOVEL_SHAPES
+_ALL_RGB: dict[str, tuple[int, int, int]] = {**COLOURS, **NOVEL_COLOUR_RGB}
+
+
+def star_vertices(cx: float, cy: float, radius: float) -> list[tuple[float, float]]:
+    """The ten corners of the five-pointed star, point up, whose points lie ``radius`` from
+    ``(cx, cy)``: its extent (as a shape's, :data:`SIZE_FRACTION`) is ``2 * radius``."""
+    corners = []
+    for k in range(10):  # a point every 72°, from the top, with an inner corner between each two
+        r, angle = (radius if k % 2 == 0 else radius * STAR_INNER_RATIO), math.pi * (k / 5 - 0.5)
+        corners.append((cx + r * math.cos(angle), cy + r * math.sin(angle)))
+    return corners
+
 
 # --------------------------------------------------------------------------------------------
 # Scenes
@@ -67,8 +102,8 @@ class ShapeSpec:
     size: str
 
     def __post_init__(self) -> None:
-        _check("shape", self.shape, SHAPES)
-        _check("colour", self.colour, COLOURS)
+        _check("shape", self.shape, _ALL_SHAPES)
+        _check("colour", self.colour, _ALL_RGB)
         _check("position", self.position, POSITIONS)
         _check("size", self.size, SIZES)
 
@@ -291,7 +326,7 @@ def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
 def _object_phrase(o: ShapeSpec, stated: set[str], rng: np.random.Generator, alone: bool) -> str:
     colour = _pick(rng, _COLOUR_SYNONYMS.get(o.colour, (o.colour,))) if "colour" in stated else ""
     size = _pick(rng, _SIZE_SYNONYMS[o.size]) if "size" in stated else ""
-    shape = _pick(rng, _SHAPE_SYNONYMS[o.shape]) if "shape" in stated else _pick(rng, _NO_SHAPE_WORDS)
+    shape = _pick(rng, _SHAPE_SYNONYMS.get(o.shape, (o.shape,))) if "shape" in stated else _pick(rng, _NO_SHAPE_WORDS)
     if shape == "one" and not (colour or size):
         shape = "shape"
     if not size and colour and rng.random() < 0.15:
@@ -364,6 +399,21 @@ def everyday_caption(scene: Scene, rng: np.random.Generator) -> str:
     return describe(scene, stated, bool(rng.random() < STATE_RATES["background"]), rng)
 
 
+def _concept_attributes(o: ShapeSpec) -> set[str]:
+    """The attributes of ``o`` that hold a held-back concept: "shape" for a star, "colour" for pink."""
+    return {a for a, value in (("shape", o.shape), ("colour", o.colour)) if value in CONCEPTS}
+
+
+def concept_caption(scene: Scene, rng: np.random.Generator) -> str:
+    """A training caption of a concept scene as :func:`everyday_caption` writes one, except that
+    an everyday caption always states every held-back concept an object carries (one that left it
+    out would teach nothing about it)."""
+    if rng.random() < FULL_CAPTION_SHARE:
+        return caption(scene, rng)
+    stated = [_stated_by_rates(rng) | _concept_attributes(o) for o in scene.objects]
+    return describe(scene, stated, bool(rng.random() < STATE_RATES["background"]), rng)
+
+
 # --------------------------------------------------------------------------------------------
 # Parsing
 # --------------------------------------------------------------------------------------------
@@ -411,11 +461,12 @@ class PromptSpec:
         return Scene(self.background, tuple(o.to_spec() for o in self.objects))
 
 
-_COLOUR_WORDS = {c: c for c in COLOURS} | {"grey": "gray", "violet": "purple"}
+_COLOUR_WORDS = {c: c for c in COLOURS} | {"grey": "gray", "violet": "purple"} | {"pink": "pink"}
 _SHAPE_WORDS = {
     "circle": "circle", "circles": "circle", "disc": "circle", "disk": "circle",
     "square": "square", "squares": "square", "box": "square",
     "triangle": "triangle", "triangles": "triangle",
+    "star": "star", "stars": "star",
 }  # fmt: skip
 _SIZE_WORDS = {
     "small": "small", "little": "small", "tiny": "small",
@@ -524,14 +575,16 @@ def render(scene: Scene, size: int = 64, rng: np.random.Generator | None = None)
         half = extent / 2
         x0, x1 = (cx - half) * s, (cx + half) * s
         y0, y1 = (cy - half) * s, (cy + half) * s
-        fill = COLOURS[o.colour]
+        fill = _ALL_RGB[o.colour]
         if o.shape == "circle":
             draw.ellipse([x0, y0, x1 - 1, y1 - 1], fill=fill)
         elif o.shape == "square":
             draw.rectangle([round(x0), round(y0), round(x1) - 1, round(y1) - 1], fill=fill)
-        else:
+        elif o.shape == "triangle":
             mid = (x0 + x1) / 2 - 0.5
             draw.polygon([(mid, y0), (x1 - 0.5, y1 - 0.5), (x0 - 0.5, y1 - 0.5)], fill=fill)
+        else:
+            draw.polygon([(x * s - 0.5, y * s - 0.5) for x, y in star_vertices(cx, cy, half)], fill=fill)
     # BOX averages each 4×4 block exactly; LANCZOS would ring and add off-palette colours.
     return np.asarray(canvas.resize((size, size), Image.BOX), dtype=np.uint8).copy()
 
@@ -570,6 +623,31 @@ class ShapesDataset(SeededDataset[ShapesItem]):
         rng = np.random.default_rng([self.seed, int(i)])
         scene = sample_scene(rng, self.two_object_prob)
         text = caption(scene, rng)
+        return ShapesItem(render(scene, self.size, rng), text, scene)
+
+
+class ConceptDataset(SeededDataset[ShapesItem]):
+    """Scenes featuring the held-back ``concept`` (:func:`sample_concept_scene`) with training
+    captions (:func:`concept_caption`, or full ones with ``everyday=False``): an endless, indexable
+    dataset whose item ``i`` depends only on ``(concept, seed, i)``, in a stream of its own."""
+
+    data = "image"
+
+    def __init__(self, concept: str, seed: int = 0, size: int = 64, everyday: bool = True):
+        _check("concept", concept, CONCEPTS)
+        if size < 32:
+            raise ValueError(f"size must be at least 32, got {size}")
+        self.concept, self.seed, self.size, self.everyday = concept, int(seed), int(size), bool(everyday)
+
+    def __repr__(self) -> str:
+        return f"ConceptDataset({self.concept!r}, seed={self.seed}, size={self.size}, everyday={self.everyday})"
+
+    def item(self, i: int) -> ShapesItem:
+        if i < 0:
+            raise IndexError(f"item index must be non-negative, got {i}")
+        rng = np.random.default_rng([self.seed, _CONCEPT_STREAM, CONCEPTS.index(self.concept), 2, int(i)])
+        scene = sample_concept_scene(rng, self.concept)
+        text = concept_caption(scene, rng) if self.everyday else caption(scene, rng)
         return ShapesItem(render(scene, self.size, rng), text, scene)
 
 
@@ -661,6 +739,65 @@ def _underspecified_prompt(rng: np.random.Generator, two: bool) -> tuple[str, Sc
     return describe(scene, stated, background, rng, EVALUATION_FRAMES), scene
 
 
+# --------------------------------------------------------------------------------------------
+# Held-back concepts
+# --------------------------------------------------------------------------------------------
+
+_CONCEPT_STREAM = 0x434F4E43
+_CONCEPT_SPLITS = ("templated", "underspecified")
+
+
+def sample_concept_scene(rng: np.random.Generator, concept: str, two_object_prob: float = 0.5) -> Scene:
+    """A scene featuring the held-back ``concept`` (one of :data:`CONCEPTS`): one or two objects,
+    either of them carrying it (a star's colour, a pink object's shape drawn from the world's);
+    everything else drawn as :func:`sample_scene` draws it."""
+    _check("concept", concept, CONCEPTS)
+    background = BACKGROUND_COLOURS[rng.integers(len(BACKGROUND_COLOURS))]
+    n = 2 if rng.random() < two_object_prob else 1
+    k = int(rng.integers(n))  # the object carrying the concept
+    colours = [c for c in OBJECT_COLOURS if c != background]
+    colour_idx = rng.choice(len(colours), size=n, replace=False)
+    cells = rng.choice(len(POSITIONS), size=n, replace=False)
+    names = list(POSITIONS)
+    objects = []
+    for i in range(n):
+        shape, colour = SHAPES[rng.integers(len(SHAPES))], colours[colour_idx[i]]
+        if i == k:
+            shape, colour = (concept, colour) if concept in NOVEL_SHAPES else (shape, concept)
+        objects.append(ShapeSpec(shape, colour, names[cells[i]], SIZES[rng.integers(len(SIZES))]))
+    return Scene(background, tuple(objects))
+
+
+def sample_concept_prompts(n: int, concept: str, seed: int = 1234, split: str = "templated") -> list[tuple[str, Scene]]:
+    """``n`` (caption, scene) evaluation pairs featuring the held-back ``concept``, from a stream
+    of their own per concept and split. "templated": full captions (:func:`caption`);
+    "underspecified": the kinds of :func:`sample_underspecified_prompts` that state the concept,
+    phrased with :data:`EVALUATION_FRAMES`, the concept always stated. Prompts of the world's own
+    concepts (:func:`sample_prompts`) are untouched."""
+    _check("concept", concept, CONCEPTS)
+    if split not in _CONCEPT_SPLITS:
+        raise ValueError(f"split must be templated or underspecified, got {split!r}")
+    rng = np.random.default_rng([int(seed), _CONCEPT_STREAM, CONCEPTS.index(concept), _CONCEPT_SPLITS.index(split)])
+    attribute = "shape" if concept in NOVEL_SHAPES else "colour"
+    kinds = [(stated, bg) for stated, bg in UNDERSPECIFIED_KINDS if attribute in stated]
+    out: list[tuple[str, Scene]] = []
+    for _ in range(n):
+        if split == "templated":
+            scene = sample_concept_scene(rng, concept)
+            out.append((caption(scene, rng), scene))
+            continue
+        two = bool(rng.random() < UNDERSPECIFIED_TWO_OBJECT_SHARE)
+        scene = sample_concept_scene(rng, concept, 1.0 if two else 0.0)
+        if two:
+            stated, background = [_two_object_stated(rng) for _ in range(2)], bool(rng.random() < 0.5)
+        else:
+            kind, background = kinds[int(rng.integers(len(kinds)))]
+            stated = [set(kind)]
+        stated = [st | _concept_attributes(o) for st, o in zip(stated, scene.objects)]
+        out.append((describe(scene, stated, background, rng, EVALUATION_FRAMES), scene))
+    return out
+
+
 #: Prompts that leave position, size and background open, for the diversity measure: typed the
 #: way people type them, one colour and shape each.
 DIVERSITY_PROMPTS: tuple[str, ...] = (
@@ -730,6 +867,16 @@ def complete_prompt(text: str, rng: np.random.Generator) -> str:
 
 
 __all__: Sequence[str] = (
+    "CONCEPTS",
+    "ConceptDataset",
+    "NOVEL_COLOURS",
+    "NOVEL_COLOUR_RGB",
+    "NOVEL_SHAPES",
+    "STAR_INNER_RATIO",
+    "concept_caption",
+    "sample_concept_prompts",
+    "sample_concept_scene",
+    "star_vertices",
     "BACKGROUND_COLOURS",
     "DIVERSITY_PROMPTS",
     "EVALUATION_FRAMES",
