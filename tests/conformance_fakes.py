@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import ConfigDict, Field
 
 from loom.core import (
+    AdapterOptions,
     Capabilities,
     ComponentConfig,
     Embedding,
@@ -272,3 +273,60 @@ def loom_register_components(register):
     register("brighten", Brighten)
     register("projector", Projector)
     register("blend", Blend)
+
+
+# -- adapters ---------------------------------------------------------------------------------
+
+
+class Tinted(Postprocessor):
+    """Keeps the adapter promises: each LoRA adapter (modules of its one layer, ``tint``) shifts the
+    pixels by its scale times the sum of its weights, and an adapter for another module is refused."""
+
+    capabilities = Capabilities(uses_seed=False)
+    input_type = Image
+    output_type = Image
+    MODULES = {"tint"}
+
+    class Config(AdapterOptions):
+        pass
+
+    def setup(self) -> None:
+        from safetensors.torch import load_file
+
+        self.shift = 0.0
+        for adapter in self.config.adapters:
+            tensors = load_file(adapter.file())
+            stray = sorted({k.split(".lora", 1)[0] for k in tensors} - self.MODULES)
+            if stray and self.checks_modules:
+                raise WeightsError(f"adapter {adapter.path!r} changes module {stray[0]!r}, which this model lacks")
+            if self.applies:
+                self.shift += adapter.scale * float(sum(t.sum() for t in tensors.values()))
+
+    checks_modules = True
+    applies = True
+
+    def run(self, inputs, generators):
+        return Image((inputs.pixels * 0.5 + 0.25 + 0.1 * self.shift).clamp(0, 1))
+
+
+class IgnoresAdapters(Tinted):
+    """Takes the option and never loads the adapters."""
+
+    applies = False
+
+
+class TakesAnyModule(Tinted):
+    """Loads an adapter for a module it does not have without a word."""
+
+    checks_modules = False
+
+
+def write_tint_adapter(path: Path) -> str:
+    """A LoRA file for :class:`Tinted`'s one module."""
+    import torch
+    from safetensors.torch import save_file
+
+    save_file(
+        {"tint.lora_A.weight": torch.full((2, 4), 0.5), "tint.lora_B.weight": torch.full((4, 2), 0.25)}, str(path)
+    )
+    return str(path)

@@ -382,3 +382,79 @@ def test_the_shapes_unet_refuses_adapters_that_do_not_fit(shapes, loras):
         ShapesDiffusion(weights=folder, adapters=[loras["unet-only"]]).load()
     with pytest.raises(WeightsError, match="holds weights for a text encoder"):
         ShapesDiffusion(weights=folder, adapters=[loras["one"]]).load()
+
+
+# -- sd-controlnet and the conformance kit ---------------------------------------------------------
+
+
+def control_pictures(count=2, size=32):
+    g = torch.Generator().manual_seed(3)
+    coarse = torch.rand(count, 3, size // 4, size // 4, generator=g)
+    return (torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear") * 255).round() / 255
+
+
+@pytest.mark.slow
+def test_sd_controlnet_with_adapters_equals_diffusers(tiny_sd, loras, tmp_path):
+    import diffusers
+
+    from loom.core import Image
+    from loom.plugins.diffusion import SDControlNet
+    from loom.plugins.diffusion.tiny import build_tiny_controlnet
+
+    folder = tiny_sd[0]
+    net = build_tiny_controlnet(folder, tmp_path / "controlnet")
+    adapters = [(loras["one"], 0.7), (loras["two"], -0.4)]
+    control = control_pictures()
+
+    def ours(*chosen):
+        options = dict(model=folder, controlnet=net, steps=2, guidance_scale=5.0, batch_size=2)
+        step = SDControlNet(adapters=[{"path": p, "scale": s} for p, s in chosen], **options).load()
+        return step.run(Text(PROMPTS), generators(SEEDS), control=Image(control)).pixels
+
+    pipe = diffusers.StableDiffusionControlNetPipeline.from_pretrained(
+        folder, controlnet=diffusers.ControlNetModel.from_pretrained(net)
+    )
+    pipe.set_progress_bar_config(disable=True)
+    for i, (path, _) in enumerate(adapters):
+        pipe.load_lora_weights(path, adapter_name=f"a{i}")
+    pipe.set_adapters(["a0", "a1"], adapter_weights=[s for _, s in adapters])
+    gens = [torch.Generator().manual_seed(s) for s in SEEDS]
+    theirs = pipe(PROMPTS, image=control, num_inference_steps=2, guidance_scale=5.0, generator=gens, output_type="pt")
+    adapted = ours(*adapters)
+    assert (adapted - theirs.images.float()).abs().max() <= 1e-4
+    assert (adapted - ours()).abs().max() > 1e-3  # the adapters matter
+
+
+@pytest.mark.slow
+def test_the_kit_checks_every_diffusion_step_that_takes_adapters(tiny_sd, loras, shapes, tmp_path):
+    from loom.plugins.diffusion.tiny import build_tiny_controlnet
+    from loom.testing import check_plugin, example_inputs
+
+    folder = tiny_sd[0]
+    fast = {"model": folder, **FAST}
+    encoder = SDTextEncoder(model=folder)
+    report = check_plugin(
+        "diffusion",
+        only=["adapters"],
+        configs={
+            "stable-diffusion": fast,
+            "sd-text-encoder": {"model": folder},
+            "sd-denoiser": fast,
+            "sd-vae-decode": {"model": folder},
+            "sd-vae-encode": {"model": folder},
+            "diffusion": {"weights": shapes[0], "steps": 2},
+            "sd-controlnet": {**fast, "controlnet": build_tiny_controlnet(folder, tmp_path / "controlnet")},
+        },
+        inputs={"sd-denoiser": lambda n: encoder(example_inputs(Text, n), seed=0), "diffusion": random_embeddings},
+        adapters={
+            "stable-diffusion": loras["one"],
+            "sd-text-encoder": loras["two"],
+            "sd-denoiser": loras["unet-only"],
+            "sd-controlnet": loras["kohya"],
+            "diffusion": shapes[1],
+        },
+    )
+    checked = {r.component: r.status for r in report.results if r.check == "adapters"}
+    assert checked == dict.fromkeys(
+        ["stable-diffusion", "sd-text-encoder", "sd-denoiser", "sd-controlnet", "diffusion"], "passed"
+    ), str(report)

@@ -381,3 +381,29 @@ def test_the_example_plugin_passes_its_own_conformance_tests(tmp_path):
 
 def test_the_pytest_plugin_gives_the_kit_as_a_fixture(loom_check):
     assert loom_check(fakes.Brighten, {"amount": 0.5}, only=["config_defaults", "call_output"]).ok
+
+
+# -- components that take adapters ---------------------------------------------------------------
+
+
+def test_a_component_that_takes_adapters_is_checked_with_the_adapter_the_test_gives(tmp_path):
+    adapter = fakes.write_tint_adapter(tmp_path / "tint.safetensors")
+    report = check_component(fakes.Tinted, adapter=adapter)
+    assert report.status("adapters") == "passed", str(report)
+    assert not report.failures, str(report)
+    # without an adapter the check says what to give; a component without the option has no such check
+    assert "gave no adapter file" in str(check_component(fakes.Tinted, only=["adapters"]))
+    assert "adapters" not in {r.check for r in check_component(fakes.Brighten).results}
+
+
+@pytest.mark.parametrize(
+    ("component", "says"),
+    [
+        (fakes.IgnoresAdapters, "at scale 1 changes nothing"),
+        (fakes.TakesAnyModule, "an adapter for a module it lacks ('tint_kit_missing') was accepted"),
+    ],
+)
+def test_a_component_that_breaks_an_adapter_promise_fails_the_adapters_check(component, says, tmp_path):
+    adapter = fakes.write_tint_adapter(tmp_path / "tint.safetensors")
+    report = check_component(component, adapter=adapter, only=["adapters"])
+    assert failed(report) == {"adapters"} and says in str(report), str(report)

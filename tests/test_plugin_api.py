@@ -17,7 +17,7 @@ from loom.core import PLUGIN_API, Registry, World, discover, hookimpl, hookspecs
 from loom.core.plugins import api_problem
 
 #: The plugin API's signatures, recorded for each version. After a compatible addition (a hook,
-#: a hook argument, a data field, a World attribute), bump PLUGIN_API's minor version and record the new surface:
+#: a hook argument, a data field, a World attribute, a name loom.core exports), bump PLUGIN_API's minor version and record the new surface:
 #:   python -c "import json, sys; sys.path.insert(0, 'tests'); from test_plugin_api import api_surface; print(json.dumps(api_surface()))"
 RECORDED = Path(__file__).with_name("plugin_api.json")
 
@@ -40,7 +40,10 @@ def api_surface() -> dict:
     data = {kind: [f.name for f in dataclasses.fields(t)] for kind, t in DATA_TYPES.items()}
     component = sorted(n for n in vars(Component) if not n.startswith("_") or n == "__call__")
     world = sorted(n for n in vars(World) if not n.startswith("_"))
-    return {"hooks": hooks, "data": data, "component": component, "world": world}
+    import loom.core
+
+    exports = sorted(loom.core.__all__)
+    return {"hooks": hooks, "data": data, "component": component, "world": world, "core": exports}
 
 
 def test_hook_specs_change_only_compatibly_within_a_major_version():
@@ -68,6 +71,9 @@ def test_hook_specs_change_only_compatibly_within_a_major_version():
         ]
         broken += [
             f"World lost {n!r} (in API {version})" for n in surface.get("world", []) if n not in current["world"]
+        ]
+        broken += [
+            f"loom.core lost {n!r} (in API {version})" for n in surface.get("core", []) if n not in current["core"]
         ]
     assert not broken, (
         f"incompatible plugin API change without a major version bump (PLUGIN_API is {PLUGIN_API}): {'; '.join(broken)}. "

@@ -17,7 +17,7 @@ Components (all registered by this plugin):
   diffusion`` on Shapes, conditioned on the ``text-encoder`` step's token embeddings; it edits
   (DiffEdit, SDEdit) and repaints given ``image`` and ``mask``.
 
-``stable-diffusion``, ``sd-text-encoder``, ``sd-denoiser`` and ``diffusion`` take LoRA ``adapters``
+``stable-diffusion``, ``sd-text-encoder``, ``sd-denoiser``, ``sd-controlnet`` and ``diffusion`` take LoRA ``adapters``
 (``[{path, scale}]``, loaded at setup into the parts each step runs; see :mod:`.adapters` and
 docs/adapters.md).
 
@@ -44,9 +44,9 @@ from loom.core import (
     WeightsError,
     hookimpl,
 )
+from loom.core.adapters import AdapterOptions
 from loom.plugins.common import DEVICES, WEIGHTS_NAME, check_embeddings, weights_validator
 from loom.plugins.common import check_folder as check_trained_folder
-from loom.plugins.common.adapters import AdapterOptions
 
 # SCHEDULERS is read from here too (tests, benches): the scheduler names are part of the plugin's face
 from .sampling import SCHEDULERS, SHAPES_GUIDANCE, SchedulerName, edit_strength, strength_option  # noqa: F401
@@ -54,7 +54,7 @@ from .sampling import SCHEDULERS, SHAPES_GUIDANCE, SchedulerName, edit_strength,
 #: The plugin API this plugin is written for (see loom.core.hookspecs): it reports denoising
 #: steps through Component.report_progress and carries negative embeddings (both 1.1); its
 #: denoising steps take a request's image and mask (``takes``, 1.5).
-LOOM_PLUGIN_API = "1.5"
+LOOM_PLUGIN_API = "1.6"
 
 #: The hub id used when no ``model`` is given; loaded from the local Hugging Face cache.
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -116,6 +116,9 @@ class SamplingOptions(ComponentConfig):
     def _fuse_needs_sdpa(self):
         if self.fuse_qkv and self.attention != "sdpa":
             raise ValueError("fuse_qkv works with attention: sdpa only")
+        # diffusers fuses the attention projections from the base weights: the adapters would be left out
+        if self.fuse_qkv and getattr(self, "adapters", None):
+            raise ValueError("fuse_qkv would leave the adapters out of the fused projections: set fuse_qkv: false")
         return self
 
 
@@ -312,7 +315,7 @@ class SDControlNet(_Diffusers, Generator):
     step_name = "sd-controlnet"
     skip = ("controlnet",)  # a ControlNet pipeline folder's own ControlNet: option controlnet names the one used
 
-    class Config(ModelOptions, SamplingOptions):
+    class Config(ModelOptions, SamplingOptions, AdapterOptions):
         controlnet: str = Field(
             description="diffusers ControlNetModel folder (config.json + weights) or a hub id in the HF cache"
         )

@@ -1,4 +1,4 @@
-"""Loading LoRA adapters (the ``adapters`` option, :class:`loom.plugins.common.adapters.Adapter`) into
+"""Loading LoRA adapters (the ``adapters`` option, :class:`loom.core.adapters.Adapter`) into
 diffusers models: a Stable Diffusion pipeline's UNet and text encoders (:func:`for_pipeline`, used by
 :func:`.runtime.load_pipeline`) and the Shapes diffusion model's UNet (:func:`load_into_unet`).
 Imports torch, diffusers and peft: loaded only at setup.

@@ -18,11 +18,14 @@ the reason, and how many ran)::
 
 A step that takes named inputs (``takes``, e.g. an image to edit) is called with small examples
 of each, or with those a test gives (``given={"repaint": {"image": images}}``). Which checks
-apply follows from each component's :class:`loom.core.Capabilities`. Importing
+apply follows from each component's :class:`loom.core.Capabilities`; a component that takes LoRA
+adapters (:class:`loom.core.AdapterOptions`) is also checked with an adapter file the test gives
+(``adapters={"my-generator": "lora.safetensors"}``). Importing
 this module imports no torch; the checks import it when they call components.
 """
 
 from .checks import (
+    ADAPTERS_CHECK,
     CHECKS,
     EXAMPLE_ENCODER,
     EXAMPLE_TEXT_DIM,
@@ -37,6 +40,7 @@ from .checks import (
 )
 
 __all__ = [
+    "ADAPTERS_CHECK",
     "CHECKS",
     "EXAMPLE_ENCODER",
     "EXAMPLE_TEXT_DIM",

@@ -222,8 +222,10 @@ class Subject:
         inputs: "Data | Callable[[int], Data] | None" = None,
         plugin: Any = None,
         given: "dict[str, Data | Callable[[int], Data]] | None" = None,
+        adapter: "str | os.PathLike | None" = None,
     ):
         self.cls = cls
+        self.adapter = None if adapter is None else str(adapter)
         self.name = name or cls.__name__
         self.config = dict(config or {})
         self._inputs = inputs
@@ -259,6 +261,12 @@ class Subject:
 
     def build(self, **overrides: Any) -> Component:
         return self.cls({**self.config, **overrides})
+
+    @property
+    def takes_adapters(self) -> bool:
+        """Whether its Config has the ``adapters`` option (:class:`loom.core.AdapterOptions`)."""
+        config = getattr(self.cls, "Config", None)
+        return "adapters" in getattr(config, "model_fields", {})
 
     @property
     def takes(self) -> "typing.Mapping[str, type[Data]]":
@@ -813,10 +821,90 @@ def fuzz_problem(s: Subject, name: str, value: Any, tried: set[str]) -> str | No
     return None
 
 
+def adapted(s: Subject, inputs: Data, given: dict, path: str, scale: float) -> Data:
+    """The output of a component built with the one adapter ``path`` at ``scale`` (Failed if that raises)."""
+    try:
+        component = s.build(adapters=[{"path": path, "scale": scale}]).load()
+        return component(inputs, seed=5, **given)
+    except Exception as err:
+        raise Failed(
+            f"with adapter {path!r} at scale {scale}, building or calling it raised {type(err).__name__}: {err}"
+        )
+
+
+def misnamed_adapter(path: str, folder: str) -> tuple[str, str]:
+    """A copy of the adapter file ``path`` in ``folder`` whose first LoRA module is renamed to one no
+    model has (``<module>_kit_missing``), and that name. A refusal names it as the model knows it
+    (without a part prefix, kohya's ``_`` read as ``.``), so the check looks for ``kit_missing`` in it."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
+    from loom.core.adapters import adapter_file
+
+    tensors = load_file(adapter_file(path))
+    lora = sorted(k for k in tensors if ".lora" in k)
+    if not lora:
+        raise Failed(f"the adapter the test gave, {path!r}, holds no LoRA tensors (no key has '.lora')")
+    module = lora[0].split(".lora", 1)[0]
+    missing = f"{module}_kit_missing"
+    renamed = {(missing + k[len(module) :] if k.startswith(module + ".") else k): v for k, v in tensors.items()}
+    out = Path(folder) / "misnamed.safetensors"
+    save_file(renamed, str(out))
+    return str(out), missing
+
+
+def check_adapters(s: Subject) -> None:
+    if s.adapter is None:
+        raise Skipped(
+            "its Config takes adapters, but the test gave no adapter file to check them with "
+            "(check_component(..., adapter=FILE) or adapters={name: FILE})"
+        )
+    inputs, given = s.inputs(2), s.given(2)
+    base = s.call(s.loaded(), inputs, seed=5, **given)
+    s.compare(adapted(s, inputs, given, s.adapter, 0.0), base, "outputs with the adapter at scale 0 and without it")
+    one = adapted(s, inputs, given, s.adapter, 1.0)
+    if difference(one, base) == 0:
+        raise Failed(f"the adapter {s.adapter!r} at scale 1 changes nothing: is it loaded into the model?")
+    s.compare(adapted(s, inputs, given, s.adapter, 1.0), one, "two loads of the adapter at scale 1 gave outputs that")
+    with tempfile.TemporaryDirectory(prefix="loom-adapter-") as folder:
+        wrong, missing = misnamed_adapter(s.adapter, folder)
+        try:
+            s.build(adapters=[wrong]).load()(inputs, seed=5, **given)
+        except LoomError as err:
+            message = str(err)
+            if "\n" in message or not re.search(r"kit[._]missing", message) or "misnamed.safetensors" not in message:
+                raise Failed(
+                    f"an adapter for a module it lacks ({missing!r}) was refused, but not in one line naming the file and the module: {message!r}"
+                )
+        except Exception as err:
+            raise Failed(
+                f"an adapter for a module it lacks ({missing!r}) raised {type(err).__name__}, not a LoomError: {err}"
+            )
+        else:
+            raise Failed(f"an adapter for a module it lacks ({missing!r}) was accepted")
+    s.compare(s.call(s.loaded(), inputs, seed=5, **given), base, "outputs before and after a refused adapter")
+
+
+#: Run for a component that takes adapters: on the adapter file the test gives.
+ADAPTERS_CHECK = Check(
+    "adapters",
+    "a component whose Config takes adapters (loom.core.AdapterOptions): an adapter at scale 0 leaves its output "
+    "exactly as without it, at scale 1 changes it, two loads give the same output, and an adapter for a module its "
+    "model lacks is refused in one line naming the file and the module, leaving loaded components as they were",
+    check_adapters,
+)
+
+
+def checks_for(subject: Subject) -> list[Check]:
+    """Every check of the contract, and :data:`ADAPTERS_CHECK` for a component that takes adapters."""
+    return CHECKS + ([ADAPTERS_CHECK] if subject.takes_adapters else [])
+
+
 def run_checks(subject: Subject, only: "list[str] | None" = None) -> Report:
     """Run every check (or those named in ``only``) on one subject."""
     report = Report()
-    for c in CHECKS:
+    for c in checks_for(subject):
         if only is None or c.name in only:
             report.results.append(run_check(subject, c))
     return report
@@ -849,7 +937,11 @@ def run_check(subject: Subject, c: Check) -> CheckResult:
 
 
 def plugin_subjects(
-    plugin: Any, configs: dict | None = None, inputs: dict | None = None, given: dict | None = None
+    plugin: Any,
+    configs: dict | None = None,
+    inputs: dict | None = None,
+    given: dict | None = None,
+    adapters: dict | None = None,
 ) -> tuple[list[Subject], list[str], Any]:
     """The subjects for every component a plugin registers, the plugin's registration errors,
     and the plugin object. ``plugin``: a module or object with hooks, a module name, or the
@@ -866,13 +958,15 @@ def plugin_subjects(
         plugin = found[0].load() if found else importlib.import_module(plugin)
     registry = Registry()
     info = registry.add_plugin(plugin, name)
-    configs, inputs, given = configs or {}, inputs or {}, given or {}
-    unknown = sorted((set(configs) | set(inputs) | set(given)) - set(info.components))
+    configs, inputs, given, adapters = configs or {}, inputs or {}, given or {}, adapters or {}
+    unknown = sorted((set(configs) | set(inputs) | set(given) | set(adapters)) - set(info.components))
     errors = list(info.errors) + (
-        [f"configs, inputs or given inputs for components it does not register: {unknown}"] if unknown else []
+        [f"configs, inputs, given inputs or adapters for components it does not register: {unknown}"] if unknown else []
     )
     subjects = [
-        Subject(registry.get(f"{name}:{c}").cls, c, configs.get(c), inputs.get(c), plugin, given.get(c))
+        Subject(
+            registry.get(f"{name}:{c}").cls, c, configs.get(c), inputs.get(c), plugin, given.get(c), adapters.get(c)
+        )
         for c in info.components
     ]
     return subjects, errors, plugin
@@ -887,6 +981,7 @@ def check_component(
     plugin: Any = None,
     only: "list[str] | None" = None,
     given: "dict[str, Data | Callable[[int], Data]] | None" = None,
+    adapter: "str | os.PathLike | None" = None,
 ) -> Report:
     """Run the conformance checks on one component, without pytest.
 
@@ -896,14 +991,15 @@ def check_component(
     inputs (e.g. embeddings from one encoder); by default the kit makes small examples of the
     component's input type. ``given``: the same, per named input of its ``takes`` (e.g.
     ``{"image": images}``); the kit makes examples of the others and passes them all in every call.
-    ``only``: names of the checks to run.
+    ``adapter``: a LoRA file that fits the component's model, for check "adapters" of a component
+    that takes adapters (:class:`loom.core.AdapterOptions`). ``only``: names of the checks to run.
     """
     if isinstance(component, str):
         from loom.core.plugins import get_registry
 
         entry = get_registry().get(component)
         component, name = entry.cls, name or entry.name
-    return run_checks(Subject(component, name, config, inputs, plugin, given), only)
+    return run_checks(Subject(component, name, config, inputs, plugin, given, adapter), only)
 
 
 def check_plugin(
@@ -912,10 +1008,12 @@ def check_plugin(
     inputs: dict | None = None,
     only: "list[str] | None" = None,
     given: dict | None = None,
+    adapters: dict | None = None,
 ) -> Report:
     """Run the conformance checks on every component a plugin registers, without pytest.
-    ``configs``, ``inputs`` and ``given`` map component names to what :func:`check_component` takes."""
-    subjects, errors, _ = plugin_subjects(plugin, configs, inputs, given)
+    ``configs``, ``inputs``, ``given`` and ``adapters`` map component names to what
+    :func:`check_component` takes (``adapters``: its ``adapter``)."""
+    subjects, errors, _ = plugin_subjects(plugin, configs, inputs, given, adapters)
     report = Report()
     plugin_name = getattr(plugin, "__name__", plugin if isinstance(plugin, str) else type(plugin).__name__)
     report.results.append(registers_result(plugin_name, subjects, errors))
@@ -970,6 +1068,7 @@ def conformance_tests(
     inputs: dict | None = None,
     only: "list[str] | None" = None,
     given: dict | None = None,
+    adapters: dict | None = None,
 ):
     """A pytest test function with one item per (component, check) of ``plugin``. Assign it to
     a ``test_`` name in a test module::
@@ -978,20 +1077,22 @@ def conformance_tests(
         test_conformance = conformance_tests("my_plugin", configs={"blur": {"radius": 2}})
         # a step that needs particular images for its `takes` gets them per component:
         # conformance_tests("my_plugin", given={"repaint": {"image": my_images}})
+        # a component that takes LoRA adapters is checked with one that fits its model:
+        # conformance_tests("my_plugin", adapters={"my-generator": "tests/data/lora.safetensors"})
 
     ``pytest -k seed_determinism`` selects one check; a failure reads "component X fails check
     Y: what it did; the contract: ...", a skip says why the check does not apply.
     """
     import pytest
 
-    subjects, errors, plugin_obj = plugin_subjects(plugin, configs, inputs, given)
+    subjects, errors, plugin_obj = plugin_subjects(plugin, configs, inputs, given, adapters)
     plugin_name = plugin if isinstance(plugin, str) else getattr(plugin, "__name__", type(plugin).__name__)
-    by_name = {c.name: c for c in CHECKS}
+    by_name = {c.name: c for c in CHECKS + [ADAPTERS_CHECK]}
     cases = [pytest.param(None, "registers", id=f"{plugin_name}-registers")]
     cases += [
         pytest.param(s, c.name, id=f"{s.name}-{c.name}")
         for s in subjects
-        for c in CHECKS
+        for c in checks_for(s)
         if only is None or c.name in only
     ]
 

@@ -2,18 +2,22 @@
 of low-rank weights (or a folder ``loom train lora`` wrote, holding one) added to a model at setup
 with its own scale (0 leaves the model as it is).
 
-This module holds the option (checked when a chain is built, before anything loads) and imports no
-torch; the diffusion plugin's :mod:`loom.plugins.diffusion.adapters` reads the files and loads them
-(the diffusers/PEFT layout and kohya's, converted the way diffusers converts them).
+A component accepts adapters by mixing :class:`AdapterOptions` into its Config and loading
+``config.adapters`` in ``setup()``; the option is then checked when a chain is built (before
+anything loads), each file's SHA-256 and scale go into the provenance record and ``loom reproduce``
+refuses a changed file, and ``loom.testing`` checks the component against an adapter the test gives
+(docs/plugin-guide.md, "Accepting adapters"). This module imports no torch; the diffusion plugin's
+``loom.plugins.diffusion.adapters`` is one loader (the diffusers/PEFT layout and kohya's).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from loom.core import ComponentConfig
+from .component import ComponentConfig
 
 #: The only file format adapters are read from: a safetensors file holds tensors and nothing that runs.
 ADAPTER_SUFFIX = ".safetensors"
@@ -64,7 +68,7 @@ class Adapter(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _path_alone(cls, value):
+    def _path_alone(cls, value: Any) -> Any:
         return {"path": value} if isinstance(value, str) else value
 
     @field_validator("path")
@@ -84,10 +88,3 @@ class AdapterOptions(ComponentConfig):
         default_factory=list,
         description="LoRA adapters loaded into the model at setup, each {path: file.safetensors, scale: 1.0}",
     )
-
-    @model_validator(mode="after")
-    def _not_fused(self):
-        # diffusers fuses the attention projections from the base weights: the adapters would be left out
-        if self.adapters and getattr(self, "fuse_qkv", False):
-            raise ValueError("fuse_qkv would leave the adapters out of the fused projections: set fuse_qkv: false")
-        return self
