@@ -163,6 +163,7 @@ def generate(
     mask: Any = None,
     strength: float | None = None,
     control: Any = None,
+    adapters: Sequence[Any] = (),
 ) -> Result:
     """Generate from one prompt or a list of prompts with the default chain (images, or sounds for
     an Audio generator).
@@ -183,6 +184,8 @@ def generate(
     (:func:`loom.outputs.read_images`; a mask is grey, white = repaint). ``strength``: the
     ``strength`` option of every step that has one (how far an edit may move from the image).
     ``control``: a control image for a step that takes one (``sd-controlnet``), read as ``image`` is.
+    ``adapters``: LoRA adapters (``{"path": file, "scale": 0.8}`` or a path, scale 1) for every step
+    that takes them (docs/adapters.md); the record keeps each file's SHA-256 and scale.
 
     A request over :mod:`loom.limits` (items = prompts × count, pixels = size², seconds of a
     spoken prompt, pixels of a given image) is refused before any weights load, and so is an
@@ -195,7 +198,11 @@ def generate(
         if generator is None and output is not None and Path(output).suffix.lower() in AudioFormat.suffixes:
             generator = DEFAULT_SOUND_GENERATOR  # a sound file asks for a sound
         spec = default_spec(generator, size, complete=complete)
-    pipeline = pipeline_for(spec if strength is None else with_strength(spec, strength))
+    if strength is not None:
+        spec = with_strength(spec, strength)
+    if adapters:
+        spec = with_adapters(spec, adapters)
+    pipeline = pipeline_for(spec)
     if output is not None:
         check_output_path(output, pipeline.output_type)  # before any weights load
     inputs: Data = read_spoken_prompts(prompt_audio) if prompt_audio is not None else Text(prompt)
@@ -208,17 +215,26 @@ def generate(
 def with_strength(spec: dict, strength: Any, registry=None) -> dict:
     """``spec`` with option ``strength`` set on every step whose Config has one (the value is checked when the chain
     is built); an InputError when no step has it."""
+    return with_option(spec, "strength", strength, "give a strength only to a generator that edits images", registry)
+
+
+def with_adapters(spec: dict, adapters: Any, registry=None) -> dict:
+    """``spec`` with LoRA ``adapters`` (``[{path, scale}]``, or paths) on every step that takes them."""
+    return with_option(spec, "adapters", list(adapters), "give adapters only to a generator that takes them", registry)
+
+
+def with_option(spec: dict, option: str, value: Any, hint: str, registry=None) -> dict:
+    """``spec`` with ``option`` set to ``value`` on every step whose Config has it (the value is checked when the
+    chain is built); an InputError naming the steps, then ``hint``, when no step has it."""
     steps, found = [], False
     for step in spec["steps"]:
         cls = _component_class(step["component"], registry)
-        if cls is not None and "strength" in cls.Config.model_fields:
-            step, found = {**step, "config": {**step.get("config", {}), "strength": strength}}, True
+        if cls is not None and option in cls.Config.model_fields:
+            step, found = {**step, "config": {**step.get("config", {}), option: value}}, True
         steps.append(step)
     if not found:
         names = ", ".join(repr(s["component"]) for s in spec["steps"])
-        raise InputError(
-            f"no step of this chain takes strength (steps: {names}); give a strength only to a generator that edits images"
-        )
+        raise InputError(f"no step of this chain takes {option} (steps: {names}); {hint}")
     return {**spec, "steps": steps}
 
 

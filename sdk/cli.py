@@ -252,6 +252,13 @@ def new_plugin(name: str, directory, kind: str) -> None:
 @click.option(
     "--strength", type=click.FloatRange(0, 1), default=None, help="How far an edit may move from --image (0 to 1)."
 )
+@click.option(
+    "--adapter",
+    "adapters",
+    multiple=True,
+    metavar="FILE[:SCALE]",
+    help="A LoRA adapter (.safetensors file or `loom train lora` folder) at SCALE (default 1); repeatable.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def generate(
     prompt,
@@ -266,6 +273,7 @@ def generate(
     mask,
     control,
     strength,
+    adapters: tuple[str, ...],
     quiet: bool,
 ) -> None:
     """Generate from PROMPT with GENERATOR: images as PNG, sounds as WAV or FLAC (the file type
@@ -294,11 +302,21 @@ def generate(
         mask=mask,
         control=control,
         strength=strength,
+        adapters=[adapter_option(a) for a in adapters],
     )
     for words in result.provenance.get("heard") or []:
         click.echo(f"heard: {json.dumps(words, ensure_ascii=False)}", err=True)  # stdout keeps to the paths
     for path in output_paths(output, len(result)):
         click.echo(str(path))
+
+
+def adapter_option(given: str) -> dict:
+    """``--adapter FILE[:SCALE]`` as an adapter entry: the part after the last colon is the scale when it is a number."""
+    path, _, scale = given.rpartition(":")
+    try:
+        return {"path": path, "scale": float(scale)} if path else {"path": given}
+    except ValueError:
+        return {"path": given}
 
 
 @main.command("run")

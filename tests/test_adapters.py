@@ -458,3 +458,33 @@ def test_the_kit_checks_every_diffusion_step_that_takes_adapters(tiny_sd, loras,
     assert checked == dict.fromkeys(
         ["stable-diffusion", "sd-text-encoder", "sd-denoiser", "sd-controlnet", "diffusion"], "passed"
     ), str(report)
+
+
+@pytest.mark.slow
+def test_loom_generate_takes_adapters_and_reproduce_checks_them(shapes, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from loom.cli import main
+    from loom.outputs import read_record
+
+    folder, lora, _ = shapes
+    mine = tmp_path / "mine.safetensors"
+    shutil.copy(lora, mine)
+    out = tmp_path / "star.png"
+    args = ["generate", "a red circle", "--generator", folder, "--seed", "4", "--size", "32", "-q"]
+    res = CliRunner().invoke(main, [*args, "--adapter", f"{mine}:0.5", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    kept = [c["adapters"] for c in read_record(out)["components"] if "adapters" in c]
+    assert kept == [[{"path": str(mine), "sha256": kept[0][0]["sha256"], "scale": 0.5}]]
+    plain = tmp_path / "plain.png"
+    assert CliRunner().invoke(main, [*args, "-o", str(plain)]).exit_code == 0
+    assert out.read_bytes() != plain.read_bytes()  # the adapter changed the picture
+    res = CliRunner().invoke(main, ["reproduce", str(out), "-o", str(tmp_path / "again.png"), "--check", "-q"])
+    assert res.exit_code == 0 and "same pixels as" in res.output, res.output
+    mine.write_bytes(mine.read_bytes()[:-4] + b"\0\0\0\0")  # the adapter file changed since
+    res = CliRunner().invoke(main, ["reproduce", str(out), "-o", str(tmp_path / "no.png"), "-q"])
+    assert res.exit_code != 0 and str(mine) in res.output and not (tmp_path / "no.png").exists(), res.output
+    res = CliRunner().invoke(main, ["generate", "a red circle", "--adapter", str(mine), "-o", str(tmp_path / "x.png")])
+    assert res.exit_code != 0 and "no step of this chain takes adapters" in res.output
