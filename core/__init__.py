@@ -8,6 +8,7 @@ from .adapters import Adapter, AdapterOptions
 from .component import Capabilities, Component, ComponentConfig, Encoder, Generator, Postprocessor
 from .data import DATA_TYPES, Audio, Data, Embedding, Image, Latent, Text
 from .errors import (
+    Cancelled,
     ConfigError,
     InputError,
     LoomError,
@@ -20,13 +21,13 @@ from .errors import (
     WeightsError,
 )
 from .hookspecs import PLUGIN_API, hookimpl, hookspec
-from .pipeline import Pipeline, PipelineSpec, Result, StepSpec
+from .pipeline import CancelToken, Pipeline, PipelineSpec, Result, StepSpec
 from .plugins import ComponentEntry, PluginInfo, Registry, discover, get_registry
 from .world import World
 
 # fmt: off
 __all__ = [
-    "Adapter", "AdapterOptions", "Audio", "Capabilities", "Component", "ComponentConfig", "ComponentEntry", "ConfigError", "DATA_TYPES", "Data",
+    "Adapter", "AdapterOptions", "Audio", "CancelToken", "Cancelled", "Capabilities", "Component", "ComponentConfig", "ComponentEntry", "ConfigError", "DATA_TYPES", "Data",
     "Embedding", "Encoder", "Generator", "Image", "InputError", "Latent", "LoomError", "PLUGIN_API", "Pipeline",
     "PipelineSpec", "PluginError", "PluginInfo", "Postprocessor", "ProvenanceError", "Registry",
     "Result", "SpecError", "StepSpec", "Text", "TypeMismatchError", "UnknownComponentError",

@@ -39,3 +39,7 @@ class WeightsError(LoomError):
 
 class ProvenanceError(LoomError):
     """A file carries no Loom provenance record, or one that cannot be replayed."""
+
+
+class Cancelled(LoomError):
+    """A run stopped because its :class:`~loom.core.pipeline.CancelToken` was cancelled (nothing after that point ran)."""

@@ -39,7 +39,8 @@ PLUGIN_API = "1.6"
 # 1.3: the loom_register_worlds hook and loom.core.World (training data and checkers as plugins).
 # 1.4: Embedding.text, Capabilities.uses_seed, Data.problem() (outputs are checked at run time).
 # 1.5: Component.takes/optional (named inputs such as image and mask, given to run as keyword arguments).
-# 1.6: loom.core.Adapter and AdapterOptions (a component that takes LoRA adapters).
+# 1.6: loom.core.Adapter and AdapterOptions (a component that takes LoRA adapters); CancelToken, Cancelled,
+#      Pipeline.run(cancel=) and Pipeline.arun.
 
 
 @hookspec

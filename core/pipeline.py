@@ -7,6 +7,8 @@ weights load; any mistake raises a :class:`~loom.core.errors.LoomError` naming t
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Literal, Mapping, Sequence
@@ -15,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .component import Component, describe_validation_error, validate_config
 from .data import Data, Image, Text
-from .errors import InputError, SpecError, TypeMismatchError, UnknownComponentError
+from .errors import Cancelled, InputError, SpecError, TypeMismatchError, UnknownComponentError
 from .plugins import ComponentEntry, Registry, get_registry
 from .seeding import item_seeds
 
@@ -49,6 +51,27 @@ class PipelineSpec(BaseModel):
             return cls.model_validate(dict(source))
         except ValidationError as err:
             raise SpecError(describe_validation_error(err, where)) from None
+
+
+class CancelToken:
+    """Asks a running :meth:`Pipeline.run` to stop: it raises :class:`Cancelled` at the next item, or
+    at the next unit of work a component reports (a denoising step). Thread-safe: a request handler
+    cancels while another thread runs."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self, where: str) -> None:
+        """Raise :class:`Cancelled` (saying ``where``) if cancelled."""
+        if self._event.is_set():
+            raise Cancelled(f"cancelled {where}")
 
 
 @dataclass
@@ -173,20 +196,46 @@ class Pipeline:
                 raise InputError(f"prompt {i + 1} is empty: give some text to generate from")
         return data
 
-    def run(self, inputs: Any, seed: Any = None, *, progress: Any = None, loading: Any = None, **given: Any) -> Result:
+    async def arun(self, inputs: Any, seed: Any = None, **options: Any) -> Result:
+        """:meth:`run` in a worker thread, for asyncio code; cancelling the awaiting task cancels the run (at its
+        next item or reported step; the thread then ends with :class:`Cancelled`)."""
+        token = options.setdefault("cancel", CancelToken())
+        try:
+            return await asyncio.to_thread(self.run, inputs, seed, **options)
+        except asyncio.CancelledError:
+            token.cancel()
+            raise
+
+    def run(
+        self,
+        inputs: Any,
+        seed: Any = None,
+        *,
+        progress: Any = None,
+        loading: Any = None,
+        cancel: CancelToken | None = None,
+        **given: Any,
+    ) -> Result:
         """Run the chain on a batch (a prompt, a list of prompts, or a data batch) with the named inputs its steps take
         (``image=Image(...)``: one item per input, or one for all; checked by :meth:`check_given` before loading).
         ``seed``: an int (item *i* gets ``seed + i``), one int per item, or None for a random seed, recorded. The same
         input and seed give the same output alone or in any batch. ``progress(done, total, note)``, if callable, is
         told as work finishes (``done`` of items × steps, in fractions where a component reports finer work);
-        ``loading`` is passed to :meth:`load`."""
+        ``loading`` is passed to :meth:`load`. ``cancel``: a :class:`CancelToken`; once cancelled, the run raises
+        :class:`Cancelled` at the next item or reported unit of work, returning nothing."""
         data = first = self._coerce(inputs)
         named = self.check_given(given, len(data))
         seeds = item_seeds(seed, len(data))
         self.load(loading)
         self.registry.notify("loom_pipeline_start", pipeline=self, inputs=data, seeds=seeds)
         timings = []
-        report = progress if callable(progress) else lambda *_: None
+        told = progress if callable(progress) else lambda *_: None
+
+        def report(done: float, total: float, note: str) -> None:
+            told(done, total, note)
+            if cancel is not None:
+                cancel.check(f"at {note} ({done:g} of {total:g})")
+
         for index, step in enumerate(self.spec.steps):
             start = time.perf_counter()
             data = self._run_step(index, data, seeds, report, named)

@@ -279,16 +279,17 @@ class Pipeline(Engine):
         seed: Any = None,
         *,
         progress: "bool | Callable[[float, float, str], None]" = True,
+        cancel: Any = None,
         **given: Any,
     ) -> Result:
         """Run the chain on a batch (see :meth:`loom.core.Pipeline.run`); ``progress``: show
         bars (the default), not (False), or a callable told ``(done, total, note)``. ``given``: the
         named inputs its steps take (``image=``, ``mask=``: image files, PIL images or Image batches;
-        :func:`loom.outputs.read_images`)."""
+        :func:`loom.outputs.read_images`). ``cancel``: a :class:`loom.core.CancelToken`."""
         from loom.outputs import read_images
 
         given = read_images(given)
         if callable(progress):
-            return super().run(inputs, seed, progress=progress, **given)
+            return super().run(inputs, seed, progress=progress, cancel=cancel, **given)
         with Bar("loading", "step", bool(progress)) as loading, Bar("generating", "item", bool(progress)) as bar:
-            return super().run(inputs, seed, progress=bar, loading=loading, **given)
+            return super().run(inputs, seed, progress=bar, loading=loading, cancel=cancel, **given)
