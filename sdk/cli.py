@@ -747,6 +747,41 @@ def eval_snapshots(run, count, seed) -> None:
     )
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (not loopback: needs --token).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on.")
+@click.option(
+    "--workers", type=click.IntRange(1), default=1, show_default=True, help="Jobs run at once (on different chains)."
+)
+@click.option(
+    "--token",
+    envvar="LOOM_SERVE_TOKEN",
+    default=None,
+    help="Every /v1 request must send Authorization: Bearer TOKEN (or set LOOM_SERVE_TOKEN).",
+)
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False),
+    default="loom-serve",
+    show_default=True,
+    help="Folder of the job queue (SQLite) and the outputs.",
+)
+@click.option(
+    "--queue-limit", type=click.IntRange(1), default=64, show_default=True, help="Most jobs queued or running."
+)
+def serve(host: str, port: int, workers: int, token, data: str, queue_limit: int) -> None:
+    """Serve generation over HTTP: a job API (/v1, schema at /openapi.json) and a web page (/). Jobs and outputs live in
+    --data and survive a restart. Binds 127.0.0.1 unless told otherwise; any other address needs --token."""
+    import uvicorn
+
+    from loom.serve import create_app, is_loopback
+
+    if not is_loopback(host) and not token:
+        raise click.ClickException(f"--host {host} is reachable from other machines: give --token TOKEN as well")
+    app = create_app(data, token=token, workers=workers, queue_limit=queue_limit)
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
 def read_prompts(path: str) -> list[str]:
     from loom.batch_jobs import read_prompts_text
     from loom.core import InputError

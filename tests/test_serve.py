@@ -1,0 +1,350 @@
+"""`loom serve`: each test starts the server itself on 127.0.0.1 (a free port, a tmp --data) and stops it.
+
+Outputs are compared with what `loom.generate` writes: the same pixels and the same record, less the timings and
+creation time that `loom.generate` records (a job's record leaves them out, so that remaking an output after a
+restart gives the same bytes; two jobs with one request are compared byte for byte)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+httpx = pytest.importorskip("httpx")
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = ["a small red circle in the top left on a blue background", "a large green square on a white background"]
+#: What a job's record leaves out of the record loom.generate writes.
+RUN_DEPENDENT = ("timings", "created")
+
+
+# -- a server of our own ----------------------------------------------------------------------------
+class Server:
+    """``loom serve`` in a subprocess on a free port of 127.0.0.1, logging to a file."""
+
+    def __init__(self, data: Path, *options: str, token: str | None = None) -> None:
+        self.data, self.options, self.token = data, options, token
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Server":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = self.data.with_name(self.data.name + f"-{self.port}.log")
+        cmd = [sys.executable, "-m", "loom.cli", "serve", "--port", str(self.port), "--data", str(self.data)]
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+        }
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([*cmd, *self.options], env=env, stdout=out, stderr=subprocess.STDOUT)
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self.client = httpx.Client(base_url=self.url, headers=headers, timeout=120, trust_env=False)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"the server exited:\n{self.log.read_text()[-3000:]}"
+            try:
+                if self.client.get("/").status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"the server did not answer in 90 s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self, hard: bool = False) -> None:
+        if self.proc is None:
+            return
+        self.client.close()
+        if hard:
+            self.proc.kill()
+        else:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    # -- calls
+    def submit(self, **body) -> str:
+        response = self.client.post("/v1/jobs", json={"size": 64, **body})
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    def job(self, job_id: str) -> dict:
+        return self.client.get(f"/v1/jobs/{job_id}").raise_for_status().json()
+
+    def wait(self, job_id: str, until, timeout: float = 240) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.job(job_id)
+            if until(job):
+                return job
+            time.sleep(0.2)
+        raise AssertionError(f"job {job_id} is still {job}")
+
+    def events(self, job_id: str) -> list[tuple[str, dict]]:
+        """Every event of the job, to the stream's end."""
+        found, event = [], None
+        with self.client.stream("GET", f"/v1/jobs/{job_id}/events") as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    event = line[len("event: ") :]
+                elif line.startswith("data: "):
+                    found.append((event, json.loads(line[len("data: ") :])))
+        return found
+
+    def output(self, job_id: str, n: int) -> bytes:
+        response = self.client.get(f"/v1/jobs/{job_id}/outputs/{n}")
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "image/png"
+        return response.content
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One server for the tests that need no options of their own (two workers)."""
+    running = Server(tmp_path_factory.mktemp("serve") / "data", "--workers", "2").start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+# -- what loom.generate makes ------------------------------------------------------------------------
+def reference(tmp_path: Path, prompts, seed: int, count: int = 1) -> list[Path]:
+    """The files loom.generate writes for this request (in this process: pipelines are cached)."""
+    import loom
+    from loom.api import output_paths
+
+    out = tmp_path / f"ref-{seed}-{count}.png"
+    result = loom.generate(prompts, seed, generator="vae", size=64, output=out, count=count, progress=False)
+    return output_paths(out, len(result))
+
+
+def assert_same_output(made: bytes, expected: Path, tmp_path: Path) -> None:
+    """``made`` has ``expected``'s pixels and record, but for the record's timings and creation time."""
+    import numpy as np
+    from PIL import Image
+
+    from loom.outputs import read_record
+
+    assert made[:8] == b"\x89PNG\r\n\x1a\n"
+    path = tmp_path / "made.png"
+    path.write_bytes(made)
+    with Image.open(io.BytesIO(made)) as a, Image.open(expected) as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b)), "the pixels differ"
+    got, want = read_record(path), read_record(expected)
+    for key in RUN_DEPENDENT:
+        want.pop(key, None)
+        got.pop(key, None)
+    assert got == want
+
+
+# -- tests ------------------------------------------------------------------------------------------------
+class Webhook:
+    """An HTTP server on 127.0.0.1 that keeps the JSON bodies POSTed to it."""
+
+    def __enter__(self) -> "Webhook":
+        import http.server
+        import threading
+
+        self.received: list[dict] = []
+        received = self.received
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+        self.httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/done"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.slow
+def test_job_streams_events_to_finished_and_serves_loom_generates_output(server, tmp_path):
+    with Webhook() as hook:
+        job_id = server.submit(prompt=PROMPTS[0], seed=3, webhook=hook.url)
+        events = server.events(job_id)
+        deadline = time.monotonic() + 10
+        while not hook.received and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert hook.received == [{"id": job_id, "status": "finished"}]
+    names = [name for name, _ in events]
+    assert names[:2] == ["queued", "started"] and names[-1] == "finished"
+    assert ("item", {"n": 1, "url": f"/v1/jobs/{job_id}/outputs/1"}) in events
+    assert any(name == "progress" and data == {"done": 1, "total": 1} for name, data in events)
+    job = server.job(job_id)
+    assert (job["status"], job["progress"], job["outputs"], job["total"], job["error"]) == ("finished", 1.0, 1, 1, None)
+    made = server.output(job_id, 1)
+    assert_same_output(made, reference(tmp_path, PROMPTS[0], 3)[0], tmp_path)
+    # the same request again: the same bytes (nothing of the run is recorded)
+    again = server.submit(prompt=PROMPTS[0], seed=3)
+    server.wait(again, lambda j: j["status"] == "finished")
+    assert server.output(again, 1) == made
+    # a finished job's stream (read again) says how it ended and ends
+    assert server.events(job_id)[-1][0] == "finished"
+    for missing in (f"/v1/jobs/{job_id}/outputs/2", f"/v1/jobs/{job_id}/outputs/0", "/v1/jobs/nope/outputs/1"):
+        assert server.client.get(missing).status_code == 404
+    assert server.client.get("/v1/jobs/nope").status_code == 404
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_delete_stops_a_running_job_alone(server, tmp_path):
+    many = server.submit(prompts=PROMPTS, count=100, seed=10)  # 200 items
+    other = server.submit(prompts=PROMPTS, count=1, seed=50)
+    queued = server.submit(prompt=PROMPTS[0], seed=70)
+    server.wait(many, lambda j: j["status"] == "running" and j["outputs"] >= 1)
+    # a queued job cancelled never starts
+    assert server.client.delete(f"/v1/jobs/{queued}").json()["status"] == "cancelled"
+    server.client.delete(f"/v1/jobs/{many}").raise_for_status()
+    stopped = server.wait(many, lambda j: j["status"] == "cancelled", timeout=60)
+    assert 1 <= stopped["outputs"] < 200
+    assert server.events(many)[-1][0] == "cancelled"
+    kept = server.output(many, 1)  # its finished items stay
+    assert kept[:8] == b"\x89PNG\r\n\x1a\n"
+    done = server.wait(other, lambda j: j["status"] in ("finished", "failed", "cancelled"))
+    assert done["status"] == "finished" and done["outputs"] == 2
+    for n, expected in enumerate(reference(tmp_path, PROMPTS, 50), start=1):
+        assert_same_output(server.output(other, n), expected, tmp_path)
+    assert server.job(queued)["status"] == "cancelled" and server.job(queued)["outputs"] == 0
+    assert [name for name, _ in server.events(queued)] == ["queued", "cancelled"]
+    time.sleep(1)
+    assert server.job(many)["outputs"] == stopped["outputs"]  # nothing more was made
+
+
+@pytest.mark.slow
+def test_refusals_name_the_problem_in_one_line(server):
+    post = lambda body: server.client.post("/v1/jobs", json=body)  # noqa: E731
+    too_many = post({"prompts": PROMPTS, "count": 6000})
+    assert too_many.status_code == 422
+    assert "12,000" in too_many.json()["detail"] and "items" in too_many.json()["detail"]
+    unknown = post({"prompt": "a red circle", "generator": "no-such-generator"})
+    assert unknown.status_code == 422 and "'no-such-generator'" in unknown.json()["detail"]
+    not_a_generator = post({"prompt": "a red circle", "generator": "resize"})
+    assert not_a_generator.status_code == 422 and "not a generator" in not_a_generator.json()["detail"]
+    for body in ({"prompt": "a", "prompts": ["b"]}, {}, {"prompt": "  "}, {"prompt": "a", "count": 0}):
+        response = post(body)
+        assert response.status_code == 422, body
+        assert isinstance(response.json()["detail"], str) and "\n" not in response.json()["detail"]
+    assert post({"prompt": "a", "size": 100_000}).status_code == 422  # pixels over the limit
+    huge = server.client.post(
+        "/v1/jobs", content=b'{"prompt": "' + b"x" * 1_100_000 + b'"}', headers={"content-type": "application/json"}
+    )
+    assert huge.status_code == 413
+
+
+@pytest.mark.slow
+def test_generate_endpoint_gives_what_loom_generate_writes(server, tmp_path):
+    from click.testing import CliRunner
+
+    from loom.cli import main
+
+    response = server.client.post("/v1/generate", json={"prompt": PROMPTS[1], "seed": 11, "size": 64})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    out = tmp_path / "out.png"
+    args = ["generate", PROMPTS[1], "--seed", "11", "--generator", "vae", "--size", "64", "-o", str(out), "-q"]
+    ran = CliRunner().invoke(main, args)
+    assert ran.exit_code == 0, ran.output
+    assert_same_output(response.content, out, tmp_path)
+    assert server.client.post("/v1/generate", json={"prompt": "a", "generator": "nope"}).status_code == 422
+
+
+@pytest.mark.slow
+def test_components_and_committed_openapi(server):
+    components = server.client.get("/v1/components").json()
+    vae = next(c for c in components if c["name"] == "vae")
+    assert (vae["kind"], vae["input_type"], vae["output_type"]) == ("generator", "Embedding", "Image")
+    assert "temperature" in vae["config_schema"]["properties"]
+    assert {"encoder", "generator", "postprocessor"} <= {c["kind"] for c in components}
+    served = server.client.get("/openapi.json").json()
+    committed = json.loads((ROOT / "docs" / "openapi.json").read_text(encoding="utf-8"))
+    assert committed == served, (
+        "docs/openapi.json is stale: regenerate it with `python -m loom.serve > docs/openapi.json`"
+    )
+
+
+@pytest.mark.slow
+def test_page_is_served_and_names_no_other_host(server):
+    for path, kind in (("/", "text/html"), ("/app.js", "text/javascript")):
+        response = server.client.get(path)
+        assert response.status_code == 200 and response.headers["content-type"].startswith(kind)
+        hosts = re.findall(r"https?://([^/\"'\s)]+)", response.text)
+        assert all(h.split(":")[0] in ("127.0.0.1", "localhost") for h in hosts), hosts
+    assert "/app.js" in server.client.get("/").text
+
+
+@pytest.mark.slow
+def test_token_and_queue_limit(tmp_path):
+    guarded = Server(tmp_path / "data", "--queue-limit", "1", "--token", "s3cret", token="s3cret").start()
+    try:
+        assert httpx.get(guarded.url + "/v1/components", trust_env=False).status_code == 401
+        wrong = httpx.get(guarded.url + "/v1/components", headers={"Authorization": "Bearer nope"}, trust_env=False)
+        assert wrong.status_code == 401
+        assert httpx.post(guarded.url + "/v1/jobs", json={"prompt": "a"}, trust_env=False).status_code == 401
+        long_job = guarded.submit(prompts=PROMPTS, count=100, seed=1)
+        full = guarded.client.post("/v1/jobs", json={"prompt": "a red circle", "size": 64})
+        assert full.status_code == 429 and int(full.headers["retry-after"]) > 0
+        guarded.client.delete(f"/v1/jobs/{long_job}").raise_for_status()
+        guarded.wait(long_job, lambda j: j["status"] == "cancelled", timeout=120)
+        assert guarded.client.post("/v1/jobs", json={"prompt": "a red circle", "size": 64}).status_code == 201
+    finally:
+        guarded.stop()
+
+
+def test_cli_refuses_a_public_host_without_a_token():
+    from click.testing import CliRunner
+
+    from loom.cli import main
+
+    ran = CliRunner().invoke(main, ["serve", "--host", "0.0.0.0"], env={"LOOM_SERVE_TOKEN": None})
+    assert ran.exit_code != 0
+    assert "--token" in ran.output and len(ran.output.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_killed_server_finishes_its_job_on_restart(tmp_path):
+    data = tmp_path / "data"
+    first = Server(data).start()
+    try:
+        job_id = first.submit(prompts=PROMPTS, count=30, seed=20)  # 60 items
+        first.wait(job_id, lambda j: j["outputs"] >= 2)
+    finally:
+        first.stop(hard=True)  # kill -9, mid-job
+    folder = data / "jobs" / job_id
+    assert len(list(folder.glob("*.png"))) < 60
+    second = Server(data).start()
+    try:
+        job = second.wait(job_id, lambda j: j["status"] in ("finished", "failed", "cancelled"))
+        assert (job["status"], job["outputs"]) == ("finished", 60), job
+        for n, expected in enumerate(reference(tmp_path, PROMPTS, 20, count=30), start=1):
+            assert_same_output(second.output(job_id, n), expected, tmp_path)
+    finally:
+        second.stop()
+    assert sorted(p.name for p in folder.iterdir()) == [f"{n:04d}.png" for n in range(1, 61)]  # no leftovers
