@@ -112,7 +112,9 @@ class LoraTrainer(Trainer):
         with atomic_path(folder / ADAPTER_NAME) as tmp:
             save_file(self.lora_weights(), str(tmp), metadata={"format": "pt"})
         o = self.options
-        adapter = {"base": str(self.base), "base_family": "diffusion", "rank": o.rank, "targets": list(o.targets)}
+        # the shipped model by its name, so that the folder says the same on every machine
+        base = "diffusion" if o.base in (None, "diffusion") else str(self.base)
+        adapter = {"base": base, "base_family": "diffusion", "rank": o.rank, "targets": list(o.targets)}
         write_json_atomic(folder / "config.json", {"family": self.family, "adapter": adapter, "training": training})
 
     def sample(self, tokens, mask, pooled, generators):

@@ -34,6 +34,7 @@ from loom.plugins.common.report import EvalReport, spec_reader, summarise
 from .world import (
     BACKGROUND_COLOURS,
     COLOURS,
+    CONCEPTS,
     NOVEL_COLOUR_RGB,
     NOVEL_COLOURS,
     NOVEL_SHAPES,
@@ -345,12 +346,15 @@ _as_spec = spec_reader(parse_caption, Scene, PromptSpec.from_scene, PromptSpec)
 def _chance(spec: PromptSpec) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     whole = 1.0
+    # A prompt naming a held-back concept is guessed among the world's values and the held-back ones.
+    named = {v for o in spec.objects for v in (o.shape, o.colour)}
+    novel = {"shape": len(NOVEL_SHAPES), "colour": len(NOVEL_COLOURS)} if named & set(CONCEPTS) else {}
     for a in ATTRIBUTES:
         if a == "background":
             stated = 0 if spec.background is None else 1
         else:
             stated = sum(getattr(o, a) is not None for o in spec.objects)
-        p = (1.0 / _N_VALUES[a]) ** stated
+        p = (1.0 / (_N_VALUES[a] + novel.get(a, 0))) ** stated
         out[a] = p if stated else None
         whole *= p
     out["whole_prompt"] = whole
