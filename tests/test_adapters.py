@@ -488,3 +488,30 @@ def test_loom_generate_takes_adapters_and_reproduce_checks_them(shapes, tmp_path
     assert res.exit_code != 0 and str(mine) in res.output and not (tmp_path / "no.png").exists(), res.output
     res = CliRunner().invoke(main, ["generate", "a red circle", "--adapter", str(mine), "-o", str(tmp_path / "x.png")])
     assert res.exit_code != 0 and "no step of this chain takes adapters" in res.output
+
+
+# -- adapters of the Shapes model's autoencoder decoder ---------------------------------------------
+
+
+@pytest.mark.slow
+def test_decoder_adapters_are_checked_against_the_decoder_and_refused_elsewhere(tiny_sd, tmp_path):
+    from fakes import tiny_shapes_diffusion
+
+    folder = tiny_shapes_diffusion(tmp_path / "shapes")
+    fits = {
+        "decoder.conv_out.lora_A.weight": torch.ones(2, 8, 3, 3),
+        "decoder.conv_out.lora_B.weight": torch.ones(3, 2, 1, 1),
+    }
+    wrong_module = {k.replace("conv_out", "conv_nowhere"): v for k, v in fits.items()}
+    wrong_size = {**fits, "decoder.conv_out.lora_A.weight": torch.ones(2, 5, 3, 3)}
+    for name, tensors in (("fits", fits), ("module", wrong_module), ("size", wrong_size)):
+        save_file(tensors, tmp_path / f"{name}.safetensors")
+    plain = ShapesDiffusion(weights=folder, steps=2, guidance_scale=1.0)(random_embeddings(2), seed=[1, 2]).pixels
+    drawn = ShapesDiffusion(weights=folder, steps=2, guidance_scale=1.0, adapters=[str(tmp_path / "fits.safetensors")])
+    assert (drawn(random_embeddings(2), seed=[1, 2]).pixels - plain).abs().max() > 1e-3
+    with pytest.raises(WeightsError, match="does not fit this autoencoder's decoder: it changes module 'conv_nowhere'"):
+        ShapesDiffusion(weights=folder, adapters=[str(tmp_path / "module.safetensors")]).load()
+    with pytest.raises(WeightsError, match="its module 'conv_out' has 8 inputs, the adapter's weights for it 5"):
+        ShapesDiffusion(weights=folder, adapters=[str(tmp_path / "size.safetensors")]).load()
+    with pytest.raises(WeightsError, match="holds weights for an autoencoder's decoder, which only the Shapes"):
+        StableDiffusion(model=tiny_sd[0], adapters=[str(tmp_path / "fits.safetensors")]).load()

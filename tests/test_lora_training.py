@@ -80,3 +80,41 @@ def test_what_cannot_have_an_adapter_is_refused_in_one_line(tmp_path, images):
     res = CliRunner().invoke(main, ["train", "vae", "--rank", "4", "--steps", "1", "--out", str(tmp_path / "c")])
     assert res.exit_code != 0 and "--rank is for `loom train lora`" in res.output
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+
+DECODER_TARGETS = ["conv1", "conv2", "conv_out"]
+
+
+@pytest.mark.slow
+def test_an_adapter_of_the_decoder_too_resumes_bit_for_bit_and_loads_into_both_parts(tmp_path, base, images):
+    from loom.plugins.diffusion import ShapesDiffusion
+
+    options = {"decoder_targets": DECODER_TARGETS}
+    folder = train(tmp_path / "lora", base, images, on_step=ctrl_c_at(2), **options)
+    loom.train("lora", resume=folder, progress=False)
+    straight = train(tmp_path / "straight", base, images, **options)
+    resumed, whole = load_file(str(folder / "adapter.safetensors")), load_file(str(straight / "adapter.safetensors"))
+    decoder = [k for k in whole if k.startswith("decoder.")]
+    assert decoder and all(any(f".{t}.lora_" in k for t in DECODER_TARGETS) for k in decoder)
+    assert resumed.keys() == whole.keys() and all(torch.equal(resumed[k], whole[k]) for k in whole)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["adapter"]["decoder_targets"] == DECODER_TARGETS
+    # the decoder part changes what the model draws, and at scale 0 nothing changes
+    embeddings = __import__("fakes").random_embeddings(2)
+
+    def drawn(*adapters):
+        step = ShapesDiffusion(weights=base, steps=2, guidance_scale=1.0, adapters=list(adapters))
+        return step(embeddings, seed=[1, 2]).pixels
+
+    plain = drawn()
+    assert torch.equal(drawn({"path": str(folder), "scale": 0.0}), plain)
+    decoder_only = tmp_path / "decoder-only.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v for k, v in whole.items() if k.startswith("decoder.")}, str(decoder_only))
+    assert (drawn({"path": str(decoder_only), "scale": 1.0}) - plain).abs().max() > 1e-4
+
+
+def test_decoder_targets_the_decoder_lacks_are_refused(tmp_path, base, images):
+    with pytest.raises(InputError, match="decoder_targets .'no_such_layer'.: "):
+        train(tmp_path / "x", base, images, steps=1, decoder_targets=["no_such_layer"])

@@ -414,7 +414,8 @@ class ShapesDiffusion(Generator):
             from .adapters import load_into_unet
 
             with _runtime().quiet_loading():
-                load_into_unet("diffusion", self.model.unet, self.config.adapters)
+                decoder = self.model.vae.decoder if self.model.vae is not None else None
+                load_into_unet("diffusion", self.model.unet, self.config.adapters, decoder)
 
     def save_weights(self, folder: "str | Path") -> Path:
         model = self.model

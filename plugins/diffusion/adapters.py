@@ -1,6 +1,7 @@
 """Loading LoRA adapters (the ``adapters`` option, :class:`loom.core.adapters.Adapter`) into
 diffusers models: a Stable Diffusion pipeline's UNet and text encoders (:func:`for_pipeline`, used by
-:func:`.runtime.load_pipeline`) and the Shapes diffusion model's UNet (:func:`load_into_unet`).
+:func:`.runtime.load_pipeline`) and the Shapes diffusion model's UNet and autoencoder decoder
+(:func:`load_into_unet`).
 Imports torch, diffusers and peft: loaded only at setup.
 
 Each file is read once, with safetensors (never pickle), and hashed. Its layout is found and converted
@@ -12,6 +13,11 @@ set as ``pipe.set_adapters(names, adapter_weights=scales)`` sets them: Loom with
 ``load_lora_weights`` + ``set_adapters``. A UNet adapter as peft saves it alone
 (``unet.save_lora_adapter``: keys with no part prefix) is read as the UNet's.
 
+The Shapes model's adapters may also change its autoencoder's decoder (keys ``decoder.<module>.lora_A/B.weight``,
+alpha = rank, as ``loom train lora -O decoder_targets=...`` writes them): a concept its autoencoder never saw (a
+star) cannot be drawn by a UNet adapter alone. Those are loaded with peft directly (diffusers has no loader
+for them), each file a named adapter at its scale.
+
 Before a part takes an adapter, every module the adapter changes must be in it with the sizes its
 weights have: an adapter made for another model is refused naming a missing module, never half loaded.
 """
@@ -20,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterable
@@ -28,7 +34,14 @@ from typing import Any, Iterable
 from loom.core import WeightsError
 
 #: What a pipeline part is called in messages.
-PART_NAMES = {"unet": "UNet", "text_encoder": "text encoder", "text_encoder_2": "second text encoder"}
+PART_NAMES = {
+    "unet": "UNet",
+    "text_encoder": "text encoder",
+    "text_encoder_2": "second text encoder",
+    "decoder": "autoencoder's decoder",
+}
+#: The key prefix of an adapter's tensors for the Shapes model's autoencoder decoder.
+DECODER = "decoder"
 
 
 @dataclass(frozen=True)
@@ -43,10 +56,12 @@ class LoraFile:
     tensors: dict
     alphas: dict | None
     metadata: dict | None
+    #: the autoencoder decoder's tensors (peft keys, ``<module>.lora_A.weight``), set apart before diffusers reads the rest
+    decoder: dict = field(default_factory=dict)
 
     @property
     def parts(self) -> set[str]:
-        return {key.split(".", 1)[0] for key in self.tensors}
+        return {key.split(".", 1)[0] for key in self.tensors} | ({DECODER} if self.decoder else set())
 
 
 def _first_line(err: BaseException) -> str:
@@ -89,6 +104,11 @@ def read(step: str, adapter: Any, loader: type, unet_config: Any = None) -> Lora
     tensors, header = _safetensors(where, data)
     if not tensors:
         raise WeightsError(f"{where} holds no tensors: it is not a LoRA adapter")
+    prefix = f"{DECODER}."
+    decoder = {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
+    tensors = {key: value for key, value in tensors.items() if not key.startswith(prefix)}
+    if not tensors:  # a decoder-only adapter: nothing for diffusers to read
+        return LoraFile(path, hashlib.sha256(data).hexdigest(), float(adapter.scale), {}, None, None, decoder)
     try:
         metadata = json.loads(header[LORA_ADAPTER_METADATA_KEY]) if LORA_ADAPTER_METADATA_KEY in header else None
         # diffusers' own layout detection and kohya conversion (it edits the dict it is given)
@@ -115,7 +135,7 @@ def read(step: str, adapter: Any, loader: type, unet_config: Any = None) -> Lora
             f"(its keys start with {', '.join(k + '.' for k in known)})"
         )
     sha256 = hashlib.sha256(data).hexdigest()
-    return LoraFile(path, sha256, float(adapter.scale), state, alphas or None, metadata)
+    return LoraFile(path, sha256, float(adapter.scale), state, alphas or None, metadata, decoder)
 
 
 class AdapterPlan:
@@ -139,6 +159,8 @@ class AdapterPlan:
         from diffusers.loaders.lora_base import set_adapters_for_text_encoder
 
         chosen = [(f"loom_{i}", f) for i, f in enumerate(self.files) if part in f.parts]
+        if not chosen:
+            return
         for _, f in chosen:
             check_fits(self.step, f, part, module)
         for name, f in chosen:
@@ -181,6 +203,11 @@ def for_pipeline(step: str, adapters: Iterable, folder: Path, index: dict, loade
     files = [read(step, adapter, loader, unet_config) for adapter in adapters]
     targets = [p for p in loader._lora_loadable_modules if p in set(loaded)]
     for f in files:
+        if f.decoder:
+            raise WeightsError(
+                f"{step}: adapter {f.path!r} holds weights for an autoencoder's decoder, which only the Shapes "
+                "`diffusion` step takes adapters for"
+            )
         if not f.parts & set(targets):
             has = " and ".join(_part(p) for p in sorted(f.parts))
             runs = " and ".join(_part(p) for p in targets) or "no part adapters change"
@@ -191,21 +218,55 @@ def for_pipeline(step: str, adapters: Iterable, folder: Path, index: dict, loade
     return AdapterPlan(step, loader, files)
 
 
-def load_into_unet(step: str, unet: Any, adapters: Iterable) -> list[LoraFile]:
+def load_into_unet(step: str, unet: Any, adapters: Iterable, decoder: Any = None) -> list[LoraFile]:
     """Load ``adapters`` into a diffusers UNet2DConditionModel that stands alone (the Shapes diffusion
-    model's): the adapters must hold UNet weights only. Returns the files read."""
+    model's) and into its autoencoder's ``decoder`` (None: a model without one): the adapters must hold
+    weights for those only. Every adapter is checked against both before either changes. Returns the files read."""
     from diffusers.loaders import StableDiffusionLoraLoaderMixin
 
     files = [read(step, adapter, StableDiffusionLoraLoaderMixin) for adapter in adapters]
+    takes = {"unet"} | ({DECODER} if decoder is not None else set())
     for f in files:
-        others = sorted(f.parts - {"unet"})
+        others = sorted(f.parts - takes)
         if others:
             raise WeightsError(
                 f"{step}: adapter {f.path!r} holds weights for a {_part(others[0])}; this model takes adapters "
-                "for its UNet only"
+                f"for its {' and '.join(_part(p) for p in sorted(takes, reverse=True))} only"
             )
+        if f.decoder:
+            check_fits(step, f, DECODER, decoder)
     AdapterPlan(step, StableDiffusionLoraLoaderMixin, files).load("unet", unet)
+    # at scale 0 a decoder adapter is left out: peft's wrapped convolutions alone move the output by ~1e-6
+    load_decoder(step, decoder, [f for f in files if f.decoder and f.scale != 0])
     return files
+
+
+def load_decoder(step: str, decoder: Any, files: list[LoraFile]) -> None:
+    """Each file's decoder tensors into ``decoder`` as a named peft adapter (rank from its weights, alpha =
+    rank, ``loom_0``, … by position) at its scale; every adapter checked to fit (:func:`check_fits`) first."""
+    if not files:
+        return
+    from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+    from peft.tuners.lora import LoraLayer
+
+    chosen = [(f"loom_{i}", f) for i, f in enumerate(files)]
+    for name, f in chosen:
+        targets = sorted({key.partition(".lora_")[0] for key in f.decoder})
+        rank = next(v.shape[0] for k, v in f.decoder.items() if ".lora_A." in k)
+        try:
+            config = LoraConfig(r=rank, lora_alpha=rank, target_modules=targets)
+            inject_adapter_in_model(config, decoder, adapter_name=name)
+            set_peft_model_state_dict(decoder, f.decoder, adapter_name=name)
+        except (ValueError, RuntimeError, KeyError) as err:
+            raise WeightsError(
+                f"{step}: adapter {f.path!r} could not be loaded into the {_part(DECODER)}: {_first_line(err)}"
+            ) from None
+    for layer in decoder.modules():
+        if isinstance(layer, LoraLayer):
+            here = [(name, f) for name, f in chosen if name in layer.scaling]
+            layer.set_adapter([name for name, _ in here])
+            for name, f in here:
+                layer.set_scale(name, f.scale)
 
 
 def without_adapters(model: Any) -> Any:
@@ -232,6 +293,8 @@ def _peft_keys(f: LoraFile, part: str, module: Any) -> dict:
         convert_unet_state_dict_to_peft,
     )
 
+    if part == DECODER:
+        return dict(f.decoder)  # written by peft: its own keys
     prefix = f"{part}."
     state = {key[len(prefix) :]: value for key, value in f.tensors.items() if key.startswith(prefix)}
     if part == "unet":
