@@ -135,3 +135,18 @@ def random_embeddings(n: int = 3):
         encoder="all-MiniLM-L6-v2",
         pooled=torch.randn(n, 384, generator=gen),
     )
+
+
+def diffusion_kit_configs(model: str, shapes: str, controlnet: str, **fast) -> dict:
+    """The configs the conformance kit checks the diffusion plugin's steps with: a tiny SD folder ``model``
+    (``fast``: few steps, small size), a Shapes diffusion folder and a ControlNet folder."""
+    quick = {"model": model, **fast}
+    return {
+        "stable-diffusion": quick,
+        "sd-text-encoder": {"model": model},
+        "sd-denoiser": quick,
+        "sd-vae-decode": {"model": model},
+        "sd-vae-encode": {"model": model},
+        "diffusion": {"weights": shapes, "steps": 2},
+        "sd-controlnet": {**quick, "controlnet": controlnet},
+    }

@@ -10,7 +10,7 @@ refused in one line naming it."""
 
 import pytest
 import torch
-from fakes import random_embeddings
+from fakes import diffusion_kit_configs, random_embeddings
 from safetensors.torch import load_file, save_file
 
 from loom.core import ConfigError, Text, WeightsError
@@ -431,20 +431,11 @@ def test_the_kit_checks_every_diffusion_step_that_takes_adapters(tiny_sd, loras,
     from loom.testing import check_plugin, example_inputs
 
     folder = tiny_sd[0]
-    fast = {"model": folder, **FAST}
     encoder = SDTextEncoder(model=folder)
     report = check_plugin(
         "diffusion",
         only=["adapters"],
-        configs={
-            "stable-diffusion": fast,
-            "sd-text-encoder": {"model": folder},
-            "sd-denoiser": fast,
-            "sd-vae-decode": {"model": folder},
-            "sd-vae-encode": {"model": folder},
-            "diffusion": {"weights": shapes[0], "steps": 2},
-            "sd-controlnet": {**fast, "controlnet": build_tiny_controlnet(folder, tmp_path / "controlnet")},
-        },
+        configs=diffusion_kit_configs(folder, shapes[0], build_tiny_controlnet(folder, tmp_path / "cn"), **FAST),
         inputs={"sd-denoiser": lambda n: encoder(example_inputs(Text, n), seed=0), "diffusion": random_embeddings},
         adapters={
             "stable-diffusion": loras["one"],

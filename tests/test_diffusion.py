@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from fakes import ctrl_c_at
+from fakes import ctrl_c_at, diffusion_kit_configs
 from safetensors.torch import load_file
 
 import loom
@@ -258,7 +258,6 @@ def test_the_diffusion_plugin_passes_the_conformance_kit(tiny_sd, tmp_path):
     from loom.testing import EXAMPLE_ENCODER, EXAMPLE_TEXT_DIM, check_plugin
 
     folder, _ = tiny_sd
-    fast = {"model": folder, "steps": 2, **SIZE}
     shapes_folder = tiny_shapes_folder(tmp_path, text_dim=EXAMPLE_TEXT_DIM, encoder=EXAMPLE_ENCODER)
     encoder = SDTextEncoder(model=folder)
 
@@ -271,15 +270,9 @@ def test_the_diffusion_plugin_passes_the_conformance_kit(tiny_sd, tmp_path):
 
     report = check_plugin(
         "diffusion",
-        configs={
-            "stable-diffusion": fast,
-            "sd-text-encoder": {"model": folder},
-            "sd-denoiser": fast,
-            "sd-vae-decode": {"model": folder},
-            "sd-vae-encode": {"model": folder},
-            "diffusion": {"weights": shapes_folder, "steps": 2},
-            "sd-controlnet": {**fast, "controlnet": build_tiny_controlnet(folder, tmp_path / "controlnet")},
-        },
+        configs=diffusion_kit_configs(
+            folder, shapes_folder, build_tiny_controlnet(folder, tmp_path / "cn"), steps=2, **SIZE
+        ),
         inputs={"sd-denoiser": embeddings, "sd-vae-decode": latents},
         only=[c.name for c in loom.testing.CHECKS],  # check "adapters", with adapters that fit: tests/test_adapters.py
     )
