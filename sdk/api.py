@@ -191,7 +191,7 @@ def generate(
     spoken prompt, pixels of a given image) is refused before any weights load, and so is an
     unreadable image or one the chain does not take.
     """
-    _check_request(prompt, prompt_audio, size, count)
+    check_request(prompt, prompt_audio, size, count)
     if prompt_audio is not None:
         spec = spoken_spec(generator, size)
     else:
@@ -238,8 +238,8 @@ def with_option(spec: dict, option: str, value: Any, hint: str, registry=None) -
     return {**spec, "steps": steps}
 
 
-def _check_request(prompt: Any, prompt_audio: Any, size: int | None, count: int) -> None:
-    """The checks of :func:`generate` that need nothing loaded: one kind of prompt, the items
+def check_request(prompt: Any, prompt_audio: Any, size: int | None, count: int) -> None:
+    """The checks of :func:`generate` (and of ``loom serve``'s requests) that need nothing loaded: one kind of prompt, the items
     (prompts × count) and the pixels of an image of ``size``."""
     if prompt_audio is not None and prompt is not None:
         raise InputError("give a prompt or prompt_audio, not both")

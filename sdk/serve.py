@@ -146,19 +146,15 @@ def is_loopback(host: str) -> bool:
 def checked_spec(prompts: list[str], count: int, generator: str | None, size: int | None) -> dict:
     """The chain for a request, built and type-checked (no weights load), or a LoomError in one line: a
     request over Loom's limits, an empty prompt, an unknown generator, one that makes no images."""
-    from loom.api import DEFAULT_GENERATOR, default_spec
+    from loom.api import DEFAULT_GENERATOR, check_request, default_spec
     from loom.core import Pipeline, UnknownComponentError
-    from loom.limits import current, pixels_of
 
     if not prompts:
         raise LoomError("no prompt: give prompt, or prompts (a non-empty list)")
     for i, prompt in enumerate(prompts, start=1):
         if not prompt.strip():
             raise LoomError(f"prompt {i} is empty: give some text to generate from")
-    limits = current()
-    limits.check("items", len(prompts) * count, f"{len(prompts)} prompt(s) × count {count}")
-    if size:
-        limits.check("pixels", pixels_of(size) or 0, f"an image of size {size} ({size} × {size})")
+    check_request(prompts, None, size, count)  # loom.generate's limits: items and pixels
     name = generator or DEFAULT_GENERATOR
     # a registered name only: a generator may also be a folder for loom.generate, but no client names a path here
     entry = get_registry().get(name)
@@ -488,10 +484,9 @@ class Service:
 def stable_record(result: Any, index: int, item: int, batch_size: int) -> dict:
     """Output ``index``'s record as ``loom.generate`` writes it (item ``item`` of ``batch_size``), less its timings
     and creation time: those depend on the run, and a job's output must be the same bytes when it is made again."""
-    record = {**result.record(index), "item": item, "batch_size": batch_size}
-    for key in ("timings", "created"):
-        record.pop(key, None)
-    return record
+    from loom.batch_items import item_record
+
+    return {**item_record(result, index), "item": item, "batch_size": batch_size}
 
 
 def notify(url: str, payload: dict) -> None:
