@@ -110,8 +110,8 @@ class Component:
     takes: ClassVar[Mapping[str, type[Data]]] = {}
     #: Names in ``takes`` a request may leave out; the others are required (the engine checks before loading).
     optional: ClassVar[frozenset[str]] = frozenset()
-    # set by __call__ while a caller listens for work reported through report_progress()
-    _work_listener: "Callable[[int, int, str], None] | None" = None
+    # set by __call__ while a caller listens for work (and previews) reported through report_progress()
+    _work_listener: "Callable[[int, int, str, Callable[[], Data] | None], None] | None" = None
 
     def __init__(self, config: Any = None, **options: Any) -> None:
         if options:
@@ -133,12 +133,17 @@ class Component:
         raise NotImplementedError(f"{type(self).__name__} has no weights folder format")
 
     # -- provided -----------------------------------------------------------------------------
-    def report_progress(self, done: int, total: int, unit: str = "step") -> None:
+    def report_progress(
+        self, done: int, total: int, unit: str = "step", preview: "Callable[[], Data] | None" = None
+    ) -> None:
         """Report progress *inside* ``run``, in the component's own units: ``done`` of ``total`` (e.g. denoising steps)
-        for the batch ``run`` was given; Loom makes it progress over the whole batch (bars, loom_step_progress)."""
+        for the batch ``run`` was given; Loom makes it progress over the whole batch (bars, loom_step_progress).
+        ``preview`` (API 1.7), optional: makes the batch as it stands, as ``output_type`` (the image a denoiser would
+        give if it stopped now). Loom calls it only when a caller asked for previews, at the caller's rate, so it may
+        cost a decode; it must not change what ``run`` goes on to make."""
         listener = self._work_listener
         if listener is not None:
-            listener(done, total, unit)
+            listener(done, total, unit, preview)
 
     @property
     def loaded(self) -> bool:
@@ -158,11 +163,14 @@ class Component:
         *,
         progress: Callable[[int], None] | None = None,
         work: Callable[[int, int, str], None] | None = None,
+        preview: "Callable[[Callable[[], Data], list[int]], None] | None" = None,
         **given: Data,
     ) -> Data:
         """Run on a batch. ``seed``: int (item *i* gets ``seed + i``), a list (one per item) or a ``torch.Generator``.
-        ``progress(items finished)``; ``work(done, total, unit)`` as ``run`` calls :meth:`report_progress`; ``given``:
-        the ``takes`` inputs, chunked with ``inputs``. A LoomError on a bad input, or an output breaking its layout."""
+        ``progress(items finished)``; ``work(done, total, unit)`` as ``run`` calls :meth:`report_progress`;
+        ``preview(make, items)`` when it reports a preview: ``make()`` gives the outputs so far of the batch's
+        ``items``; ``given``: the ``takes`` inputs, chunked with ``inputs``. A LoomError on a bad input, or an output
+        breaking its layout."""
         name = type(self).__name__
         if not isinstance(inputs, self.input_type):
             raise LoomError(f"{name} takes {self.input_type.kind}, got {type(inputs).__name__}")
@@ -181,16 +189,13 @@ class Component:
             rows = idx + [idx[-1]] * pad
             chunk, chunk_given = inputs.take(rows), {key: value.take(rows) for key, value in given.items()}
             chunk_gens = [gens[i] for i in idx] + make_generators([0] * pad)
-            if work is not None:
-                # every chunk has the same shape, so it reports the same total: scale to the batch
-                def listener(done: int, total: int, unit: str, _before: int = number) -> None:
-                    work(_before * total + done, chunks * total, unit)
-
-                self._work_listener = listener
+            listening = work is not None or preview is not None
+            if listening:
+                self._work_listener = self._listener(work, preview, number, chunks, idx)
             try:
                 out = self.run(chunk, chunk_gens, **chunk_given)
             finally:
-                if work is not None:
+                if listening:
                     self._work_listener = None
             if not isinstance(out, self.output_type):
                 raise LoomError(f"{name}.run returned {type(out).__name__}, not its declared {self.output_type.kind}")
@@ -202,6 +207,19 @@ class Component:
             if progress is not None:
                 progress(idx[-1] + 1)
         return outputs[0] if len(outputs) == 1 else self.output_type.concat(outputs)  # one chunk: no copy
+
+    @staticmethod
+    def _listener(work: Any, preview: Any, number: int, chunks: int, idx: list[int]) -> Callable[..., None]:
+        """What report_progress tells for chunk ``number`` of ``chunks`` (items ``idx`` of the batch): ``work`` over
+        the whole batch (every chunk has the same shape, so it reports the same total), ``preview`` for ``idx``."""
+
+        def listener(done: int, total: int, unit: str, make: "Callable[[], Data] | None" = None) -> None:
+            if work is not None:
+                work(number * total + done, chunks * total, unit)
+            if preview is not None and make is not None:
+                preview(lambda: make().take(range(len(idx))), idx)  # a padded chunk's extra rows left out
+
+        return listener
 
     def _check_given(self, given: Mapping[str, Any], n: int) -> None:
         """An InputError unless ``given`` holds each required ``takes`` name, of its type and ``n`` items, no other."""

@@ -11,7 +11,7 @@ passes only the ones it names, so adding an argument to a hook breaks no plugin.
 
 The plugin module states the plugin API version it was written for::
 
-    LOOM_PLUGIN_API = "1.6"
+    LOOM_PLUGIN_API = "1.7"
 
 Loom loads a plugin written for ``MAJOR.MINOR`` when Loom's :data:`PLUGIN_API` has the same
 major version and a minor version at least as high; any other plugin is refused with a message
@@ -33,7 +33,7 @@ hookimpl = pluggy.HookimplMarker("loom")
 #: The plugin API this Loom offers: the hooks below, the component interfaces and the data types.
 #: tests/test_plugin_api.py holds their recorded signatures and fails on an incompatible change
 #: that comes without a major version bump.
-PLUGIN_API = "1.6"
+PLUGIN_API = "1.7"
 # 1.1: the loom_step_progress hook, Component.report_progress, Embedding.negative_* fields.
 # 1.2: Audio.lengths (items of different lengths in one batch).
 # 1.3: the loom_register_worlds hook and loom.core.World (training data and checkers as plugins).
@@ -41,6 +41,7 @@ PLUGIN_API = "1.6"
 # 1.5: Component.takes/optional (named inputs such as image and mask, given to run as keyword arguments).
 # 1.6: loom.core.Adapter and AdapterOptions (a component that takes LoRA adapters); CancelToken, Cancelled,
 #      Pipeline.run(cancel=) and Pipeline.arun.
+# 1.7: Component.report_progress(preview=) and Component.__call__(preview=); Pipeline.run(preview=, preview_every=).
 
 
 @hookspec

@@ -8,6 +8,7 @@ weights load; any mistake raises a :class:`~loom.core.errors.LoomError` naming t
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from .plugins import ComponentEntry, Registry, get_registry
 from .seeding import item_seeds
 
 Report = Callable[[float, float, str], None]  # told (done, total, note) as work finishes
+Preview = Callable[[Data, list[int]], None]  # told (a step's output so far, the batch's items it holds)
 
 
 class StepSpec(BaseModel):
@@ -214,6 +216,8 @@ class Pipeline:
         progress: Any = None,
         loading: Any = None,
         cancel: CancelToken | None = None,
+        preview: "Preview | None" = None,
+        preview_every: float = 1.0,
         **given: Any,
     ) -> Result:
         """Run the chain on a batch (a prompt, a list of prompts, or a data batch) with the named inputs its steps take
@@ -222,7 +226,10 @@ class Pipeline:
         input and seed give the same output alone or in any batch. ``progress(done, total, note)``, if callable, is
         told as work finishes (``done`` of items × steps, in fractions where a component reports finer work);
         ``loading`` is passed to :meth:`load`. ``cancel``: a :class:`CancelToken`; once cancelled, the run raises
-        :class:`Cancelled` at the next item or reported unit of work, returning nothing."""
+        :class:`Cancelled` at the next item or reported unit of work, returning nothing. ``preview(data, items)``, if
+        callable, is told at most every ``preview_every`` seconds while a step reports a preview: ``data`` is that
+        step's output so far for the batch's ``items`` (the image a denoiser would give now); making it costs the
+        run time, so previews come only when asked for."""
         data = first = self._coerce(inputs)
         named = self.check_given(given, len(data))
         seeds = item_seeds(seed, len(data))
@@ -238,7 +245,7 @@ class Pipeline:
 
         for index, step in enumerate(self.spec.steps):
             start = time.perf_counter()
-            data = self._run_step(index, data, seeds, report, named)
+            data = self._run_step(index, data, seeds, report, named, _throttled(preview, preview_every))
             seconds = time.perf_counter() - start
             timings.append(round(seconds, 4))
             self.registry.notify("loom_step_end", pipeline=self, step=step, index=index, output=data, seconds=seconds)
@@ -246,7 +253,9 @@ class Pipeline:
         self.registry.notify("loom_pipeline_end", pipeline=self, result=result)
         return result
 
-    def _run_step(self, index: int, data: Data, seeds: list[int], report: Report, given: Any = None) -> Data:
+    def _run_step(
+        self, index: int, data: Data, seeds: list[int], report: Report, given: Any = None, preview: Any = None
+    ) -> Data:
         """Step ``index`` on ``data`` (and the ``given`` inputs it takes), telling ``report`` and loom_step_progress."""
         step, n = self.spec.steps[index], len(data)
         base, total = index * n, n * len(self.components)
@@ -263,7 +272,12 @@ class Pipeline:
         items(0)
         takes = self.entries[index].cls.takes
         return self.components[index](
-            data, seeds, progress=items, work=work, **{k: v for k, v in (given or {}).items() if k in takes}
+            data,
+            seeds,
+            progress=items,
+            work=work,
+            preview=preview,
+            **{k: v for k, v in (given or {}).items() if k in takes},
         )
 
     def provenance(self, inputs: Data, seeds: list[int], timings: list[float], given: Any = None) -> dict[str, Any]:
@@ -278,6 +292,20 @@ class Pipeline:
     def __repr__(self) -> str:
         chain = " → ".join(f"{s.component}" for s in self.spec.steps)
         return f"Pipeline({chain}: {self.input_type.kind} → {self.output_type.kind})"
+
+
+def _throttled(preview: "Preview | None", every: float) -> "Callable[[Callable[[], Data], list[int]], None] | None":
+    """What a component is told previews through: ``preview`` given the made data at most every ``every`` seconds."""
+    if preview is None:
+        return None
+    last = [-math.inf]
+
+    def told(make: Callable[[], Data], items: list[int]) -> None:
+        if time.monotonic() - last[0] >= every:
+            last[0] = time.monotonic()
+            preview(make(), items)
+
+    return told
 
 
 def _resolve(registry: Registry, step: StepSpec, i: int) -> ComponentEntry:

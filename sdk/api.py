@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 from loom.chains import Bar, Pipeline, read_spec
 from loom.core import Audio, Data, Image, InputError, ProvenanceError, Result, Text
+from loom.core.pipeline import Report
 from loom.core.seeding import item_seeds
 from loom.limits import current, pixels_of
 from loom.outputs import (
@@ -154,7 +155,7 @@ def generate(
     *,
     generator: str | None = None,
     size: int | None = DEFAULT_SIZE,
-    progress: bool = True,
+    progress: "bool | Report" = True,
     prompt_audio: Any = None,
     complete: bool = True,
     output: "str | Path | None" = None,
@@ -178,7 +179,8 @@ def generate(
     ``output``: also write the outputs there (``out.png``, or ``out-1.png`` … for several; see
     :func:`save`), the path checked before any weights load; each is written as soon as its chunk
     is made (:func:`run_in_chunks`). ``count``: run the inputs that many times (seeds continue),
-    e.g. three pictures of one prompt.
+    e.g. three pictures of one prompt. ``progress``: a bar on the terminal (True), none (False),
+    or a callable told ``(done, total, note)`` in items as the work goes (e.g. to drive your own bar).
     ``image``, ``mask``: for a generator that edits or repaints (its steps ``take`` them): an image
     file, a PIL image or a loom :class:`Image`, or a list of them, one per prompt
     (:func:`loom.outputs.read_images`; a mask is grey, white = repaint). ``strength``: the
@@ -267,7 +269,7 @@ def run_in_chunks(
     inputs: Data,
     seed: Any,
     paths: "list[Path] | None",
-    progress: bool = True,
+    progress: "bool | Report" = True,
     given: "dict[str, Data] | None" = None,
 ) -> Result:
     """``pipeline`` run on ``inputs`` (and the named inputs ``given``, e.g. an image) a chunk at a
@@ -280,7 +282,9 @@ def run_in_chunks(
     seeds = item_seeds(seed, n)
     size = chunk_items(pipeline, n)
     parts: list[Result] = []
-    with Bar("loading", "step", progress) as loading, Bar("generating", "item", progress) as bar:
+    bars = progress is True  # a callable is told the items' progress instead of a bar
+    with Bar("loading", "step", bars) as loading, Bar("generating", "item", bars) as shown:
+        bar = progress if callable(progress) else shown
         pipeline.load(loading)
         for start in range(0, n, size):
             idx = list(range(start, min(start + size, n)))

@@ -244,7 +244,13 @@ class Pipeline(Engine):
         return record if heard is None else {**record, "heard": heard}
 
     def _run_step(
-        self, index: int, data: Data, seeds: list[int], report: Callable[[float, float, str], None], given: Any = None
+        self,
+        index: int,
+        data: Data,
+        seeds: list[int],
+        report: Callable[[float, float, str], None],
+        given: Any = None,
+        preview: Any = None,
     ) -> Data:
         """The engine's step, noting the words the first Embedding of a chain on Audio holds (what
         was heard), and naming the input item a step refused when it works on one item at a time."""
@@ -257,7 +263,7 @@ class Pipeline(Engine):
             report(done, total, note)
 
         try:
-            out = super()._run_step(index, data, seeds, counted, given)
+            out = super()._run_step(index, data, seeds, counted, given, preview)
         except InputError as err:
             if len(data) == 1 or self.components[index].micro_batch != 1:
                 raise
@@ -280,16 +286,20 @@ class Pipeline(Engine):
         *,
         progress: "bool | Callable[[float, float, str], None]" = True,
         cancel: Any = None,
+        preview: Any = None,
+        preview_every: float = 1.0,
         **given: Any,
     ) -> Result:
         """Run the chain on a batch (see :meth:`loom.core.Pipeline.run`); ``progress``: show
         bars (the default), not (False), or a callable told ``(done, total, note)``. ``given``: the
         named inputs its steps take (``image=``, ``mask=``: image files, PIL images or Image batches;
-        :func:`loom.outputs.read_images`). ``cancel``: a :class:`loom.core.CancelToken`."""
+        :func:`loom.outputs.read_images`). ``cancel``: a :class:`loom.core.CancelToken`;
+        ``preview(data, items)`` every ``preview_every`` seconds: see the core method."""
         from loom.outputs import read_images
 
         given = read_images(given)
+        options = {"cancel": cancel, "preview": preview, "preview_every": preview_every}
         if callable(progress):
-            return super().run(inputs, seed, progress=progress, cancel=cancel, **given)
+            return super().run(inputs, seed, progress=progress, **options, **given)
         with Bar("loading", "step", bool(progress)) as loading, Bar("generating", "item", bool(progress)) as bar:
-            return super().run(inputs, seed, progress=bar, loading=loading, cancel=cancel, **given)
+            return super().run(inputs, seed, progress=bar, loading=loading, **options, **given)

@@ -146,7 +146,8 @@ def weights_problem(pipeline: Any, record: Mapping) -> str | None:
     made with, or None. A step whose weights folder the spec names must have recorded digests; a
     packaged default without them (a record from an older Loom) is taken as it is installed. A
     step's adapter files must have the SHA-256 it recorded (:func:`adapters_problem`)."""
-    entries = [e for e in record.get("components") or [] if isinstance(e, Mapping)]
+    listed = record.get("components")
+    entries = [e for e in listed if isinstance(e, Mapping)] if isinstance(listed, list) else []
     recorded = {e.get("step"): e.get("weights") for e in entries}
     adapters = {e.get("step"): e.get("adapters") for e in entries}
     for step, (spec_step, component) in enumerate(zip(pipeline.spec.steps, pipeline.components), start=1):

@@ -50,6 +50,8 @@ RETRY_AFTER_S = 5
 WEBHOOK_TIMEOUT_S = 5
 #: Least seconds between two progress events of one job (item events come as each output is written).
 PROGRESS_EVERY_S = 0.25
+#: Least seconds between two previews a job may ask for (each costs a decode and a PNG of the run's time).
+MIN_PREVIEW_EVERY_S = 0.1
 ENDED = ("finished", "failed", "cancelled")
 WEB = Path(__file__).parent / "web"
 Status = Literal["queued", "running", "finished", "failed", "cancelled"]
@@ -68,6 +70,13 @@ class JobRequest(BaseModel):
     count: int = Field(1, ge=1)
     size: int | None = Field(256, ge=8, description="Longer side of the images in pixels; null: no resize.")
     webhook: str | None = Field(None, description="An http(s) URL told {id, status} by POST when the job ends.")
+    preview_every: float | None = Field(
+        None,
+        ge=MIN_PREVIEW_EVERY_S,
+        le=60,
+        description="Seconds between previews (the image so far, a PNG data URL) in progress events, for a "
+        "generator that reports them (diffusion); null: none.",
+    )
 
     @field_validator("webhook")
     @classmethod
@@ -452,7 +461,13 @@ class Service:
             for start in range(0, len(todo), size):
                 idx = todo[start : start + size]
                 report = self._reporter(job_id, len(prompts) - len(todo) + start, len(idx), len(prompts))
-                part = pipeline.run([prompts[i] for i in idx], [seeds[i] for i in idx], progress=report, cancel=token)
+                part = pipeline.run(
+                    [prompts[i] for i in idx],
+                    [seeds[i] for i in idx],
+                    progress=report,
+                    cancel=token,
+                    **self._previews(job_id, request, idx),
+                )
                 for j, i in enumerate(idx):
                     write(part.output, j, paths[i], stable_record(part, j, i, len(prompts)))
                     made = len(prompts) - len(todo) + start + j + 1
@@ -472,6 +487,27 @@ class Service:
 
         return report
 
+    def _previews(self, job_id: str, request: JobRequest, idx: list[int]) -> dict:
+        """``Pipeline.run``'s preview options for a job that asks for them (the chunk of outputs ``idx``): each preview
+        is a progress event with the first item's image so far, as a PNG data URL."""
+        if request.preview_every is None:
+            return {}
+
+        def preview(data: Any, items: list[int]) -> None:
+            if isinstance(data, Image):
+                done = self.progress.get(job_id, 0.0)
+                image = png_data_url(data.to_numpy()[0])
+                self.events.add(
+                    job_id,
+                    "progress",
+                    done=round(done, 3),
+                    total=len(request.items()),
+                    preview=image,
+                    n=idx[items[0]] + 1,
+                )
+
+        return {"preview": preview, "preview_every": request.preview_every}
+
     def _item_written(self, job_id: str, n: int, outputs: int, total: int) -> None:
         """Output ``n`` is written: ``outputs`` of ``total`` are now."""
         self.store.set(job_id, outputs=outputs)
@@ -479,6 +515,18 @@ class Service:
             self.progress[job_id] = float(outputs)
         self.events.add(job_id, "item", n=n, url=f"/v1/jobs/{job_id}/outputs/{n}")
         self.events.add(job_id, "progress", done=outputs, total=total)
+
+
+def png_data_url(pixels: Any) -> str:
+    """An H×W×3 uint8 image as a ``data:image/png;base64,…`` URL (a preview, small: no record)."""
+    import base64
+    import io
+
+    from PIL import Image as PILImage
+
+    buffer = io.BytesIO()
+    PILImage.fromarray(pixels).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def stable_record(result: Any, index: int, item: int, batch_size: int) -> dict:

@@ -4,6 +4,12 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
+# Under pytest-xdist (scripts/test.sh runs two workers on the two-core CI machine) each worker's torch, and
+# the `loom` processes its tests start, use one thread: two workers at two threads each would fight for the
+# cores. Set before anything imports torch, which reads it once.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import tempfile
 
 # Encoded-caption caches go to a throwaway folder, not the user's ~/.cache/loom.

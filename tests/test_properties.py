@@ -119,6 +119,16 @@ def made(tmp_path_factory):
     return path, read_record(path)
 
 
+def step_config(record: dict, n: int) -> dict | None:
+    """The config of step ``n`` (modulo their number) of ``record``'s spec; None where an earlier change left none."""
+    try:
+        steps = record["spec"]["steps"]
+        config = steps[n % len(steps)].setdefault("config", {})
+    except (KeyError, TypeError, AttributeError, ZeroDivisionError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
 def mutated(record: dict):
     """Strategies for ``record`` with random values put in at random places, top level and in its steps."""
     import copy
@@ -127,8 +137,8 @@ def mutated(record: dict):
         out = copy.deepcopy(record)
         for where, value in changes:
             target = out
-            if where.startswith("step:") and out["spec"]["steps"]:
-                target = out["spec"]["steps"][int(where[5:]) % len(out["spec"]["steps"])].setdefault("config", {})
+            if where.startswith("step:") and (config := step_config(out, int(where[5:]))) is not None:
+                target = config
                 where = value[0] if isinstance(value, list) and value and isinstance(value[0], str) else "size"
             target[where] = value
         return out

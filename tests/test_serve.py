@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,98 +16,12 @@ import pytest
 
 httpx = pytest.importorskip("httpx")
 
+from loom.testing.server import LoomServer as Server  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["a small red circle in the top left on a blue background", "a large green square on a white background"]
 #: What a job's record leaves out of the record loom.generate writes.
 RUN_DEPENDENT = ("timings", "created")
-
-
-# -- a server of our own ----------------------------------------------------------------------------
-class Server:
-    """``loom serve`` in a subprocess on a free port of 127.0.0.1, logging to a file."""
-
-    def __init__(self, data: Path, *options: str, token: str | None = None) -> None:
-        self.data, self.options, self.token = data, options, token
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "Server":
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = self.data.with_name(self.data.name + f"-{self.port}.log")
-        cmd = [sys.executable, "-m", "loom.cli", "serve", "--port", str(self.port), "--data", str(self.data)]
-        env = {
-            **os.environ,
-            "HF_HUB_OFFLINE": "1",
-            "NO_PROXY": "127.0.0.1,localhost",
-            "no_proxy": "127.0.0.1,localhost",
-        }
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([*cmd, *self.options], env=env, stdout=out, stderr=subprocess.STDOUT)
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        self.client = httpx.Client(base_url=self.url, headers=headers, timeout=120, trust_env=False)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"the server exited:\n{self.log.read_text()[-3000:]}"
-            try:
-                if self.client.get("/").status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"the server did not answer in 90 s:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self, hard: bool = False) -> None:
-        if self.proc is None:
-            return
-        self.client.close()
-        if hard:
-            self.proc.kill()
-        else:
-            self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-    # -- calls
-    def submit(self, **body) -> str:
-        response = self.client.post("/v1/jobs", json={"size": 64, **body})
-        assert response.status_code == 201, response.text
-        return response.json()["id"]
-
-    def job(self, job_id: str) -> dict:
-        return self.client.get(f"/v1/jobs/{job_id}").raise_for_status().json()
-
-    def wait(self, job_id: str, until, timeout: float = 240) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.job(job_id)
-            if until(job):
-                return job
-            time.sleep(0.2)
-        raise AssertionError(f"job {job_id} is still {job}")
-
-    def events(self, job_id: str) -> list[tuple[str, dict]]:
-        """Every event of the job, to the stream's end."""
-        found, event = [], None
-        with self.client.stream("GET", f"/v1/jobs/{job_id}/events") as response:
-            assert response.headers["content-type"].startswith("text/event-stream")
-            for line in response.iter_lines():
-                if line.startswith("event: "):
-                    event = line[len("event: ") :]
-                elif line.startswith("data: "):
-                    found.append((event, json.loads(line[len("data: ") :])))
-        return found
-
-    def output(self, job_id: str, n: int) -> bytes:
-        response = self.client.get(f"/v1/jobs/{job_id}/outputs/{n}")
-        assert response.status_code == 200, response.text
-        assert response.headers["content-type"] == "image/png"
-        return response.content
 
 
 @pytest.fixture(scope="module")
@@ -125,13 +35,13 @@ def server(tmp_path_factory):
 
 
 # -- what loom.generate makes ------------------------------------------------------------------------
-def reference(tmp_path: Path, prompts, seed: int, count: int = 1) -> list[Path]:
+def reference(tmp_path: Path, prompts, seed: int, count: int = 1, generator: str = "vae") -> list[Path]:
     """The files loom.generate writes for this request (in this process: pipelines are cached)."""
     import loom
     from loom.api import output_paths
 
-    out = tmp_path / f"ref-{seed}-{count}.png"
-    result = loom.generate(prompts, seed, generator="vae", size=64, output=out, count=count, progress=False)
+    out = tmp_path / f"ref-{generator}-{seed}-{count}.png"
+    result = loom.generate(prompts, seed, generator=generator, size=64, output=out, count=count, progress=False)
     return output_paths(out, len(result))
 
 
@@ -210,6 +120,28 @@ def test_job_streams_events_to_finished_and_serves_loom_generates_output(server,
     for missing in (f"/v1/jobs/{job_id}/outputs/2", f"/v1/jobs/{job_id}/outputs/0", "/v1/jobs/nope/outputs/1"):
         assert server.client.get(missing).status_code == 404
     assert server.client.get("/v1/jobs/nope").status_code == 404
+
+
+@pytest.mark.slow
+def test_progress_events_carry_previews_when_asked_and_the_output_is_unchanged(server, tmp_path):
+    import base64
+
+    import numpy as np
+    from PIL import Image
+
+    job_id = server.submit(prompt=PROMPTS[1], seed=4, generator="diffusion", preview_every=0.1)
+    events = server.events(job_id)
+    previews = [data for name, data in events if name == "progress" and "preview" in data]
+    assert events[-1][0] == "finished" and len(previews) >= 2, events
+    head = "data:image/png;base64,"
+    for data in previews:
+        assert data["n"] == 1 and data["preview"].startswith(head) and 0 <= data["done"] < 1
+        with Image.open(io.BytesIO(base64.b64decode(data["preview"][len(head) :]))) as image:
+            assert image.size == (64, 64) and np.asarray(image).std() > 0
+    (expected,) = reference(tmp_path, PROMPTS[1], 4, generator="diffusion")
+    assert_same_output(server.output(job_id, 1), expected, tmp_path)
+    plain = server.submit(prompt=PROMPTS[1], seed=4, generator="diffusion")
+    assert not any("preview" in data for _, data in server.events(plain)), "previews only when asked for"
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ This module imports no torch or diffusers: they load in ``setup()`` (see :mod:`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -54,7 +54,7 @@ from .sampling import SCHEDULERS, SHAPES_GUIDANCE, SchedulerName, edit_strength,
 #: The plugin API this plugin is written for (see loom.core.hookspecs): it reports denoising
 #: steps through Component.report_progress and carries negative embeddings (both 1.1); its
 #: denoising steps take a request's image and mask (``takes``, 1.5).
-LOOM_PLUGIN_API = "1.6"
+LOOM_PLUGIN_API = "1.7"
 
 #: The hub id used when no ``model`` is given; loaded from the local Hugging Face cache.
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -437,10 +437,14 @@ class ShapesDiffusion(Generator):
             steps=self.config.steps,
             scheduler=self.config.scheduler,
             guidance_scale=self.config.guidance_scale,
-            progress=self.report_progress,
+            progress=self._report,
             **edit,
         )
         return Image(pixels.float().cpu())
+
+    def _report(self, done: int, total: int, unit: str, guess: Callable[[], Any]) -> None:
+        """A denoising step done; its preview (on request) is the step's guess of the image, decoded."""
+        self.report_progress(done, total, unit, preview=lambda: Image(guess().float().cpu()))
 
     def _edit(self, image: Image | None, mask: Image | None) -> dict:
         """The model's edit arguments for a request: the image and the mask (grey, white = repaint)

@@ -222,13 +222,13 @@ class ShapesDiffusionModel(SavedModel):
         condition = _guided(tokens, mask, pooled) if guidance_scale > 1 else (tokens, mask, pooled)
         accepts_generator = "generator" in inspect.signature(sched.step).parameters
         for i, t in enumerate(timesteps):
-            x = self._step(sched, x, t, condition, guidance_scale, generators if accepts_generator else None)
+            x, guess = self._step(sched, x, t, condition, guidance_scale, generators if accepts_generator else None)
             if keep is not None:
                 later = timesteps[i + 1 : i + 2]
                 level = sched.add_noise(known, noise, later) if len(later) else known
                 x = keep * level + (1 - keep) * x
-            if progress is not None:
-                progress(i + 1, len(timesteps), "denoising step")
+            if progress is not None:  # a preview, if asked for, decodes the step's guess of the final latents
+                progress(i + 1, len(timesteps), "denoising step", lambda z=guess: self.unfold(z).clamp(0, 1))
         pixels = self.unfold(x).clamp(0, 1)
         return pixels if repaint is None else repaint * pixels + (1 - repaint) * image
 
@@ -272,14 +272,17 @@ class ShapesDiffusionModel(SavedModel):
         return sched.timesteps[start * sched.order :]
 
     def _step(self, sched, x, t, condition, guidance_scale: float, generators):
-        """One denoising step of the latents ``x`` at timestep ``t``."""
+        """One denoising step of the latents ``x`` at timestep ``t``: the next latents, and the scheduler's guess of
+        the final ones (the next latents for a scheduler that gives none)."""
         guided = guidance_scale > 1
         out = self(sched.scale_model_input(torch.cat([x, x]) if guided else x, t), t, *condition)
         if guided:
             uncond, cond = out.chunk(2)
             out = uncond + guidance_scale * (cond - uncond)
         extra = {} if generators is None else {"generator": list(generators)}
-        return sched.step(out, t, x, **extra).prev_sample
+        step = sched.step(out, t, x, **extra)
+        guess = getattr(step, "pred_original_sample", None)
+        return step.prev_sample, step.prev_sample if guess is None else guess
 
 
 def _guided(tokens, mask, pooled):

@@ -60,15 +60,25 @@ async function addImage(jobId, n, path) {
   img.src = link.href = await imageURL(path);
 }
 
+// A generator that reports its image so far (diffusion) sends it in progress events, as often as the job asked.
+function showPreview(url, n) {
+  $("preview").src = url;
+  $("preview-caption").textContent = `output ${n}, so far`;
+  $("live").hidden = false;
+}
+
 function onEvent(jobId, type, data) {
   if (type === "queued") $("status").textContent = "Queued.";
   if (type === "started") $("status").textContent = `Running: 0 of ${data.total}.`;
   if (type === "progress") {
     $("bar").value = data.done / data.total;
     $("status").textContent = `Running: ${Math.floor(data.done)} of ${data.total}.`;
+    if (data.preview) showPreview(data.preview, data.n);
   }
   if (type === "item") addImage(jobId, data.n, data.url).catch(showError);
+  if (type === "item") $("live").hidden = true; // the image itself is shown now
   if (type === "finished" || type === "failed" || type === "cancelled") {
+    $("live").hidden = true;
     $("status").textContent = `${type[0].toUpperCase()}${type.slice(1)}: ${data.outputs} output(s).`;
     if (type === "finished") $("bar").value = 1;
     if (data.error) showError(data.error);
@@ -125,6 +135,7 @@ $("job").addEventListener("submit", async (event) => {
     seed: seed === "" ? null : Number(seed),
     count: Number($("count").value || 1),
     size: Number($("size").value || 256),
+    preview_every: 0.5,
   };
   try {
     const job = await (await api("/v1/jobs", {
