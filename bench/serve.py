@@ -1,17 +1,19 @@
 """``loom serve`` against ``loom.generate`` in-process, on the same prompts and seeds, in one run (issue 35).
 
-    python bench/serve.py                               # 40 jobs, 4 clients
+    python bench/serve.py                               # 40 jobs, from 1 client, then from 4 at once
     python bench/serve.py --jobs 200 --clients 20       # the load test: every output checked exact
     python bench/serve.py --json bench/results/serve.json
 
 In-process: one ``loom.generate(prompt, seed, generator=G, size=S, progress=callback)`` call per prompt, one after
-another (after one warm-up call): time to first progress (the callback's first call) and time to result.
-Service: ``loom serve --workers W`` on 127.0.0.1 (started and stopped here, a fresh --data), warmed by one job;
-then ``--clients`` threads, each with its own HTTP client, submit their share of the jobs (one prompt each) and
-follow each job's event stream: time to first progress (its first ``progress`` event) and time to result (its
-PNG fetched), both from the POST. Throughput: jobs over the wall time of all of them. Every PNG the service made
-is checked to hold the pixels ``loom.generate`` made for that prompt and seed; peak memory of each side is
-printed (the server's VmHWM, this process's ru_maxrss).
+another (after one warm-up call): time to first progress (the callback's first call: the run has started) and
+time to result. Service, for each number in ``--clients``: ``loom serve --workers W`` on 127.0.0.1 (started and
+stopped here, a fresh --data), warmed by one job; then that many threads, each with its own HTTP client, submit
+their share of the jobs (one prompt each) and follow each job's event stream: time to first progress (its first
+``progress`` event: the job has started, after any wait in the queue) and time to result (its PNG fetched), both
+from the POST. With one client a call is compared with a call; with more, jobs wait for each other in the queue.
+Throughput: jobs over the wall time of all of them. Every PNG the service made is checked to hold the pixels
+``loom.generate`` made for that prompt and seed; peak memory of each side is printed (the server's VmHWM, this
+process's ru_maxrss).
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import resource
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -68,47 +69,25 @@ def in_process(prompts: list[str], generator: str, size: int) -> tuple[dict, lis
 
 def served(prompts: list[str], generator: str, size: int, clients: int, workers: int) -> tuple[dict, list]:
     """Each prompt as one job of ``loom serve`` from ``clients`` threads; the summary and each job's PNG."""
-    from loom.testing.server import LoomServer
+    from loom.testing.server import LoomServer, run_jobs
 
+    bodies = [{"prompt": p, "seed": i, "generator": generator, "size": size} for i, p in enumerate(prompts)]
     with tempfile.TemporaryDirectory(prefix="loom-bench-serve-") as tmp:
-        server = LoomServer(Path(tmp) / "data", "--workers", str(workers), "--queue-limit", str(len(prompts) + 1))
-        with server:
-            warm = server.submit(prompt=prompts[0], seed=0, generator=generator, size=size)
-            server.wait(warm, lambda job: job["status"] == "finished")
-            ttfp: list = [None] * len(prompts)
-            ttr: list = [None] * len(prompts)
-            pngs: list = [None] * len(prompts)
-            errors: list[str] = []
-
-            def client_work(k: int) -> None:
-                client = server.new_client()
-                try:
-                    for i in range(k, len(prompts), clients):
-                        start = time.perf_counter()
-                        job = server.submit(client, prompt=prompts[i], seed=i, generator=generator, size=size)
-                        events = server.timed_events(job, client)
-                        if events[-1][0] != "finished":
-                            errors.append(f"job {i}: {events[-1]}")
-                            continue
-                        ttfp[i] = next(t for name, _, t in events if name == "progress") - start
-                        pngs[i] = server.output(job, 1, client)
-                        ttr[i] = time.perf_counter() - start
-                except Exception as err:  # reported below, with the others
-                    errors.append(f"client {k}: {err}")
-                finally:
-                    client.close()
-
+        with LoomServer(
+            Path(tmp) / "data", "--workers", str(workers), "--queue-limit", str(len(prompts) + 1)
+        ) as server:
+            run_jobs(server, bodies[:1], 1)  # loads the weights
             wall = time.perf_counter()
-            threads = [threading.Thread(target=client_work, args=(k,)) for k in range(clients)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+            runs = run_jobs(server, bodies, clients)
             wall = time.perf_counter() - wall
             peak = peak_rss_of(server.proc.pid)
-        if errors:
-            sys.exit("service run failed: " + "; ".join(errors[:5]))
-    return {**summary(ttfp, ttr, wall), "clients": clients, "workers": workers, "peak_rss_mb": peak}, pngs
+    failed = [f"job {i}: {run.error}" for i, run in enumerate(runs) if run.error]
+    if failed:
+        sys.exit(f"{len(failed)} jobs failed: " + "; ".join(failed[:5]))
+    ttfp, ttr = [r.first_progress_s for r in runs], [r.result_s for r in runs]
+    return {**summary(ttfp, ttr, wall), "clients": clients, "workers": workers, "peak_rss_mb": peak}, [
+        r.png for r in runs
+    ]
 
 
 def peak_rss_self() -> float:
@@ -137,7 +116,7 @@ def exact(pngs: list[bytes], images: list) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=40)
-    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--clients", default="1,4", help="comma-separated: one service run per number")
     parser.add_argument("--workers", type=int, default=1, help="the server's --workers")
     parser.add_argument("--generator", default="vae")
     parser.add_argument("--size", type=int, default=64)
@@ -148,27 +127,26 @@ def main() -> None:
 
     prompts = [caption for caption, _ in shapes_prompts(args.jobs, 2026, "underspecified")]
     local, images = in_process(prompts, args.generator, args.size)
-    service, pngs = served(prompts, args.generator, args.size, args.clients, args.workers)
-    same = exact(pngs, images)
-    rows = {"in-process loom.generate": local, f"loom serve ({args.clients} clients)": service}
+    rows, same = {"in-process loom.generate": local}, {}
+    for clients in [int(c) for c in args.clients.split(",")]:
+        name = f"loom serve, {clients} client{'s' if clients > 1 else ''}"
+        rows[name], pngs = served(prompts, args.generator, args.size, clients, args.workers)
+        same[name] = exact(pngs, images)
     print(f"{args.jobs} jobs of one {args.size} px image ({args.generator}), prompts phrased as people type them")
     keys = ["jobs_per_s", "first_progress_p50_ms", "first_progress_p95_ms", "result_p50_ms", "result_p95_ms"]
     print(f"{'':28}" + "".join(f"{k:>23}" for k in keys + ["peak_rss_mb"]))
     for name, row in rows.items():
         print(f"{name:28}" + "".join(f"{row[k]:>23}" for k in keys + ["peak_rss_mb"]))
-    ratios = {k: round(service[k] / local[k], 2) for k in keys}
-    print(f"{'ratio serve / in-process':28}" + "".join(f"{ratios[k]:>23}" for k in keys))
-    print(f"outputs equal to loom.generate's pixels: {same}/{len(pngs)}")
+    ratios = {name: {k: round(row[k] / local[k], 2) for k in keys} for name, row in list(rows.items())[1:]}
+    for name, ratio in ratios.items():
+        print(f"{'ratio to in-process':28}" + "".join(f"{ratio[k]:>23}" for k in keys) + f"   ({name})")
+    for name, n in same.items():
+        print(f"{name}: outputs equal to loom.generate's pixels {n}/{args.jobs}")
     if args.json:
-        report = {
-            **rows,
-            "ratio": ratios,
-            "exact": f"{same}/{len(pngs)}",
-            "args": vars(args) | {"json": str(args.json)},
-        }
+        report = {**rows, "ratio": ratios, "exact": same, "args": vars(args) | {"json": str(args.json)}}
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-    if same != len(pngs):
-        sys.exit(f"{len(pngs) - same} outputs differ from loom.generate's")
+    if any(n != args.jobs for n in same.values()):
+        sys.exit("some outputs differ from loom.generate's")
 
 
 if __name__ == "__main__":

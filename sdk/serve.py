@@ -37,7 +37,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from loom.core import Cancelled, CancelToken, Image, LoomError, get_registry
+from loom.core import Cancelled, CancelToken, Image, InputError, LoomError, get_registry
 from loom.core.seeding import MAX_SEED, item_seeds
 
 log = logging.getLogger("loom.serve")
@@ -70,6 +70,15 @@ class JobRequest(BaseModel):
     count: int = Field(1, ge=1)
     size: int | None = Field(256, ge=8, description="Longer side of the images in pixels; null: no resize.")
     webhook: str | None = Field(None, description="An http(s) URL told {id, status} by POST when the job ends.")
+    image: str | None = Field(
+        None,
+        description="An image to start from, for a generator that edits (diffusion): a PNG or JPEG, base64 or a "
+        "data: URL; one for every output, as `loom generate --image`.",
+    )
+    mask: str | None = Field(None, description="Where to repaint (white), as image; needs image.")
+    strength: float | None = Field(
+        None, gt=0, le=1, description="How far an edit may move from its image (the generator's strength option)."
+    )
     preview_every: float | None = Field(
         None,
         ge=MIN_PREVIEW_EVERY_S,
@@ -91,6 +100,14 @@ class JobRequest(BaseModel):
     def items(self) -> list[str]:
         """The prompt of each output, in order: the prompts, ``count`` times over (as ``loom.generate``)."""
         return self.prompt_list() * self.count
+
+    def given(self, n: int, pipeline: Any) -> dict:
+        """The request's images (``image``, ``mask``) as ``pipeline.run`` takes them for ``n`` outputs, read and checked
+        as ``loom.generate`` reads them (sizes, limits, the chain takes them); a LoomError in one line if not."""
+        from loom.outputs import read_images
+
+        images = {"image": self.image, "mask": self.mask}
+        return pipeline.check_given(read_images({k: decoded_image(k, v) for k, v in images.items() if v}), n)
 
 
 class GenerateRequest(BaseModel):
@@ -152,10 +169,34 @@ def is_loopback(host: str) -> bool:
 
 
 # -- checking a request before it is queued --------------------------------------------------------
-def checked_spec(prompts: list[str], count: int, generator: str | None, size: int | None) -> dict:
+def decoded_image(name: str, text: str) -> Any:
+    """A request's base64 image (or ``data:…;base64,`` URL) as a PIL image; a LoomError naming ``name`` if it is not
+    one. Decoded in memory: nothing of a request is written where a path could name it."""
+    import base64
+    import binascii
+    import io
+
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
+    data = text.split(",", 1)[1] if text.startswith("data:") and "," in text else text
+    try:
+        image = PILImage.open(io.BytesIO(base64.b64decode(data, validate=True)))
+        image.load()
+    except (binascii.Error, ValueError, UnidentifiedImageError, OSError) as err:
+        raise InputError(
+            f"{name} is not a base64 PNG or JPEG ({one_line(err)}): send the file's bytes, base64"
+        ) from None
+    return image
+
+
+def checked_spec(
+    prompts: list[str], count: int, generator: str | None, size: int | None, strength: float | None = None
+) -> dict:
     """The chain for a request, built and type-checked (no weights load), or a LoomError in one line: a
-    request over Loom's limits, an empty prompt, an unknown generator, one that makes no images."""
-    from loom.api import DEFAULT_GENERATOR, check_request, default_spec
+    request over Loom's limits, an empty prompt, an unknown generator, one that makes no images, a strength for
+    one that takes none."""
+    from loom.api import DEFAULT_GENERATOR, check_request, default_spec, with_strength
     from loom.core import Pipeline, UnknownComponentError
 
     if not prompts:
@@ -170,6 +211,8 @@ def checked_spec(prompts: list[str], count: int, generator: str | None, size: in
     if entry.cls.role != "generator":
         raise UnknownComponentError(f"{name!r} is a {entry.cls.role}, not a generator")
     spec = default_spec(name, size)
+    if strength is not None:
+        spec = with_strength(spec, strength)
     pipeline = Pipeline.from_spec(spec)
     if not issubclass(pipeline.output_type, Image):
         raise LoomError(f"generator {name!r} makes {pipeline.output_type.kind}; this service serves images")
@@ -333,7 +376,10 @@ class Service:
     # -- requests
     def submit(self, request: JobRequest) -> str | None:
         """Queue a checked request (seed fixed now, so that a rerun makes the same outputs); None if the queue is full."""
-        spec = checked_spec(request.prompt_list(), request.count, request.generator, request.size)
+        from loom.api import pipeline_for
+
+        spec = checked_spec(request.prompt_list(), request.count, request.generator, request.size, request.strength)
+        request.given(len(request.items()), pipeline_for(spec))  # the images, checked before the job is queued
         if request.seed is None:
             request = request.model_copy(update={"seed": item_seeds(None, 1)[0]})
         job_id = self.store.add(request, spec, self.queue_limit)
@@ -454,6 +500,7 @@ class Service:
         todo = [i for i, path in enumerate(paths) if not path.is_file()]  # a file with its final name is whole
         token = self.tokens[job_id]
         pipeline = pipeline_for(json.loads(row["spec"]))
+        given = request.given(len(prompts), pipeline)
         with self.chain_lock(row["spec"]):
             token.check("before loading")
             pipeline.load(progress=False)
@@ -467,6 +514,7 @@ class Service:
                     progress=report,
                     cancel=token,
                     **self._previews(job_id, request, idx),
+                    **{name: data.take(idx) for name, data in given.items()},
                 )
                 for j, i in enumerate(idx):
                     write(part.output, j, paths[i], stable_record(part, j, i, len(prompts)))

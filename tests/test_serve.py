@@ -145,6 +145,55 @@ def test_progress_events_carry_previews_when_asked_and_the_output_is_unchanged(s
 
 
 @pytest.mark.slow
+def test_a_job_starts_from_an_image_as_loom_generate_does(server, tmp_path):
+    import base64
+
+    import loom
+
+    start = tmp_path / "start.png"
+    loom.generate(PROMPTS[0], 1, generator="vae", size=64, output=start, progress=False)
+    encoded = "data:image/png;base64," + base64.b64encode(start.read_bytes()).decode()
+    job_id = server.submit(prompt=PROMPTS[1], seed=9, count=2, generator="diffusion", image=encoded, strength=0.6)
+    assert server.events(job_id)[-1][0] == "finished"
+    out = tmp_path / "ref-edit.png"
+    loom.generate(
+        PROMPTS[1], 9, generator="diffusion", size=64, image=start, strength=0.6, count=2, output=out, progress=False
+    )
+    for n in (1, 2):
+        assert_same_output(server.output(job_id, n), out.with_name(f"ref-edit-{n}.png"), tmp_path)
+    # refused before anything is queued, in one line
+    for body, says in (
+        ({"image": "bm90IGFuIGltYWdl"}, "image is not a base64 PNG or JPEG"),
+        ({"image": encoded, "generator": "vae"}, "no step of this chain takes 'image'"),
+        ({"strength": 0.5}, "no step of this chain takes strength"),
+    ):
+        response = server.client.post("/v1/jobs", json={"prompt": PROMPTS[0], "size": 64, **body})
+        assert response.status_code == 422 and says in response.json()["detail"], response.text
+        assert "\n" not in response.json()["detail"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_concurrent_clients_get_every_output_exact(server, tmp_path):
+    """A small load test (bench/serve.py --jobs 200 --clients 20 is the big one): 16 jobs from 8 clients at once."""
+    from loom.testing.server import run_jobs
+
+    prompts = [PROMPTS[i % 2] for i in range(16)]  # output i gets seed 100 + i, as loom.generate's
+    runs = run_jobs(server, [{"prompt": p, "seed": 100 + i} for i, p in enumerate(prompts)], clients=8)
+    assert [run.error for run in runs] == [None] * len(prompts)
+    import numpy as np
+    from PIL import Image
+
+    # one loom.generate call for all 16: each job's pixels are those of its item there (batch invariance); the
+    # records differ in batch_size and item only, and the other tests compare records
+    expected = reference(tmp_path, prompts, 100)
+    for run, path in zip(runs, expected):
+        assert 0 < run.first_progress_s <= run.result_s
+        with Image.open(io.BytesIO(run.png)) as made, Image.open(path) as want:
+            assert np.array_equal(np.asarray(made), np.asarray(want))
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_delete_stops_a_running_job_alone(server, tmp_path):
     many = server.submit(prompts=PROMPTS, count=100, seed=10)  # 200 items

@@ -1,6 +1,6 @@
 """The page of `loom serve` in a real browser (Playwright driving Debian's chromium, headless), against a server this
 test starts on 127.0.0.1 and stops: type a prompt, watch progress and previews, cancel that job, run another and
-download its first PNG, whose pixels must be `loom generate`'s.
+download its first PNG, whose pixels must be `loom generate`'s, then start an edit from that file.
 
 Skipped, saying why, where chromium or Playwright is missing (.ci/run installs both). With LOOM_SCREENSHOT=PATH the
 page, with the finished job's images, is also saved there (docs/images/serve-page.png was made so).
@@ -79,3 +79,11 @@ def test_page_runs_previews_cancels_and_downloads_loom_generates_png(page, tmp_p
         assert np.array_equal(np.asarray(made), expected), "the downloaded PNG is not loom generate's"
     if os.environ.get("LOOM_SCREENSHOT"):
         page.screenshot(path=Path(os.environ["LOOM_SCREENSHOT"]))
+
+    # the downloaded image as the start of an edit: the page sends the file and the strength
+    fill(page, "diffusion", seed=6, count=1)
+    page.set_input_files("#image", str(path))
+    page.fill("#strength", "0.5")
+    page.click("#submit")
+    page.wait_for_selector("#status:has-text('Finished: 1 output(s).')")
+    assert page.text_content("#error") == ""

@@ -18,7 +18,9 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -142,3 +144,44 @@ class LoomServer:
         if response.status_code != 200 or response.headers["content-type"] != "image/png":
             raise ServerError(f"output {n} of job {job_id}: {response.status_code} {response.text[:200]}")
         return response.content
+
+
+@dataclass
+class JobRun:
+    """One job of :func:`run_jobs`: seconds from its POST to its first ``progress`` event and to its first PNG
+    fetched, the PNG, or the error that stopped it."""
+
+    body: dict
+    first_progress_s: float | None = None
+    result_s: float | None = None
+    png: bytes | None = None
+    error: str | None = None
+
+
+def run_jobs(server: LoomServer, bodies: list[dict], clients: int) -> list[JobRun]:
+    """Each body as one job, from ``clients`` threads at once (each with its own HTTP client, taking every
+    ``clients``-th body): submitted, followed on its event stream to its end, its first output fetched."""
+    runs = [JobRun(body) for body in bodies]
+
+    def client_work(k: int) -> None:
+        with server.new_client() as client:
+            for run in runs[k::clients]:
+                start = time.perf_counter()
+                try:
+                    job_id = server.submit(client, **run.body)
+                    events = server.timed_events(job_id, client)
+                    if events[-1][0] != "finished":
+                        run.error = f"{events[-1][0]}: {events[-1][1]}"
+                        continue
+                    run.first_progress_s = next(t for name, _, t in events if name == "progress") - start
+                    run.png = server.output(job_id, 1, client)
+                    run.result_s = time.perf_counter() - start
+                except Exception as err:  # kept with its job: the caller reports every failure
+                    run.error = f"{type(err).__name__}: {err}"
+
+    threads = [threading.Thread(target=client_work, args=(k,)) for k in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return runs

@@ -122,6 +122,15 @@ async function readStream(jobId, path, signal) {
   }
 }
 
+function dataURL(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
 $("job").addEventListener("submit", async (event) => {
   event.preventDefault();
   showError(null);
@@ -137,7 +146,10 @@ $("job").addEventListener("submit", async (event) => {
     size: Number($("size").value || 256),
     preview_every: 0.5,
   };
+  if ($("strength").value !== "") body.strength = Number($("strength").value);
   try {
+    const file = $("image").files[0]; // an image to start from, for a generator that edits (diffusion)
+    if (file) body.image = await dataURL(file);
     const job = await (await api("/v1/jobs", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
