@@ -56,36 +56,58 @@ def load_transformer(model: str, device: str = "cpu", download: bool = False):
     key = (model, device)
     with _lock:
         if key not in _cache:
-            from transformers import AutoModel, AutoTokenizer
-
             folder = model_folder(model)
-            local_only = not download or _offline()  # never contact the hub unless asked to
-            from transformers.utils import logging as transformers_logging
-
-            bar = transformers_logging.is_progress_bar_enabled()
-            transformers_logging.disable_progress_bar()  # Loom draws its own loading bar
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=local_only)
-                network = AutoModel.from_pretrained(folder, local_files_only=local_only).to(device).eval()
-            except pickle.UnpicklingError:
-                raise WeightsError(
-                    f"text encoder {model!r}: {_pickle_file(folder)!r} is a pickle checkpoint holding more than "
-                    "tensors, which Loom does not load (unpickling can run code); give the model as model.safetensors"
-                ) from None
-            except (OSError, ValueError) as err:
-                why = "HF_HUB_OFFLINE=1" if _offline() else ("download: false" if local_only else "download: true")
-                raise WeightsError(
-                    f"text encoder {model!r} could not be loaded: Loom looked for a local folder {folder!r} "
-                    f"and then the Hugging Face cache ({why}{', so nothing was downloaded' if local_only else ''}). "
-                    "Pass a folder that holds config.json, the weights and the tokenizer, or download the "
-                    f"model on a machine with internet (`huggingface-cli download {model}`, or set download: true). "
-                    f"({err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''})"
-                ) from None
-            finally:
-                if bar:
-                    transformers_logging.enable_progress_bar()
-            _cache[key] = (tokenizer, network)
+            _cache[key] = _plain_bert(model, folder, device) or _transformers(model, folder, device, download)
         return _cache[key]
+
+
+def _plain_bert(model: str, folder: str, device: str):
+    """(tokenizer, model) through :mod:`loom.plugins.bert` for a local BERT folder it runs (the same numbers, and no
+    transformers to import: seconds off a cold start); None for anything else."""
+    from . import bert
+
+    if not bert.supported(folder):
+        return None
+    try:
+        return bert.Tokenizer(folder), bert.Bert.from_folder(folder, device)
+    except Exception as err:  # a damaged file: named in one line, as transformers' failures are
+        raise WeightsError(
+            f"text encoder {model!r} could not be loaded from {folder!r}: {err.__class__.__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}"
+        ) from None
+
+
+def _transformers(model: str, folder: str, device: str, download: bool):
+    """(tokenizer, model) through transformers: a local folder, or a hub id from the cache (or the hub, with
+    ``download``)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    local_only = not download or _offline()  # never contact the hub unless asked to
+    from transformers.utils import logging as transformers_logging
+
+    bar = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()  # Loom draws its own loading bar
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=local_only)
+        network = AutoModel.from_pretrained(folder, local_files_only=local_only).to(device).eval()
+    except pickle.UnpicklingError:
+        raise WeightsError(
+            f"text encoder {model!r}: {_pickle_file(folder)!r} is a pickle checkpoint holding more than "
+            "tensors, which Loom does not load (unpickling can run code); give the model as model.safetensors"
+        ) from None
+    except (OSError, ValueError) as err:
+        why = "HF_HUB_OFFLINE=1" if _offline() else ("download: false" if local_only else "download: true")
+        raise WeightsError(
+            f"text encoder {model!r} could not be loaded: Loom looked for a local folder {folder!r} "
+            f"and then the Hugging Face cache ({why}{', so nothing was downloaded' if local_only else ''}). "
+            "Pass a folder that holds config.json, the weights and the tokenizer, or download the "
+            f"model on a machine with internet (`huggingface-cli download {model}`, or set download: true). "
+            f"({err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        ) from None
+    finally:
+        if bar:
+            transformers_logging.enable_progress_bar()
+    return tokenizer, network
 
 
 class TextEncoder(Encoder):

@@ -92,6 +92,16 @@ def record_digest(path: Path) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def recorded_threads():
+    """The digests' thread count (2) while this module runs: scripts/test.sh gives each xdist worker one thread,
+    and a float sum split over other threads may round differently."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("behaviour")

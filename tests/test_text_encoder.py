@@ -55,3 +55,60 @@ def test_default_encoder_puts_paraphrases_close():
     p = emb.pooled
     assert emb.encoder == "all-MiniLM-L6-v2" and emb.tokens.shape == (3, 64, 384)
     assert float(p[0] @ p[1]) > float(p[0] @ p[2]) + 0.1
+
+
+PROMPTS = [
+    "a red circle",
+    "a big blue square at the top of a white background, and a small green triangle",
+    "",
+    "ÉLAN café naïve — “quotes” 日本語 🙂",
+    "x " * 200,  # past every max_length: truncated
+    "RED Circle!!",
+]
+
+
+@pytest.mark.parametrize("which", ["default", "tiny"])
+def test_plain_bert_gives_transformers_numbers_bit_for_bit(which, tiny_bert):
+    """A BERT folder loads through loom.plugins.bert (no transformers import): the same token ids, masks and states
+    as transformers' tokenizer and BertModel, exactly."""
+    from loom.plugins.text_encoder import _plain_bert, _transformers
+
+    folder = model_folder("all-MiniLM-L6-v2") if which == "default" else str(tiny_bert)
+    (plain_tok, plain), (hf_tok, hf) = _plain_bert(which, folder, "cpu"), _transformers(which, folder, "cpu", False)
+    assert type(plain).__module__ == "loom.plugins.bert" and type(hf).__module__.startswith("transformers.")
+    for max_length in (64, 8):
+        a = hf_tok(PROMPTS, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
+        b = plain_tok(PROMPTS, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        with torch.inference_mode():
+            assert torch.equal(hf(**a).last_hidden_state, plain(**b).last_hidden_state)
+    assert hf_tok(PROMPTS, truncation=False)["input_ids"] == plain_tok(PROMPTS, truncation=False)["input_ids"]
+
+
+def test_a_folder_that_is_not_bert_loads_through_transformers(tmp_path):
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(model_folder("all-MiniLM-L6-v2"))
+    config = DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=32, n_layers=1, n_heads=2, hidden_dim=64)
+    torch.manual_seed(0)
+    DistilBertModel(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    encoder = TextEncoder(model=str(tmp_path), max_length=16).load()
+    assert type(encoder.model).__name__ == "DistilBertModel"
+    emb = encoder(Text(["a red circle"]), seed=0)
+    assert emb.tokens.shape == (1, 16, 32)
+
+
+@pytest.mark.slow
+def test_the_default_chain_runs_without_importing_transformers(tmp_path):
+    """What makes a cold `loom generate` fast: the packaged encoder needs no transformers import."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, loom; loom.generate('a red circle', 1, size=32, progress=False, output=sys.argv[1]); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('transformers', 'diffusers')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out.png")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout[-500:]
