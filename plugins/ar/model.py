@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from loom.plugins.common.nn import TextCondition, edge_weights
+from loom.plugins.common.nn import TextCondition, edge_weights, small_normal
 from loom.plugins.common.saved import SavedModel, TextConditionedConfig
 
 
@@ -216,7 +216,7 @@ class TokenTransformer(nn.Module):
         d = cfg.d_model
         self.condition = TextCondition(cfg.text_dim, d, cfg.queries, d)
         self.tok = nn.Embedding(cfg.codebook, d)
-        self.pos = nn.Parameter(torch.randn(cfg.seq_len, d) * 0.02)
+        self.pos = small_normal(cfg.seq_len, d)
         self.blocks = nn.ModuleList(Block(d, cfg.heads) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, cfg.codebook)

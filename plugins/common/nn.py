@@ -36,6 +36,15 @@ def closest_of(samples: torch.Tensor, target: torch.Tensor, power: int = 2) -> t
     return err.min(0).values
 
 
+def small_normal(*shape: int) -> nn.Parameter:
+    """A parameter of ``torch.randn(*shape) * 0.02``. Inside ``with torch.device("meta")`` (the skeleton
+    :meth:`SavedModel.from_folder` checks a weights file against) it holds no values: drawing them there imports
+    torch's symbolic-shape machinery, seconds of a cold start."""
+    if torch.empty(0).is_meta:
+        return nn.Parameter(torch.empty(*shape))
+    return nn.Parameter(torch.randn(*shape) * 0.02)
+
+
 class TextCondition(nn.Module):
     """Token embeddings → one conditioning vector: a transformer layer over the projected tokens
     lets attributes bind to their objects; learned queries then pool what the decoder needs."""
@@ -46,7 +55,7 @@ class TextCondition(nn.Module):
         self.layer = nn.TransformerEncoderLayer(
             width, nhead=4, dim_feedforward=width * 2, dropout=0.0, batch_first=True
         )
-        self.queries = nn.Parameter(torch.randn(queries, width) * 0.02)
+        self.queries = small_normal(queries, width)
         self.pool = nn.MultiheadAttention(width, num_heads=4, batch_first=True)
         self.out = nn.Sequential(
             nn.Linear(queries * width + text_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim)
@@ -68,7 +77,7 @@ class SpatialCrossAttention(nn.Module):
 
     def __init__(self, channels: int, cells: int, width: int):
         super().__init__()
-        self.pos = nn.Parameter(torch.randn(cells, channels) * 0.02)
+        self.pos = small_normal(cells, channels)
         self.kv = nn.Linear(width, channels)
         self.attn = nn.MultiheadAttention(channels, num_heads=4, batch_first=True)
         self.norm = nn.LayerNorm(channels)
