@@ -526,8 +526,20 @@ def read_image(path: "str | Path", mask: bool = False) -> Image:
     luma) copied to the three channels: white = repaint. Its size is read from the header and refused over the
     ``pixels`` limit (:mod:`loom.limits`) before anything is decoded; a missing, truncated, damaged or non-image file
     is an InputError naming it."""
-    with _opened_image(Path(path)) as im:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image file {str(path)!r} does not exist")
+    with _opened_image(path, str(path)) as im:
         return image_from_pil(im, str(path), mask)
+
+
+def image_from_bytes(data: bytes, where: str, mask: bool = False) -> Image:
+    """An image file's bytes (an upload; ``where`` names it in messages) as :func:`read_image` reads a file, by the
+    same rule and limits."""
+    import io
+
+    with _opened_image(io.BytesIO(data), where) as im:
+        return image_from_pil(im, where, mask)
 
 
 def image_from_pil(im, where: str, mask: bool = False) -> Image:
@@ -549,22 +561,21 @@ def image_from_pil(im, where: str, mask: bool = False) -> Image:
 
 
 class _opened_image:
-    """``path`` opened by Pillow, reading its header only. Loom's ``pixels`` limit is the one rule for an image's
-    size, so Pillow's own decompression-bomb check is off while the header is read (nothing is decoded yet)."""
+    """``source`` (a path or a binary file object; ``where`` names it) opened by Pillow, reading its header only.
+    Loom's ``pixels`` limit is the one rule for an image's size, so Pillow's own decompression-bomb check is off
+    while the header is read (nothing is decoded yet)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, source: object, where: str) -> None:
         from PIL import Image as PILImage
         from PIL import UnidentifiedImageError
 
-        if not path.is_file():
-            raise InputError(f"image file {str(path)!r} does not exist")
         bomb, PILImage.MAX_IMAGE_PIXELS = PILImage.MAX_IMAGE_PIXELS, None
         try:
-            self.image = PILImage.open(path)
+            self.image = PILImage.open(source)  # type: ignore[arg-type]
         except UnidentifiedImageError:
-            raise InputError(f"{str(path)!r} is not an image file Loom can read (PNG, JPEG, WebP, ...)") from None
+            raise InputError(f"{where!r} is not an image file Loom can read (PNG, JPEG, WebP, ...)") from None
         except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:
-            raise InputError(f"{str(path)!r} is not an image Loom can read ({err})") from None
+            raise InputError(f"{where!r} is not an image Loom can read ({err})") from None
         finally:
             PILImage.MAX_IMAGE_PIXELS = bomb
 

@@ -169,25 +169,21 @@ def is_loopback(host: str) -> bool:
 
 
 # -- checking a request before it is queued --------------------------------------------------------
-def decoded_image(name: str, text: str) -> Any:
-    """A request's base64 image (or ``data:…;base64,`` URL) as a PIL image; a LoomError naming ``name`` if it is not
-    one. Decoded in memory: nothing of a request is written where a path could name it."""
+def decoded_image(name: str, text: str) -> Image:
+    """A request's base64 image (or ``data:…;base64,`` URL) as a one-item Image, read as ``loom generate --image``
+    reads a file (the same rule and pixel limit, checked before anything is decoded); an InputError naming ``name``
+    if it is not one. Nothing of a request is written where a path could name it."""
     import base64
     import binascii
-    import io
 
-    from PIL import Image as PILImage
-    from PIL import UnidentifiedImageError
+    from loom.outputs import image_from_bytes
 
     data = text.split(",", 1)[1] if text.startswith("data:") and "," in text else text
     try:
-        image = PILImage.open(io.BytesIO(base64.b64decode(data, validate=True)))
-        image.load()
-    except (binascii.Error, ValueError, UnidentifiedImageError, OSError) as err:
-        raise InputError(
-            f"{name} is not a base64 PNG or JPEG ({one_line(err)}): send the file's bytes, base64"
-        ) from None
-    return image
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise InputError(f"{name} is not base64 ({one_line(err)}): send the image file's bytes, base64") from None
+    return image_from_bytes(raw, f"the {name} sent", mask=name == "mask")
 
 
 def checked_spec(

@@ -148,6 +148,8 @@ def test_progress_events_carry_previews_when_asked_and_the_output_is_unchanged(s
 def test_a_job_starts_from_an_image_as_loom_generate_does(server, tmp_path):
     import base64
 
+    from PIL import Image as PILImage
+
     import loom
 
     start = tmp_path / "start.png"
@@ -161,9 +163,13 @@ def test_a_job_starts_from_an_image_as_loom_generate_does(server, tmp_path):
     )
     for n in (1, 2):
         assert_same_output(server.output(job_id, n), out.with_name(f"ref-edit-{n}.png"), tmp_path)
-    # refused before anything is queued, in one line
+    # refused before anything is queued, in one line; a small file of too many pixels before it is decoded
+    huge = io.BytesIO()
+    PILImage.new("1", (5000, 5000)).save(huge, format="PNG")
     for body, says in (
-        ({"image": "bm90IGFuIGltYWdl"}, "image is not a base64 PNG or JPEG"),
+        ({"image": base64.b64encode(huge.getvalue()).decode()}, "(5000 × 5000)"),
+        ({"image": "bm90IGFuIGltYWdl"}, "'the image sent' is not an image file Loom can read"),
+        ({"image": "not base64!"}, "image is not base64"),
         ({"image": encoded, "generator": "vae"}, "no step of this chain takes 'image'"),
         ({"strength": 0.5}, "no step of this chain takes strength"),
     ):
