@@ -36,6 +36,8 @@ _EXPORTS = {
     "PLUGIN_API": "loom.core.hookspecs",
     "LoomError": "loom.core.errors",
     "get_registry": "loom.core.plugins",
+    "CancelToken": "loom.core.pipeline",
+    "Cancelled": "loom.core.errors",
     # the app developer's calls
     "Pipeline": "loom.chains",
     "generate": "loom.api",
