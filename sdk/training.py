@@ -240,12 +240,16 @@ def train(
         command=command,
         on_step=on_step,
     )
-    # Subnormal floats appear as images' flat regions saturate and make CPU steps ~4× slower.
+    # Subnormal floats appear as images' flat regions saturate and make CPU steps ~4× slower. The flag is the
+    # process's: set back to torch's default after the run, so that the caller's own float math keeps subnormals.
     torch.set_flush_denormal(True)
-    run.plan()
-    run.prepare_data()
-    run.build()
-    run.loop()
+    try:
+        run.plan()
+        run.prepare_data()
+        run.build()
+        run.loop()
+    finally:
+        torch.set_flush_denormal(False)
     return run.folder
 
 

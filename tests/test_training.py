@@ -65,6 +65,7 @@ def assert_loss_curve_falls(path) -> None:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_few_steps_lower_the_loss_and_write_a_loadable_generator(tmp_path, family):
     out = loom.train(family, steps=40, seed=3, out=tmp_path / family, checkpoint_every=25, **TINY)
+    assert torch.tensor([1e-40]).item() != 0, "training left the process flushing subnormal floats to zero"
     config = json.loads((out / "config.json").read_text())
     training = config["training"]
     assert config["family"] == family and training["steps"] == 40 and training["seed"] == 3
