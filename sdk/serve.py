@@ -540,7 +540,7 @@ class Service:
         def preview(data: Any, items: list[int]) -> None:
             if isinstance(data, Image):
                 done = self.progress.get(job_id, 0.0)
-                image = png_data_url(data.to_numpy()[0])
+                image = png_data_url(data.take([0]).to_numpy()[0])  # the first item only, not the chunk
                 self.events.add(
                     job_id,
                     "progress",
