@@ -28,7 +28,12 @@ def supported(folder: "str | Path") -> bool:
     files = [folder / name for name in ("config.json", "model.safetensors", "tokenizer.json")]
     if not all(f.is_file() for f in files):
         return False
-    config = json.loads(files[0].read_text(encoding="utf-8"))
+    try:
+        config = json.loads(files[0].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # transformers then reads it, and a damaged file is named in its one-line error
+    if not isinstance(config, dict):
+        return False
     defaults = {"position_embedding_type": "absolute"}
     return all(config.get(key, defaults.get(key)) == value for key, value in SUPPORTED.items())
 

@@ -112,3 +112,14 @@ def test_the_default_chain_runs_without_importing_transformers(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out.png")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout[-500:]
+
+
+def test_a_bert_folder_with_a_damaged_config_is_one_weights_error(tiny_bert, tmp_path):
+    import shutil
+
+    folder = tmp_path / "damaged"
+    shutil.copytree(tiny_bert, folder)
+    (folder / "config.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(WeightsError) as err:
+        TextEncoder(model=str(folder)).load()
+    assert str(folder) in str(err.value) and "\n" not in str(err.value)
