@@ -1,12 +1,15 @@
 """The encoder + decoder adapter prototype behind docs/adapters.md ("A concept the autoencoder never saw").
 
-    python bench/concept_autoencoder_prototype.py STEPS CONCEPT [RANK]     # e.g. 300 star 8
+    python bench/concept_autoencoder_prototype.py STEPS CONCEPT [RANK] [LOSS]    # e.g. 300 star 8 edge
 
 A decoder-only LoRA cannot make a star's latents differ from a pentagon's. This trains a LoRA (rank RANK, default
 8) on both the encoder and the decoder of the shipped Shapes diffusion model's autoencoder, for STEPS steps of 8
 images of CONCEPT (``ConceptDataset(CONCEPT, seed=0)``, 64 of them) plus 8 fresh images of the world (so that the
 old shapes keep their reconstruction), then prints how often ShapesEval reads 40 encoded and decoded ground-truth
-renders right: the concept's (``seed=5``) and the world's. Writes the LoRA to /tmp/proto/ae-CONCEPT-STEPS.safetensors.
+renders right: the concept's (``seed=5``) and the world's. Writes the LoRA to
+/tmp/proto/ae-CONCEPT-STEPS-RANK-LOSS.safetensors.
+LOSS is ``mse`` (the default, plain pixel MSE) or ``edge``: the L1 weighted up near edges that trained the
+autoencoder itself (``edge_weights(x, 20)``), under which a star's points are not a rounding error.
 """
 
 import sys
@@ -18,6 +21,7 @@ import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from safetensors.torch import save_file
 
+from loom.plugins.common.nn import edge_weights
 from loom.plugins.diffusion import ShapesDiffusion
 from loom.plugins.diffusion.shapes import ShapesDiffusionModel
 from loom.plugins.shapes.evaluate import ShapesEval
@@ -27,6 +31,7 @@ torch.manual_seed(0)
 STEPS = int(sys.argv[1])
 CONCEPT = sys.argv[2]
 RANK = int(sys.argv[3]) if len(sys.argv) > 3 else 8
+LOSS = sys.argv[4] if len(sys.argv) > 4 else "mse"
 T = ["conv1", "conv2", "conv_in", "conv_out", "conv"]
 m = ShapesDiffusionModel.from_folder(ShapesDiffusion.default_weights).eval().requires_grad_(False)
 for part in (m.vae.encoder, m.vae.decoder):
@@ -49,7 +54,10 @@ opt = torch.optim.AdamW(params, lr=1e-3)
 
 def recon_loss(xb):
     d = m.vae.encode(xb * 2 - 1).latent_dist.mean
-    return torch.nn.functional.mse_loss(m.vae.decode(d).sample, xb * 2 - 1)
+    y, target = m.vae.decode(d).sample, xb * 2 - 1
+    if LOSS == "edge":
+        return ((y - target).abs() * edge_weights(target, 20.0)).mean()
+    return torch.nn.functional.mse_loss(y, target)
 
 
 t = time.time()
@@ -72,7 +80,7 @@ save_file(
         for p, mod in (("encoder", m.vae.encoder), ("decoder", m.vae.decoder))
         for k, v in get_peft_model_state_dict(mod, adapter_name="d").items()
     },
-    f"/tmp/proto/ae-{CONCEPT}-{STEPS}.safetensors",
+    f"/tmp/proto/ae-{CONCEPT}-{STEPS}-{RANK}-{LOSS}.safetensors",
 )
 ev = ShapesEval()
 

@@ -1,6 +1,7 @@
 """The generator families side by side: quality, speed and size of each shipped default, in one run.
 
     .venv/bin/python bench/families.py [--world shapes|sounds] [-n 200] [--families ...] [--json FILE]
+    .venv/bin/python bench/families.py --families 'vae,diffusion{"steps": 2},diffusion-fast{"steps": 1}'
 
 For each family prints the world's report (as ``loom eval shapes|sounds``, the evaluation seed):
 whole prompt on ``n`` templated and ``n`` underspecified prompts, each with its seen and unseen
@@ -11,6 +12,8 @@ generation time per output (text encoder included; medians of 3 rounds interleav
 families so machine noise hits all alike) and the size of its weights. A family with a prompt
 completion (``Generator.prompt_completion``) gets a second row, ``NAME, as typed``: the model on the
 prompts as typed, without it.
+A family may carry config options as JSON (``diffusion{"steps": 2}``): a row of its own, measured
+as the others are.
 The output is a Markdown table (README's).
 
 - ``--world shapes`` (default: vae, gan, ar, diffusion): ShapesEval; 64 px images in batches of 32, time with
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import time
 from pathlib import Path
@@ -62,20 +66,21 @@ def main() -> None:
     from loom.evaluation import shapes_report, sounds_report
 
     evaluate = sounds_report if args.world == "sounds" else shapes_report
-    families = []  # (row, family, weights folder, through the family's prompt completion)
-    for name in (args.families or world["families"]).split(","):
+    families = []  # (row, family, weights folder, through the family's prompt completion, config options)
+    for name, options in parse_families(args.families or world["families"]):
         cls = get_registry().get(name).cls
         folder = Path(cls.default_weights)
         if not (folder / "model.safetensors").is_file():
             print(f"{name}: no shipped weights in {folder}; skipped")
             continue
-        families.append((name, name, folder, True))
+        row = name + "".join(f", {k} {v}" for k, v in options.items())
+        families.append((row, name, folder, True, options))
         if cls.prompt_completion:
-            families.append((f"{name}, as typed", name, folder, False))
+            families.append((f"{row}, as typed", name, folder, False, options))
 
     rows = {}
-    for row, name, folder, complete in families:
-        report = evaluate(name, n=args.n, progress=False, complete=complete)
+    for row, name, folder, complete, options in families:
+        report = evaluate(name, n=args.n, progress=False, complete=complete, options=options or None)
         training = json.loads((folder / "config.json").read_text()).get("training", {})
         rows[row] = {
             "eval": report,
@@ -89,8 +94,7 @@ def main() -> None:
 
     prompts = [world["prompt"].format(i=i) for i in range(world["batch"])]
     pipelines = {
-        row: loom.pipeline_for(loom.default_spec(name, size=None, complete=complete))
-        for row, name, _, complete in families
+        row: loom.pipeline_for(spec_for(name, complete, options)) for row, name, _, complete, options in families
     }
     clip_seconds = None
     for p in pipelines.values():
@@ -113,6 +117,25 @@ def main() -> None:
     print_attributes(rows, world)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def parse_families(text: str) -> list[tuple[str, dict]]:
+    """``vae,diffusion{"steps": 2}`` → [("vae", {}), ("diffusion", {"steps": 2})]."""
+    return [
+        (name.strip(), json.loads(options) if options else {})
+        for name, options in re.findall(r"([^,{]+)(\{[^}]*\})?", text)
+        if name.strip()
+    ]
+
+
+def spec_for(name: str, complete: bool, options: dict) -> dict:
+    """The default chain around family ``name``, no resize, its config set to ``options``."""
+    import loom
+
+    spec = loom.default_spec(name, size=None, complete=complete)
+    step = spec["steps"][-1]
+    step["config"] = {**step.get("config", {}), **options}
+    return spec
 
 
 def _rate(part: dict) -> str:
@@ -182,7 +205,8 @@ def chain_totals(training: dict) -> dict:
 def _totals(record: dict, step_key: str) -> "tuple[float | None, int]":
     # an init_from record counts its run's steps as "step", a unet_from record (a training record) as "steps"
     minutes, steps = record.get("minutes"), record.get(step_key) or 0
-    for key, key_steps in (("init_from", "step"), ("unet_from", "steps")):
+    # a distilled model's teacher (``teacher_from``) is part of what it took to make
+    for key, key_steps in (("init_from", "step"), ("unet_from", "steps"), ("teacher_from", "steps")):
         if record.get(key):
             more_minutes, more_steps = _totals(record[key], key_steps)
             steps += more_steps

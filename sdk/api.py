@@ -57,7 +57,11 @@ def generator_step(generator: str | None) -> dict:
 
 
 def default_spec(
-    generator: str | None = None, size: int | None = DEFAULT_SIZE, registry=None, complete: bool = True
+    generator: str | None = None,
+    size: int | None = DEFAULT_SIZE,
+    registry=None,
+    complete: bool = True,
+    edit: bool = False,
 ) -> dict:
     """Text encoder → ``generator`` → resize to ``size`` (no resize when ``size`` is None).
 
@@ -66,13 +70,14 @@ def default_spec(
     that does not give an Image (an Audio generator) gets no resize. An unknown generator keeps
     the image chain, so that building it names the unknown step. With ``complete``, a generator
     that names a ``prompt_completion`` gets it first, so a typed prompt reaches it as the kind
-    of caption it was trained on. Loom's own steps go by qualified name (``plugin:component``), so
+    of caption it was trained on; not for an ``edit`` (a request with an image), whose prompt describes
+    an image that exists: what it leaves unsaid is the image's, not the world's to draw. Loom's own steps go by qualified name (``plugin:component``), so
     that a third-party plugin's component of the same name never takes their place."""
     step = generator_step(generator)
     cls = _component_class(step["component"], registry)
     text_encoder = {"component": "text-encoder:text-encoder"}
     steps = [] if cls is not None and issubclass(Text, cls.input_type) else [text_encoder]
-    if complete and getattr(cls, "prompt_completion", None):
+    if complete and not edit and getattr(cls, "prompt_completion", None):
         steps.insert(0, {"component": cls.prompt_completion})
     steps.append(step)
     if size and (cls is None or issubclass(cls.output_type, Image)):
@@ -199,7 +204,7 @@ def generate(
     else:
         if generator is None and output is not None and Path(output).suffix.lower() in AudioFormat.suffixes:
             generator = DEFAULT_SOUND_GENERATOR  # a sound file asks for a sound
-        spec = default_spec(generator, size, complete=complete)
+        spec = default_spec(generator, size, complete=complete, edit=image is not None)
     if strength is not None:
         spec = with_strength(spec, strength)
     if adapters:

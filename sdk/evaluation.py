@@ -197,12 +197,13 @@ def _edit_world(world):
     return world
 
 
-def _edit_chains(world, generator: str, strengths: set, options, registry, complete: bool) -> dict:
+def _edit_chains(world, generator: str, strengths: set, options, registry) -> dict:
     """Strength → the chain around ``generator`` set to it (None: the generator's own strength), all built (nothing
     loads) before any runs; an InputError when the chain takes no image or no mask."""
     from loom.core import InputError
 
-    chains = {None: world_pipeline(world, generator, options, registry, complete)}
+    # no prompt completion: an edit's prompt describes the image it starts from (loom.api.default_spec)
+    chains = {None: world_pipeline(world, generator, options, registry, complete=False)}
     missing = [name for name in ("image", "mask") if name not in chains[None].takes]
     if missing:
         raise InputError(
@@ -210,7 +211,7 @@ def _edit_chains(world, generator: str, strengths: set, options, registry, compl
             "`loom eval edits` scores generators whose steps take an image and a mask, such as 'diffusion'"
         )
     for strength in sorted(s for s in strengths if s is not None):
-        chains[strength] = world_pipeline(world, generator, options, registry, complete, strength)
+        chains[strength] = world_pipeline(world, generator, options, registry, complete=False, strength=strength)
     return chains
 
 
@@ -250,12 +251,12 @@ def evaluate_edits(
     progress: bool = True,
     options: dict | None = None,
     registry=None,
-    complete: bool = True,
 ) -> dict:
     """What ``loom eval edits`` reports: ``generator`` (default :data:`EDIT_GENERATOR`) on ``n`` edit tasks of each
     kind that ``world`` (a name or World) draws from ``seed``, output i seeded ``output_seed + i``, scored by the
     world: per kind (Shapes: recolour, repaint, keep) ``n``, ``score`` and ``chance``, and each task's verdict in
-    ``items``. ``options``, ``registry``, ``complete``: as :func:`world_pipeline` takes them.
+    ``items``. ``options``, ``registry``: as :func:`world_pipeline` takes them. The prompts go as typed, with no
+    prompt completion (an edit's prompt describes an image that exists: :func:`loom.api.default_spec`).
 
     Edit tasks are optional beyond :class:`loom.core.World`: a world offers them with ``edit_tasks(n, seed)`` (tasks
     with ``prompt``, ``strength`` (None: the generator's own), ``image()`` (H×W×3 uint8) and ``mask()`` (H×W uint8,
@@ -269,7 +270,7 @@ def evaluate_edits(
     world = _edit_world(world)
     generator = generator or EDIT_GENERATOR
     tasks = world.edit_tasks(n, seed)
-    chains = _edit_chains(world, generator, {t.strength for t in tasks}, options, registry, complete)
+    chains = _edit_chains(world, generator, {t.strength for t in tasks}, options, registry)
     outputs = _run_edits(chains, tasks, output_seed, batch_size, progress)
     return {"generator": generator, "world": world.name, "n": n, "seed": seed, **world.score_edits(tasks, outputs)}
 

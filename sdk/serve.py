@@ -187,7 +187,12 @@ def decoded_image(name: str, text: str) -> Image:
 
 
 def checked_spec(
-    prompts: list[str], count: int, generator: str | None, size: int | None, strength: float | None = None
+    prompts: list[str],
+    count: int,
+    generator: str | None,
+    size: int | None,
+    strength: float | None = None,
+    edit: bool = False,
 ) -> dict:
     """The chain for a request, built and type-checked (no weights load), or a LoomError in one line: a
     request over Loom's limits, an empty prompt, an unknown generator, one that makes no images, a strength for
@@ -206,7 +211,7 @@ def checked_spec(
     entry = get_registry().get(name)
     if entry.cls.role != "generator":
         raise UnknownComponentError(f"{name!r} is a {entry.cls.role}, not a generator")
-    spec = default_spec(name, size)
+    spec = default_spec(name, size, edit=edit)
     if strength is not None:
         spec = with_strength(spec, strength)
     pipeline = Pipeline.from_spec(spec)
@@ -374,7 +379,14 @@ class Service:
         """Queue a checked request (seed fixed now, so that a rerun makes the same outputs); None if the queue is full."""
         from loom.api import pipeline_for
 
-        spec = checked_spec(request.prompt_list(), request.count, request.generator, request.size, request.strength)
+        spec = checked_spec(
+            request.prompt_list(),
+            request.count,
+            request.generator,
+            request.size,
+            request.strength,
+            edit=request.image is not None,
+        )
         request.given(len(request.items()), pipeline_for(spec))  # the images, checked before the job is queued
         if request.seed is None:
             request = request.model_copy(update={"seed": item_seeds(None, 1)[0]})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 from pydantic import Field
@@ -137,9 +138,21 @@ def random_embeddings(n: int = 3):
     )
 
 
+def as_distilled(shapes: str) -> str:
+    """A copy of the Shapes diffusion folder ``shapes`` as a ``diffusion-fast`` one (beside it, "-fast")."""
+    import json
+    import shutil
+
+    fast = shutil.copytree(shapes, f"{shapes}-fast", dirs_exist_ok=True)
+    config = json.loads((Path(fast) / "config.json").read_text())
+    (Path(fast) / "config.json").write_text(json.dumps({**config, "family": "diffusion-fast"}))
+    return str(fast)
+
+
 def diffusion_kit_configs(model: str, shapes: str, controlnet: str, **fast) -> dict:
     """The configs the conformance kit checks the diffusion plugin's steps with: a tiny SD folder ``model``
-    (``fast``: few steps, small size), a Shapes diffusion folder and a ControlNet folder."""
+    (``fast``: few steps, small size), a Shapes diffusion folder (as ``diffusion`` and, copied,
+    ``diffusion-fast``) and a ControlNet folder."""
     quick = {"model": model, **fast}
     return {
         "stable-diffusion": quick,
@@ -148,5 +161,6 @@ def diffusion_kit_configs(model: str, shapes: str, controlnet: str, **fast) -> d
         "sd-vae-decode": {"model": model},
         "sd-vae-encode": {"model": model},
         "diffusion": {"weights": shapes, "steps": 2},
+        "diffusion-fast": {"weights": as_distilled(shapes), "steps": 2},
         "sd-controlnet": {**quick, "controlnet": controlnet},
     }

@@ -436,18 +436,23 @@ def test_the_kit_checks_every_diffusion_step_that_takes_adapters(tiny_sd, loras,
         "diffusion",
         only=["adapters"],
         configs=diffusion_kit_configs(folder, shapes[0], build_tiny_controlnet(folder, tmp_path / "cn"), **FAST),
-        inputs={"sd-denoiser": lambda n: encoder(example_inputs(Text, n), seed=0), "diffusion": random_embeddings},
+        inputs={
+            "sd-denoiser": lambda n: encoder(example_inputs(Text, n), seed=0),
+            "diffusion": random_embeddings,
+            "diffusion-fast": random_embeddings,
+        },
         adapters={
             "stable-diffusion": loras["one"],
             "sd-text-encoder": loras["two"],
             "sd-denoiser": loras["unet-only"],
             "sd-controlnet": loras["kohya"],
             "diffusion": shapes[1],
+            "diffusion-fast": shapes[1],  # a distilled model is the teacher's UNet: its adapters fit
         },
     )
     checked = {r.component: r.status for r in report.results if r.check == "adapters"}
     assert checked == dict.fromkeys(
-        ["stable-diffusion", "sd-text-encoder", "sd-denoiser", "sd-controlnet", "diffusion"], "passed"
+        ["stable-diffusion", "sd-text-encoder", "sd-denoiser", "sd-controlnet", "diffusion", "diffusion-fast"], "passed"
     ), str(report)
 
 

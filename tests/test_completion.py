@@ -81,11 +81,13 @@ def test_the_default_chain_completes_prompts_only_for_generators_that_ask_for_it
         "vae": "complete-shapes-prompt",
         "gan": "complete-shapes-prompt",
         "ar": "text-encoder:text-encoder",
-        "diffusion": "text-encoder:text-encoder",
+        "diffusion": "complete-shapes-prompt",
         "gan-sound": "complete-sounds-prompt",
         "vae-sound": "complete-sounds-prompt",
     }
     assert default_spec("vae", complete=False)["steps"][0]["component"] == "text-encoder:text-encoder"
+    # an edit's prompt describes the image it starts from: nothing is drawn for it
+    assert default_spec("diffusion", edit=True)["steps"][0]["component"] == "text-encoder:text-encoder"
 
 
 def test_a_completed_prompt_is_seeded():

@@ -47,6 +47,9 @@ def edit_strength(strength: float | None, inpaint: bool) -> float:
 SCHEDULERS: dict[str, tuple[str | None, dict]] = {
     "default": (None, {}),
     "ddim": ("DDIMScheduler", {}),
+    # the first step at the very end of the schedule and the last to the clean image: the steps a
+    # distilled model (``diffusion-fast``) was trained to take
+    "ddim-trailing": ("DDIMScheduler", {"timestep_spacing": "trailing", "set_alpha_to_one": True}),
     "ddpm": ("DDPMScheduler", {}),
     "pndm": ("PNDMScheduler", {}),
     "euler": ("EulerDiscreteScheduler", {}),
@@ -60,7 +63,17 @@ SCHEDULERS: dict[str, tuple[str | None, dict]] = {
     "unipc": ("UniPCMultistepScheduler", {}),
 }
 SchedulerName = Literal[
-    "default", "ddim", "ddpm", "pndm", "euler", "euler-ancestral", "heun", "dpm++2m", "dpm++2m-karras", "unipc"
+    "default",
+    "ddim",
+    "ddim-trailing",
+    "ddpm",
+    "pndm",
+    "euler",
+    "euler-ancestral",
+    "heun",
+    "dpm++2m",
+    "dpm++2m-karras",
+    "unipc",
 ]
 
 
