@@ -132,3 +132,19 @@ def test_reproduce_needs_a_record(tmp_path):
     (tmp_path / "junk.png").write_bytes(b"not a png")
     with pytest.raises(ProvenanceError, match="not an image"):
         loom.reproduce(tmp_path / "junk.png")
+
+
+def test_an_attention_mask_for_the_padding_gives_what_a_key_padding_mask_gives():
+    import torch
+
+    from loom.plugins.common.nn import padding_mask
+
+    torch.manual_seed(0)
+    attention = torch.nn.MultiheadAttention(16, num_heads=4, batch_first=True)
+    q, kv = torch.randn(3, 5, 16), torch.randn(3, 7, 16)
+    pad = torch.tensor([[False] * 7, [False] * 4 + [True] * 3, [False] + [True] * 6])
+    ours, _ = attention(q, kv, kv, attn_mask=padding_mask(pad, 5, 4), need_weights=False)
+    theirs, _ = attention(q, kv, kv, key_padding_mask=pad, need_weights=False)
+    assert torch.equal(ours, theirs)
+    # and the padding matters: without it the outputs differ
+    assert not torch.allclose(ours, attention(q, kv, kv, need_weights=False)[0])

@@ -155,3 +155,30 @@ def test_the_student_samples_as_it_was_trained_to_step(teacher):
 def test_each_generator_refuses_the_others_folder_in_one_line(teacher):
     with pytest.raises(WeightsError, match="holds a 'diffusion' model, not a 'diffusion-fast' one"):
         loom.Pipeline.from_steps(("diffusion-fast", {"weights": teacher}))
+
+
+def test_the_plain_trailing_ddim_is_diffusers_bit_for_bit(teacher):
+    """Sampling ``ddim-trailing`` imports no diffusers, and gives what diffusers' DDIMScheduler gives."""
+    from loom.plugins.diffusion import shapes
+    from loom.plugins.diffusion.sampling import make_scheduler
+
+    model = ShapesDiffusionModel.from_folder(teacher)
+    emb = random_embeddings(2)
+
+    def images():
+        gens = [torch.Generator().manual_seed(i) for i in range(2)]
+        return model.generate(emb.tokens, emb.mask, emb.pooled, gens, steps=4, scheduler="ddim-trailing")
+
+    ours = images()
+    theirs = make_scheduler(schedule(), "ddim-trailing")
+    original = shapes.ddim.TrailingDDIM
+    try:
+        shapes.ddim.TrailingDDIM = lambda *a: theirs  # the same sampling loop on diffusers' scheduler
+        assert torch.equal(ours, images())
+    finally:
+        shapes.ddim.TrailingDDIM = original
+    plain = shapes.ddim.TrailingDDIM(1000, "v_prediction")
+    assert torch.equal(plain.alphas_cumprod, schedule().alphas_cumprod)
+    x, noise = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
+    t = torch.tensor([999, 500, 3])
+    assert torch.equal(plain.add_noise(x, noise, t), theirs.add_noise(x, noise, t))

@@ -101,13 +101,14 @@ def test_a_folder_that_is_not_bert_loads_through_transformers(tmp_path):
 
 @pytest.mark.slow
 def test_the_default_chain_runs_without_importing_transformers(tmp_path):
-    """What makes a cold `loom generate` fast: the packaged encoder needs no transformers import."""
+    """What makes a cold `loom generate` fast: the packaged encoder needs no transformers import, and no attention
+    mask sends torch through its symbolic shapes (sympy; see loom.plugins.common.nn.padding_mask)."""
     import subprocess
     import sys
 
     code = (
         "import sys, loom; loom.generate('a red circle', 1, size=32, progress=False, output=sys.argv[1]); "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('transformers', 'diffusers')))"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('transformers', 'diffusers', 'sympy')))"
     )
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out.png")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -66,8 +66,16 @@ class TextCondition(nn.Module):
         pad = mask < 0.5
         h = self.layer(self.proj(tokens), src_key_padding_mask=pad)
         q = self.queries.unsqueeze(0).expand(tokens.shape[0], -1, -1)
-        p, _ = self.pool(q, h, h, key_padding_mask=pad, need_weights=False)
+        p, _ = self.pool(q, h, h, attn_mask=padding_mask(pad, q.shape[1], self.pool.num_heads), need_weights=False)
         return Condition(self.out(torch.cat([p.flatten(1), pooled], dim=1)), h, pad)
+
+
+def padding_mask(pad, queries: int, heads: int):
+    """``nn.MultiheadAttention``'s ``attn_mask`` (B·heads × queries × L, True = not attended) for the
+    padding ``pad`` (B×L): what it makes of the same ``key_padding_mask``, with the same outputs. A
+    ``key_padding_mask`` goes through ``torch._check_with``, whose first call imports torch's
+    symbolic-shape machinery and sympy: 0.6 s of a cold ``loom generate``."""
+    return pad[:, None, :].expand(-1, queries, -1).repeat_interleave(heads, dim=0)
 
 
 class SpatialCrossAttention(nn.Module):
@@ -86,7 +94,9 @@ class SpatialCrossAttention(nn.Module):
         b, c, hgt, wid = x.shape
         q = self.norm(x.flatten(2).transpose(1, 2) + self.pos)
         kv = self.kv(cond.tokens)
-        out, _ = self.attn(q, kv, kv, key_padding_mask=cond.pad, need_weights=False)
+        out, _ = self.attn(
+            q, kv, kv, attn_mask=padding_mask(cond.pad, q.shape[1], self.attn.num_heads), need_weights=False
+        )
         return x + out.transpose(1, 2).reshape(b, c, hgt, wid)
 
 

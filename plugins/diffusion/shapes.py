@@ -25,6 +25,8 @@ from torch.nn import functional as F
 from loom.plugins.common import WEIGHTS_NAME
 from loom.plugins.common.saved import SavedModel, TextConditionedConfig
 
+from . import ddim
+from .ddim import item_noise
 from .sampling import SCHEDULERS, SHAPES_GUIDANCE, make_scheduler
 
 #: The autoencoder's weights, beside the UNet's in ``model.safetensors``.
@@ -201,13 +203,11 @@ class ShapesDiffusionModel(SavedModel):
         the mask (max-pooled to latent size, so a latent touching it is free) are replaced by the
         image's latents noised to that step's level (the same noise), and the decoded result is
         composited with ``image`` in pixel space, so unmasked pixels stay exactly."""
-        from diffusers.utils.torch_utils import randn_tensor
-
         if guidance_scale is None:
             guidance_scale = SHAPES_GUIDANCE
         sched = self._scheduler(scheduler, steps, tokens.device)
         b, size = tokens.shape[0], self.cfg.latent_size
-        noise = randn_tensor((b, self.cfg.channels, size, size), generator=list(generators), device=tokens.device)
+        noise = item_noise((b, self.cfg.channels, size, size), list(generators), tokens.device)
         known = None if image is None else self.fold(image)
         strength = 1.0 if known is None else strength
         if method == "diffedit" and repaint is None and 0 < int(steps * strength) < steps:
@@ -242,10 +242,8 @@ class ShapesDiffusionModel(SavedModel):
         Measured on 40 recolour tasks (docs/diffusion.md, "Editing with the Shapes model"): SDEdit
         kept the old colour at the strengths an edit runs at; a found region repainted from noise
         recoloured the object and kept the rest."""
-        from diffusers.utils.torch_utils import randn_tensor
-
         b, c, size, _ = known.shape
-        noise = randn_tensor((b, samples * c, size, size), generator=list(generators), device=known.device)
+        noise = item_noise((b, samples * c, size, size), list(generators), known.device)
         t = torch.full((b,), max(0, round(level * self.cfg.num_train_timesteps) - 1), device=known.device)
         schedule, condition = noise_schedule(self.cfg), _guided(tokens, mask, pooled)
         differ = 0
@@ -258,6 +256,10 @@ class ShapesDiffusionModel(SavedModel):
         return F.interpolate(region, size=self.cfg.image_size, mode="nearest")
 
     def _scheduler(self, name: str, steps: int, device):
+        if name == "ddim-trailing" and self.cfg.beta_schedule == ddim.SCHEDULE:  # no diffusers import
+            sched = ddim.TrailingDDIM(self.cfg.num_train_timesteps, self.cfg.prediction_type)
+            sched.set_timesteps(steps, device=device)
+            return sched
         base = noise_schedule(self.cfg)
         sched = make_scheduler(base, name) if SCHEDULERS[name][0] else base
         sched.set_timesteps(steps, device=device)
