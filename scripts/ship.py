@@ -125,10 +125,13 @@ def _origin(start: dict | None, lead: str | None = None, step: str = "step") -> 
 
 
 def _origins(record: dict) -> str:
-    """How a run's starting weights were made: the UNet a diffusion run took with -O unet_init
-    (``unet_from``, which keeps the training record's ``steps``), then its --init start."""
-    return _origin(record.get("unet_from"), lead="its UNet started from the UNet of ", step="steps") + _origin(
-        record.get("init_from")
+    """How a run's starting weights were made: the teacher a distilled model learnt from and started as
+    (``teacher_from``), the UNet a diffusion run took with -O unet_init (``unet_from``; both keep the
+    training record's ``steps``), then its --init start."""
+    return (
+        _origin(record.get("teacher_from"), lead="distilled from (and started as) the teacher ", step="steps")
+        + _origin(record.get("unet_from"), lead="its UNet started from the UNet of ", step="steps")
+        + _origin(record.get("init_from"))
     )
 
 

@@ -394,7 +394,7 @@ def test_a_few_steps_lower_the_loss_and_write_a_folder_that_generates(tmp_path):
     assert {"shift", "scale"} <= config["autoencoder"].keys() and (out / "autoencoder.safetensors").is_file()
     result = loom.generate("a red circle on a blue background", seed=0, generator=str(out), size=None, progress=False)
     assert result.output.pixels.shape == (1, 3, 64, 64)
-    step = result.provenance["spec"]["steps"][1]
+    step = result.provenance["spec"]["steps"][-1]  # after the prompt completion and the text encoder
     assert step["component"] == "diffusion" and step["config"]["weights"] == str(out.resolve())
 
 
@@ -426,6 +426,7 @@ def test_registry_lists_the_diffusion_components():
         "sd-vae-encode",
         "sd-controlnet",
         "diffusion",
+        "diffusion-fast",
     ]
     kinds = {e.name: (e.cls.input_type.kind, e.cls.output_type.kind) for e in registry.components()}
     assert kinds["sd-denoiser"] == ("Embedding", "Latent") and kinds["sd-vae-decode"] == ("Latent", "Image")
@@ -436,7 +437,7 @@ def test_registry_lists_the_diffusion_components():
 
     classes = {"stable-diffusion": diffusion.StableDiffusion, "sd-text-encoder": diffusion.SDTextEncoder}
     classes |= {"sd-denoiser": diffusion.SDDenoiser, "sd-vae-decode": diffusion.SDVAEDecode}
-    classes |= {"diffusion": diffusion.ShapesDiffusion}
+    classes |= {"diffusion": diffusion.ShapesDiffusion, "diffusion-fast": diffusion.FastShapesDiffusion}
     for name, cls in classes.items():
         entry = registry.get(name)
         assert entry.cls is cls and entry.plugin == "diffusion", (name, entry)

@@ -410,7 +410,12 @@ class ShapesDiffusion(Generator):
                 f"weights: runs/{self.family} (or --generator runs/{self.family})"
             )
         folder = check_trained_folder(folder, self.family)
-        self.model = self.model_class().from_folder(folder, self.config.device)
+        from .shapes import PlainShapesDiffusionModel
+
+        # peft's adapters load into diffusers' modules; without adapters the plain-torch networks (the
+        # same outputs) spare a cold start the diffusers import
+        model_class = self.model_class() if self.config.adapters else PlainShapesDiffusionModel
+        self.model = model_class.from_folder(folder, self.config.device)
         if self.config.adapters:
             from .adapters import load_into_unet
 

@@ -17,6 +17,7 @@ Where it diffuses, two ways (``autoencoder`` in the config):
 from __future__ import annotations
 
 import inspect
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -115,18 +116,28 @@ class ShapesDiffusionModel(SavedModel):
     """The UNet, the fold between images and latents, and sampling."""
 
     config_class = ShapesDiffusionConfig
+    #: build the networks in plain torch (:mod:`.plain`: the same weights and outputs, bit for bit) instead of
+    #: diffusers, whose import takes seconds (it imports transformers, scipy and sympy); see
+    #: :class:`PlainShapesDiffusionModel`
+    plain: ClassVar[bool] = False
 
     def __init__(self, cfg: ShapesDiffusionConfig):
         super().__init__(cfg)
-        from diffusers import UNet2DConditionModel
+        from . import plain
 
         n = len(cfg.block_out_channels)
-        self.vae = build_autoencoder(cfg.autoencoder) if cfg.autoencoder else None
+        self.vae = None
+        if cfg.autoencoder:
+            self.vae = plain.plain_autoencoder(cfg.autoencoder) if self.plain else build_autoencoder(cfg.autoencoder)
         # cross-attention to the caption at every resolution but the first (16×16: attention there
         # doubled the time of a training step)
         down = ["DownBlock2D"] + ["CrossAttnDownBlock2D"] * (n - 1)
         up = ["CrossAttnUpBlock2D"] * (n - 1) + ["UpBlock2D"]
-        self.unet = UNet2DConditionModel(
+        if self.plain:
+            build = plain.plain_unet
+        else:
+            from diffusers import UNet2DConditionModel as build
+        self.unet = build(
             sample_size=cfg.latent_size,
             in_channels=cfg.channels,
             out_channels=cfg.channels,
@@ -285,6 +296,14 @@ class ShapesDiffusionModel(SavedModel):
         step = sched.step(out, t, x, **extra)
         guess = getattr(step, "pred_original_sample", None)
         return step.prev_sample, step.prev_sample if guess is None else guess
+
+
+class PlainShapesDiffusionModel(ShapesDiffusionModel):
+    """The same model with its networks in plain torch: what the generators sample with when no
+    adapter is asked for (peft's adapters load into diffusers' modules), so that sampling imports no
+    diffusers (with the ``ddim-trailing`` sampler; other samplers are diffusers' schedulers)."""
+
+    plain = True
 
 
 def _guided(tokens, mask, pooled):
