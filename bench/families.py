@@ -13,7 +13,7 @@ families so machine noise hits all alike) and the size of its weights. A family 
 completion (``Generator.prompt_completion``) gets a second row, ``NAME, as typed``: the model on the
 prompts as typed, without it.
 A family may carry config options as JSON (``diffusion{"steps": 2}``): a row of its own, measured
-as the others are.
+as the others are (through the prompt completion only).
 The output is a Markdown table (README's).
 
 - ``--world shapes`` (default: vae, gan, ar, diffusion): ShapesEval; 64 px images in batches of 32, time with
@@ -75,7 +75,7 @@ def main() -> None:
             continue
         row = name + "".join(f", {k} {v}" for k, v in options.items())
         families.append((row, name, folder, True, options))
-        if cls.prompt_completion:
+        if cls.prompt_completion and not options:  # a variant's row is its settings' only
             families.append((f"{row}, as typed", name, folder, False, options))
 
     rows = {}

@@ -468,7 +468,8 @@ class ShapesDiffusion(Generator):
 
 class FastShapesDiffusion(ShapesDiffusion):
     """The Shapes diffusion model distilled to a few steps (``loom train diffusion-fast``,
-    :mod:`.distill`): the teacher's guided 20 steps learnt as 4 unguided ones, one UNet call each.
+    :mod:`.distill`): the teacher's guided DDIM steps learnt as 1, 2 or 4 unguided ones (2 by default),
+    one UNet call each.
     Edits as ``diffusion`` does, by SDEdit by default: DiffEdit compares the prompt's prediction with
     the empty condition's, which a distilled model no longer learns."""
 
@@ -480,7 +481,7 @@ class FastShapesDiffusion(ShapesDiffusion):
 
     class Config(ShapesDiffusion.Config):
         scheduler: SchedulerName = Field("ddim-trailing", description="sampler (the one it was distilled for)")
-        steps: int = Field(4, ge=1, le=1000, description="denoising steps (it was distilled for 4; 1 and 2 work)")
+        steps: int = Field(2, ge=1, le=1000, description="denoising steps (it was distilled for 1, 2 and 4)")
         guidance_scale: float = Field(
             1.0, ge=0.0, le=20.0, description="classifier-free guidance; the teacher's is built in (≤ 1: none more)"
         )
