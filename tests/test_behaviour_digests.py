@@ -39,9 +39,10 @@ SPOKEN = "a large red circle in the center on a blue background"
 
 #: name -> (CLI arguments with {d} for the output folder, the file it writes)
 COMMANDS = {
-    "vae": (["generate", IMAGE, "--seed", "3", "-o", "{d}/vae.png"], "vae.png"),
+    "default": (["generate", IMAGE, "--seed", "3", "-o", "{d}/default.png"], "default.png"),
+    "vae": (["generate", IMAGE, "--seed", "3", "--generator", "vae", "-o", "{d}/vae.png"], "vae.png"),
     "vae-as-typed": (
-        ["generate", IMAGE, "--seed", "3", "--as-typed", "-o", "{d}/vae-as-typed.png"],
+        ["generate", IMAGE, "--seed", "3", "--generator", "vae", "--as-typed", "-o", "{d}/vae-as-typed.png"],
         "vae-as-typed.png",
     ),
     "gan": (["generate", IMAGE, "--seed", "3", "--generator", "gan", "-o", "{d}/gan.png"], "gan.png"),
@@ -49,6 +50,10 @@ COMMANDS = {
     "diffusion": (
         ["generate", IMAGE, "--seed", "3", "--generator", "diffusion", "-o", "{d}/diffusion.png"],
         "diffusion.png",
+    ),
+    "diffusion-fast": (
+        ["generate", IMAGE, "--seed", "3", "--generator", "diffusion-fast", "-o", "{d}/diffusion-fast.png"],
+        "diffusion-fast.png",
     ),
     "gan-sound": (["generate", SOUND, "--seed", "3", "-o", "{d}/gan-sound.wav"], "gan-sound.wav"),
     "vae-sound": (
