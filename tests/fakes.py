@@ -112,6 +112,21 @@ def ctrl_c_at(stop_step: int):
 TINY_AUTOENCODER = {"block_out_channels": [8, 8, 8], "latent_channels": 4, "shift": 0.1, "scale": 2.0}
 
 
+def captioned_renders(folder, n: int = 4) -> str:
+    """``n`` Shapes renders with a same-name .txt caption each in ``folder``, as a user's folder (seed 0)."""
+    import numpy as np
+    from PIL import Image
+
+    from loom.plugins.shapes.world import caption, render, sample_scene
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        scene = sample_scene(rng)
+        Image.fromarray(render(scene, 64)).save(Path(folder) / f"{i}.png")
+        (Path(folder) / f"{i}.txt").write_text(caption(scene, rng))
+    return str(folder)
+
+
 def tiny_shapes_diffusion(folder) -> str:
     """A random-weight Shapes diffusion folder with :data:`TINY_AUTOENCODER`, saved in ``folder`` (seed 0)."""
     import torch

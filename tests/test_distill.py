@@ -3,10 +3,9 @@ steps, on a tiny random-weight teacher and a few images, a few steps only."""
 
 import json
 
-import numpy as np
 import pytest
 import torch
-from fakes import ctrl_c_at, random_embeddings, tiny_shapes_diffusion
+from fakes import captioned_renders, ctrl_c_at, random_embeddings, tiny_shapes_diffusion
 from safetensors.torch import load_file
 
 import loom
@@ -23,17 +22,7 @@ def teacher(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    from PIL import Image
-
-    from loom.plugins.shapes.world import caption, render, sample_scene
-
-    folder = tmp_path_factory.mktemp("distill-data")
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        scene = sample_scene(rng)
-        Image.fromarray(render(scene, 64)).save(folder / f"{i}.png")
-        (folder / f"{i}.txt").write_text(caption(scene, rng))
-    return str(folder)
+    return captioned_renders(tmp_path_factory.mktemp("distill-data"))
 
 
 def schedule():

@@ -4,11 +4,10 @@ steps only. The adapter is what ``adapters: [{path: FOLDER}]`` loads (tests/test
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from fakes import ctrl_c_at, tiny_shapes_diffusion
+from fakes import captioned_renders, ctrl_c_at, tiny_shapes_diffusion
 from safetensors.torch import load_file
 
 import loom
@@ -24,17 +23,7 @@ def base(tmp_path_factory):
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     """Four captioned renders, as a user's folder."""
-    from PIL import Image
-
-    from loom.plugins.shapes.world import caption, render, sample_scene
-
-    folder = tmp_path_factory.mktemp("lora-data")
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        scene = sample_scene(rng)
-        Image.fromarray(render(scene, 64)).save(folder / f"{i}.png")
-        (folder / f"{i}.txt").write_text(caption(scene, rng))
-    return str(folder)
+    return captioned_renders(tmp_path_factory.mktemp("lora-data"))
 
 
 def train(out, base, images, steps=3, on_step=None, **options):

@@ -105,7 +105,11 @@ def registry(monkeypatch):
 
 
 def generate(out, painter):
-    return CliRunner().invoke(main, ["generate", "a grey square", "--generator", painter, "-o", str(out), "-q"])
+    # a fixed seed: the resize's overshoot at the edge of a random 8 px grey image varies with the draw (a random seed
+    # once gave a darkest pixel of 89, just under the bound below)
+    return CliRunner().invoke(
+        main, ["generate", "a grey square", "--generator", painter, "--seed", "0", "-o", str(out), "-q"]
+    )
 
 
 def test_a_good_generator_writes_its_image(registry, tmp_path):

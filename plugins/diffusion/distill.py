@@ -32,7 +32,7 @@ from loom.plugins.common.training import warmup_cosine
 from .lora_training import base_folder
 from .sampling import SHAPES_GUIDANCE
 from .shapes import ShapesDiffusionModel, _guided, noise_schedule
-from .training import update
+from .training import update, update_ema
 
 #: The family (and generator) a distilled model belongs to.
 FAMILY = "diffusion-fast"
@@ -158,12 +158,9 @@ class DistillTrainer(Trainer):
         uncond, cond = self.teacher(torch.cat([x, x]), torch.cat([t, t]), *condition).chunk(2)
         return uncond + self.options.guidance_scale * (cond - uncond)
 
-    @torch.no_grad()
     def _update_ema(self) -> None:
         self.ema_steps += 1
-        decay = min(self.options.ema_decay, (1 + self.ema_steps) / (10 + self.ema_steps))
-        for e, p in zip(self.ema.unet.parameters(), self.model.unet.parameters()):
-            e.lerp_(p, 1 - decay)
+        update_ema(self.ema.unet, self.model.unet, self.ema_steps, self.options.ema_decay)
 
     def state(self) -> dict:
         return {

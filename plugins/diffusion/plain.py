@@ -446,11 +446,18 @@ def plain_unet(**kwargs) -> UNet:
     return UNet(numbers[len(names) :], layers, cin, cout, context, heads, groups, class_dim, cfg["sample_size"])
 
 
+def norm_groups(widths: list[int]) -> int:
+    """GroupNorm groups for a network of these widths: four channels per group at the narrowest
+    level (at most 32 groups). One channel per group (diffusers' 32 groups on 16 or 32 channels)
+    normalises away each channel's mean, so an autoencoder's last norm erases the flat colours
+    Shapes is made of: measured, such an autoencoder's L1 stalled near 0.55 over 120 steps where
+    one with four channels per group went on falling."""
+    return max(1, min(32, math.gcd(*widths) // 4))
+
+
 def plain_autoencoder(spec: dict) -> Autoencoder:
     """The :class:`Autoencoder` ``shapes.build_autoencoder(spec)`` builds: ``block_out_channels``,
-    ``latent_channels``, ``layers_per_block`` (1), ``norm_num_groups`` (None: :func:`.shapes.norm_groups`)."""
-    from .shapes import norm_groups
-
+    ``latent_channels``, ``layers_per_block`` (1), ``norm_num_groups`` (None: :func:`norm_groups`)."""
     widths = [int(w) for w in spec["block_out_channels"]]
     groups = int(spec.get("norm_num_groups") or norm_groups(widths))
     return Autoencoder(widths, int(spec.get("layers_per_block", 1)), int(spec["latent_channels"]), groups)

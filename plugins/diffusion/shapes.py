@@ -28,6 +28,7 @@ from loom.plugins.common.saved import SavedModel, TextConditionedConfig
 
 from . import ddim
 from .ddim import item_noise
+from .plain import norm_groups
 from .sampling import SCHEDULERS, SHAPES_GUIDANCE, make_scheduler
 
 #: The autoencoder's weights, beside the UNet's in ``model.safetensors``.
@@ -70,17 +71,6 @@ class ShapesDiffusionConfig(TextConditionedConfig):
         if self.autoencoder:
             return self.image_size // 2 ** (len(self.autoencoder["block_out_channels"]) - 1)
         return self.image_size // self.patch
-
-
-def norm_groups(widths: list[int]) -> int:
-    """GroupNorm groups for a network of these widths: four channels per group at the narrowest
-    level (at most 32 groups). One channel per group (diffusers' 32 groups on 16 or 32 channels)
-    normalises away each channel's mean, so an autoencoder's last norm erases the flat colours
-    Shapes is made of: measured, such an autoencoder's L1 stalled near 0.55 over 120 steps where
-    one with four channels per group went on falling."""
-    import math
-
-    return max(1, min(32, math.gcd(*widths) // 4))
 
 
 def build_autoencoder(spec: dict):

@@ -106,6 +106,15 @@ def update(opt: torch.optim.Optimizer, params, loss, lr: float) -> None:
     opt.step()
 
 
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, steps: int, decay: float) -> None:
+    """Move ``ema``'s weights towards ``model``'s after its ``steps``-th step; in the first steps the
+    average follows the fast-moving weights closely (the decay warms up to ``decay``)."""
+    decay = min(decay, (1 + steps) / (10 + steps))
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1 - decay)
+
+
 class DiffusionTrainer(Trainer):
     family = "diffusion"
     Options = DiffusionOptions
@@ -218,13 +227,9 @@ class DiffusionTrainer(Trainer):
         self._update_ema()
         return {"loss": loss.item(), "lr": lr}
 
-    @torch.no_grad()
     def _update_ema(self) -> None:
         self.ema_steps += 1
-        # warm-up: early averages follow the fast-moving weights closely
-        decay = min(self.options.ema_decay, (1 + self.ema_steps) / (10 + self.ema_steps))
-        for e, p in zip(self.ema.unet.parameters(), self.model.unet.parameters()):
-            e.lerp_(p, 1 - decay)
+        update_ema(self.ema.unet, self.model.unet, self.ema_steps, self.options.ema_decay)
 
     def state(self) -> dict:
         state = {
