@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 import loom
 from loom.core import WeightsError
 from loom.core.training import TrainingBatch
-from loom.plugins.diffusion.distill import DDIM, DistillOptions, DistillTrainer, trailing
+from loom.plugins.diffusion.ddim import trailing
+from loom.plugins.diffusion.distill import DDIM, DistillOptions, DistillTrainer
 from loom.plugins.diffusion.shapes import ShapesDiffusionModel
 
 

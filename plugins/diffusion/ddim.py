@@ -29,6 +29,12 @@ def cosine_alphas_cumprod(train_steps: int, max_beta: float = 0.999) -> torch.Te
     return torch.cumprod(1.0 - betas.float(), dim=0)
 
 
+def trailing(steps: int, train_steps: int) -> torch.Tensor:
+    """``steps`` timesteps, the first at the very end of the schedule: diffusers' "trailing" spacing
+    (the same float64 arithmetic, so the same integers for any ``steps``)."""
+    return torch.from_numpy(np.round(np.arange(train_steps, 0, -train_steps / steps)).astype(np.int64) - 1)
+
+
 class TrailingDDIM:
     """The scheduler interface :meth:`ShapesDiffusionModel.generate` uses (``timesteps``, ``order``,
     ``init_noise_sigma``, ``scale_model_input``, ``step``, ``add_noise``), deterministic DDIM."""
@@ -49,9 +55,7 @@ class TrailingDDIM:
     def set_timesteps(self, steps: int, device=None) -> None:
         """``steps`` timesteps, the first at the very end of the schedule."""
         self.num_inference_steps = steps
-        ratio = self.train_steps / steps
-        timesteps = np.round(np.arange(self.train_steps, 0, -ratio)).astype(np.int64) - 1
-        self.timesteps = torch.from_numpy(timesteps).to(device)
+        self.timesteps = trailing(steps, self.train_steps).to(device)
 
     def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
         return sample

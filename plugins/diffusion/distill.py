@@ -8,8 +8,8 @@ in ``teacher_steps / S``, for each step count S of ``student_steps`` (one drawn 
 Each step, a batch of the world's images is encoded and noised to one of the student's S timesteps
 ("trailing" spacing: the first at the end of the schedule, where sampling starts); the teacher runs its DDIM steps from there to the student's next
 timestep (its last step: to the final latents), and the student's velocity is trained towards the
-one whose DDIM step lands where the teacher did. Sampling is diffusers' DDIMScheduler with trailing
-timesteps and no guidance (the ``ddim-trailing`` scheduler): one UNet call per step, where the
+one whose DDIM step lands where the teacher did. Sampling is DDIM with trailing timesteps and no
+guidance (the ``ddim-trailing`` scheduler, :mod:`.ddim`, bit-equal to diffusers'): one UNet call per step, where the
 teacher makes two per step (guidance) and twenty steps.
 
 The output folder is a Shapes diffusion folder (``"family": "diffusion-fast"``) whose record names
@@ -29,6 +29,7 @@ from loom.core import InputError
 from loom.core.training import Trainer, TrainerOptions
 from loom.plugins.common.training import warmup_cosine
 
+from .ddim import trailing
 from .lora_training import base_folder
 from .sampling import SHAPES_GUIDANCE
 from .shapes import ShapesDiffusionModel, _guided, noise_schedule
@@ -65,11 +66,6 @@ class DistillOptions(TrainerOptions):
                 "each student step replaces a whole number of the teacher's"
             )
         return self
-
-
-def trailing(steps: int, train_steps: int) -> torch.Tensor:
-    """``steps`` timesteps, the first at the end of the schedule: diffusers' "trailing" spacing."""
-    return (torch.arange(train_steps, 0, -train_steps / steps).round() - 1).long()
 
 
 class DDIM:
@@ -139,9 +135,10 @@ class DistillTrainer(Trainer):
             target = self._teacher_target(x, which, o.teacher_steps // steps, batch)
         v = self.model(x, t, batch.tokens, batch.mask, batch.pooled)
         loss = F.mse_loss(v, target)
-        update(self.opt, self.model.unet.parameters(), loss, warmup_cosine(o.lr, progress, floor=0.1))
+        lr = warmup_cosine(o.lr, progress, floor=0.1)
+        update(self.opt, self.model.unet.parameters(), loss, lr)
         self._update_ema()
-        return {"loss": loss.item(), "lr": warmup_cosine(o.lr, progress, floor=0.1)}
+        return {"loss": loss.item(), "lr": lr}
 
     def _teacher_target(self, x, which, per: int, batch):
         """The velocity at each item's student timestep (the ``which``-th, each the teacher's ``per``
